@@ -1,0 +1,50 @@
+# echoseek: two commands for a new user: `make demo` and `make test`.
+# Each creates .venv and installs the project (pinned by constraints.txt) when needed.
+
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+WORK    ?= work
+PYTEST_ARGS ?=
+
+export RAY_USAGE_STATS_ENABLED := 0
+export RAY_TRAIN_ENABLE_PREEMPTION_WATCHER := 0
+
+.PHONY: install demo test test-fast lint format bench lock clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	@touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/echoseek demo work_dir=$(WORK)/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check echoseek tests bench
+	$(BIN)/ruff format --check echoseek tests bench
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix echoseek tests bench
+	$(BIN)/ruff format echoseek tests bench
+
+bench: $(STAMP)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Re-pin every dependency after changing pyproject.toml.
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^echoseek' > constraints.txt
+
+clean:
+	rm -rf $(VENV) $(WORK) .pytest_cache .mypy_cache .ruff_cache

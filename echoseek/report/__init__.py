@@ -1,0 +1,1 @@
+"""echoseek.report."""
