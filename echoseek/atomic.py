@@ -1,0 +1,93 @@
+"""Atomic publishing of artifact directories and small files.
+
+Every artifact is written into a hidden staging directory next to its destination, flushed to
+disk, and renamed into place in one ``os.rename``; a failure anywhere removes the staging
+directory, so readers see either the previous artifact or the complete new one, never a
+half-written one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from echoseek.errors import InputError
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file under ``root`` and the directories themselves."""
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            with open(os.path.join(dirpath, name), "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def staged_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a fresh staging directory that becomes ``final`` when the block succeeds.
+
+    An existing non-empty ``final`` is an error unless ``overwrite`` is set, in which case the
+    old directory is replaced only after the new one is complete.
+    """
+    final = Path(final)
+    if final.exists() and not final.is_dir():
+        raise InputError(f"{final}: output path exists and is not a directory")
+    if final.is_dir() and any(final.iterdir()) and not overwrite:
+        raise InputError(f"{final}: output directory exists and is not empty (use overwrite=true)")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.parent / f".staging-{final.name}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        yield staging
+        fsync_tree(staging)
+        _replace_dir(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _replace_dir(staging: Path, final: Path) -> None:
+    trash = None
+    if final.exists():
+        trash = final.parent / f".trash-{final.name}-{uuid.uuid4().hex[:8]}"
+        os.rename(final, trash)
+    os.rename(staging, final)
+    _fsync_dir(final.parent)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())

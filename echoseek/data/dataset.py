@@ -1,0 +1,243 @@
+"""The dataset artifact: Parquet shards of PNG-encoded images plus ``dataset.json``.
+
+Layout (shared/DESIGN.md, "Artifacts")::
+
+    dataset/
+      dataset.json        format_version, count, label counts, source, sha256, shards
+      part-00000.parquet  rows {id, image (PNG bytes), height, width, channels,
+      part-00001.parquet        label (nullable), source, frame_index (nullable)}
+
+``sha256`` of the dataset is the SHA-256 of the concatenated hex digests of its shard files in
+order, so it changes whenever any image, label or id changes. :class:`DatasetWriter` streams
+rows into shards of ``shard_size`` rows inside a staging directory and publishes atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from echoseek.atomic import staged_dir, write_json_atomic
+from echoseek.errors import InputError
+
+if TYPE_CHECKING:
+    import ray.data
+
+FORMAT_VERSION = 1
+DESCRIPTOR = "dataset.json"
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("image", pa.binary()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("channels", pa.int8()),
+        ("label", pa.int64()),
+        ("source", pa.string()),
+        ("frame_index", pa.int64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One dataset row before encoding; ``image`` is (H, W) or (H, W, 3) uint8."""
+
+    id: str
+    image: np.ndarray
+    source: str
+    label: int | None = None
+    frame_index: int | None = None
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Lossless PNG bytes of a (H, W) or (H, W, 3) uint8 array."""
+    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise ValueError(f"expected a uint8 (H, W[, 3]) array, got {image.dtype} {image.shape}")
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """Inverse of :func:`encode_png`: a (H, W) or (H, W, 3) uint8 array."""
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img)
+
+
+class DatasetWriter:
+    """Stream :class:`Row` objects into a new dataset directory, published atomically.
+
+    Use as a context manager; nothing appears at ``out_dir`` unless the block completes.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        source: dict[str, Any],
+        shard_size: int = 1024,
+        overwrite: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        if shard_size <= 0:
+            raise InputError(f"shard_size must be positive, got {shard_size}")
+        self.out_dir = Path(out_dir)
+        self.source = source
+        self.shard_size = shard_size
+        self.extra = dict(extra or {})
+        self._staged = staged_dir(self.out_dir, overwrite=overwrite)
+        self._dir: Path | None = None
+        self._buffer: list[Row] = []
+        self._shards: list[dict[str, Any]] = []
+        self._labels: Counter[int] = Counter()
+        self._shapes: set[tuple[int, int, int]] = set()
+        self._count = 0
+        self._unlabelled = 0
+
+    def __enter__(self) -> DatasetWriter:
+        self._dir = self._staged.__enter__()
+        return self
+
+    def add(self, row: Row) -> None:
+        """Buffer one row; a full buffer is written as the next shard."""
+        self._buffer.append(row)
+        if len(self._buffer) >= self.shard_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        assert self._dir is not None, "DatasetWriter used outside its with-block"
+        rows = self._buffer
+        self._buffer = []
+        table = pa.Table.from_pylist([self._encode(r) for r in rows], schema=SCHEMA)
+        name = f"part-{len(self._shards):05d}.parquet"
+        pq.write_table(table, self._dir / name, compression="zstd")
+        digest = _sha256_file(self._dir / name)
+        self._shards.append({"file": name, "rows": len(rows), "sha256": digest})
+
+    def _encode(self, row: Row) -> dict[str, Any]:
+        img = row.image
+        channels = 1 if img.ndim == 2 else int(img.shape[2])
+        self._shapes.add((int(img.shape[0]), int(img.shape[1]), channels))
+        self._count += 1
+        if row.label is None:
+            self._unlabelled += 1
+        else:
+            self._labels[int(row.label)] += 1
+        return {
+            "id": row.id,
+            "image": encode_png(img),
+            "height": int(img.shape[0]),
+            "width": int(img.shape[1]),
+            "channels": channels,
+            "label": row.label,
+            "source": row.source,
+            "frame_index": row.frame_index,
+        }
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            try:
+                self._flush()
+                if self._count == 0:
+                    raise InputError(f"{self.source.get('path', 'input')}: no images to ingest")
+                assert self._dir is not None
+                write_json_atomic(self._dir / DESCRIPTOR, self.descriptor())
+            except BaseException as err:
+                self._staged.__exit__(type(err), err, err.__traceback__)
+                raise
+        self._staged.__exit__(exc_type, exc, tb)
+
+    def descriptor(self) -> dict[str, Any]:
+        """The ``dataset.json`` content for the rows written so far."""
+        image = None
+        if len(self._shapes) == 1:
+            h, w, c = next(iter(self._shapes))
+            image = {"height": h, "width": w, "channels": c}
+        combined = hashlib.sha256("".join(s["sha256"] for s in self._shards).encode())
+        return {
+            "format": "echoseek.dataset",
+            "format_version": FORMAT_VERSION,
+            "count": self._count,
+            "labelled": self._count - self._unlabelled,
+            "label_counts": {str(k): v for k, v in sorted(self._labels.items())},
+            "image": image,
+            "source": self.source,
+            "sha256": combined.hexdigest(),
+            "shards": self._shards,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **self.extra,
+        }
+
+
+def read_descriptor(path: str | Path) -> dict[str, Any]:
+    """Load and validate ``dataset.json`` of a dataset directory."""
+    desc_path = Path(path) / DESCRIPTOR
+    if not desc_path.is_file():
+        raise InputError(f"{path}: not a dataset directory (no {DESCRIPTOR}; run echoseek ingest)")
+    try:
+        desc = json.loads(desc_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{desc_path}: corrupt descriptor ({exc.msg})") from None
+    if desc.get("format") != "echoseek.dataset":
+        raise InputError(f"{desc_path}: not an echoseek dataset descriptor")
+    if desc.get("format_version") != FORMAT_VERSION:
+        raise InputError(
+            f"{desc_path}: format_version {desc.get('format_version')} is not supported "
+            f"(this echoseek reads {FORMAT_VERSION})"
+        )
+    return dict(desc)
+
+
+def shard_paths(path: str | Path) -> list[Path]:
+    """The Parquet shard files of a dataset, in order, checked to exist."""
+    desc = read_descriptor(path)
+    files = [Path(path) / s["file"] for s in desc["shards"]]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise InputError(f"{missing[0]}: shard listed in {DESCRIPTOR} is missing")
+    return files
+
+
+def iter_batches(
+    path: str | Path, batch_size: int = 256, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Stream record batches of a dataset with pyarrow (no Ray), in row order."""
+    for file in shard_paths(path):
+        yield from pq.ParquetFile(file).iter_batches(batch_size=batch_size, columns=columns)
+
+
+def read_dataset(path: str | Path) -> ray.data.Dataset:
+    """A lazy ``ray.data.Dataset`` over the dataset's shards (rows as in :data:`SCHEMA`)."""
+    import ray.data
+
+    files = [str(f) for f in shard_paths(path)]
+    return ray.data.read_parquet(files, schema=SCHEMA)
+
+
+def _sha256_file(path: Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
