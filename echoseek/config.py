@@ -119,7 +119,7 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:  # noqa: PLR0911 - one branch per type kind
+def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = get_origin(tp)
     if tp is Any:
         return value

@@ -40,7 +40,8 @@ def list_images(root: str | Path) -> FolderListing:
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: not a directory")
-    files, skipped = [], []
+    files: list[str] = []
+    skipped: list[str] = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
         if any(part.startswith(".") for part in rel.split("/")) or not path.is_file():

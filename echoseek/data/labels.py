@@ -104,7 +104,9 @@ def match_frames(
                 f"{num_frames} frames (index_base={index_base})"
             )
         if frame in seen:
-            raise InputError(f"{path}:{lineno}: duplicate frame {key} (first on line {seen[frame]})")
+            raise InputError(
+                f"{path}:{lineno}: duplicate frame {key} (first on line {seen[frame]})"
+            )
         seen[frame] = lineno
         labels[frame] = label
     return _finish(path, labels, [str(i + index_base) for i in range(num_frames)], strict)

@@ -94,7 +94,8 @@ def choose_variable(path: Path, shapes: dict[str, tuple[int, ...]], variable: st
             raise InputError(f"{path}: no variable '{variable}' (variables: {listing})")
         if len(shapes[variable]) != 3:
             raise InputError(
-                f"{path}: variable '{variable}' is {len(shapes[variable])}-D; need a 3-D frame stack"
+                f"{path}: variable '{variable}' is {len(shapes[variable])}-D; "
+                "need a 3-D frame stack"
             )
         return variable
     stacks = [k for k, v in shapes.items() if len(v) == 3]
@@ -196,7 +197,9 @@ def _open_v73(path: Path, variable: str | None, frame_axis: int | None) -> MatSt
             with h5py.File(path, "r") as f:
                 block = f[name][tuple(index)]
         except Exception as exc:
-            raise InputError(f"{path}: cannot read frames {start}-{stop} ({_reason(exc)})") from None
+            raise InputError(
+                f"{path}: cannot read frames {start}-{stop} ({_reason(exc)})"
+            ) from None
         return np.ascontiguousarray(np.transpose(block, (2 - axis, 2 - rows, 2 - cols)))
 
     return _finish(path, name, "v7.3", shapes[name], dtype, frame_axis, read_matlab)

@@ -139,7 +139,9 @@ def ingest_folder(root: Path, cfg: Config) -> dict[str, Any]:
             raise InputError(f"{root}: labels_from_folders=true but no class subfolders")
         index = {name: i for i, name in enumerate(classes)}
         labels: list[int | None] = [index.get(f.split("/", 1)[0]) for f in listing.files]
-        match = LabelMatch(labels, [f for f, lab in zip(listing.files, labels) if lab is None])
+        match = LabelMatch(
+            labels, [f for f, lab in zip(listing.files, labels, strict=True) if lab is None]
+        )
     source = {
         "type": "folder",
         "path": str(root),

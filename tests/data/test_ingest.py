@@ -50,7 +50,14 @@ def test_v5_uint8_round_trip_is_exact(tmp_path: Path) -> None:
     labels = write_csv(
         tmp_path / "l.csv", "frame_index,label\n" + "".join(f"{i},{i % 3}\n" for i in range(12))
     )
-    desc = run(Config(input=str(tmp_path / "d.mat"), labels=str(labels), output=str(tmp_path / "o"), shard_size=5))
+    desc = run(
+        Config(
+            input=str(tmp_path / "d.mat"),
+            labels=str(labels),
+            output=str(tmp_path / "o"),
+            shard_size=5,
+        )
+    )
     got = rows(tmp_path / "o")
     assert desc["count"] == 12 and len(desc["shards"]) == 3
     assert desc["label_counts"] == {"0": 4, "1": 4, "2": 4}
@@ -88,7 +95,9 @@ def test_v73_and_v5_give_identical_datasets(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("shape,axis", [((445 % 50, 16, 16), 0), ((16, 9, 16), 1)])
-def test_frame_axis_is_detected_when_one_axis_differs(tmp_path: Path, shape: tuple, axis: int) -> None:
+def test_frame_axis_is_detected_when_one_axis_differs(
+    tmp_path: Path, shape: tuple, axis: int
+) -> None:
     frames = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
     scipy.io.savemat(tmp_path / "d.mat", {"x": frames})
     desc = run(Config(input=str(tmp_path / "d.mat"), output=str(tmp_path / "o")))

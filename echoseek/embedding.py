@@ -1,0 +1,105 @@
+"""Image -> vector functions shared by evaluation, the embed job and the search service.
+
+An embedder maps a list of uint8 images ((H, W) or (H, W, 3), any size) to an (N, D) float32
+array of L2-normalised vectors. Two kinds:
+
+* ``pixels``: the raw-pixel baseline (:mod:`echoseek.baseline`);
+* a model artifact (a directory, or a URI :func:`echoseek.models.artifact.resolve_model_path`
+  understands): images are converted to the model's channel count (luma for RGB -> gray,
+  repetition for gray -> RGB) and go through the same deterministic evaluation transform as
+  validation during training (:func:`echoseek.data.augment.eval_transform`), then the model,
+  under autocast on GPU (bf16 where supported, else fp16).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from echoseek.baseline import pixel_embed
+
+
+class Embedder(Protocol):
+    """Anything that embeds a batch of uint8 images into (N, dim) float32 unit vectors."""
+
+    dim: int
+    uri: str
+
+    def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
+
+
+class PixelEmbedder:
+    """The raw-pixel baseline as an :class:`Embedder`."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self.dim = size * size
+        self.uri = "pixels"
+
+    def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return pixel_embed(images, self.size)
+
+
+class ModelEmbedder:
+    """A saved embedding model as an :class:`Embedder` (eval mode, no gradients)."""
+
+    def __init__(self, uri: str, device: str | None = None, amp: bool = True) -> None:
+        from echoseek.data.augment import AugmentConfig, eval_transform
+        from echoseek.models.artifact import load_model
+
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model, self.meta = load_model(uri, device=self.device)
+        self.model.eval()
+        self.uri = uri
+        self.dim = self.meta.embedding_dim
+        height, width = self.meta.input_size
+        if height != width:
+            raise ValueError(f"{uri}: non-square input_size {self.meta.input_size} unsupported")
+        self.channels = self.meta.in_channels
+        self.transform = eval_transform(
+            AugmentConfig(
+                size=height,
+                in_channels=self.channels,
+                mean=list(self.meta.mean),
+                std=list(self.meta.std),
+            )
+        )
+        self.amp = amp and self.device.type == "cuda"
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """(N, C, S, S) float32 model input for uint8 images of any size."""
+        tensors = [self.transform(to_chw(image, self.channels)) for image in images]
+        return torch.stack(tensors)  # NxCxSxS
+
+    @torch.no_grad()
+    def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        x = self.preprocess(images).to(self.device, non_blocking=True)
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        with torch.autocast(self.device.type, dtype=dtype, enabled=self.amp):
+            z = self.model(x)  # NxD
+        z = torch.nn.functional.normalize(z.float(), dim=1)
+        return z.cpu().numpy()
+
+
+def to_chw(image: np.ndarray, channels: int) -> torch.Tensor:
+    """A (C, H, W) uint8 tensor with ``channels`` channels from (H, W) or (H, W, 3) uint8."""
+    t = torch.from_numpy(np.ascontiguousarray(image))
+    t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)  # CxHxW
+    if t.shape[0] == channels:
+        return t
+    if channels == 1:  # ITU-R 601-2 luma, as PIL's convert("L")
+        weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+        return (t.float() * weights).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    return t.expand(channels, -1, -1).contiguous()
+
+
+def build_embedder(
+    spec: str, pixel_size: int = 32, device: str | None = None, amp: bool = True
+) -> Embedder:
+    """``"pixels"`` -> :class:`PixelEmbedder`; anything else is a model path or URI."""
+    if spec == "pixels":
+        return PixelEmbedder(pixel_size)
+    return ModelEmbedder(spec, device=device, amp=amp)

@@ -1,0 +1,83 @@
+"""Retrieval evaluation with the team's protocol, shared by ``evaluate`` and training jobs.
+
+Given L2-normalised vectors of every corpus item, their labels and optionally the vector of an
+external query image (the breath-hold reference, ``invivo.png``):
+
+* **query**: AP, precision@K and positive-ratio lift@K of the query image against all items,
+  where the relevant items are those labelled ``positive_label``;
+* **leave-one-out**: every item labelled ``positive_label`` (or every labelled item when
+  ``positive_label`` is None) queries the rest of the corpus with itself ignored; mAP and mean
+  P@K / lift@K over those queries. Relevant = same label as the query.
+
+Similarity is the inner product (cosine on normalised vectors); higher ranks first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from echoseek.errors import InputError
+from echoseek.metrics import (
+    average_precision,
+    lift_at_k,
+    mean_average_precision,
+    precision_at_k,
+)
+
+
+def query_metrics(
+    query: np.ndarray, vectors: np.ndarray, relevant: np.ndarray, ks: Sequence[int]
+) -> dict[str, float]:
+    """AP, P@K and lift@K of one query vector (D,) against ``vectors`` (N, D)."""
+    scores = (vectors @ query)[None, :]
+    rel = relevant[None, :]
+    out = {"ap": float(average_precision(scores, rel)[0])}
+    for k in ks:
+        out[f"p@{k}"] = float(precision_at_k(scores, rel, k)[0])
+        out[f"lift@{k}"] = float(lift_at_k(scores, rel, k)[0])
+    return out
+
+
+def leave_one_out_metrics(
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    ks: Sequence[int],
+    positive_label: int | None = 1,
+) -> dict[str, float]:
+    """mAP, mean P@K and lift@K with each selected item as a query, itself ignored.
+
+    ``labels`` uses -1 for unlabelled items: they are never relevant and never queries.
+    """
+    if positive_label is None:
+        queries = np.flatnonzero(labels >= 0)
+    else:
+        queries = np.flatnonzero(labels == positive_label)
+    if queries.size == 0:
+        raise InputError("no items to use as leave-one-out queries (no positive labels)")
+    scores = vectors[queries] @ vectors.T
+    relevant = labels[None, :] == labels[queries][:, None]
+    ignore = np.zeros_like(relevant)
+    ignore[np.arange(queries.size), queries] = True
+    out = {
+        "map": float(mean_average_precision(scores, relevant, ignore)),
+        "num_queries": float(queries.size),
+    }
+    for k in ks:
+        out[f"p@{k}"] = float(np.nanmean(precision_at_k(scores, relevant, k, ignore)))
+        out[f"lift@{k}"] = float(np.nanmean(lift_at_k(scores, relevant, k, ignore)))
+    return out
+
+
+def label_summary(labels: np.ndarray, positive_label: int | None) -> dict[str, Any]:
+    """Counts used in reports: items, labelled, positives and the positive ratio."""
+    labelled = int((labels >= 0).sum())
+    positives = int((labels == positive_label).sum()) if positive_label is not None else labelled
+    return {
+        "items": int(labels.size),
+        "labelled": labelled,
+        "positives": positives,
+        "positive_ratio": positives / max(labelled, 1),
+    }

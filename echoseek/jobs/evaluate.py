@@ -1,0 +1,145 @@
+"""Score retrieval on a labelled dataset: AP of a query image, leave-one-out mAP, P@K, lift@K.
+
+    echoseek evaluate input=work/dataset query=work/phantom/invivo.png output=work/eval
+    python -m echoseek.jobs.evaluate CONFIG.yaml
+
+``model=pixels`` (the default) is the raw-pixel baseline (:mod:`echoseek.baseline`); a model
+directory or `models:/NAME/VERSION` URI embeds with that model. Writes
+``metrics.json`` into ``output``. Latency is the wall time of one query end to end (embed the
+image, score every corpus vector, rank), median over ``latency_repeats`` runs.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from echoseek.atomic import write_json_atomic
+from echoseek.data.dataset import decode_png, iter_batches, read_descriptor
+from echoseek.data.images import load_image
+from echoseek.embedding import Embedder, build_embedder
+from echoseek.errors import ConfigError, InputError
+from echoseek.evaluation import label_summary, leave_one_out_metrics, query_metrics
+from echoseek.jobs.runner import run_job
+
+@dataclass
+class Config:
+    """Options of ``echoseek evaluate``."""
+
+    input: str = ""  # dataset directory
+    output: str = "work/eval"
+    query: str | None = None  # external query image (e.g. invivo.png)
+    model: str = "pixels"  # "pixels" (raw-pixel baseline), a model dir or models:/NAME/VER
+    pixel_size: int = 32  # baseline downsampling (pixel_size x pixel_size)
+    positive_label: int | None = 1  # None: every labelled item queries its own class
+    ks: list[int] = field(default_factory=lambda: [10, 20, 50])
+    batch_size: int = 256
+    latency_repeats: int = 20
+
+    def __post_init__(self) -> None:
+        if any(k <= 0 for k in self.ks):
+            raise ConfigError(f"ks must be positive, got {self.ks}")
+        if self.pixel_size <= 0:
+            raise ConfigError(f"pixel_size must be positive, got {self.pixel_size}")
+        if self.batch_size <= 0 or self.latency_repeats <= 0:
+            raise ConfigError("batch_size and latency_repeats must be positive")
+
+
+def embed_dataset(
+    path: str | Path, embed: Embedder, batch_size: int
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(ids, vectors (N, D), labels (N,) with -1 for unlabelled) of a dataset, streamed."""
+    ids: list[str] = []
+    chunks: list[np.ndarray] = []
+    labels: list[int] = []
+    for batch in iter_batches(path, batch_size, columns=["id", "image", "label"]):
+        cols = batch.to_pydict()
+        ids += cols["id"]
+        chunks.append(embed([decode_png(b) for b in cols["image"]]))
+        labels += [-1 if v is None else int(v) for v in cols["label"]]
+    return ids, np.concatenate(chunks), np.asarray(labels, dtype=np.int64)
+
+
+def measure_latency(
+    image: np.ndarray, embed: Embedder, vectors: np.ndarray, repeats: int
+) -> dict[str, float]:
+    """Median and p95 milliseconds of embed + score + rank for one query image."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        q = embed([image])[0]
+        np.argsort(-(vectors @ q), kind="stable")
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"median_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95))}
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Evaluate and write ``metrics.json``; returns the metrics."""
+    if not cfg.input:
+        raise ConfigError("input is required (a dataset directory from echoseek ingest)")
+    desc = read_descriptor(cfg.input)
+    embed = build_embedder(cfg.model, cfg.pixel_size)
+    ids, vectors, labels = embed_dataset(cfg.input, embed, cfg.batch_size)
+    if (labels < 0).all():
+        raise InputError(f"{cfg.input}: dataset has no labels; evaluate needs labelled items")
+    ks = [k for k in cfg.ks if k <= len(ids)]
+    result: dict[str, Any] = {
+        "model": cfg.model,
+        "dataset": {"path": str(cfg.input), "sha256": desc["sha256"]},
+        **label_summary(labels, cfg.positive_label),
+        "leave_one_out": leave_one_out_metrics(vectors, labels, ks, cfg.positive_label),
+        "config": asdict(cfg),
+    }
+    query_image = None
+    if cfg.query is not None:
+        query_image = load_image(cfg.query)
+        if cfg.positive_label is None:
+            raise ConfigError("query= needs positive_label (the class the query belongs to)")
+        relevant = labels == cfg.positive_label
+        result["query"] = query_metrics(embed([query_image])[0], vectors, relevant, ks)
+    probe = query_image if query_image is not None else decode_png(_first_image(cfg.input))
+    result["latency"] = measure_latency(probe, embed, vectors, cfg.latency_repeats)
+    Path(cfg.output).mkdir(parents=True, exist_ok=True)
+    write_json_atomic(Path(cfg.output) / "metrics.json", result)
+    result["output"] = str(Path(cfg.output) / "metrics.json")
+    return result
+
+
+def _first_image(path: str | Path) -> bytes:
+    batch = next(iter_batches(path, 1, columns=["image"]))
+    data: bytes = batch.column(0)[0].as_py()
+    return data
+
+
+def summarize(m: dict[str, Any]) -> str:
+    """Short terminal summary."""
+    loo = m["leave_one_out"]
+    lines = [
+        f"{m['items']} items, {m['positives']} positives ({m['positive_ratio']:.1%}), "
+        f"model={m['model']}",
+        f"leave-one-out mAP {loo['map']:.3f} over {int(loo['num_queries'])} queries",
+    ]
+    if "query" in m:
+        q = m["query"]
+        lines.append(
+            f"query AP {q['ap']:.3f}  P@10 {q.get('p@10', float('nan')):.2f}  "
+            f"lift@10 {q.get('lift@10', float('nan')):.2f}"
+        )
+    lines.append(f"latency {m['latency']['median_ms']:.2f} ms per query (median)")
+    lines.append(f"wrote {m['output']}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "echoseek evaluate") -> int:
+    """Command-line entry point."""
+    return run_job(Config, run, argv, prog, __doc__, summarize)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
