@@ -86,7 +86,7 @@ class ModelEmbedder:
 
 def to_chw(image: np.ndarray, channels: int) -> torch.Tensor:
     """A (C, H, W) uint8 tensor with ``channels`` channels from (H, W) or (H, W, 3) uint8."""
-    t = torch.from_numpy(np.ascontiguousarray(image))
+    t = torch.from_numpy(np.require(image, requirements=["C", "W"]))
     t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)  # CxHxW
     if t.shape[0] == channels:
         return t

@@ -1,14 +1,15 @@
 """Read 3-D frame stacks from MATLAB ``.mat`` files, v5 (scipy.io) and v7.3 (HDF5 via h5py).
 
 Axes are given in MATLAB order (``size(frames)`` in MATLAB). A v7.3 file stores arrays
-column-major, so h5py sees the axes reversed; this module hides that. The frame axis is
-auto-detected when unambiguous:
+column-major, so h5py sees the axes reversed; this module hides that. The frame axis follows
+the two conventions stacks are saved in:
 
-* if one axis differs in length from the other two, which are equal (square frames), it is the
-  frame axis (``128 x 128 x 445`` or ``445 x 128 x 128``);
-* if all three lengths differ, the last MATLAB axis is the frame axis (MATLAB's ``H x W x N``
-  convention for image stacks);
-* if all three are equal, ``frame_axis`` must be given.
+* ``N x H x W`` (NumPy/Python style) when the last two axes are equal and the first differs
+  (square frames), e.g. ``445 x 128 x 128``: axis 0;
+* otherwise ``H x W x N``, MATLAB's convention for image stacks: axis 2;
+* when all three lengths are equal the layout cannot be told and ``frame_axis`` must be given.
+
+A stack with frames along the middle axis always needs ``frame_axis=1``.
 
 The remaining two axes, in order, are image rows and columns. v7.3 stacks are streamed in
 chunks of frames; a v5 file stores each variable as one (often zlib-compressed) block, so the
@@ -115,13 +116,9 @@ def detect_frame_axis(path: Path, shape: tuple[int, int, int], frame_axis: int |
             raise InputError(f"frame_axis must be 0, 1 or 2, got {frame_axis}")
         return frame_axis
     a, b, c = shape
-    if a == b != c:
-        return 2
     if b == c != a:
         return 0
-    if a == c != b:
-        return 1
-    if len({a, b, c}) == 3:
+    if not a == b == c:
         return 2
     raise InputError(
         f"{path}: cannot tell the frame axis of a {a}x{b}x{c} stack; set frame_axis=0, 1 or 2"

@@ -67,8 +67,11 @@ def run_job(
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    if ns.json:
-        print(json.dumps(summary, indent=2, default=str))
-    elif summarize is not None:
-        print(summarize(summary))
+    try:
+        if ns.json:
+            print(json.dumps(summary, indent=2, default=str))
+        elif summarize is not None:
+            print(summarize(summary))
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stderr.close()
     return 0

@@ -94,13 +94,15 @@ def test_v73_and_v5_give_identical_datasets(tmp_path: Path) -> None:
     assert images_a == images_b
 
 
-@pytest.mark.parametrize("shape,axis", [((445 % 50, 16, 16), 0), ((16, 9, 16), 1)])
-def test_frame_axis_is_detected_when_one_axis_differs(
-    tmp_path: Path, shape: tuple, axis: int
-) -> None:
+@pytest.mark.parametrize(
+    "shape,axis,given",
+    [((45, 16, 16), 0, None), ((16, 9, 16), 2, None), ((8, 16, 24), 2, None), ((16, 9, 16), 1, 1)],
+)
+def test_frame_axis_conventions(tmp_path: Path, shape: tuple, axis: int, given: int | None) -> None:
     frames = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
     scipy.io.savemat(tmp_path / "d.mat", {"x": frames})
-    desc = run(Config(input=str(tmp_path / "d.mat"), output=str(tmp_path / "o")))
+    cfg = Config(input=str(tmp_path / "d.mat"), output=str(tmp_path / "o"), frame_axis=given)
+    desc = run(cfg)
     assert desc["source"]["frame_axis"] == axis
     assert desc["count"] == shape[axis]
 

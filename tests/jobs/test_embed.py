@@ -1,0 +1,117 @@
+"""The embed job: Ray Data actor pool -> vectors artifact, for the baseline and a saved model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+
+from echoseek.baseline import pixel_embed
+from echoseek.cli import main as cli
+from echoseek.data.dataset import decode_png, iter_batches
+from echoseek.data.vectors import iter_vector_batches, open_vectors
+from echoseek.embedding import ModelEmbedder, to_chw
+from echoseek.jobs import embed, ingest
+from echoseek.models.artifact import ModelMeta, build_model, save_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("embed")
+    frames = np.random.default_rng(0).integers(0, 256, (20, 20, 23), dtype=np.uint8)
+    scipy.io.savemat(tmp / "d.mat", {"frames": frames})
+    (tmp / "l.csv").write_text("frame_index,label\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
+    ingest.run(
+        ingest.Config(
+            input=str(tmp / "d.mat"),
+            labels=str(tmp / "l.csv"),
+            output=str(tmp / "ds"),
+            shard_size=7,
+        )
+    )
+    return tmp / "ds"
+
+
+def dataset_images(path: Path) -> dict[str, np.ndarray]:
+    return {r["id"]: decode_png(r["image"]) for b in iter_batches(path) for r in b.to_pylist()}
+
+
+def read_all(path: Path) -> tuple[list[str], np.ndarray, dict[str, list]]:
+    ids, vecs, meta = [], [], {"label": [], "frame_index": []}
+    for b in iter_vector_batches(path):
+        ids += b.ids
+        vecs.append(b.vectors)
+        for k in meta:
+            meta[k] += b.metadata[k]
+    return ids, np.concatenate(vecs), meta
+
+
+def test_pixels_embed_matches_baseline_and_keeps_metadata(
+    dataset: Path, tmp_path: Path, ray_session: object
+) -> None:
+    out = embed.run(
+        embed.Config(input=str(dataset), output=str(tmp_path / "v"), batch_size=5, pixel_size=8)
+    )
+    assert out["count"] == 23 and out["dim"] == 64 and out["images_per_s"] > 0
+    assert open_vectors(tmp_path / "v").model_uri == "pixels"
+    ids, vecs, meta = read_all(tmp_path / "v")
+    images = dataset_images(dataset)
+    assert sorted(ids) == sorted(images)
+    expected = pixel_embed([images[i] for i in ids], size=8)
+    np.testing.assert_allclose(vecs, expected, rtol=1e-6, atol=1e-7)
+    by_id = dict(zip(ids, zip(meta["label"], meta["frame_index"], strict=True), strict=True))
+    assert by_id["d:000003"] == (1, 3) and by_id["d:000022"] == (None, 22)
+
+
+def test_model_embed_equals_direct_forward(
+    dataset: Path, tmp_path: Path, ray_session: object
+) -> None:
+    torch.manual_seed(0)
+    meta = ModelMeta(
+        backbone="resnet18",
+        in_channels=1,
+        small_stem=True,
+        head_dim=16,
+        head_hidden=32,
+        input_size=(16, 16),
+    )
+    save_model(build_model(meta), tmp_path / "model", meta)
+    out = embed.run(
+        embed.Config(
+            input=str(dataset),
+            model=str(tmp_path / "model"),
+            output=str(tmp_path / "v"),
+            batch_size=8,
+        )
+    )
+    assert out["dim"] == 16
+    ids, vecs, _ = read_all(tmp_path / "v")
+    images = dataset_images(dataset)
+    direct = ModelEmbedder(str(tmp_path / "model"), device="cpu")([images[i] for i in ids[:5]])
+    np.testing.assert_allclose(vecs[:5], direct, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, rtol=1e-5)
+
+
+def test_rgb_to_gray_conversion_matches_pil() -> None:
+    from PIL import Image
+
+    rgb = np.random.default_rng(1).integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    gray = np.asarray(Image.fromarray(rgb).convert("L"))
+    np.testing.assert_allclose(to_chw(rgb, 1)[0].numpy().astype(int), gray.astype(int), atol=1)
+    assert to_chw(gray, 3).shape == (3, 5, 6)
+
+
+def test_bad_model_path_is_a_clear_error(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli(
+        ["embed", f"input={dataset}", f"model={tmp_path / 'nope'}", f"output={tmp_path / 'v'}"]
+    )
+    assert code == 2
+    assert "model directory not found" in capsys.readouterr().err
+    assert not (tmp_path / "v").exists()
