@@ -1,0 +1,323 @@
+"""A phantom ultrasound breath-hold cine: the stand-in for clinical data that cannot ship.
+
+:func:`generate_phantom` renders a seeded, deterministic B-mode cine (sector scan, fully
+developed speckle, liver with vessels, diaphragm, rib shadows) of a subject breathing freely
+with one or more breath holds, and labels every frame against the breath-hold reference:
+
+* ``phase[i]`` is the respiratory displacement of the diaphragm in frame ``i`` (px, 0 at
+  end-expiration, see :mod:`phantom_motion`); the reference depth is the breath-hold level
+  ``hold_level * breath_amplitude * height``;
+* **label rule**: frame ``i`` is positive iff ``|phase[i] - reference| <= tolerance`` *and* its
+  view is unchanged; frames with a probe shift or a rib shadow sweeping in (hard negatives, see
+  :mod:`phantom_views`) are negative even at the reference depth;
+* **tolerance**: with ``tolerance=None`` (default) it is *calibrated*: the midpoint between the
+  k-th and (k+1)-th smallest ``|phase - reference|`` over frames with an unchanged view, with
+  ``k = round(positive_ratio * frames)``, so exactly ``k`` frames are positive. An explicit
+  ``tolerance`` (px) is used as given and ``positive_ratio`` is then only informative;
+* the **query** is the reference frame (the breath-hold frame nearest the reference depth)
+  rendered again with an independent scatterer field: same anatomy and view, fresh speckle,
+  so it equals no frame of the cine.
+
+Generation streams frame by frame (memory is the uint8 stack plus a few beam-space arrays;
+16 MiB peak for the default cine) and costs about half a CPU second per 100 frames of
+128 x 128 on one core (``bench/bench_phantom.py``). :func:`write_phantom` writes the
+files the team's notebook used (``dataset.mat``, ``dataset_labels.csv``, ``invivo.png``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from echoseek.data.phantom_anatomy import random_anatomy
+from echoseek.data.phantom_fan import make_fan
+from echoseek.data.phantom_io import write_phantom
+from echoseek.data.phantom_motion import BreathingTrace, breathing_trace
+from echoseek.data.phantom_render import make_renderer
+from echoseek.data.phantom_speckle import filtered_speckle, gaussian_transfer, speckle_fields
+from echoseek.data.phantom_views import (
+    KINDS,
+    Episode,
+    View,
+    episode_count,
+    episode_mask,
+    frame_views,
+    make_episodes,
+    place_episodes,
+)
+from echoseek.errors import ConfigError
+
+__all__ = ["Phantom", "PhantomParams", "calibrate_tolerance", "generate_phantom", "write_phantom"]
+
+AUTO_HOLD_SHARE = 0.65  # automatic holds cover this share of the positive target
+
+
+@dataclass(frozen=True)
+class PhantomParams:
+    """Everything that determines a phantom; the same params always give the same bytes.
+
+    Lengths given as fractions are relative to the image height (``breath_amplitude``,
+    ``cardiac_amplitude``) or width (``probe_shift``), so a phantom keeps its look at any size.
+    """
+
+    frames: int = 445
+    height: int = 128
+    width: int = 128
+    seed: int = 0
+    positive_ratio: float = 0.2  # target share of positive frames (tolerance calibration)
+    tolerance: float | None = None  # px of |phase - reference|; None = calibrate to the ratio
+    frame_rate: float = 15.0  # frames per second
+    breath_period_s: float = 4.0
+    breath_amplitude: float = 0.1  # mean diaphragm excursion, fraction of the height
+    breath_variability: float = 0.15  # relative spread of each cycle's period and excursion
+    breath_holds: int = 1
+    breath_hold_s: float | None = None  # per hold; None = AUTO_HOLD_SHARE of the positives
+    hold_level: float = 0.3  # reference depth, fraction of the excursion (0 = end-expiration)
+    hysteresis: float = 0.1  # lateral loop of the liver, fraction of the excursion
+    cardiac_amplitude: float = 0.003  # cardiac pulsation of the anatomy, fraction of the height
+    speckle_corr: float = 0.9  # frame-to-frame correlation rho of the scatterer field
+    speckle_axial_px: float = 0.6  # PSF axial sigma, px
+    speckle_lateral_beams: float = 1.0  # PSF lateral sigma, beams
+    hard_negative_rate: float = 0.05  # share of frames in probe-shift / rib-sweep episodes
+    hard_negative_frames: int = 5  # frames per episode (at most a tenth of the cine)
+    probe_shift: float = 0.06  # lateral probe translation, fraction of the width
+    probe_rotation_deg: float = 4.0
+    fan_angle_deg: float = 75.0
+    vessels: int = 3
+    dynamic_range_db: float = 50.0
+
+    def __post_init__(self) -> None:
+        for message in _problems(self):
+            raise ConfigError(message)
+
+    @property
+    def duration_s(self) -> float:
+        """Time from the first to the last frame."""
+        return (self.frames - 1) / self.frame_rate
+
+    @property
+    def hold_seconds(self) -> float:
+        """Length of each breath-hold plateau (``breath_hold_s`` or the automatic choice)."""
+        if self.breath_hold_s is not None:
+            return self.breath_hold_s
+        positive_s = self.positive_ratio * self.frames / self.frame_rate
+        return AUTO_HOLD_SHARE * positive_s / self.breath_holds
+
+    @property
+    def ramp_seconds(self) -> float:
+        """Length of the blend into and out of each hold."""
+        return min(0.25 * self.breath_period_s, 0.1 * self.duration_s)
+
+
+def _problems(p: PhantomParams) -> list[str]:
+    """One message per invalid field, in field order (empty when all are valid)."""
+    checks = [
+        (p.frames >= 10, "frames", "must be at least 10", p.frames),
+        (32 <= p.height <= 4096, "height", "must be between 32 and 4096", p.height),
+        (32 <= p.width <= 4096, "width", "must be between 32 and 4096", p.width),
+        (0 < p.positive_ratio < 1, "positive_ratio", "must be in (0, 1)", p.positive_ratio),
+        (p.tolerance is None or p.tolerance > 0, "tolerance", "must be positive", p.tolerance),
+        (p.frame_rate > 0, "frame_rate", "must be positive", p.frame_rate),
+        (p.breath_period_s > 0, "breath_period_s", "must be positive", p.breath_period_s),
+        (0 < p.breath_amplitude <= 0.3, "breath_amplitude", "must be in (0, 0.3]",
+         p.breath_amplitude),
+        (0 <= p.breath_variability <= 0.5, "breath_variability", "must be in [0, 0.5]",
+         p.breath_variability),
+        (1 <= p.breath_holds <= 10, "breath_holds", "must be between 1 and 10", p.breath_holds),
+        (p.breath_hold_s is None or p.breath_hold_s > 0, "breath_hold_s", "must be positive",
+         p.breath_hold_s),
+        (0 <= p.hold_level <= 1, "hold_level", "must be in [0, 1]", p.hold_level),
+        (0 <= p.hysteresis <= 1, "hysteresis", "must be in [0, 1]", p.hysteresis),
+        (0 <= p.cardiac_amplitude <= 0.05, "cardiac_amplitude", "must be in [0, 0.05]",
+         p.cardiac_amplitude),
+        (0 <= p.speckle_corr < 1, "speckle_corr", "must be in [0, 1)", p.speckle_corr),
+        (0.2 <= p.speckle_axial_px <= 5, "speckle_axial_px", "must be in [0.2, 5]",
+         p.speckle_axial_px),
+        (0.2 <= p.speckle_lateral_beams <= 5, "speckle_lateral_beams", "must be in [0.2, 5]",
+         p.speckle_lateral_beams),
+        (0 <= p.hard_negative_rate <= 0.5, "hard_negative_rate", "must be in [0, 0.5]",
+         p.hard_negative_rate),
+        (p.hard_negative_frames >= 1, "hard_negative_frames", "must be at least 1",
+         p.hard_negative_frames),
+        (0 <= p.probe_shift <= 0.3, "probe_shift", "must be in [0, 0.3]", p.probe_shift),
+        (0 <= p.probe_rotation_deg <= 30, "probe_rotation_deg", "must be in [0, 30]",
+         p.probe_rotation_deg),
+        (30 <= p.fan_angle_deg <= 120, "fan_angle_deg", "must be in [30, 120]", p.fan_angle_deg),
+        (0 <= p.vessels <= 8, "vessels", "must be between 0 and 8", p.vessels),
+        (20 <= p.dynamic_range_db <= 100, "dynamic_range_db", "must be in [20, 100]",
+         p.dynamic_range_db),
+    ]  # fmt: skip
+    problems = [f"{name}: {rule}, got {value!r}" for ok, name, rule, value in checks if not ok]
+    if not problems:
+        problems += _timing_problems(p)
+    return problems
+
+
+def _timing_problems(p: PhantomParams) -> list[str]:
+    """The breath holds and their ramps must leave time for free breathing."""
+    needed = p.breath_holds * (p.hold_seconds + 2 * p.ramp_seconds)
+    if needed <= 0.8 * p.duration_s:
+        return []
+    auto = " (automatic)" if p.breath_hold_s is None else ""
+    return [
+        f"breath_hold_s: {p.breath_holds} hold(s) of {p.hold_seconds:.1f} s{auto} with "
+        f"{p.ramp_seconds:.1f} s ramps do not fit in {p.duration_s:.1f} s of cine "
+        f"({p.frames} frames at {p.frame_rate:g} fps); use fewer or shorter holds or more frames"
+    ]
+
+
+@dataclass(frozen=True, eq=False)
+class Phantom:
+    """A generated cine with its labels and provenance."""
+
+    params: PhantomParams
+    frames: np.ndarray  # NxHxW uint8
+    labels: np.ndarray  # (N,) int64, 1 = same respiratory state and view as the reference
+    phase: np.ndarray  # (N,) float64 respiratory displacement, px
+    query: np.ndarray  # HxW uint8, the reference frame with fresh speckle
+    reference_phase: float  # breath-hold reference depth, px
+    reference_frame: int  # the frame the query re-renders
+    tolerance: float  # px; positive iff |phase - reference_phase| <= tolerance and no view change
+    tolerance_calibrated: bool
+    hard_negative: np.ndarray  # (N,) bool, frames in a probe-shift or rib-sweep episode
+    breath_hold: np.ndarray  # (N,) bool, frames on a breath-hold plateau
+    fan_mask: np.ndarray  # HxW bool, True inside the sector
+    episodes: tuple[Episode, ...]
+
+    @property
+    def positives(self) -> int:
+        """Number of positive frames."""
+        return int(self.labels.sum())
+
+    @property
+    def positive_ratio(self) -> float:
+        """Share of positive frames."""
+        return self.positives / len(self.labels)
+
+
+def calibrate_tolerance(distance: np.ndarray, eligible: np.ndarray, ratio: float) -> float:
+    """Tolerance giving ``k = round(ratio * N)`` positives among the ``eligible`` frames.
+
+    The midpoint between the k-th and (k+1)-th smallest eligible ``distance`` (the largest one
+    when every eligible frame is needed). Raises ConfigError when ``k`` is 0 or exceeds the
+    eligible frames.
+    """
+    n = len(distance)
+    k = round(ratio * n)
+    ranked = np.sort(distance[eligible])
+    if k < 1:
+        raise ConfigError(f"positive_ratio: {ratio:g} of {n} frames leaves no positive frame")
+    if k > len(ranked):
+        raise ConfigError(
+            f"positive_ratio: {ratio:g} needs {k} positive frames but only {len(ranked)} of "
+            f"{n} have an unchanged view; lower positive_ratio or hard_negative_rate"
+        )
+    if k == len(ranked):
+        return float(ranked[-1])
+    return float((ranked[k - 1] + ranked[k]) / 2)
+
+
+def generate_phantom(params: PhantomParams) -> Phantom:
+    """Render the cine, labels and query described by ``params`` (see the module docstring)."""
+    motion_rng, view_rng, anatomy_rng, speckle_rng, noise_rng, query_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(params.seed).spawn(6)
+    )
+    trace = respiration(params, motion_rng)
+    distance = np.abs(trace.phase - trace.reference)
+    episodes = hard_negative_episodes(params, trace, view_rng)
+    hard = episode_mask(params.frames, episodes)
+    if params.tolerance is None:
+        tolerance = calibrate_tolerance(distance, ~hard, params.positive_ratio)
+    else:
+        tolerance = params.tolerance
+    labels = ((distance <= tolerance) & ~hard).astype(np.int64)
+
+    fan = make_fan(params.height, params.width, params.fan_angle_deg)
+    rib_side = float(view_rng.choice([-1.0, 1.0]))
+    views = frame_views(
+        params.frames,
+        episodes,
+        shift_px=params.probe_shift * params.width,
+        rotation_rad=math.radians(params.probe_rotation_deg),
+        half_angle=fan.half_angle,
+        rib_side=rib_side,
+        rng=view_rng,
+    )
+    axial = trace.phase + trace.cardiac
+    renderer = make_renderer(
+        fan,
+        random_anatomy(fan, params.vessels, rib_side, anatomy_rng),
+        params.dynamic_range_db,
+        max_displacement=float(np.abs(axial).max()),
+    )
+    transfer = gaussian_transfer(
+        renderer.field_shape,
+        params.speckle_axial_px / fan.sample_spacing,
+        params.speckle_lateral_beams,
+    )
+    moves = list(zip(trace.lateral.tolist(), axial.tolist(), strict=True))
+    frames = np.empty((params.frames, params.height, params.width), dtype=np.uint8)
+    fields = speckle_fields(transfer, params.speckle_corr, speckle_rng)
+    for i, field in enumerate(itertools.islice(fields, params.frames)):
+        frames[i] = renderer.render(moves[i], views[i], field, noise_rng)
+    ref = _reference_frame(distance, labels, trace.hold)
+    query = renderer.render(moves[ref], View(), filtered_speckle(transfer, query_rng), query_rng)
+    return Phantom(
+        params=params,
+        frames=frames,
+        labels=labels,
+        phase=trace.phase,
+        query=query,
+        reference_phase=float(trace.reference),
+        reference_frame=ref,
+        tolerance=float(tolerance),
+        tolerance_calibrated=params.tolerance is None,
+        hard_negative=hard,
+        breath_hold=trace.hold,
+        fan_mask=renderer.conversion.mask,
+        episodes=episodes,
+    )
+
+
+def respiration(params: PhantomParams, rng: np.random.Generator) -> BreathingTrace:
+    """The breathing trace of the cine, lengths converted to pixels."""
+    return breathing_trace(
+        np.arange(params.frames) / params.frame_rate,
+        period_s=params.breath_period_s,
+        amplitude=params.breath_amplitude * params.height,
+        variability=params.breath_variability,
+        holds=params.breath_holds,
+        hold_s=params.hold_seconds,
+        ramp_s=params.ramp_seconds,
+        hold_level=params.hold_level,
+        hysteresis=params.hysteresis,
+        cardiac_amplitude=params.cardiac_amplitude * params.height,
+        rng=rng,
+    )
+
+
+def hard_negative_episodes(
+    params: PhantomParams, trace: BreathingTrace, rng: np.random.Generator
+) -> tuple[Episode, ...]:
+    """Probe-shift and rib-sweep episodes at the reference depth (only ribs if no shift is set).
+
+    An episode is at most a tenth of the cine long, so a short cine is not all hard negatives.
+    """
+    moves = params.probe_shift > 0 or params.probe_rotation_deg > 0
+    length = min(params.hard_negative_frames, max(params.frames // 10, 1))
+    count = episode_count(params.frames, params.hard_negative_rate, length)
+    distance = np.abs(trace.phase - trace.reference)
+    starts = place_episodes(distance, trace.hold, trace.hold_weight == 0, count, length)
+    return make_episodes(starts, length, KINDS if moves else ("rib",), rng)
+
+
+def _reference_frame(distance: np.ndarray, labels: np.ndarray, hold: np.ndarray) -> int:
+    """The positive breath-hold frame nearest the reference depth (any positive if none)."""
+    for pool in (hold & (labels == 1), labels == 1):
+        if pool.any():
+            candidates = np.flatnonzero(pool)
+            return int(candidates[np.argmin(distance[candidates])])
+    return int(np.argmin(distance))
