@@ -28,6 +28,7 @@ from echoseek.errors import ConfigError, InputError
 from echoseek.evaluation import label_summary, leave_one_out_metrics, query_metrics
 from echoseek.jobs.runner import run_job
 
+
 @dataclass
 class Config:
     """Options of ``echoseek evaluate``."""

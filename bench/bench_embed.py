@@ -1,0 +1,103 @@
+"""Embedding throughput: the Ray Data embed job vs a plain torch loop over the same data.
+
+    .venv/bin/python bench/bench_embed.py [--frames 2000] [--size 64] [--batch 64]
+
+Both sides embed the same phantom dataset with the same saved model (ResNet-18, small stem,
+128-d head) and batch size. The plain loop reads the Parquet shards with pyarrow, decodes PNGs
+and calls the model in this process; the job streams through Ray Data's actor pool and writes
+the vectors artifact. Ray is started before timing (cluster start-up is not embedding work);
+actor start-up is included. Prints a markdown table with the ratio (target >= 0.9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+import numpy as np
+import torch
+
+from echoseek.data.dataset import decode_png, iter_batches
+from echoseek.embedding import ModelEmbedder
+from echoseek.jobs import embed, ingest, phantom
+from echoseek.models.artifact import ModelMeta, build_model, save_model
+
+
+def prepare(work: Path, frames: int, size: int) -> tuple[Path, Path]:
+    """A phantom dataset and a randomly initialised saved model."""
+    cfg = phantom.Config(output=str(work / "raw"), frames=frames, height=size, width=size)
+    phantom.run(cfg)
+    ingest.run(
+        ingest.Config(
+            input=str(work / "raw" / "dataset.mat"), output=str(work / "ds"), frame_axis=2
+        )
+    )
+    torch.manual_seed(0)
+    meta = ModelMeta(small_stem=size <= 64, input_size=(size, size), in_channels=1)
+    save_model(build_model(meta), work / "model", meta)
+    return work / "ds", work / "model"
+
+
+def plain_loop(dataset: Path, model: Path, batch: int) -> float:
+    """Images per second of decode + embed in this process."""
+    embedder = ModelEmbedder(str(model), device="cpu")
+    start, count = time.perf_counter(), 0
+    for b in iter_batches(dataset, batch, columns=["image"]):
+        vectors = embedder([decode_png(x) for x in b.column(0).to_pylist()])
+        count += len(vectors)
+    return count / (time.perf_counter() - start)
+
+
+def ray_job(dataset: Path, model: Path, out: Path, batch: int) -> float:
+    """Images per second of the embed job (actor pool of one, all CPUs)."""
+    cfg = embed.Config(
+        input=str(dataset),
+        model=str(model),
+        output=str(out),
+        batch_size=batch,
+        actor_cpus=float(os.cpu_count() or 1),
+        overwrite=True,
+    )
+    start = time.perf_counter()
+    result = embed.run(cfg)
+    return float(result["count"]) / (time.perf_counter() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--frames", type=int, default=2000)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--reps", type=int, default=2)
+    args = parser.parse_args()
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset, model = prepare(Path(tmp), args.frames, args.size)
+        plain, job = [], []
+        for _ in range(args.reps):  # alternate so drift hits both sides
+            plain.append(plain_loop(dataset, model, args.batch))
+            job.append(ray_job(dataset, model, Path(tmp) / "vectors", args.batch))
+    p, j = float(np.median(plain)), float(np.median(job))
+    print(
+        f"\n{args.frames} frames, {args.size} px, batch {args.batch}, "
+        f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs\n"
+    )
+    print("| path | img/s (median of reps) | ratio vs plain |")
+    print("|---|---:|---:|")
+    print(f"| plain torch loop | {p:.1f} | 1.00 |")
+    print(f"| Ray Data embed job | {j:.1f} | {j / p:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,474 @@
+"""The vectors artifact, and streaming reads of every vector input ``index build`` accepts.
+
+Layout (shared/DESIGN.md, "Artifacts")::
+
+    vectors/
+      vectors.json        format, format_version, model_uri, dim, dtype, count, created,
+                          files [{file, rows, sha256}], sha256 (+ extra, e.g. dataset_sha256)
+      part-00000.parquet  rows {id: string, vector: fixed_size_list<float32>[dim]}
+      part-00001.parquet        (+ optional label: int64, source: string, frame_index: int64)
+
+:func:`write_vectors` streams batches into a staging directory and renames it into place.
+:func:`iter_vector_batches` streams ``(ids, float32 N×dim array, metadata)`` batches from a
+vectors artifact, a plain ``.npy`` file (memory-mapped; ids are row numbers) or a folder of
+``.npy``/``.parquet`` files (ids are global row numbers when a file has no ``id`` column), as
+autofaiss does, optionally restricted to a global row range so that shard tasks read only their
+slice. Every batch is checked: a wrong dimension, a null or a NaN/inf value raises
+:class:`~echoseek.errors.InputError` naming the file and row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from echoseek.atomic import staged_dir
+from echoseek.errors import InputError
+
+FORMAT = "echoseek.vectors"
+FORMAT_VERSION = 1
+DESCRIPTOR = "vectors.json"
+VECTOR_COLUMNS = ("vector", "embedding")
+METADATA_TYPES: dict[str, pa.DataType] = {
+    "label": pa.int64(),
+    "source": pa.string(),
+    "frame_index": pa.int64(),
+}
+ROWS_PER_FILE = 1 << 18
+ROWS_PER_GROUP = 1 << 15
+
+
+class VectorBatch(NamedTuple):
+    """One streamed batch: external ids, an N×dim float32 array and metadata columns."""
+
+    ids: list[str]
+    vectors: np.ndarray
+    metadata: dict[str, list[Any]]
+
+
+@dataclass(frozen=True)
+class VectorFile:
+    """One input file and the global row number of its first row."""
+
+    path: str
+    kind: Literal["npy", "parquet"]
+    rows: int
+    offset: int
+    column: str = "vector"
+    has_ids: bool = False
+
+
+@dataclass(frozen=True)
+class VectorSource:
+    """An opened vector input: its files in row order, dimension and row count."""
+
+    path: str
+    files: tuple[VectorFile, ...]
+    dim: int
+    count: int
+    model_uri: str = ""
+    sha256: str = ""
+    descriptor: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def has_ids(self) -> bool:
+        """Whether every file carries an ``id`` column (else ids are row numbers)."""
+        return all(f.has_ids for f in self.files)
+
+
+def open_vectors(path: str | Path) -> VectorSource:
+    """Inspect a vector input (artifact dir, ``.npy`` file or folder) without reading vectors."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: vector input not found")
+    if p.is_file():
+        files = [_inspect_file(p, 0)]
+        desc: dict[str, Any] = {}
+    elif (p / DESCRIPTOR).is_file():
+        desc = read_descriptor(p)
+        files = _artifact_files(p, desc)
+    else:
+        files = _folder_files(p)
+        desc = {}
+    dims = {f.path: _file_dim(f) for f in files}
+    _check_same_dim(dims, desc.get("dim"))
+    count = sum(f.rows for f in files)
+    if count == 0:
+        raise InputError(f"{p}: no vectors (every input file is empty)")
+    return VectorSource(
+        path=str(p),
+        files=tuple(files),
+        dim=next(iter(dims.values())),
+        count=count,
+        model_uri=str(desc.get("model_uri", "")),
+        sha256=str(desc.get("sha256", "")),
+        descriptor=desc,
+    )
+
+
+def iter_vector_batches(
+    source: str | Path | VectorSource,
+    batch_size: int = 1 << 16,
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[VectorBatch]:
+    """Stream validated batches of global rows ``[start, stop)`` of a vector input."""
+    src = source if isinstance(source, VectorSource) else open_vectors(source)
+    if batch_size <= 0:
+        raise InputError(f"batch_size must be positive, got {batch_size}")
+    end = src.count if stop is None else min(stop, src.count)
+    for vf in src.files:
+        lo, hi = max(start, vf.offset), min(end, vf.offset + vf.rows)
+        if lo >= hi:
+            continue
+        reader = _iter_npy if vf.kind == "npy" else _iter_parquet
+        yield from reader(vf, lo - vf.offset, hi - vf.offset, batch_size)
+
+
+def check_vectors(
+    vectors: np.ndarray, dim: int, where: str, first_row: int | None = None
+) -> np.ndarray:
+    """Check an N×dim batch is 2-D, of width ``dim`` and finite; return it as float32."""
+    arr = np.asarray(vectors)
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise InputError(f"{where}: expected vectors of shape (N, {dim}), got {arr.shape}")
+    if arr.dtype.kind not in "fiu":
+        raise InputError(f"{where}: expected numeric vectors, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        row = int(np.argmin(finite)) + (first_row or 0)
+        raise InputError(f"{where}: row {row} has a NaN or infinite value")
+    return arr
+
+
+def write_vectors(
+    out_dir: str | Path,
+    batches: Iterable[VectorBatch | tuple[Any, ...]],
+    dim: int,
+    model_uri: str,
+    *,
+    overwrite: bool = False,
+    rows_per_file: int = ROWS_PER_FILE,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Stream ``(ids, vectors[, metadata])`` batches into a new vectors artifact.
+
+    Nothing appears at ``out_dir`` unless every batch is valid and written; returns the
+    descriptor. Metadata keys must be a subset of ``label, source, frame_index`` and the same in
+    every batch.
+    """
+    if dim <= 0:
+        raise InputError(f"{out_dir}: vector dimension must be positive, got {dim}")
+    with staged_dir(out_dir, overwrite=overwrite) as staging:
+        writer = _PartWriter(staging, dim, rows_per_file)
+        for batch in batches:
+            writer.add(_as_batch(batch, dim, writer.count))
+        writer.close()
+        if writer.count == 0:
+            raise InputError(f"{out_dir}: no vectors to write (the input was empty)")
+        desc = _descriptor(writer, dim, model_uri, extra or {})
+        (staging / DESCRIPTOR).write_text(json.dumps(desc, indent=2) + "\n")
+    return desc
+
+
+def read_descriptor(path: str | Path) -> dict[str, Any]:
+    """Load and validate ``vectors.json`` of a vectors artifact."""
+    desc_path = Path(path) / DESCRIPTOR
+    if not desc_path.is_file():
+        raise InputError(f"{path}: not a vectors artifact (no {DESCRIPTOR})")
+    try:
+        desc = json.loads(desc_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{desc_path}: corrupt descriptor ({exc.msg})") from None
+    if not isinstance(desc, dict) or desc.get("format") != FORMAT:
+        raise InputError(f"{desc_path}: not an echoseek vectors descriptor")
+    if desc.get("format_version") != FORMAT_VERSION:
+        raise InputError(
+            f"{desc_path}: format_version {desc.get('format_version')} is not supported "
+            f"(this echoseek reads {FORMAT_VERSION})"
+        )
+    return desc
+
+
+def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def combined_sha256(digests: Sequence[str]) -> str:
+    """SHA-256 of concatenated hex digests (the artifact-level checksum)."""
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def _artifact_files(root: Path, desc: dict[str, Any]) -> list[VectorFile]:
+    files, offset = [], 0
+    for entry in desc.get("files", []):
+        p = root / entry["file"]
+        if not p.is_file():
+            raise InputError(f"{p}: file listed in {DESCRIPTOR} is missing")
+        vf = _inspect_file(p, offset)
+        if vf.rows != entry.get("rows", vf.rows):
+            raise InputError(f"{p}: has {vf.rows} rows but {DESCRIPTOR} says {entry['rows']}")
+        files.append(vf)
+        offset += vf.rows
+    return files
+
+
+def _folder_files(root: Path) -> list[VectorFile]:
+    paths = sorted(p for p in root.iterdir() if p.suffix in (".npy", ".parquet") and p.is_file())
+    if not paths:
+        raise InputError(f"{root}: no .npy or .parquet vector files in this folder")
+    files, offset = [], 0
+    for p in paths:
+        vf = _inspect_file(p, offset)
+        files.append(vf)
+        offset += vf.rows
+    return files
+
+
+def _inspect_file(path: Path, offset: int) -> VectorFile:
+    if path.suffix == ".npy":
+        arr = _load_npy(path)
+        return VectorFile(str(path), "npy", int(arr.shape[0]), offset)
+    if path.suffix == ".parquet":
+        try:
+            meta = pq.ParquetFile(path)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+        names = meta.schema_arrow.names
+        column = next((c for c in VECTOR_COLUMNS if c in names), None)
+        if column is None:
+            raise InputError(f"{path}: no 'vector' column (columns: {', '.join(names)})")
+        return VectorFile(
+            str(path), "parquet", meta.metadata.num_rows, offset, column, "id" in names
+        )
+    raise InputError(f"{path}: unsupported vector file (expected .npy or .parquet)")
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable .npy file ({exc})") from None
+    if arr.ndim != 2 or arr.dtype.kind not in "fiu":
+        raise InputError(f"{path}: expected a 2-D numeric array, got {arr.dtype} {arr.shape}")
+    return arr
+
+
+def _file_dim(vf: VectorFile) -> int:
+    if vf.kind == "npy":
+        return int(_load_npy(Path(vf.path)).shape[1])
+    pf = pq.ParquetFile(vf.path)
+    tp = pf.schema_arrow.field(vf.column).type
+    if pa.types.is_fixed_size_list(tp):
+        return int(tp.list_size)
+    if not (pa.types.is_list(tp) or pa.types.is_large_list(tp)):
+        raise InputError(f"{vf.path}: column '{vf.column}' is {tp}, not a list of floats")
+    for batch in pf.iter_batches(batch_size=1, columns=[vf.column]):
+        if batch.num_rows:
+            return len(batch.column(0)[0])
+    return 0
+
+
+def _check_same_dim(dims: dict[str, int], declared: Any) -> None:
+    nonempty = {p: d for p, d in dims.items() if d}
+    if not nonempty:
+        return
+    first_path, first = next(iter(nonempty.items()))
+    if declared is not None and declared != first:
+        raise InputError(f"{first_path}: vectors have dim {first} but {DESCRIPTOR} says {declared}")
+    for p, d in nonempty.items():
+        if d != first:
+            raise InputError(f"{p}: vectors have dim {d} but {first_path} has dim {first}")
+
+
+def _iter_npy(vf: VectorFile, lo: int, hi: int, batch_size: int) -> Iterator[VectorBatch]:
+    arr = _load_npy(Path(vf.path))
+    for s in range(lo, hi, batch_size):
+        e = min(hi, s + batch_size)
+        x = check_vectors(arr[s:e], arr.shape[1], vf.path, first_row=s)
+        ids = [str(i) for i in range(vf.offset + s, vf.offset + e)]
+        yield VectorBatch(ids, x, {})
+
+
+def _iter_parquet(vf: VectorFile, lo: int, hi: int, batch_size: int) -> Iterator[VectorBatch]:
+    pf = pq.ParquetFile(vf.path)
+    names = pf.schema_arrow.names
+    columns = [vf.column] + [c for c in ("id", *METADATA_TYPES) if c in names]
+    group_start = 0
+    for g in range(pf.metadata.num_row_groups):
+        group_rows = pf.metadata.row_group(g).num_rows
+        g_lo, g_hi = max(lo, group_start), min(hi, group_start + group_rows)
+        if g_lo < g_hi:
+            table = pf.read_row_group(g, columns=columns).slice(g_lo - group_start, g_hi - g_lo)
+            for s in range(0, table.num_rows, batch_size):
+                chunk = table.slice(s, batch_size)
+                yield _parquet_batch(chunk, vf, g_lo + s)
+        group_start += group_rows
+        if group_start >= hi:
+            break
+
+
+def _parquet_batch(table: pa.Table, vf: VectorFile, first_row: int) -> VectorBatch:
+    col = table.column(vf.column).combine_chunks()
+    if col.null_count:
+        raise InputError(f"{vf.path}: row {first_row + _first_null(col)} has a null vector")
+    lengths = np.asarray(col.value_lengths()) if not pa.types.is_fixed_size_list(col.type) else None
+    flat = np.asarray(col.flatten().to_numpy(zero_copy_only=False))
+    dim = flat.size // max(1, len(col))
+    if lengths is not None and (lengths != dim).any():
+        bad = int(np.argmax(lengths != dim))
+        raise InputError(f"{vf.path}: row {first_row + bad} has {lengths[bad]} values, not {dim}")
+    x = check_vectors(flat.reshape(len(col), dim), dim, vf.path, first_row=first_row)
+    if "id" in table.column_names:
+        ids = [str(v) for v in table.column("id").to_pylist()]
+    else:
+        ids = [str(vf.offset + first_row + i) for i in range(len(col))]
+    meta = {c: table.column(c).to_pylist() for c in METADATA_TYPES if c in table.column_names}
+    return VectorBatch(ids, x, meta)
+
+
+def _first_null(col: pa.Array) -> int:
+    return int(np.argmax(np.asarray(col.is_null())))
+
+
+# --- writing ------------------------------------------------------------------------------
+
+
+class _PartWriter:
+    """Rolls ``part-*.parquet`` files of ``rows_per_file`` rows in row groups."""
+
+    def __init__(self, root: Path, dim: int, rows_per_file: int) -> None:
+        if rows_per_file <= 0:
+            raise InputError(f"rows_per_file must be positive, got {rows_per_file}")
+        self.root, self.dim, self.rows_per_file = root, dim, rows_per_file
+        self.files: list[dict[str, Any]] = []
+        self.count = 0
+        self._meta_keys: tuple[str, ...] | None = None
+        self._writer: pq.ParquetWriter | None = None
+        self._rows_in_file = 0
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+
+    def add(self, batch: VectorBatch) -> None:
+        keys = tuple(sorted(batch.metadata))
+        if self._meta_keys is None:
+            self._meta_keys = keys
+        elif keys != self._meta_keys:
+            raise InputError(
+                f"{self.root.name}: batch metadata columns {list(keys)} differ from the first "
+                f"batch's {list(self._meta_keys)}"
+            )
+        start = 0
+        n = len(batch.ids)
+        while start < n:
+            take = min(n - start, self.rows_per_file - self._rows_in_file)
+            self._write(batch, start, start + take)
+            start += take
+
+    def _write(self, batch: VectorBatch, s: int, e: int) -> None:
+        if self._writer is None:
+            self._open()
+        assert self._writer is not None
+        values = pa.array(batch.vectors[s:e].reshape(-1), type=pa.float32())
+        columns: dict[str, pa.Array] = {
+            "id": pa.array(batch.ids[s:e], type=pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(values, self.dim),
+        }
+        for key in self._meta_keys or ():
+            columns[key] = pa.array(batch.metadata[key][s:e], type=METADATA_TYPES[key])
+        self._pending.append(pa.table(columns, schema=self._schema()))
+        self._pending_rows += e - s
+        self._rows_in_file += e - s
+        self.count += e - s
+        if self._pending_rows >= ROWS_PER_GROUP:
+            self._flush_group()
+        if self._rows_in_file >= self.rows_per_file:
+            self._close_file()
+
+    def _flush_group(self) -> None:
+        """Write the buffered small batches as one row group (fast, seekable reads)."""
+        if self._writer is not None and self._pending:
+            self._writer.write_table(pa.concat_tables(self._pending), row_group_size=1 << 30)
+        self._pending, self._pending_rows = [], 0
+
+    def _schema(self) -> pa.Schema:
+        fields = [("id", pa.string()), ("vector", pa.list_(pa.float32(), self.dim))]
+        fields += [(k, METADATA_TYPES[k]) for k in self._meta_keys or ()]
+        return pa.schema(fields)
+
+    def _open(self) -> None:
+        name = f"part-{len(self.files):05d}.parquet"
+        self._writer = pq.ParquetWriter(
+            self.root / name, self._schema(), compression="zstd", write_statistics=False
+        )
+        self.files.append({"file": name, "rows": 0, "sha256": ""})
+        self._rows_in_file = 0
+
+    def _close_file(self) -> None:
+        if self._writer is None:
+            return
+        self._flush_group()
+        self._writer.close()
+        self._writer = None
+        entry = self.files[-1]
+        entry["rows"] = self._rows_in_file
+        entry["sha256"] = sha256_file(self.root / entry["file"])
+
+    def close(self) -> None:
+        self._close_file()
+
+
+def _as_batch(batch: VectorBatch | tuple[Any, ...], dim: int, row: int) -> VectorBatch:
+    if not isinstance(batch, tuple) or len(batch) not in (2, 3):
+        raise InputError(f"write_vectors: expected (ids, vectors[, metadata]) batches at row {row}")
+    ids, vectors = list(batch[0]), batch[1]
+    metadata = dict(batch[2]) if len(batch) == 3 and batch[2] else {}
+    x = check_vectors(vectors, dim, "write_vectors", first_row=row)
+    if len(ids) != len(x):
+        raise InputError(f"write_vectors: {len(ids)} ids for {len(x)} vectors at row {row}")
+    unknown = sorted(set(metadata) - set(METADATA_TYPES))
+    if unknown:
+        raise InputError(
+            f"write_vectors: unknown metadata column '{unknown[0]}' "
+            f"(known: {', '.join(METADATA_TYPES)})"
+        )
+    meta = {k: list(v) for k, v in metadata.items()}
+    for k, v in meta.items():
+        if len(v) != len(x):
+            raise InputError(f"write_vectors: metadata '{k}' has {len(v)} values for {len(x)} rows")
+    return VectorBatch([str(i) for i in ids], x, meta)
+
+
+def _descriptor(
+    writer: _PartWriter, dim: int, model_uri: str, extra: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_uri": model_uri,
+        "dim": dim,
+        "dtype": "float32",
+        "count": writer.count,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": writer.files,
+        "sha256": combined_sha256([f["sha256"] for f in writer.files]),
+        **extra,
+    }

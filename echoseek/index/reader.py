@@ -1,0 +1,401 @@
+"""The search library: open a published index version and search all of its shards.
+
+``open_index(path)`` takes an index root (follows ``LATEST``) or a version directory, checks
+every listed file against its SHA-256, memory-maps the shard indexes (``faiss.IO_FLAG_MMAP``)
+and the float16 re-rank vectors (``np.load(mmap_mode="r")``).
+
+``IndexReader.search`` for ``Q`` queries:
+
+1. queries are checked (2-D, right dim, finite, ``k ≥ 1``) and L2-normalised for cosine
+   (``metric="ip"`` with ``normalize``);
+2. IVF shards share one trained coarse quantizer, so the (optional OPQ rotation and) list
+   assignment of every query is computed once, then every shard scans the same ``nprobe``
+   lists (``search_preassigned``, with ``faiss.SearchParametersIVF(nprobe=…)`` so concurrent
+   calls with different ``nprobe`` are safe), in a thread pool when the scan is big enough
+   to pay for the hand-off (faiss releases the GIL), else one shard after the other;
+3. per-shard top lists are merged (:func:`~echoseek.index.merge.merge_topk`), scores
+   higher-is-better (inner product, or −squared L2);
+4. tombstoned ids are dropped (over-fetching, then searching deeper for rows left short);
+5. optionally the best ``rerank_depth`` candidates are re-scored exactly with a distance of
+   :mod:`echoseek.distances` on the stored vectors (score = −distance).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from echoseek.errors import EchoseekError, InputError
+from echoseek.index.manifest import read_manifest, verify_files
+from echoseek.index.merge import drop_ids, merge_topk
+from echoseek.index.params import IndexParams
+from echoseek.index.publish import resolve_version_dir
+from echoseek.index.rerank import NATURAL_DISTANCE, rerank_candidates
+from echoseek.index.train import normalize_rows
+
+MIN_RERANK_DEPTH = 100
+PARALLEL_WORK = 200_000  # codes/vectors scanned per call above which shards run concurrently
+
+
+def open_index(path: str | Path, verify: bool = True) -> IndexReader:
+    """Open the version at ``path`` (a version dir, or an index root via ``LATEST``)."""
+    version_dir = resolve_version_dir(path)
+    manifest = read_manifest(version_dir)
+    if verify:
+        verify_files(version_dir, manifest)
+    return IndexReader(version_dir, manifest)
+
+
+class IndexReader:
+    """Searches every shard of one published index version. Thread-safe for searching."""
+
+    def __init__(self, version_dir: Path, manifest: dict[str, Any]) -> None:
+        import faiss
+
+        self.path = Path(version_dir)
+        self.manifest = manifest
+        self.params = IndexParams.from_dict(manifest["params"])
+        self._shards = [_read_index(self.path / s["file"]) for s in manifest["shards"]]
+        # plain ndarray views of the memory maps (np.memmap's __getitem__ is slow per call)
+        self._vectors = [
+            np.asarray(np.load(self.path / s["vectors"]["file"], mmap_mode="r"))
+            for s in manifest["shards"]
+        ]
+        self._id_starts = np.array([s["id_start"] for s in manifest["shards"]], dtype=np.int64)
+        self._counts = np.array([s["count"] for s in manifest["shards"]], dtype=np.int64)
+        self._tombstones = np.asarray(manifest.get("tombstones", []), dtype=np.int64)
+        self._ivfs = [_extract_ivf(index) for index in self._shards]
+        self._is_ivf = all(ivf is not None for ivf in self._ivfs) and bool(self._shards)
+        trained = faiss.read_index(str(self.path / manifest["trained"]["file"]))
+        self._transform = _pretransform(trained)
+        self._quantizer = _extract_ivf(trained).quantizer if self._is_ivf else None
+        self._trained = trained  # keeps the quantizer alive
+        workers = max(1, min(len(self._shards), os.cpu_count() or 1))
+        self._pool = ThreadPoolExecutor(workers) if len(self._shards) > 1 else None
+        self._metadata: dict[int, pa.Table] = {}
+        self._external: dict[str, int] | None = None
+
+    # --- properties ----------------------------------------------------------------------
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    @property
+    def metric(self) -> str:
+        return str(self.manifest["metric"])
+
+    @property
+    def ntotal(self) -> int:
+        """Vectors stored, tombstoned ones included."""
+        return int(self.manifest["ntotal"])
+
+    @property
+    def live(self) -> int:
+        """Vectors a search can return (``ntotal`` minus tombstones)."""
+        return self.ntotal - len(self._tombstones)
+
+    @property
+    def default_nprobe(self) -> int:
+        return int(self.manifest.get("default_nprobe") or 1)
+
+    @property
+    def nlist(self) -> int:
+        return int(self._ivfs[0].nlist) if self._is_ivf else 0
+
+    @property
+    def tombstones(self) -> np.ndarray:
+        return self._tombstones
+
+    # --- search --------------------------------------------------------------------------
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        nprobe: int | None = None,
+        rerank: str | bool | None = None,
+        rerank_depth: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` of every query: ``(scores (Q,k) float32, ids (Q,k) int64)``.
+
+        ``nprobe`` defaults to the version's; ``rerank`` is a distance name, ``True`` (the
+        metric's own: cosine for ip, sqeuclidean for l2), ``False`` (off) or ``None`` (the
+        version's default). Rows with fewer than ``k`` live vectors are padded (−inf, −1).
+        """
+        k = _check_k(k)
+        q = self.prepare_queries(queries)
+        probe = self._check_nprobe(nprobe)
+        name = self._rerank_name(rerank)
+        depth = self._rerank_depth(k, rerank_depth) if name else k
+        scores, ids = self._search_live(q, depth, probe)
+        if name is None:
+            return scores[:, :k], ids[:, :k]
+        return rerank_candidates(q, ids, self.fetch_vectors, name, k)
+
+    def prepare_queries(self, queries: np.ndarray) -> np.ndarray:
+        """Validate queries (1-D or Q×dim, finite) and normalise them if the index does."""
+        q = np.asarray(queries)
+        if q.ndim == 1:
+            q = q[None, :]
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise EchoseekError(f"queries: expected shape (Q, {self.dim}), got {q.shape}")
+        if q.shape[0] == 0:
+            raise EchoseekError("queries: no query vectors given")
+        if q.dtype.kind not in "fiu":
+            raise EchoseekError(f"queries: expected numbers, got dtype {q.dtype}")
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        if not np.isfinite(q).all():
+            raise EchoseekError("queries: contain NaN or infinite values")
+        return normalize_rows(q) if self.manifest.get("normalize") else q
+
+    def search_shards(self, q: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """Merged top-``k`` over all shards of prepared queries (tombstones not removed)."""
+        if self._is_ivf:
+            q, assign, coarse = self._assign(q, nprobe)
+            work = len(q) * nprobe * self.ntotal / max(1, self.nlist)  # codes scanned
+            parts = self._map(lambda i: _search_ivf(self._ivfs[i], q, k, assign, coarse), work)
+        else:
+            parts = self._map(lambda i: self._shards[i].search(q, k), len(q) * self.ntotal)
+        scores = [self._higher_is_better(d) for d, _ in parts]
+        return merge_topk(scores, [i for _, i in parts], k)
+
+    def fetch_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Stored (float16) vectors of internal ids as an N×dim float32 array."""
+        shard, row = self._locate(ids)
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        for s, vectors in enumerate(self._vectors):
+            sel = np.flatnonzero(shard == s)
+            if sel.size:
+                out[sel] = vectors[row[sel]]
+        return out
+
+    def resolve_ids(self, ids: list[int] | list[str] | np.ndarray) -> np.ndarray:
+        """Internal ids of internal (int) or external (str) ids, checked to exist."""
+        internal = np.array([self._internal_id(i) for i in ids], dtype=np.int64)
+        if internal.size:
+            self._locate(internal)
+        return internal
+
+    def lookup(self, ids: list[int] | list[str] | np.ndarray) -> list[dict[str, Any]]:
+        """Metadata of internal (int) or external (str) ids: one dict per id, in order.
+
+        Each dict holds ``internal_id``, ``id`` (external) and ``label``, ``source``,
+        ``frame_index`` (None when the input had none). Unknown or deleted ids raise
+        :class:`~echoseek.errors.InputError`.
+        """
+        internal = self.resolve_ids(ids)
+        if internal.size == 0:
+            return []
+        shard, row = self._locate(internal)
+        banned = set(self._tombstones[np.isin(self._tombstones, internal)].tolist())
+        if banned:
+            raise InputError(f"id {min(banned)}: was deleted from index version {self.version}")
+        out: list[dict[str, Any]] = [{} for _ in internal]
+        for s in np.unique(shard):
+            sel = np.flatnonzero(shard == s)
+            rows = self._metadata_table(int(s)).take(pa.array(row[sel])).to_pylist()
+            for j, rec in zip(sel, rows, strict=True):
+                out[j] = rec
+        return out
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the thread pool (mmaps close with the reader)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self) -> IndexReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"IndexReader(version={self.version!r}, factory={self.manifest['factory']!r}, "
+            f"shards={len(self._shards)}, ntotal={self.ntotal}, live={self.live})"
+        )
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _search_live(self, q: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` without tombstoned ids: over-fetch, and search deeper for short rows."""
+        t = len(self._tombstones)
+        if t == 0:
+            return self.search_shards(q, k, nprobe)
+        extra = min(t, max(k, 16))
+        while True:
+            scores, ids = self.search_shards(q, k + extra, nprobe)
+            scores, ids, short = drop_ids(scores, ids, self._tombstones, k)
+            if not short.any() or extra >= t:
+                return scores, ids
+            extra = t
+
+    def _assign(self, q: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = self._transform(q) if self._transform is not None else q
+        assert self._quantizer is not None
+        coarse, assign = self._quantizer.search(x, nprobe)
+        return x, assign, coarse
+
+    def _map(self, fn: Any, work: float) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``fn(shard)`` for every shard: on the pool when ``work`` (vectors scanned) pays
+        for the thread hand-off (~0.1 ms), else in this thread."""
+        if self._pool is None or work < PARALLEL_WORK:
+            return [fn(i) for i in range(len(self._shards))]
+        return list(self._pool.map(fn, range(len(self._shards))))
+
+    def _higher_is_better(self, d: np.ndarray) -> np.ndarray:
+        return d if self.metric == "ip" else -d
+
+    def _check_nprobe(self, nprobe: int | None) -> int:
+        if nprobe is None:
+            nprobe = self.default_nprobe
+        if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or nprobe < 1:
+            raise EchoseekError(f"nprobe: must be a positive integer, got {nprobe!r}")
+        return int(min(nprobe, self.nlist)) if self._is_ivf else 1
+
+    def _rerank_name(self, rerank: str | bool | None) -> str | None:
+        if rerank is None:
+            rerank = self.manifest.get("default_rerank") or False
+        if rerank is False:
+            return None
+        if rerank is True:
+            return NATURAL_DISTANCE[self.metric]
+        if not isinstance(rerank, str):
+            raise EchoseekError(f"rerank: expected a distance name or true/false, got {rerank!r}")
+        from echoseek.distances import resolve_params
+
+        resolve_params(rerank)
+        return rerank
+
+    def _rerank_depth(self, k: int, depth: int | None) -> int:
+        if depth is None:
+            depth = self.manifest.get("default_rerank_depth") or max(MIN_RERANK_DEPTH, 2 * k)
+        if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+            raise EchoseekError(f"rerank_depth: must be a positive integer, got {depth!r}")
+        return max(k, int(depth))
+
+    def _locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.asarray(ids, dtype=np.int64)
+        shard = np.searchsorted(self._id_starts, ids, side="right") - 1
+        bad = (shard < 0) | (ids - self._id_starts[np.maximum(shard, 0)] >= self._counts[shard])
+        if bad.any():
+            raise InputError(f"id {int(ids[np.argmax(bad)])}: not in index version {self.version}")
+        return shard, ids - self._id_starts[shard]
+
+    def _internal_id(self, value: Any) -> int:
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            return int(value)
+        if isinstance(value, str):
+            if self._external is None:
+                self._external = self._external_ids()
+            if value not in self._external:
+                raise InputError(f"id {value!r}: not in index version {self.version}")
+            return self._external[value]
+        raise InputError(f"id {value!r}: expected an int (internal) or str (external) id")
+
+    def _external_ids(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in range(len(self._shards)):
+            table = self._metadata_table(s)
+            ext = table.column("id").to_pylist()
+            out.update(zip(ext, table.column("internal_id").to_pylist(), strict=True))
+        return out
+
+    def _metadata_table(self, shard: int) -> pa.Table:
+        if shard not in self._metadata:
+            path = self.path / self.manifest["shards"][shard]["metadata"]["file"]
+            self._metadata[shard] = pq.read_table(path, memory_map=True)
+        return self._metadata[shard]
+
+
+def _read_index(path: Path) -> Any:
+    """Read a shard memory-mapped where faiss supports it, else into memory."""
+    import faiss
+
+    try:
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    except RuntimeError:
+        try:
+            return faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise InputError(f"{path}: not a readable faiss index ({exc})") from None
+
+
+def _extract_ivf(index: Any) -> Any:
+    import faiss
+
+    try:
+        return faiss.extract_index_ivf(index)
+    except (RuntimeError, TypeError):
+        return None
+
+
+def _pretransform(index: Any) -> Any:
+    """A function applying the index's vector transforms (e.g. OPQ), or None."""
+    import faiss
+
+    outer: Any = faiss.downcast_index(index)
+    if not isinstance(outer, faiss.IndexPreTransform):
+        return None
+    links: Any = outer.chain
+    chain = [faiss.downcast_VectorTransform(links.at(i)) for i in range(links.size())]
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        for vt in chain:
+            x = np.ascontiguousarray(vt.apply(x), dtype=np.float32)
+        return x
+
+    return apply
+
+
+def _search_ivf(
+    ivf: Any, x: np.ndarray, k: int, assign: np.ndarray, coarse: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``ivf.search_preassigned`` with a per-call ``nprobe`` (thread-safe, no state change)."""
+    import faiss
+
+    n, nprobe = assign.shape
+    assign = np.ascontiguousarray(assign, dtype=np.int64)  # kept alive across the C call
+    coarse = np.ascontiguousarray(coarse, dtype=np.float32)
+    distances = np.empty((n, k), dtype=np.float32)
+    labels = np.empty((n, k), dtype=np.int64)
+    params: Any = faiss.SearchParametersIVF()
+    params.nprobe = nprobe
+    ivf.search_preassigned_c(
+        n,
+        faiss.swig_ptr(x),
+        k,
+        faiss.swig_ptr(assign),
+        faiss.swig_ptr(coarse),
+        faiss.swig_ptr(distances),
+        faiss.swig_ptr(labels),
+        False,
+        params,
+    )
+    return distances, labels
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise EchoseekError(f"k: must be a positive integer, got {k!r}")
+    return int(k)

@@ -1,0 +1,132 @@
+"""Build stage 1: sample training vectors from the stream and train the empty index once.
+
+The sample is a seeded uniform choice of ``n_train`` row numbers out of ``N`` (sorted), picked
+up while streaming the input batch by batch, so only the sample is ever in memory. Training
+runs the k-means of the coarse quantizer (and the PQ/OPQ codebooks) on it, on the GPU when
+faiss sees one (``faiss.get_num_gpus() > 0``: the k-means assignment step is moved to a GPU
+flat index, as autofaiss does), else on the CPU. The trained empty index is serialised to a
+uint8 array (:func:`serialize_index`) that Ray can broadcast through its object store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from echoseek.data.vectors import VectorBatch
+from echoseek.errors import InputError
+from echoseek.index.params import IndexParams
+
+
+def sample_rows(n_total: int, n_samples: int, seed: int = 0) -> np.ndarray:
+    """Sorted, distinct row numbers: a seeded uniform sample of ``min(n_samples, n_total)``."""
+    if n_samples >= n_total:
+        return np.arange(n_total, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_total, size=n_samples, replace=False)).astype(np.int64)
+
+
+def gather_rows(batches: Iterable[VectorBatch], rows: np.ndarray, dim: int) -> np.ndarray:
+    """Stream ``batches`` (global rows 0, 1, …) and keep only ``rows`` (sorted): len(rows)×dim."""
+    out = np.empty((len(rows), dim), dtype=np.float32)
+    start, filled = 0, 0
+    for batch in batches:
+        stop = start + len(batch.ids)
+        lo, hi = np.searchsorted(rows, [start, stop])
+        out[filled : filled + hi - lo] = batch.vectors[rows[lo:hi] - start]
+        filled += hi - lo
+        start = stop
+        if filled == len(rows):
+            break
+    if filled != len(rows):
+        raise InputError(f"training sample: input ended after {start} rows, expected more")
+    return out
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """``x / ‖x‖₂`` row-wise (zero rows stay zero); float32, contiguous."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def faiss_metric(metric: str) -> int:
+    """The faiss metric constant for ``"ip"`` or ``"l2"``."""
+    import faiss
+
+    return int(faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2)
+
+
+def create_index(params: IndexParams) -> Any:
+    """An untrained faiss index for ``params`` that accepts ``add_with_ids``."""
+    import faiss
+
+    index = faiss.index_factory(params.dim, params.factory, faiss_metric(params.metric))
+    ivf: Any = _ivf_or_none(index)
+    if ivf is None:
+        is_idmap = isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2))
+        return index if is_idmap else faiss.IndexIDMap(index)
+    ivf = faiss.downcast_index(ivf)
+    if hasattr(ivf, "do_polysemous_training"):
+        # Polysemous codes only help Hamming-filtered search, which echoseek does not use;
+        # their training is ~15x slower than the PQ k-means itself.
+        ivf.do_polysemous_training = False
+    return index
+
+
+def train_index(params: IndexParams, sample: np.ndarray, use_gpu: bool | None = None) -> Any:
+    """Create and train the empty index on ``sample`` (already normalised if needed)."""
+    import faiss
+
+    index = create_index(params)
+    if index.is_trained:
+        return index
+    if len(sample) == 0:
+        raise InputError("training sample is empty")
+    gpu = faiss.get_num_gpus() > 0 if use_gpu is None else use_gpu
+    if gpu:
+        _train_on_gpu(index, sample)
+    else:
+        index.train(sample)
+    return index
+
+
+def serialize_index(index: Any) -> np.ndarray:
+    """The index as a uint8 array (``faiss.serialize_index``), e.g. for ``ray.put``."""
+    import faiss
+
+    return np.asarray(faiss.serialize_index(index), dtype=np.uint8)
+
+
+def deserialize_index(data: np.ndarray) -> Any:
+    """Inverse of :func:`serialize_index`."""
+    import faiss
+
+    return faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
+
+
+def _train_on_gpu(index: Any, sample: np.ndarray) -> None:
+    """Train with the coarse k-means assignment on every GPU; the index itself stays on CPU."""
+    import faiss
+
+    if faiss.get_num_gpus() == 0:
+        raise InputError("use_gpu=true but faiss sees no GPU (install faiss-gpu or unset it)")
+    ivf: Any = faiss.extract_index_ivf(index)
+    flat = faiss.IndexFlatL2(ivf.d)
+    clustering = faiss.index_cpu_to_all_gpus(flat)
+    ivf.clustering_index = clustering
+    try:
+        index.train(sample)
+    finally:
+        ivf.clustering_index = None
+
+
+def _ivf_or_none(index: Any) -> Any:
+    import faiss
+
+    try:
+        return faiss.extract_index_ivf(index)
+    except (RuntimeError, TypeError):
+        return None

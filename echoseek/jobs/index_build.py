@@ -1,0 +1,169 @@
+"""Build a sharded faiss index version from vectors and publish it atomically.
+
+    echoseek index build input=work/vectors output=work/index
+    echoseek index build indexing/local.yaml input=embeddings.npy build.num_shards=4
+    python -m echoseek.jobs.index_build indexing/cluster.yaml
+
+``input`` is a vectors artifact (``echoseek embed``), a ``.npy`` file or a folder of
+``.npy``/``.parquet`` files. ``output`` is the index root: the new version appears as
+``output/<version>/`` and ``output/LATEST`` points at it, or nothing appears if the build fails.
+Index parameters follow :mod:`echoseek.index.params` unless set under ``index.*``; the shards
+are filled as parallel Ray tasks (a local Ray instance is started unless ``RAY_ADDRESS`` or an
+initialised Ray says otherwise).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from echoseek.data.vectors import open_vectors
+from echoseek.errors import ConfigError
+from echoseek.index.build import ROWS_PER_SHARD, build_index
+from echoseek.index.params import (
+    FLAT_THRESHOLD,
+    MAX_TRAIN,
+    NLIST_FACTOR,
+    TRAIN_PER_LIST,
+    IndexParams,
+    choose_params,
+)
+from echoseek.jobs.runner import run_job
+
+
+@dataclass
+class IndexOptions:
+    """Index parameters; 0 / empty means "choose by the rules" (echoseek.index.params)."""
+
+    kind: Literal["auto", "flat", "ivfpq"] = "auto"
+    metric: Literal["ip", "l2"] = "ip"
+    normalize: bool | None = None  # None: true for ip (cosine), false for l2
+    factory: str = ""  # an explicit faiss factory string overrides the rules
+    nlist: int = 0
+    m: int = 0
+    nbits: int = 8
+    opq: bool = False
+    nprobe: int = 0
+    train_size: int = 0
+    memory_budget_bytes: int = 0
+    flat_threshold: int = FLAT_THRESHOLD
+    nlist_factor: float = NLIST_FACTOR
+    train_per_list: int = TRAIN_PER_LIST
+    max_train: int = MAX_TRAIN
+
+
+@dataclass
+class BuildOptions:
+    """How the build runs."""
+
+    num_shards: int = 0  # 0: ceil(N / rows_per_shard)
+    rows_per_shard: int = ROWS_PER_SHARD
+    cpus_per_shard: float = 1.0
+    batch_size: int = 1 << 15
+    seed: int = 0
+    use_gpu: bool | None = None  # None: train on GPU when faiss sees one
+    use_ray: bool = True  # false: fill shards one after another in this process
+    retention: int = 3  # versions kept under the index root (0 keeps all)
+
+    def __post_init__(self) -> None:
+        for name in ("num_shards", "retention"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"build.{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("rows_per_shard", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"build.{name}: must be positive, got {getattr(self, name)}")
+        if self.cpus_per_shard <= 0:
+            raise ConfigError(f"build.cpus_per_shard: must be positive, got {self.cpus_per_shard}")
+
+
+@dataclass
+class Config:
+    """Options of ``echoseek index build``."""
+
+    input: str = ""
+    output: str = "work/index"
+    model_uri: str = ""  # recorded in the manifest; default: the vectors artifact's
+    index: IndexOptions = field(default_factory=IndexOptions)
+    build: BuildOptions = field(default_factory=BuildOptions)
+
+
+def params_for(n: int, dim: int, opts: IndexOptions) -> IndexParams:
+    """:func:`~echoseek.index.params.choose_params` with the config's overrides."""
+    return choose_params(
+        n,
+        dim,
+        opts.memory_budget_bytes or None,
+        metric=opts.metric,
+        kind=opts.kind,
+        normalize=opts.normalize,
+        nlist=opts.nlist or None,
+        m=opts.m or None,
+        nbits=opts.nbits,
+        opq=opts.opq,
+        nprobe=opts.nprobe or None,
+        train_size=opts.train_size or None,
+        flat_threshold=opts.flat_threshold,
+        nlist_factor=opts.nlist_factor,
+        train_per_list=opts.train_per_list,
+        max_train=opts.max_train,
+        factory=opts.factory,
+    )
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Build and publish one index version; returns a summary."""
+    if not cfg.input:
+        raise ConfigError("input is required (a vectors artifact, a .npy file or a folder)")
+    if not cfg.output:
+        raise ConfigError("output is required (the index root directory)")
+    start = time.perf_counter()
+    source = open_vectors(cfg.input)
+    params = params_for(source.count, source.dim, cfg.index)
+    b = cfg.build
+    manifest = build_index(
+        source,
+        cfg.output,
+        params,
+        num_shards=b.num_shards,
+        rows_per_shard=b.rows_per_shard,
+        batch_size=b.batch_size,
+        seed=b.seed,
+        use_gpu=b.use_gpu,
+        use_ray=b.use_ray,
+        cpus_per_shard=b.cpus_per_shard,
+        retention=b.retention,
+        model_uri=cfg.model_uri,
+    )
+    return {
+        "output": cfg.output,
+        "version": manifest["version"],
+        "factory": manifest["factory"],
+        "ntotal": manifest["ntotal"],
+        "dim": manifest["dim"],
+        "metric": manifest["metric"],
+        "shards": len(manifest["shards"]),
+        "default_nprobe": manifest["default_nprobe"],
+        "bytes_per_vector": params.bytes_per_vector,
+        "seconds": time.perf_counter() - start,
+        **manifest["build"],
+    }
+
+
+def summarize(s: dict[str, Any]) -> str:
+    """One line for the terminal."""
+    return (
+        f"indexed {s['ntotal']} vectors (dim {s['dim']}, {s['factory']}, {s['shards']} shards) "
+        f"as {s['output']}/{s['version']} in {s['seconds']:.1f} s"
+    )
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "echoseek index build") -> int:
+    """Command-line entry point."""
+    return run_job(Config, run, argv, prog, __doc__, summarize)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
