@@ -12,6 +12,7 @@ GPU), and the driver streams the embedded batches into ``output`` (staging dir, 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -25,6 +26,7 @@ from echoseek.data.vectors import VectorBatch, write_vectors
 from echoseek.embedding import Embedder, build_embedder
 from echoseek.errors import ConfigError
 from echoseek.jobs.runner import run_job
+from echoseek.tracking import is_mlflow_uri, tracking_uri
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Config:
     use_gpu: bool | None = None  # None: a GPU per actor when the cluster has GPUs
     amp: bool = True  # autocast on GPU
     overwrite: bool = False
+    tracking_uri: str = ""  # MLflow store for models:/ and runs:/ URIs; default: see tracking
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0 or self.actors <= 0 or self.actor_cpus <= 0:
@@ -50,7 +53,9 @@ class Config:
 class EmbedBatch:
     """Ray Data callable class: one embedder per actor, numpy batches in and out."""
 
-    def __init__(self, model: str, pixel_size: int, amp: bool) -> None:
+    def __init__(self, model: str, pixel_size: int, amp: bool, tracking: str = "") -> None:
+        if tracking:  # the driver's store, so every actor resolves MLflow URIs the same way
+            os.environ["MLFLOW_TRACKING_URI"] = tracking
         self.embed: Embedder = build_embedder(model, pixel_size, amp=amp)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -93,6 +98,9 @@ def run(cfg: Config) -> dict[str, Any]:
     if not cfg.input:
         raise ConfigError("input is required (a dataset directory from echoseek ingest)")
     desc = read_descriptor(cfg.input)
+    tracking = tracking_uri(cfg.tracking_uri) if is_mlflow_uri(cfg.model) else ""
+    if tracking:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking
     probe = build_embedder(cfg.model, cfg.pixel_size, device="cpu")  # fail fast, learn dim
     if not ray.is_initialized():
         ray.init()
@@ -100,7 +108,12 @@ def run(cfg: Config) -> dict[str, Any]:
     resources: dict[str, Any] = {"num_gpus": 1} if gpu else {"num_cpus": cfg.actor_cpus}
     embedded = read_dataset(cfg.input).map_batches(
         EmbedBatch,
-        fn_constructor_kwargs={"model": cfg.model, "pixel_size": cfg.pixel_size, "amp": cfg.amp},
+        fn_constructor_kwargs={
+            "model": cfg.model,
+            "pixel_size": cfg.pixel_size,
+            "amp": cfg.amp,
+            "tracking": tracking,
+        },
         batch_size=cfg.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=cfg.actors),

@@ -31,11 +31,12 @@ from echoseek.errors import ConfigError, EchoseekError, InputError
 from echoseek.models.backbones import BACKBONES, POOLINGS, build_backbone
 from echoseek.models.head import EmbeddingHead, EmbeddingModel
 from echoseek.models.state_dict import read_state_dict, state_dict_mismatch
+from echoseek.tracking import download_artifact_dir, is_mlflow_uri
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.pt"
 META_FILE = "model.json"
-_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:", "s3://", "gs://", "http://", "https://")
+_REMOTE_SCHEMES = ("s3://", "gs://", "http://", "https://")
 
 
 @dataclasses.dataclass
@@ -174,15 +175,21 @@ def read_meta(path: Path) -> ModelMeta:
 def resolve_model_path(uri: str | Path) -> Path:
     """The local model directory for ``uri``.
 
-    Accepts a model directory or a file inside it. This is the one place where ``models:/NAME/
-    VERSION`` and ``runs:/`` URIs will be resolved (downloaded through MLflow) once tracking
-    lands; until then they raise InputError.
+    Accepts a model directory, a file inside it, or an MLflow URI (``models:/NAME/VERSION``,
+    ``models:/NAME@ALIAS``, ``runs:/RUN_ID/PATH``) whose artifact directory holds
+    ``model.json`` and ``model.pt``; MLflow URIs are downloaded from the tracking store of
+    :func:`echoseek.tracking.tracking_uri` into a temporary directory.
     """
     text = str(uri)
-    if text.startswith(_URI_SCHEMES):
+    if is_mlflow_uri(text):
+        path = download_artifact_dir(text)
+        if not (path / META_FILE).is_file():
+            raise InputError(f"{text}: the MLflow artifact has no {META_FILE}; not a model dir")
+        return path
+    if text.startswith(_REMOTE_SCHEMES):
         raise InputError(
-            f"{text}: MLflow and remote model URIs are not supported yet; "
-            "pass a local model directory"
+            f"{text}: remote model paths are not supported; pass a local model directory "
+            "or an MLflow models:/ or runs:/ URI"
         )
     path = Path(text)
     if path.is_file() and path.name in (META_FILE, WEIGHTS_FILE):

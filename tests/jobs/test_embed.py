@@ -115,3 +115,31 @@ def test_bad_model_path_is_a_clear_error(
     assert code == 2
     assert "model directory not found" in capsys.readouterr().err
     assert not (tmp_path / "v").exists()
+
+
+def test_embed_from_an_mlflow_registered_model(
+    dataset: Path, tmp_path: Path, ray_session: object
+) -> None:
+    """Actors resolve models:/ against the store named in the config, not their own cwd."""
+    from mlflow.tracking import MlflowClient
+
+    from echoseek.tracking import register_model_dir
+
+    meta = ModelMeta(backbone="resnet18", in_channels=1, small_stem=True, head_dim=8)
+    torch.manual_seed(1)
+    save_model(build_model(meta), tmp_path / "model", meta)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(store)
+    exp = client.create_experiment("embed", artifact_location=(tmp_path / "art").as_uri())
+    run_id = client.create_run(exp).info.run_id
+    client.log_artifacts(run_id, str(tmp_path / "model"), "model")
+    version = register_model_dir(run_id, "model", "echoseek-embed", tracking=store)
+    uri = f"models:/echoseek-embed/{version}"
+    out = embed.run(
+        embed.Config(input=str(dataset), model=uri, tracking_uri=store, output=str(tmp_path / "v"))
+    )
+    assert out["model_uri"] == uri
+    ids, vecs, _ = read_all(tmp_path / "v")
+    images = dataset_images(dataset)
+    direct = ModelEmbedder(str(tmp_path / "model"), device="cpu")([images[i] for i in ids])
+    np.testing.assert_allclose(vecs, direct, rtol=1e-4, atol=1e-5)

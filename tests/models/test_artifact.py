@@ -160,8 +160,39 @@ def test_missing_or_unreadable_files(tmp_path: Path) -> None:
     (tmp_path / "empty" / "model.json").write_text("{not json")
     with pytest.raises(InputError, match="not readable JSON"):
         load_model(tmp_path / "empty")
-    with pytest.raises(InputError, match="not supported yet"):
-        load_model("models:/echoseek/1")
+    with pytest.raises(InputError, match="remote model paths are not supported"):
+        load_model("s3://bucket/model")
+
+
+def test_loads_from_mlflow_run_and_registry(
+    saved: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model dir logged to a real local MLflow store loads by runs:/ and models:/ URIs."""
+    from mlflow.tracking import MlflowClient
+
+    from echoseek.tracking import register_model_dir
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    client = MlflowClient(store)
+    experiment = client.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
+    run = client.create_run(experiment)
+    client.log_artifacts(run.info.run_id, str(saved), "model")
+    client.set_terminated(run.info.run_id)
+    version = register_model_dir(run.info.run_id, "model", "echoseek-test")
+
+    expected, _ = load_model(saved)
+    for uri in (f"runs:/{run.info.run_id}/model", f"models:/echoseek-test/{version}"):
+        model, meta = load_model(uri)
+        assert meta == load_model(saved)[1]
+        for key, value in expected.state_dict().items():
+            assert torch.equal(model.state_dict()[key], value), (uri, key)
+
+    with pytest.raises(InputError, match="models:/no-such-model/1: cannot fetch from MLflow"):
+        load_model("models:/no-such-model/1")
+    client.log_text(run.info.run_id, "x", "notes/readme.txt")
+    with pytest.raises(InputError, match="no model.json"):
+        load_model(f"runs:/{run.info.run_id}/notes")
 
 
 def test_existing_output_is_replaced_only_on_request(saved: Path, tmp_path: Path) -> None:
