@@ -191,7 +191,7 @@ def test_loads_from_mlflow_run_and_registry(
     with pytest.raises(InputError, match="models:/no-such-model/1: cannot fetch from MLflow"):
         load_model("models:/no-such-model/1")
     client.log_text(run.info.run_id, "x", "notes/readme.txt")
-    with pytest.raises(InputError, match="no model.json"):
+    with pytest.raises(InputError, match=r"no model\.json"):
         load_model(f"runs:/{run.info.run_id}/notes")
 
 
