@@ -56,6 +56,7 @@ from echoseek.index.train import (
     serialize_index,
     train_index,
 )
+from echoseek.ray_session import ensure_ray
 
 ROWS_PER_SHARD = 1_000_000
 BATCH_SIZE = 1 << 15
@@ -341,8 +342,7 @@ def _fill_on_ray(
     """Run :func:`fill_from_source` per plan as Ray tasks; on any failure cancel the rest."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init()
+    ensure_ray()
     trained_ref = ray.put(trained)
     task = ray.remote(num_cpus=cpus_per_shard, max_retries=0)(fill_from_source)
     pending = {task.remote(trained_ref, args[0], p, *args[1:]): p for p in plans}

@@ -33,6 +33,7 @@ from echoseek.index.manifest import set_search_defaults
 from echoseek.index.merge import MISSING_ID, merge_topk
 from echoseek.index.reader import IndexReader, open_index
 from echoseek.index.rerank import NATURAL_DISTANCE
+from echoseek.index.train import normalize_rows
 
 KS = (1, 10, 100)
 QPS_K = 10
@@ -59,7 +60,13 @@ def load_queries(path: str | Path, n: int, dim: int) -> np.ndarray:
 
 
 def exact_knn(reader: IndexReader, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` over every live stored vector: ``(scores, ids)``, higher is better."""
+    """Exact top-``k`` over every live stored vector: ``(scores, ids)``, higher is better.
+
+    The stored vectors are the float16 re-rank copies; for a normalised index they are
+    re-normalised in float32 first, so the truth is the exact cosine ranking, the same
+    ranking the exact re-rank produces (float16 rounding leaves norms 1 ± 1e-3, enough to
+    swap near-ties at rank k otherwise).
+    """
     import faiss
 
     q = reader.prepare_queries(queries)
@@ -71,7 +78,8 @@ def exact_knn(reader: IndexReader, queries: np.ndarray, k: int) -> tuple[np.ndar
         if ids.size == 0:
             continue
         flat = faiss.IndexFlat(reader.dim, metric)
-        flat.add(reader.fetch_vectors(ids))
+        stored = reader.fetch_vectors(ids)
+        flat.add(normalize_rows(stored) if reader.manifest.get("normalize") else stored)
         d, local = flat.search(q, min(k, ids.size))
         scores = d if reader.metric == "ip" else -d
         found = np.where(local >= 0, ids[np.maximum(local, 0)], MISSING_ID)

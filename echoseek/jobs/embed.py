@@ -26,6 +26,7 @@ from echoseek.data.vectors import VectorBatch, write_vectors
 from echoseek.embedding import Embedder, build_embedder
 from echoseek.errors import ConfigError
 from echoseek.jobs.runner import run_job
+from echoseek.ray_session import ensure_ray
 from echoseek.tracking import is_mlflow_uri, tracking_uri
 
 
@@ -102,8 +103,7 @@ def run(cfg: Config) -> dict[str, Any]:
     if tracking:
         os.environ["MLFLOW_TRACKING_URI"] = tracking
     probe = build_embedder(cfg.model, cfg.pixel_size, device="cpu")  # fail fast, learn dim
-    if not ray.is_initialized():
-        ray.init()
+    ensure_ray()
     gpu = _gpus_available() if cfg.use_gpu is None else cfg.use_gpu
     resources: dict[str, Any] = {"num_gpus": 1} if gpu else {"num_cpus": cfg.actor_cpus}
     embedded = read_dataset(cfg.input).map_batches(

@@ -52,7 +52,7 @@ def test_recall_grows_with_nprobe(reader, queries, truth) -> None:  # type: igno
 
 
 def test_exact_knn_matches_numpy(reader, queries) -> None:  # type: ignore[no-untyped-def]
-    stored = reader.fetch_vectors(np.arange(reader.ntotal))
+    stored = normalize_rows(reader.fetch_vectors(np.arange(reader.ntotal)))  # exact cosine
     sims = normalize_rows(queries[:20]) @ stored.T
     best = np.argsort(-sims, axis=1, kind="stable")[:, :5]
     scores, ids = exact_knn(reader, queries[:20], 5)

@@ -1,0 +1,39 @@
+"""`echoseek demo` end to end on a short phantom: every stage runs and reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from echoseek.cli import main as cli
+from echoseek.index import open_index
+from echoseek.jobs import demo
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_runs_every_stage(
+    ray_session: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli(["demo", f"work_dir={tmp_path / 'demo'}", "frames=60"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "raw pixels (baseline)" in out and "recall@10" in out
+    metrics = json.loads((tmp_path / "demo" / "eval" / "metrics.json").read_text())
+    assert metrics["items"] == 60 and 0 < metrics["positives"] < 60
+    with open_index(tmp_path / "demo" / "index") as reader:
+        assert reader.ntotal == 60
+        assert reader.manifest["factory"].endswith("Flat")  # 60 vectors: exact fallback
+    assert (tmp_path / "demo" / "index_eval" / "recall_qps.png").stat().st_size > 0
+
+
+def test_demo_index_summary_is_exact_for_a_flat_index(ray_session: Any, tmp_path: Path) -> None:
+    s = demo.run(demo.Config(work_dir=str(tmp_path / "d"), frames=40, seed=1))
+    assert s["frames"] == 40
+    assert s["index"]["ntotal"] == 40
+    assert s["index"]["recall@10"] == pytest.approx(1.0)  # exact index, exact re-rank
+    assert s["index"]["latency_ms"] > 0
+    assert set(s["timings_s"]) >= {"phantom", "ingest", "embed", "index build", "index eval"}
