@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("echoseek.jobs.embed", "embed a dataset with a model into a vectors artifact"),
     "index build": ("echoseek.jobs.index_build", "build a sharded faiss index version"),
     "index eval": ("echoseek.jobs.index_eval", "recall/QPS of an index over an nprobe sweep"),
+    "index add": ("echoseek.jobs.index_add", "add vectors to an index as a new version"),
+    "index delete": ("echoseek.jobs.index_delete", "tombstone ids in a new index version"),
     "demo": ("echoseek.jobs.demo", "run the whole pipeline on phantom data and summarise"),
 }
 

@@ -117,3 +117,68 @@ def test_build_on_ray_via_cli(ray_session: Any, tmp_path: Path) -> None:
     assert cli([*argv, "index.nlist=64", "index.train_size=3000"]) == 0
     with open_index(root) as reader:
         assert reader.ntotal == 12_000 and len(reader.manifest["shards"]) == 3
+
+
+def test_add_then_delete_via_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """index add keeps the trained quantizer; index delete hides ids; old versions stay."""
+    root = tmp_path / "index"
+    base = _corpus(tmp_path / "x.npy", n=12_000)
+    build = ["build.use_ray=false", "index.nlist=64", "index.train_size=3000"]
+    assert cli(["index", "build", f"input={base}", f"output={root}", *build]) == 0
+    first = read_latest(root)
+    extra = _corpus(tmp_path / "y.npy", n=500, seed=1)
+    assert cli(["index", "add", f"input={extra}", f"output={root}", "num_shards=2"]) == 0
+    added = read_manifest(root / read_latest(root))
+    assert added["parent"] == first and added["ntotal"] == 12_500 and len(added["shards"]) == 3
+    assert added["trained"] == read_manifest(root / first)["trained"]  # no retraining
+
+    new_vectors = np.load(extra)
+    with open_index(root) as reader:
+        _, ids = reader.search(new_vectors[:5], 1, nprobe=64, rerank=True)
+    assert ids[:, 0].tolist() == list(range(12_000, 12_005))  # found as their new ids
+
+    (tmp_path / "ids.txt").write_text("12000\n\n12001\n")
+    assert (
+        cli(
+            [
+                "index",
+                "delete",
+                f"input={tmp_path / 'ids.txt'}",
+                f"output={root}",
+                "build.use_ray=false",
+            ]
+        )
+        == 0
+    )
+    assert "2 id(s) deleted" in capsys.readouterr().out
+    with open_index(root) as reader:
+        _, ids = reader.search(new_vectors[:2], 10, nprobe=64, rerank=True)
+        assert not np.isin(ids, [12_000, 12_001]).any()
+        assert reader.live == 12_498
+    assert len(list_versions(root)) == 3
+
+
+def test_update_jobs_reject_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "index"
+    assert (
+        cli(
+            [
+                "index",
+                "build",
+                f"input={_corpus(tmp_path / 'x.npy', n=300)}",
+                f"output={root}",
+                "build.use_ray=false",
+            ]
+        )
+        == 0
+    )
+    before = list_versions(root)
+    np.save(tmp_path / "wrong.npy", np.zeros((4, 3), dtype=np.float32))
+    capsys.readouterr()
+    assert cli(["index", "add", f"input={tmp_path / 'wrong.npy'}", f"output={root}"]) == 2
+    assert "dim 3 but the index has dim 16" in capsys.readouterr().err
+    assert cli(["index", "delete", f"output={root}", "ids=[no-such-id]"]) == 2
+    assert "no-such-id" in capsys.readouterr().err
+    assert cli(["index", "delete", f"output={root}"]) == 2
+    assert "no ids to delete" in capsys.readouterr().err
+    assert list_versions(root) == before  # nothing published by the failures
