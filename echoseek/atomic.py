@@ -26,10 +26,11 @@ def fsync_tree(root: Path) -> None:
         for name in filenames:
             with open(os.path.join(dirpath, name), "rb") as fh:
                 os.fsync(fh.fileno())
-        _fsync_dir(Path(dirpath))
+        fsync_dir(Path(dirpath))
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so that renames and new entries in it are durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -67,7 +68,7 @@ def _replace_dir(staging: Path, final: Path) -> None:
         trash = final.parent / f".trash-{final.name}-{uuid.uuid4().hex[:8]}"
         os.rename(final, trash)
     os.rename(staging, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
 
@@ -91,3 +92,27 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json_document(path: Path, fmt: str, format_version: int, missing: str) -> dict[str, Any]:
+    """Load a versioned JSON document (descriptor or manifest) and check its header.
+
+    The document must be a JSON object with ``"format": fmt`` and ``"format_version":
+    format_version``; ``missing`` is the message (after the parent dir) when the file is absent.
+    Every failure is an :class:`InputError` naming the file.
+    """
+    if not path.is_file():
+        raise InputError(f"{path.parent}: {missing}")
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
+        raise InputError(f"{path}: corrupt {path.name} ({reason})") from None
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise InputError(f"{path}: not an {fmt} document")
+    if doc.get("format_version") != format_version:
+        raise InputError(
+            f"{path}: format_version {doc.get('format_version')} is not supported "
+            f"(this echoseek reads {format_version})"
+        )
+    return doc

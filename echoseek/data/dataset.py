@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from echoseek.atomic import staged_dir, write_json_atomic
+from echoseek.atomic import read_json_document, staged_dir, write_json_atomic
 from echoseek.errors import InputError
 
 if TYPE_CHECKING:
@@ -192,20 +191,12 @@ class DatasetWriter:
 
 def read_descriptor(path: str | Path) -> dict[str, Any]:
     """Load and validate ``dataset.json`` of a dataset directory."""
-    desc_path = Path(path) / DESCRIPTOR
-    if not desc_path.is_file():
-        raise InputError(f"{path}: not a dataset directory (no {DESCRIPTOR}; run echoseek ingest)")
-    try:
-        desc = json.loads(desc_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{desc_path}: corrupt descriptor ({exc.msg})") from None
-    if desc.get("format") != "echoseek.dataset":
-        raise InputError(f"{desc_path}: not an echoseek dataset descriptor")
-    if desc.get("format_version") != FORMAT_VERSION:
-        raise InputError(
-            f"{desc_path}: format_version {desc.get('format_version')} is not supported "
-            f"(this echoseek reads {FORMAT_VERSION})"
-        )
+    desc = read_json_document(
+        Path(path) / DESCRIPTOR,
+        "echoseek.dataset",
+        FORMAT_VERSION,
+        f"not a dataset directory (no {DESCRIPTOR}; run echoseek ingest)",
+    )
     return dict(desc)
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from echoseek.atomic import staged_dir
+from echoseek.atomic import read_json_document, staged_dir
 from echoseek.errors import InputError
 
 FORMAT = "echoseek.vectors"
@@ -183,20 +183,9 @@ def write_vectors(
 
 def read_descriptor(path: str | Path) -> dict[str, Any]:
     """Load and validate ``vectors.json`` of a vectors artifact."""
-    desc_path = Path(path) / DESCRIPTOR
-    if not desc_path.is_file():
-        raise InputError(f"{path}: not a vectors artifact (no {DESCRIPTOR})")
-    try:
-        desc = json.loads(desc_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{desc_path}: corrupt descriptor ({exc.msg})") from None
-    if not isinstance(desc, dict) or desc.get("format") != FORMAT:
-        raise InputError(f"{desc_path}: not an echoseek vectors descriptor")
-    if desc.get("format_version") != FORMAT_VERSION:
-        raise InputError(
-            f"{desc_path}: format_version {desc.get('format_version')} is not supported "
-            f"(this echoseek reads {FORMAT_VERSION})"
-        )
+    desc = read_json_document(
+        Path(path) / DESCRIPTOR, FORMAT, FORMAT_VERSION, f"not a vectors artifact (no {DESCRIPTOR})"
+    )
     return desc
 
 

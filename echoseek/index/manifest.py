@@ -27,12 +27,11 @@ rejects a version whose files do not match, naming the file.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from echoseek.atomic import write_json_atomic
+from echoseek.atomic import read_json_document, write_json_atomic
 from echoseek.data.vectors import sha256_file
 from echoseek.errors import InputError
 
@@ -55,19 +54,9 @@ def shard_names(shard: int) -> dict[str, str]:
 def read_manifest(version_dir: str | Path) -> dict[str, Any]:
     """Load and validate ``manifest.json`` of a version directory."""
     path = Path(version_dir) / MANIFEST
-    if not path.is_file():
-        raise InputError(f"{version_dir}: not an index version (no {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: corrupt manifest ({exc.msg})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise InputError(f"{path}: not an echoseek index manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise InputError(
-            f"{path}: format_version {manifest.get('format_version')} is not supported "
-            f"(this echoseek reads {FORMAT_VERSION})"
-        )
+    manifest = read_json_document(
+        path, FORMAT, FORMAT_VERSION, f"not an index version (no {MANIFEST})"
+    )
     for key in ("version", "dim", "metric", "factory", "shards", "trained", "next_id"):
         if key not in manifest:
             raise InputError(f"{path}: manifest has no '{key}'")

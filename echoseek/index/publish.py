@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from echoseek.atomic import fsync_tree, write_bytes_atomic
+from echoseek.atomic import fsync_dir, fsync_tree, write_bytes_atomic
 from echoseek.errors import InputError
 from echoseek.index.manifest import MANIFEST
 
@@ -63,7 +63,7 @@ def staged_version(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _fsync_dir(root)
+    fsync_dir(root)
     write_latest(root, version)
     apply_retention(root, retention)
 
@@ -119,11 +119,3 @@ def apply_retention(root: str | Path, keep: int) -> list[str]:
         os.rename(root / version, trash)
         shutil.rmtree(trash, ignore_errors=True)
     return removed
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,0 +1,28 @@
+"""Every shipped YAML config loads into its job's typed Config (no drift between the two)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from echoseek.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = [
+    *((p, f"echoseek.jobs.{p.stem}") for p in sorted((ROOT / "ray_jobs").glob("*.yaml"))),
+    *((p, "echoseek.jobs.index_build") for p in sorted((ROOT / "indexing").glob("*.yaml"))),
+]
+
+
+def test_configs_are_found() -> None:
+    names = {p.relative_to(ROOT).as_posix() for p, _ in CONFIGS}
+    assert {"ray_jobs/embed.yaml", "indexing/local.yaml", "indexing/cluster.yaml"} <= names
+
+
+@pytest.mark.parametrize(("path", "module"), CONFIGS, ids=lambda v: getattr(v, "name", v))
+def test_config_loads(path: Path, module: str) -> None:
+    job = importlib.import_module(module)
+    cfg = load_config(job.Config, path, [])
+    assert cfg.input and cfg.output, f"{path}: a job config names its input and output"
