@@ -14,7 +14,6 @@ rows into shards of ``shard_size`` rows inside a staging directory and publishes
 
 from __future__ import annotations
 
-import hashlib
 import io
 import time
 from collections import Counter
@@ -30,6 +29,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from echoseek.atomic import read_json_document, staged_dir, write_json_atomic
+from echoseek.checksum import combined_sha256, sha256_file
 from echoseek.errors import InputError
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ class DatasetWriter:
         table = pa.Table.from_pylist([self._encode(r) for r in rows], schema=SCHEMA)
         name = f"part-{len(self._shards):05d}.parquet"
         pq.write_table(table, self._dir / name, compression="zstd")
-        digest = _sha256_file(self._dir / name)
+        digest = sha256_file(self._dir / name)
         self._shards.append({"file": name, "rows": len(rows), "sha256": digest})
 
     def _encode(self, row: Row) -> dict[str, Any]:
@@ -173,7 +173,7 @@ class DatasetWriter:
         if len(self._shapes) == 1:
             h, w, c = next(iter(self._shapes))
             image = {"height": h, "width": w, "channels": c}
-        combined = hashlib.sha256("".join(s["sha256"] for s in self._shards).encode())
+        combined = combined_sha256([s["sha256"] for s in self._shards])
         return {
             "format": "echoseek.dataset",
             "format_version": FORMAT_VERSION,
@@ -182,7 +182,7 @@ class DatasetWriter:
             "label_counts": {str(k): v for k, v in sorted(self._labels.items())},
             "image": image,
             "source": self.source,
-            "sha256": combined.hexdigest(),
+            "sha256": combined,
             "shards": self._shards,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **self.extra,
@@ -224,11 +224,3 @@ def read_dataset(path: str | Path) -> ray.data.Dataset:
 
     files = [str(f) for f in shard_paths(path)]
     return ray.data.read_parquet(files, schema=SCHEMA)
-
-
-def _sha256_file(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()

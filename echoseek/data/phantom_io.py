@@ -22,7 +22,6 @@ write leaves nothing behind; an existing non-empty ``out_dir`` is replaced only 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import tempfile
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from echoseek.checksum import sha256_file
 from echoseek.errors import ConfigError, EchoseekError
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
 def provenance(phantom: Phantom, mat_format: str, folder: Path) -> dict[str, Any]:
     """The ``phantom.json`` content; checksums of the files already in ``folder``."""
-    files = {name: _sha256(folder / name) for name in (MAT_FILE, LABELS_FILE, QUERY_FILE)}
+    files = {name: sha256_file(folder / name) for name in (MAT_FILE, LABELS_FILE, QUERY_FILE)}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -177,11 +177,3 @@ def provenance(phantom: Phantom, mat_format: str, folder: Path) -> dict[str, Any
         "phase_px": [round(float(v), 4) for v in phantom.phase],
         "sha256": files,
     }  # fmt: skip
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

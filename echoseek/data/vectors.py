@@ -19,10 +19,9 @@ slice. Every batch is checked: a wrong dimension, a null or a NaN/inf value rais
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -32,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from echoseek.atomic import read_json_document, staged_dir
+from echoseek.checksum import combined_sha256, sha256_file
 from echoseek.errors import InputError
 
 FORMAT = "echoseek.vectors"
@@ -187,20 +187,6 @@ def read_descriptor(path: str | Path) -> dict[str, Any]:
         Path(path) / DESCRIPTOR, FORMAT, FORMAT_VERSION, f"not a vectors artifact (no {DESCRIPTOR})"
     )
     return desc
-
-
-def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def combined_sha256(digests: Sequence[str]) -> str:
-    """SHA-256 of concatenated hex digests (the artifact-level checksum)."""
-    return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
 # --- reading ------------------------------------------------------------------------------

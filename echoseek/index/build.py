@@ -29,14 +29,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from echoseek.checksum import combined_sha256, sha256_file
 from echoseek.data.vectors import (
     METADATA_TYPES,
     VectorBatch,
     VectorSource,
-    combined_sha256,
     iter_vector_batches,
     open_vectors,
-    sha256_file,
 )
 from echoseek.errors import EchoseekError, InputError
 from echoseek.index.manifest import (

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from echoseek.atomic import read_json_document, write_json_atomic
-from echoseek.data.vectors import sha256_file
+from echoseek.checksum import sha256_file
 from echoseek.errors import InputError
 
 FORMAT = "echoseek.index"

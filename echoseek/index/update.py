@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from echoseek.data.vectors import VectorSource, check_vectors, open_vectors, sha256_file
+from echoseek.checksum import sha256_file
+from echoseek.data.vectors import VectorSource, check_vectors, open_vectors
 from echoseek.errors import InputError
 from echoseek.index.build import (
     BATCH_SIZE,

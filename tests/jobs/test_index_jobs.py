@@ -145,7 +145,6 @@ def test_add_then_delete_via_cli(tmp_path: Path, capsys: pytest.CaptureFixture[s
                 "delete",
                 f"input={tmp_path / 'ids.txt'}",
                 f"output={root}",
-                "build.use_ray=false",
             ]
         )
         == 0
