@@ -9,12 +9,21 @@ live beside it in ``mlflow/artifacts/`` (see ``mlflow/README.md``).
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
+import time
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 from echoseek.errors import InputError
 
+T = TypeVar("T")
+
 LOCAL_STORE_DIR = "mlflow"
+MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+RUN_NAME_TAG = "echoseek.run_name"
 MLFLOW_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:")
 
 
@@ -31,6 +40,163 @@ def tracking_uri(configured: str = "") -> str:
     if from_env:
         return from_env
     return f"sqlite:///{local_store() / 'mlflow.db'}"
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment keeps artifacts: ``mlflow/artifacts/`` beside a local sqlite
+    store, the server's default (None) otherwise."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        return (Path(uri[len(prefix) :]).parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def check_reachable(uri: str) -> None:
+    """Fail fast with a clear error when the tracking store cannot be reached or opened."""
+    from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:
+        raise InputError(
+            f"MLflow tracking store {uri} is not reachable: {_first_line(exc)}"
+        ) from None
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """The checked-out commit of the working directory, or "" outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def flat_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """``{"train.lr": "0.05", ...}``: nested mappings flattened, values stringified, long
+    values cut to MLflow's limit."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            out.update({f"{key}.{k}": v for k, v in flat_params(value).items()})
+        else:
+            out[str(key)] = str(value)[:MAX_PARAM_CHARS]
+    return out
+
+
+class RunLogger:
+    """One MLflow run, written from one process (rank 0): params, metrics, tags, artifacts.
+
+    :meth:`start` fails with :class:`InputError` when the store is unreachable; afterwards a
+    failing call warns and retries ``retries`` times with exponential backoff, then gives up
+    on that call. Logging never raises into the training loop. Starting again with the same
+    ``run_name`` in the same experiment reopens that run (a resumed job keeps one run).
+    """
+
+    def __init__(
+        self,
+        tracking: str = "",
+        experiment: str = "echoseek",
+        retries: int = 3,
+        backoff_s: float = 0.5,
+    ) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.uri = tracking_uri(tracking)
+        self.experiment = experiment
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.client = MlflowClient(self.uri)
+        self.run_id = ""
+
+    def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        """Open (or reopen) the run ``run_name``; log ``params`` and ``tags``; return its id."""
+        check_reachable(self.uri)
+        exp = self.client.get_experiment_by_name(self.experiment)
+        exp_id = (
+            exp.experiment_id
+            if exp is not None
+            else self.client.create_experiment(self.experiment, artifact_root(self.uri))
+        )
+        found = self.client.search_runs(
+            [exp_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1
+        )
+        if found:
+            self.run_id = found[0].info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+        else:
+            run = self.client.create_run(
+                exp_id, run_name=run_name, tags={RUN_NAME_TAG: run_name, **tags}
+            )
+            self.run_id = run.info.run_id
+            self._call(self.client.log_batch, self.run_id, params=_params(flat_params(params)))
+        return self.run_id
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Log finite numeric ``metrics`` at ``step``."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if _finite(v)]
+        if batch:
+            self._call(self.client.log_batch, self.run_id, metrics=batch)
+
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        """Copy a directory's files into the run's artifacts."""
+        self._call(self.client.log_artifacts, self.run_id, str(local_dir), artifact_path)
+
+    def log_file(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Copy one file into the run's artifacts."""
+        self._call(self.client.log_artifact, self.run_id, str(path), artifact_path)
+
+    def register(self, name: str, artifact_path: str) -> str:
+        """Register the model dir logged at ``artifact_path`` as ``name``; return the version."""
+        return self._call(register_model_dir, self.run_id, artifact_path, name, self.uri) or ""
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Mark the run ``FINISHED``, ``FAILED`` or ``KILLED``."""
+        if self.run_id:
+            self._call(self.client.set_terminated, self.run_id, status)
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        for attempt in range(self.retries + 1):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if attempt == self.retries:
+                    warnings.warn(
+                        f"MLflow {getattr(fn, '__name__', 'call')} failed {attempt + 1} times, "
+                        f"skipped: {_first_line(exc)}",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                    return None
+                time.sleep(self.backoff_s * 2**attempt)
+        return None
+
+
+def _params(params: Mapping[str, str]) -> list[Any]:
+    from mlflow.entities import Param
+
+    return [Param(k, v) for k, v in params.items()]
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return bool(abs(float(value)) < float("inf"))
+    except (TypeError, ValueError):
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def is_mlflow_uri(uri: str) -> bool:
@@ -55,8 +221,7 @@ def download_artifact_dir(uri: str, tracking: str = "", dst: str | Path | None =
             artifact_uri=uri, dst_path=str(target), tracking_uri=store
         )
     except (MlflowException, OSError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{uri}: cannot fetch from MLflow at {store}: {first_line}") from exc
+        raise InputError(f"{uri}: cannot fetch from MLflow at {store}: {_first_line(exc)}") from exc
     return Path(local)
 
 

@@ -169,7 +169,7 @@ def run(cfg: Config) -> dict[str, Any]:
         "output": cfg.output,
         "seconds": seconds,
         "images_per_s": out["count"] / max(seconds, 1e-9),
-        "startup_s": startup,  # until the first batch: actor start, model load, first read
+        "first_batch_s": startup,  # actor start, model load, first block read and embedded
         "steady_images_per_s": (out["count"] - first_rows) / max(seconds - startup, 1e-9),
         "device": "gpu" if gpu else "cpu",
     }
@@ -180,7 +180,7 @@ def summarize(s: dict[str, Any]) -> str:
     return (
         f"embedded {s['count']} images (dim {s['dim']}, model {s['model_uri']}) into "
         f"{s['output']} in {s['seconds']:.1f} s ({s['images_per_s']:.0f} img/s on {s['device']}; "
-        f"{s['steady_images_per_s']:.0f} img/s after {s['startup_s']:.1f} s of start-up)"
+        f"{s['steady_images_per_s']:.0f} img/s after the first batch at {s['first_batch_s']:.1f} s)"
     )
 
 

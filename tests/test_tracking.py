@@ -1,0 +1,99 @@
+"""MLflow helpers against a real local sqlite store (and a real closed port for failures)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from echoseek.errors import InputError
+from echoseek.tracking import (
+    RunLogger,
+    artifact_root,
+    flat_params,
+    git_commit,
+    tracking_uri,
+)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed again when the block ends
+
+
+@pytest.fixture
+def fast_http_failures(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+
+
+def test_tracking_uri_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert tracking_uri() == "http://mlflow:5000"
+    assert tracking_uri("sqlite:////x.db") == "sqlite:////x.db"
+    assert artifact_root("sqlite:////srv/mlflow/mlflow.db") == "file:///srv/mlflow/artifacts"
+    assert artifact_root("http://mlflow:5000") is None
+
+
+def test_flat_params_and_git_commit(tmp_path: Path) -> None:
+    flat = flat_params({"train": {"lr": 0.05, "epochs": 3}, "name": "x", "long": "y" * 9000})
+    assert flat["train.lr"] == "0.05" and flat["train.epochs"] == "3" and flat["name"] == "x"
+    assert len(flat["long"]) == 6000
+    here = git_commit(Path(__file__).parent)
+    assert len(here) == 40 and all(c in "0123456789abcdef" for c in here)
+    assert git_commit(tmp_path) == ""
+
+
+def test_run_round_trip_and_reopen(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log = RunLogger(store, experiment="exp")
+    run_id = log.start("pretrain-a", {"train": {"lr": 0.1}}, {"git_commit": "abc"})
+    log.log_metrics({"loss": 1.5, "nan": float("nan"), "label": "x"}, step=0)  # type: ignore[dict-item]
+    log.log_metrics({"loss": 1.0}, step=1)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.json").write_text("{}")
+    log.log_artifacts(tmp_path / "model", "model")
+    log.end()
+
+    client = MlflowClient(store)
+    run = client.get_run(run_id)
+    assert run.data.params == {"train.lr": "0.1"}
+    assert run.data.tags["git_commit"] == "abc"
+    assert run.info.status == "FINISHED"
+    history = client.get_metric_history(run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(0, 1.5), (1, 1.0)]
+    assert "nan" not in run.data.metrics  # non-finite and non-numeric values are skipped
+    assert [a.path for a in client.list_artifacts(run_id, "model")] == ["model/model.json"]
+    assert (tmp_path / "artifacts").is_dir()  # artifacts beside the local store
+
+    again = RunLogger(store, experiment="exp")
+    assert again.start("pretrain-a", {"train": {"lr": 0.1}}, {}) == run_id  # resumed run
+    assert client.get_run(run_id).info.status == "RUNNING"
+    assert RunLogger(store, experiment="exp").start("other", {}, {}) != run_id
+
+
+@pytest.mark.usefixtures("fast_http_failures")
+def test_unreachable_store_is_a_clear_error_at_start() -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    with pytest.raises(InputError, match=f"MLflow tracking store {url} is not reachable"):
+        RunLogger(url).start("r", {}, {})
+
+
+@pytest.mark.usefixtures("fast_http_failures")
+def test_failures_mid_run_warn_and_never_raise(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    log = RunLogger(f"sqlite:///{tmp_path / 'mlflow.db'}", retries=1, backoff_s=0.0)
+    log.start("r", {}, {})
+    log.client = MlflowClient(f"http://127.0.0.1:{closed_port()}")  # the server goes away
+    with pytest.warns(RuntimeWarning, match="log_batch failed 2 times, skipped"):
+        log.log_metrics({"loss": 1.0}, step=0)
+    with pytest.warns(RuntimeWarning, match="failed 2 times"):
+        log.end()
