@@ -1,0 +1,82 @@
+"""Two-view and evaluation batches for training, directly and through Ray Data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+
+from echoseek.data.augment import AugmentConfig
+from echoseek.data.dataset import iter_batches
+from echoseek.data.views import (
+    UNLABELLED,
+    eval_batch,
+    eval_dataset,
+    row_numbers,
+    two_view_batch,
+    two_view_dataset,
+)
+from echoseek.jobs import ingest
+
+AUG = AugmentConfig(size=16)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("views")
+    frames = np.random.default_rng(0).integers(0, 256, (24, 24, 10), dtype=np.uint8)
+    scipy.io.savemat(tmp / "d.mat", {"frames": frames})
+    (tmp / "l.csv").write_text("frame_index,label\n" + "".join(f"{i},{i % 2}\n" for i in range(8)))
+    ingest.run(
+        ingest.Config(
+            input=str(tmp / "d.mat"), labels=str(tmp / "l.csv"), output=str(tmp / "ds"),
+            shard_size=4,
+        )
+    )  # fmt: skip
+    return tmp / "ds"
+
+
+def numpy_batch(path: Path) -> dict[str, np.ndarray]:
+    """Every row of the dataset as one Ray-Data-style numpy batch."""
+    rows = [r for b in iter_batches(path) for r in b.to_pylist()]
+    return {name: np.array([r[name] for r in rows], dtype=object) for name in rows[0]}
+
+
+def test_row_numbers_are_dense_in_stored_order(dataset: Path) -> None:
+    rows = row_numbers(str(dataset))
+    assert sorted(rows.values()) == list(range(10))
+    assert list(rows) == [r["id"] for b in iter_batches(dataset) for r in b.to_pylist()]
+
+
+def test_two_views_differ_and_keep_index_and_labels(dataset: Path) -> None:
+    torch.manual_seed(0)
+    batch = numpy_batch(dataset)
+    out = two_view_batch(batch, augment=AUG, rows=row_numbers(str(dataset)))
+    assert out["view1"].shape == out["view2"].shape == (10, 1, 16, 16)
+    assert out["view1"].dtype == np.float32
+    assert not np.allclose(out["view1"], out["view2"])  # independent augmentations
+    assert out["index"].tolist() == list(range(10))
+    assert out["label"].tolist() == [0, 1] * 4 + [UNLABELLED] * 2
+
+
+def test_eval_batch_is_deterministic(dataset: Path) -> None:
+    batch = numpy_batch(dataset)
+    a, b = eval_batch(batch, augment=AUG), eval_batch(batch, augment=AUG)
+    np.testing.assert_array_equal(a["image"], b["image"])
+    assert a["image"].shape == (10, 1, 16, 16)
+
+
+@pytest.mark.slow
+def test_ray_data_pipelines_yield_torch_batches(dataset: Path, ray_session: object) -> None:
+    seen = 0
+    for batch in two_view_dataset(str(dataset), AUG, batch_size=4).iter_torch_batches(batch_size=5):
+        assert batch["view1"].shape[1:] == (1, 16, 16) and batch["index"].dtype == torch.int64
+        seen += len(batch["index"])
+    assert seen == 10
+    labels = np.concatenate(
+        [b["label"] for b in eval_dataset(str(dataset), AUG).iter_batches(batch_format="numpy")]
+    )
+    assert sorted(labels.tolist()) == sorted([0, 1] * 4 + [UNLABELLED] * 2)
