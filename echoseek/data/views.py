@@ -16,6 +16,7 @@ comes from each task's torch generator (not seeded: Ray schedules tasks in any o
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -66,8 +67,7 @@ def two_view_dataset(
 ) -> Any:
     """The lazy ``ray.data.Dataset`` of two-view training batches of the dataset at ``path``."""
     return read_dataset(path).map_batches(
-        two_view_batch,
-        fn_kwargs={"augment": augment, "rows": row_numbers(path)},
+        partial(two_view_batch, augment=augment, rows=row_numbers(path)),
         batch_size=batch_size,
         batch_format="numpy",
         num_cpus=num_cpus,
@@ -79,8 +79,7 @@ def eval_dataset(
 ) -> Any:
     """The lazy ``ray.data.Dataset`` of evaluation batches of the dataset at ``path``."""
     return read_dataset(path).map_batches(
-        eval_batch,
-        fn_kwargs={"augment": augment},
+        partial(eval_batch, augment=augment),
         batch_size=batch_size,
         batch_format="numpy",
         num_cpus=num_cpus,
