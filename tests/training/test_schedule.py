@@ -111,6 +111,8 @@ def test_unwrap_model_strips_nested_wrappers_only() -> None:
     model = Tiny()
     assert unwrap_model(Wrapper(Wrapper(model))) is model
     assert unwrap_model(model) is model
+    compiled = torch.compile(model)  # an OptimizedModule around ``_orig_mod``; never called
+    assert unwrap_model(Wrapper(compiled)) is model
 
     class HasModuleAndMore(nn.Module):
         def __init__(self) -> None:
