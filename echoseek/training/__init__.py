@@ -1,0 +1,47 @@
+"""echoseek.training: the small pure helpers a Ray Train worker loop wires together.
+
+Learning-rate schedule (:mod:`schedule`), mixed precision (:mod:`precision`), checkpoints
+(:mod:`state`), one epoch of training and the evaluation metrics (:mod:`loop`) and the live
+progress line (:mod:`progress`). Nothing here imports Ray: every helper runs in a plain
+process, and the jobs call them from ``train_loop_per_worker``.
+"""
+
+from echoseek.training.loop import (
+    EpochStats,
+    NonFiniteLossError,
+    embed_batches,
+    fastap_step,
+    representation_metrics,
+    retrieval_metrics,
+    ssl_step,
+    train_epoch,
+)
+from echoseek.training.precision import amp_dtype, autocast, make_scaler
+from echoseek.training.progress import epoch_line, eta_seconds, format_duration
+from echoseek.training.schedule import param_groups, scaled_lr, set_lr, warmup_cosine
+from echoseek.training.state import load_state, save_state
+from echoseek.training.unwrap import unwrap_model
+
+__all__ = [
+    "EpochStats",
+    "NonFiniteLossError",
+    "amp_dtype",
+    "autocast",
+    "embed_batches",
+    "epoch_line",
+    "eta_seconds",
+    "fastap_step",
+    "format_duration",
+    "load_state",
+    "make_scaler",
+    "param_groups",
+    "representation_metrics",
+    "retrieval_metrics",
+    "save_state",
+    "scaled_lr",
+    "set_lr",
+    "ssl_step",
+    "train_epoch",
+    "unwrap_model",
+    "warmup_cosine",
+]
