@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "phantom": ("echoseek.jobs.phantom", "generate a phantom ultrasound breath-hold cine"),
     "ingest": ("echoseek.jobs.ingest", "convert .mat stacks or image folders to a dataset dir"),
     "evaluate": ("echoseek.jobs.evaluate", "score retrieval (AP, mAP, P@K, lift, latency)"),
+    "pretrain": ("echoseek.jobs.pretrain", "self-supervised pretraining on Ray Train"),
     "embed": ("echoseek.jobs.embed", "embed a dataset with a model into a vectors artifact"),
     "index build": ("echoseek.jobs.index_build", "build a sharded faiss index version"),
     "index eval": ("echoseek.jobs.index_eval", "recall/QPS of an index over an nprobe sweep"),

@@ -138,12 +138,19 @@ class RunLogger:
             self._call(self.client.log_batch, self.run_id, params=_params(flat_params(params)))
         return self.run_id
 
+    def attach(self, run_id: str) -> RunLogger:
+        """Log into an existing run (a worker continuing the run its driver started)."""
+        self.run_id = run_id
+        return self
+
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Log finite numeric ``metrics`` at ``step``."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if _finite(v)]
+        batch = [
+            Metric(metric_name(k), float(v), now, step) for k, v in metrics.items() if _finite(v)
+        ]
         if batch:
             self._call(self.client.log_batch, self.run_id, metrics=batch)
 
@@ -179,6 +186,13 @@ class RunLogger:
                     return None
                 time.sleep(self.backoff_s * 2**attempt)
         return None
+
+
+def metric_name(key: str) -> str:
+    """An MLflow-safe metric name: ``p@10`` → ``p_at_10``; other characters MLflow refuses
+    (anything but letters, digits, ``_ - . / :`` and space) → ``_``."""
+    text = key.replace("@", "_at_")
+    return "".join(c if c.isalnum() or c in "_-./: " else "_" for c in text)
 
 
 def _params(params: Mapping[str, str]) -> list[Any]:

@@ -11,7 +11,11 @@ from echoseek.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [
-    *((p, f"echoseek.jobs.{p.stem}") for p in sorted((ROOT / "ray_jobs").glob("*.yaml"))),
+    # ray_jobs/<job>.yaml and profiles ray_jobs/<job>.<profile>.yaml
+    *(
+        (p, f"echoseek.jobs.{p.name.split('.')[0]}")
+        for p in sorted((ROOT / "ray_jobs").glob("*.yaml"))
+    ),
     *((p, "echoseek.jobs.index_build") for p in sorted((ROOT / "indexing").glob("*.yaml"))),
 ]
 

@@ -56,7 +56,7 @@ def test_run_round_trip_and_reopen(tmp_path: Path) -> None:
     log = RunLogger(store, experiment="exp")
     run_id = log.start("pretrain-a", {"train": {"lr": 0.1}}, {"git_commit": "abc"})
     log.log_metrics({"loss": 1.5, "nan": float("nan"), "label": "x"}, step=0)  # type: ignore[dict-item]
-    log.log_metrics({"loss": 1.0}, step=1)
+    log.log_metrics({"loss": 1.0, "val_p@10": 0.5}, step=1)
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "model.json").write_text("{}")
     log.log_artifacts(tmp_path / "model", "model")
@@ -70,6 +70,7 @@ def test_run_round_trip_and_reopen(tmp_path: Path) -> None:
     history = client.get_metric_history(run_id, "loss")
     assert [(m.step, m.value) for m in history] == [(0, 1.5), (1, 1.0)]
     assert "nan" not in run.data.metrics  # non-finite and non-numeric values are skipped
+    assert run.data.metrics["val_p_at_10"] == 0.5  # "@" is not allowed in MLflow names
     assert [a.path for a in client.list_artifacts(run_id, "model")] == ["model/model.json"]
     assert (tmp_path / "artifacts").is_dir()  # artifacts beside the local store
 

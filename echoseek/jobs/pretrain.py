@@ -1,0 +1,395 @@
+"""Self-supervised pretraining (SimSiam by default) on Ray Train, tracked in MLflow.
+
+    echoseek pretrain ray_jobs/pretrain.yaml
+    echoseek pretrain input=work/dataset output=work/model_ssl epochs=5 scale.num_workers=2
+    ray job submit --working-dir . -- python -m echoseek.jobs.pretrain ray_jobs/pretrain.yaml
+
+Each Ray Train worker builds the method (``method``: simsiam, byol, barlow, simclr, instdisc)
+on a ResNet backbone, wraps it in DDP, and trains on its shard of the two-view Ray Data stream
+(:mod:`echoseek.data.views`: decoding and augmentation run in Ray Data tasks, outside the
+step). SimSiam recipe: SGD (momentum 0.9, weight decay 1e-4), lr = base_lr × global batch /
+256, linear warmup then cosine decay, the predictor's lr optionally fixed. After each epoch
+every worker reports loss and img/s, rank 0 adds RankMe and the collapse std on a fixed probe
+subset and, when ``val`` names a labelled dataset, the leave-one-out retrieval mAP and P@10;
+rank 0 checkpoints the training state (kept: the ``run.keep`` best). Re-running with the same
+``run.name`` resumes from its last checkpoint; crashed workers restart from it
+(``run.max_failures``). The final encoder is exported as a model artifact (``output``) and
+logged, with the config and a loss curve, to an MLflow run (``run.register`` registers it).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from echoseek.config import from_dict
+from echoseek.data.augment import AugmentConfig
+from echoseek.data.dataset import read_descriptor
+from echoseek.errors import ConfigError
+from echoseek.jobs.ray_train import (
+    EpochPrinter,
+    RunOptions,
+    ScaleOptions,
+    as_user_callback,
+    make_trainer,
+    maybe_fail,
+    plain,
+    prepare,
+    report_epoch,
+    storage_uri,
+)
+from echoseek.jobs.runner import run_job
+from echoseek.models.backbones import BACKBONES, POOLINGS
+from echoseek.models.methods import METHODS
+
+
+@dataclass
+class ModelOptions:
+    """The encoder."""
+
+    backbone: str = "resnet18"
+    in_channels: int = 1
+    small_stem: bool = True  # 3x3 stem, no max-pool: for inputs <= 64 px
+    pooling: str = "avg"
+    method_options: dict[str, Any] = field(default_factory=dict)  # e.g. {dim: 2048}
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"model.backbone: unknown '{self.backbone}' ({', '.join(BACKBONES)})")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"model.pooling: must be one of {list(POOLINGS)}")
+
+
+@dataclass
+class OptimOptions:
+    """SGD with the SimSiam schedule."""
+
+    base_lr: float = 0.05  # lr = base_lr x global_batch / 256
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    fix_predictor_lr: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.base_lr > 0:
+            raise ConfigError(f"optim.base_lr: must be > 0, got {self.base_lr}")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise ConfigError("optim: momentum in [0, 1), weight_decay and warmup_epochs >= 0")
+
+
+@dataclass
+class Config:
+    """Options of ``echoseek pretrain``."""
+
+    input: str = ""  # dataset dir (echoseek ingest)
+    output: str = "work/model_ssl"  # model artifact of the trained encoder
+    val: str = ""  # labelled dataset dir for retrieval mAP each epoch (optional)
+    method: str = "simsiam"
+    epochs: int = 10
+    batch_size: int = 32  # per worker; global = batch_size x scale.num_workers
+    probe_size: int = 256  # rows of val (or input) for RankMe / collapse std
+    seed: int = 0
+    model: ModelOptions = field(default_factory=ModelOptions)
+    optim: OptimOptions = field(default_factory=OptimOptions)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    scale: ScaleOptions = field(default_factory=ScaleOptions)
+    run: RunOptions = field(default_factory=RunOptions)
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"method: unknown '{self.method}' (known: {', '.join(METHODS)})")
+        if self.epochs < 1 or self.batch_size < 2 or self.probe_size < 2:
+            raise ConfigError("epochs >= 1, batch_size >= 2 and probe_size >= 2 are required")
+        if self.augment.in_channels != self.model.in_channels:
+            raise ConfigError("augment.in_channels must equal model.in_channels")
+
+
+def check(cfg: Config) -> dict[str, Any]:
+    """Everything that can be checked before a worker starts; returns the dataset descriptor."""
+    if not cfg.input:
+        raise ConfigError("input is required (a dataset directory from echoseek ingest)")
+    desc = read_descriptor(cfg.input)
+    if cfg.val:
+        val = read_descriptor(cfg.val)
+        if not val.get("labelled"):
+            raise ConfigError(f"val: {cfg.val} has no labels")
+    rows_per_worker = desc["count"] // cfg.scale.num_workers
+    if rows_per_worker < cfg.batch_size:
+        raise ConfigError(
+            f"batch_size: {cfg.batch_size} per worker but each of the {cfg.scale.num_workers} "
+            f"workers gets only {rows_per_worker} rows of {cfg.input}"
+        )
+    out = Path(cfg.output)
+    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
+        raise ConfigError(f"output: {out} exists and is not empty (use overwrite=true)")
+    return desc
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Train on Ray, export the encoder, log the run; returns a summary."""
+    from echoseek.data.views import eval_dataset, two_view_dataset
+    from echoseek.ray_session import ensure_ray
+    from echoseek.tracking import RunLogger, git_commit
+
+    desc = check(cfg)
+    cfg.run.name = cfg.run.name or f"pretrain-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    logger = RunLogger(cfg.run.tracking_uri, cfg.run.experiment)
+    ray = ensure_ray()
+    run_id = logger.start(cfg.run.name, plain(cfg), _tags(desc, ray.__version__, git_commit()))
+    datasets = {
+        "train": two_view_dataset(cfg.input, cfg.augment, num_cpus=cfg.scale.data_cpus),
+        "probe": eval_dataset(
+            cfg.val or cfg.input, cfg.augment, num_cpus=cfg.scale.data_cpus
+        ).limit(cfg.probe_size),
+    }
+    if cfg.val:
+        datasets["val"] = eval_dataset(cfg.val, cfg.augment, num_cpus=cfg.scale.data_cpus)
+    score, mode = ("val_map", "max") if cfg.val else ("loss", "min")
+    printer = EpochPrinter(cfg.epochs, score if cfg.val else "rankme")
+    trainer = make_trainer(
+        train_loop,
+        {
+            "cfg": plain(cfg),
+            "rows": desc["count"],
+            "run_id": run_id,
+            "tracking": logger.uri,
+        },
+        scale=cfg.scale,
+        run=cfg.run,
+        datasets=datasets,
+        split=["train"],
+        score=score,
+        mode=mode,
+        callbacks=[as_user_callback(printer)],
+    )
+    started = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except Exception:
+        logger.end("FAILED")
+        raise
+    summary = export(cfg, result, logger)
+    logger.end()
+    return {**summary, "seconds": time.perf_counter() - started, "run_id": run_id}
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """``train_loop_per_worker``: wires the helpers of :mod:`echoseek.training`."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from echoseek.models.backbones import build_backbone
+    from echoseek.models.methods import build_method
+    from echoseek.tracking import RunLogger
+    from echoseek.training import (
+        amp_dtype,
+        load_state,
+        make_scaler,
+        param_groups,
+        scaled_lr,
+        ssl_step,
+        train_epoch,
+        unwrap_model,
+        warmup_cosine,
+    )
+
+    cfg = from_dict(Config, config["cfg"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.seed + rank)
+    device = ray.train.torch.get_device()
+    m = cfg.model
+    backbone = build_backbone(m.backbone, m.in_channels, m.small_stem, m.pooling)
+    method = build_method(cfg.method, backbone, **m.method_options)
+    model = prepare(method, cfg.scale, world)
+    base = unwrap_model(model)
+    lr = scaled_lr(cfg.optim.base_lr, cfg.batch_size * world)
+    groups = param_groups(
+        base,
+        fixed_lr_prefixes=("predictor",) if cfg.optim.fix_predictor_lr else (),
+        weight_decay=cfg.optim.weight_decay,
+    )
+    optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.optim.momentum)
+    dtype = amp_dtype(device, cfg.scale.amp)
+    scaler = make_scaler(dtype)
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = load_state(directory, model=base, optimizer=optimizer, scaler=scaler)
+        start_epoch = int(state["epoch"]) + 1
+    steps_per_epoch = max(1, config["rows"] // world // cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warmup = int(cfg.optim.warmup_epochs * steps_per_epoch)
+    logger = RunLogger(config["tracking"]).attach(config["run_id"]) if rank == 0 else None
+    shard = ray.train.get_dataset_shard("train")
+    for epoch in range(start_epoch, cfg.epochs):
+        maybe_fail(cfg.run.fail_at_epoch, epoch, rank, cfg.run.storage_path, cfg.run.name)
+        batches = shard.iter_torch_batches(batch_size=cfg.batch_size, drop_last=True)
+        stats = train_epoch(
+            model=model,
+            batches=batches,
+            optimizer=optimizer,
+            step_fn=ssl_step,
+            lr_at=lambda step: lr * warmup_cosine(step, total, warmup),
+            start_step=epoch * steps_per_epoch,
+            device=device,
+            amp_dtype=dtype,
+            scaler=scaler,
+            on_step_end=base.on_step_end,
+        )
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": stats.loss,
+            "images_per_s": stats.images_per_s,
+            "data_wait_fraction": stats.wait_fraction,
+            "lr": lr * warmup_cosine((epoch + 1) * steps_per_epoch - 1, total, warmup),
+        }
+        if rank == 0:
+            metrics.update(evaluate(base, device, dtype, has_val=bool(cfg.val)))
+        report_epoch(
+            metrics, rank=rank, model=model, optimizer=optimizer, epoch=epoch, scaler=scaler
+        )
+        if logger is not None:
+            logger.log_metrics(metrics, step=epoch)
+
+
+def evaluate(model: Any, device: Any, dtype: Any, has_val: bool) -> dict[str, float]:
+    """Rank 0: RankMe and collapse std on the probe subset; retrieval mAP on ``val``."""
+    import ray.train
+
+    from echoseek.training import embed_batches, representation_metrics, retrieval_metrics
+
+    def embed(name: str) -> Any:
+        batches = ray.train.get_dataset_shard(name).iter_torch_batches(batch_size=64)
+        return embed_batches(model, batches, device, embed=model.embed, amp_dtype=dtype)
+
+    probe, _ = embed("probe")
+    out = representation_metrics(probe)
+    if has_val:
+        vectors, labels = embed("val")
+        retrieval = retrieval_metrics(vectors, labels)
+        out.update({"val_map": retrieval["map"], "val_p@10": retrieval["p@10"]})
+    return out
+
+
+def export(cfg: Config, result: Any, logger: Any) -> dict[str, Any]:
+    """Save the final encoder as a model artifact, log it with the config and loss curve."""
+    from echoseek.models.artifact import ModelMeta, build_model, save_model
+    from echoseek.training import load_state
+
+    if result.checkpoint is None:
+        raise ConfigError(f"run {cfg.run.name}: training finished without a checkpoint")
+    meta = ModelMeta(
+        backbone=cfg.model.backbone,
+        in_channels=cfg.model.in_channels,
+        small_stem=cfg.model.small_stem,
+        pooling=cfg.model.pooling,
+        head_dim=None,
+        head_hidden=None,
+        input_size=(cfg.augment.size, cfg.augment.size),
+        mean=tuple(cfg.augment.mean),
+        std=tuple(cfg.augment.std),
+        distance="cosine",
+        extra={"method": cfg.method, "run_name": cfg.run.name, "mlflow_run_id": logger.run_id},
+    )
+    encoder = build_model(meta)
+    method = _fresh_method(cfg)
+    with result.checkpoint.as_directory() as directory:
+        state = load_state(directory, model=method)
+    encoder.backbone.load_state_dict(method.backbone.state_dict())
+    save_model(encoder, cfg.output, meta, overwrite=cfg.overwrite)
+    history = _history(result)
+    logger.log_artifacts(cfg.output, "model")
+    _log_curves(history, logger)
+    version = logger.register(cfg.run.register, "model") if cfg.run.register else ""
+    last = history[-1] if history else {}
+    return {
+        "output": cfg.output,
+        "epochs": int(state["epoch"]) + 1,
+        "loss": last.get("loss", math.nan),
+        "val_map": last.get("val_map"),
+        "rankme": last.get("rankme"),
+        "checkpoint": str(result.checkpoint.path),
+        "storage": storage_uri(cfg.run.storage_path),
+        "registered": f"models:/{cfg.run.register}/{version}" if version else "",
+    }
+
+
+def _fresh_method(cfg: Config) -> Any:
+    from echoseek.models.backbones import build_backbone
+    from echoseek.models.methods import build_method
+
+    m = cfg.model
+    backbone = build_backbone(m.backbone, m.in_channels, m.small_stem, m.pooling)
+    return build_method(cfg.method, backbone, **m.method_options)
+
+
+def _history(result: Any) -> list[dict[str, Any]]:
+    """Per-epoch metrics of the kept checkpoints, in epoch order."""
+    rows = [dict(metrics) for _, metrics in (result.best_checkpoints or [])]
+    if result.metrics:
+        rows.append(dict(result.metrics))
+    by_epoch = {int(r["epoch"]): r for r in rows if "epoch" in r}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _log_curves(history: list[dict[str, Any]], logger: Any) -> None:
+    """The loss curve of the run (from MLflow's full history) as a PNG artifact."""
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = logger.client.get_metric_history(logger.run_id, "loss") if logger.run_id else []
+    xs, ys = [p.step for p in points], [p.value for p in points]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(xs, ys, marker="o")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    with tempfile.TemporaryDirectory() as tmp:
+        fig.savefig(Path(tmp) / "loss_curve.png", dpi=120)
+        plt.close(fig)
+        logger.log_file(Path(tmp) / "loss_curve.png")
+
+
+def _tags(desc: dict[str, Any], ray_version: str, commit: str) -> dict[str, str]:
+    return {
+        "git_commit": commit,
+        "ray_version": ray_version,
+        "dataset_sha256": str(desc.get("sha256", "")),
+        "job": "pretrain",
+    }
+
+
+def summarize(s: dict[str, Any]) -> str:
+    """The closing lines for the terminal."""
+    val = f", val mAP {s['val_map']:.3f}" if s.get("val_map") is not None else ""
+    lines = [
+        f"pretrained {s['epochs']} epochs in {s['seconds']:.0f} s: loss {s['loss']:.4f}{val}",
+        f"model: {s['output']}  (MLflow run {s['run_id']})",
+        f"checkpoints: {s['storage']}",
+    ]
+    if s.get("registered"):
+        lines.append(f"registered: {s['registered']}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "echoseek pretrain") -> int:
+    """Command-line entry point."""
+    return run_job(Config, run, argv, prog, __doc__, summarize)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Ray Train wiring shared by the training jobs (``pretrain``, later ``finetune``).
+
+* :class:`ScaleOptions` / :class:`RunOptions`: the typed config sections every training job has
+  (workers, GPU, AMP, SyncBN, compile; run name, storage, checkpoints kept, failures allowed,
+  MLflow);
+* :func:`make_trainer`: a ``TorchTrainer`` with ``ScalingConfig`` (GPU decided at run time),
+  ``RunConfig(storage_path, name)`` (re-running a name resumes it), ``CheckpointConfig``
+  (keep the N best by a score) and ``FailureConfig(max_failures)``;
+* :func:`report_epoch`: every rank reports its metrics, rank 0 attaches the checkpoint;
+* :class:`EpochPrinter`: the one live line per epoch, printed by the Train controller;
+* :func:`maybe_fail`: the test-only failure hook (``fail_at_epoch``), fires once per run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from echoseek.errors import ConfigError
+from echoseek.training import epoch_line, eta_seconds, save_state, unwrap_model
+
+FAIL_MARKER = "echoseek-injected-failure"
+
+
+@dataclass
+class ScaleOptions:
+    """How the job scales: Ray Train workers and what each one uses."""
+
+    num_workers: int = 2
+    use_gpu: bool | None = None  # None: GPUs when the cluster has them
+    cpus_per_worker: float = 0.5  # fractional on a laptop so Ray Data tasks still schedule
+    data_cpus: float = 0.5  # CPUs per Ray Data decode/augment task
+    sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm across workers
+    amp: bool = True  # bf16 where supported, else fp16 + GradScaler; always off on CPU
+    compile: bool = False  # torch.compile the model
+    channels_last: bool = True  # on GPU only
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1:
+            raise ConfigError(f"scale.num_workers: must be >= 1, got {self.num_workers}")
+        if self.cpus_per_worker <= 0 or self.data_cpus <= 0:
+            raise ConfigError("scale.cpus_per_worker and scale.data_cpus must be positive")
+
+
+@dataclass
+class RunOptions:
+    """Where the run lives, what is kept, how failures are handled, where it is tracked."""
+
+    name: str = ""  # Ray Train run name; re-running the same name resumes it
+    storage_path: str = "work/ray_results"  # local dir or a pyarrow/fsspec URI (s3://...)
+    keep: int = 2  # checkpoints kept (the best by the job's score)
+    max_failures: int = 1  # worker crashes restarted from the last checkpoint
+    tracking_uri: str = ""  # MLflow; default $MLFLOW_TRACKING_URI or the local mlflow/ store
+    experiment: str = "echoseek"
+    register: str = ""  # register the final model under this name
+    fail_at_epoch: int = -1  # TEST ONLY: crash one worker once at the start of this epoch
+
+    def __post_init__(self) -> None:
+        if self.keep < 1:
+            raise ConfigError(f"run.keep: must be >= 1, got {self.keep}")
+        if self.max_failures < 0:
+            raise ConfigError(f"run.max_failures: must be >= 0, got {self.max_failures}")
+
+
+def storage_uri(path: str) -> str:
+    """Absolute local paths (Ray Train wants them) or a URI passed through."""
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def cluster_has_gpus() -> bool:
+    """True when the connected Ray cluster advertises GPUs."""
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0)) > 0
+
+
+def make_trainer(
+    loop: Callable[[dict[str, Any]], None],
+    loop_config: dict[str, Any],
+    *,
+    scale: ScaleOptions,
+    run: RunOptions,
+    datasets: Mapping[str, Any],
+    split: list[str],
+    score: str,
+    mode: str,
+    callbacks: list[Any] | None = None,
+) -> Any:
+    """A ``TorchTrainer`` for ``loop`` with the job's scaling, storage and failure policy."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    use_gpu = cluster_has_gpus() if scale.use_gpu is None else scale.use_gpu
+    resources = {"CPU": scale.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    return TorchTrainer(
+        loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=scale.num_workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=run.name,
+            storage_path=storage_uri(run.storage_path),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=run.keep, checkpoint_score_attribute=score, checkpoint_score_order=mode
+            ),
+            failure_config=FailureConfig(max_failures=run.max_failures),
+            callbacks=callbacks or [],
+        ),
+        datasets=dict(datasets),
+        dataset_config=DataConfig(datasets_to_split=split),
+    )
+
+
+def prepare(model: nn.Module, scale: ScaleOptions, world_size: int) -> nn.Module:
+    """SyncBN (optional), device placement + DDP (``prepare_model``), channels_last, compile."""
+    import ray.train.torch
+
+    if scale.sync_bn and world_size > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    device = ray.train.torch.get_device()
+    if device.type == "cuda" and scale.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model = ray.train.torch.prepare_model(model)
+    if scale.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+    return model
+
+
+def report_epoch(
+    metrics: dict[str, Any],
+    *,
+    rank: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    scaler: Any = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """``ray.train.report`` on every rank; rank 0 attaches the training-state checkpoint."""
+    import ray.train
+
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        save_state(
+            tmp,
+            model=unwrap_model(model),
+            optimizer=optimizer,
+            epoch=epoch,
+            scaler=scaler,
+            metrics=metrics,
+            extra=extra,
+        )
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(tmp),
+            checkpoint_dir_name=f"epoch-{epoch:05d}",
+        )
+
+
+def maybe_fail(fail_at_epoch: int, epoch: int, rank: int, storage: str, name: str) -> None:
+    """TEST ONLY: raise in the last rank at ``fail_at_epoch``, once per run (marker file)."""
+    if epoch != fail_at_epoch or "://" in storage:
+        return
+    import ray.train
+
+    if rank != ray.train.get_context().get_world_size() - 1:
+        return
+    marker = Path(storage) / name / FAIL_MARKER
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"failed at epoch {epoch}, pid {os.getpid()}\n")
+    raise RuntimeError(f"injected failure at epoch {epoch} (run.fail_at_epoch, test only)")
+
+
+class EpochPrinter:
+    """Ray Train callback: one line per epoch (epoch, loss, img/s, ETA, validation metric).
+
+    Runs in the Train controller; its output reaches the driver's terminal with Ray's logs.
+    """
+
+    def __init__(self, epochs: int, metric: str) -> None:
+        self.epochs = epochs
+        self.metric = metric
+        self.started = time.perf_counter()
+        self.done = 0
+
+    def after_report(
+        self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any
+    ) -> None:
+        m = metrics[0] if metrics else {}
+        self.done += 1
+        epoch = int(m.get("epoch", self.done - 1)) + 1
+        elapsed = time.perf_counter() - self.started
+        eta = eta_seconds(elapsed, self.done, self.epochs - epoch + self.done)
+        images_per_s = sum(float(x.get("images_per_s", 0.0)) for x in metrics)
+        value = m.get(self.metric)
+        print(
+            epoch_line(
+                epoch,
+                self.epochs,
+                float(m.get("loss", float("nan"))),
+                images_per_s,
+                eta,
+                None if value is None else float(value),
+                self.metric,
+            ),
+            flush=True,
+        )
+
+    def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
+        for rank, exc in worker_exceptions.items():
+            print(f"worker {rank} failed: {exc}", flush=True)
+
+
+def as_user_callback(printer: EpochPrinter) -> Any:
+    """Wrap :class:`EpochPrinter` as a ``ray.train.UserCallback`` (imported lazily)."""
+    from ray.train import UserCallback
+
+    class _Printer(UserCallback):  # type: ignore[misc]
+        def after_report(self, run_context: Any, metrics: Any, checkpoint: Any) -> None:
+            printer.after_report(run_context, metrics, checkpoint)
+
+        def after_exception(self, run_context: Any, worker_exceptions: Any) -> None:
+            printer.after_exception(run_context, worker_exceptions)
+
+    return _Printer()
+
+
+def plain(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as plain nested dicts (what Ray ships to the workers)."""
+    return dataclasses.asdict(cfg)
