@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from echoseek.config import from_dict
 from echoseek.data.augment import AugmentConfig
@@ -45,6 +45,7 @@ from echoseek.jobs.ray_train import (
 )
 from echoseek.jobs.runner import run_job
 from echoseek.models.backbones import BACKBONES, POOLINGS
+from echoseek.models.method import SSLMethod
 from echoseek.models.methods import METHODS
 
 
@@ -209,7 +210,7 @@ def train_loop(config: dict[str, Any]) -> None:
     backbone = build_backbone(m.backbone, m.in_channels, m.small_stem, m.pooling)
     method = build_method(cfg.method, backbone, **m.method_options)
     model = prepare(method, cfg.scale, world)
-    base = unwrap_model(model)
+    base = cast(SSLMethod, unwrap_model(model))
     lr = scaled_lr(cfg.optim.base_lr, cfg.batch_size * world)
     groups = param_groups(
         base,
