@@ -120,28 +120,32 @@ def hand_jitter(
 def adjustment_frames(
     frames: int, frame_rate: float, hold: np.ndarray | None, rng: np.random.Generator
 ) -> np.ndarray:
-    """Frames where the sonographer starts re-setting gain/TGC/contrast, sorted.
+    """Frames where the sonographer starts re-setting gain/TGC/contrast, sorted, all > 0.
 
-    A Poisson process (mean ``ADJUST_INTERVAL_S`` apart) plus one adjustment at a random frame
-    between every two consecutive runs of ``hold`` (breath holds), if given.
+    A Poisson process (mean ``ADJUST_INTERVAL_S`` apart) plus, if ``hold`` (N,) bool is given,
+    one adjustment at a random frame of every gap between two consecutive breath holds.
     """
     duration = frames / frame_rate
     gaps = rng.exponential(ADJUST_INTERVAL_S, size=int(3 * duration / ADJUST_INTERVAL_S) + 4)
     times = np.cumsum(gaps)
     starts = np.rint(times[times < duration] * frame_rate).astype(np.int64)
-    if hold is not None and hold.any():
-        edges = np.flatnonzero(np.diff(hold.astype(np.int8)))  # last frame of a run / before
-        ends, begins = edges[hold[edges]], edges[~hold[edges]] + 1
-        between = [(int(e) + 1, int(b)) for e, b in zip(ends, begins[begins > ends[0]], strict=False)]
-        extra = [int(rng.integers(a, b)) for a, b in between if b > a]
+    if hold is not None:
+        extra = [int(rng.integers(a, b)) for a, b in gaps_between_runs(hold)]
         starts = np.concatenate([starts, np.asarray(extra, dtype=np.int64)])
     return np.unique(starts[starts > 0])
+
+
+def gaps_between_runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``[stop, start)`` frames between consecutive runs of True in a 1-D bool array."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    run_starts, run_stops = edges[::2], edges[1::2]
+    return [(int(a), int(b)) for a, b in zip(run_stops[:-1], run_starts[1:], strict=True)]
 
 
 def _piecewise(values: np.ndarray, starts: np.ndarray, frames: int, ramp: int) -> np.ndarray:
     """(N, ...) ``values[0]`` then ``values[k]`` from ``starts[k-1]``, linear ramps of ``ramp``."""
     out = np.repeat(values[:1], frames, axis=0).astype(np.float64)
-    for value, start in zip(values[1:], starts, strict=False):
+    for value, start in zip(values[1:], starts, strict=True):
         w = np.clip((np.arange(frames) - start + 1) / max(ramp, 1), 0.0, 1.0)
         w = w.reshape((-1,) + (1,) * (values.ndim - 1))
         out = out * (1 - w) + value * w
@@ -174,8 +178,9 @@ def artifact_runs(
                 strength=float(rng.uniform(0.85, 0.98)),
             )
         else:
-            art = Artifact(kind, extent=float(rng.uniform(0.07, 0.12)),
-                           strength=float(rng.uniform(1.5, 3.0)))  # fmt: skip
+            art = Artifact(
+                kind, extent=float(rng.uniform(0.07, 0.12)), strength=float(rng.uniform(1.5, 3.0))
+            )
         out[start : start + length] = [art] * length
         covered += length
     return out
@@ -195,8 +200,12 @@ def make_nuisance(
     rng: np.random.Generator,
     hold: np.ndarray | None = None,
 ) -> Nuisance:
-    """Draw the per-frame scanner settings, hand jitter and artefacts of a cine; with ``hold``
-    (N,) bool, the settings are also re-set between consecutive breath holds."""
+    """Draw the per-frame scanner settings, hand jitter and artefacts of a cine.
+
+    Settings change at :func:`adjustment_frames` (with ``hold``, also between breath holds).
+    Every draw is made whatever the amplitudes, so setting one nuisance to 0 leaves the others
+    unchanged.
+    """
     starts = adjustment_frames(frames, frame_rate, hold, rng)
     segments = len(starts) + 1
     ramp = max(1, round(ADJUST_RAMP_S * frame_rate))
@@ -218,4 +227,3 @@ def make_nuisance(
         for i in range(frames)
     ]
     return Nuisance(settings, jitter_x, jitter_r, starts)
-

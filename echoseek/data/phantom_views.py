@@ -8,8 +8,9 @@ breathing passes closest to the reference depth. Two kinds alternate:
 * ``probe``: the probe slides sideways and rocks about its apex (lateral translation and a small
   rotation of the whole scene under the fixed fan), growing from 60 % to 100 % of the set
   amplitude over the episode, as when the sonographer's hand drifts and comes back. The slide
-  is on top of the hand jitter every frame has (:mod:`phantom_nuisance`) and in its direction,
-  so an episode always moves the view further than jitter alone;
+  adds to the hand jitter every frame has (:mod:`phantom_nuisance`), in the direction the
+  jitter already leans over the episode, and is at least 60 % of ``probe_shift``: well beyond
+  the jitter's own clipped range at the defaults;
 * ``rib``: a rib enters the fan from the side opposite the fixed rib and its acoustic shadow
   sweeps inward (the probe slid over an intercostal edge).
 
@@ -19,6 +20,7 @@ episode; episode frames are the hard negatives. Hand jitter is not a view change
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -149,7 +151,9 @@ def frame_views(
             inward = np.linspace(0.9, 0.45, ep.stop - ep.start)
             for i, f in enumerate(inward):
                 base = views[ep.start + i]
-                views[ep.start + i] = View(base.shift_x, base.rotation, -rib_side * f * half_angle)
+                views[ep.start + i] = dataclasses.replace(
+                    base, rib_angle=-rib_side * f * half_angle
+                )
     return views
 
 

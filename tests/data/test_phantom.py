@@ -28,6 +28,7 @@ SMALL = PhantomParams(
     height=64,
     width=64,
     frame_rate=5.0,
+    breath_holds=1,
     breath_hold_s=2.4,
     tolerance=0.5,
     hard_negative_rate=0.15,
