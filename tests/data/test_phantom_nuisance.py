@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from echoseek.data.phantom import PhantomParams
 from echoseek.data.phantom_anatomy import random_anatomy
 from echoseek.data.phantom_fan import make_fan
 from echoseek.data.phantom_nuisance import (
@@ -198,3 +199,10 @@ def test_dropout_darkens_one_edge_and_reverb_adds_shallow_arcs(renderer: Rendere
     assert diff.min() >= 0 and (diff > 10).sum() > 50  # echo is only added
     deep = round(0.6 * renderer.fan.r_max) + 1  # image rows below lie deeper than 0.6 r_max
     assert np.abs(diff[deep:]).max() <= 1.0
+
+
+def test_default_jitter_stays_well_below_a_hard_negative_probe_shift() -> None:
+    # an episode's slide starts at 60 % of probe_shift; jitter is clipped at JITTER_CLIP std
+    p = PhantomParams()
+    assert JITTER_CLIP * p.jitter_shift < 0.5 * 0.6 * p.probe_shift
+    assert JITTER_CLIP * p.jitter_rotation_deg < 0.5 * 0.6 * p.probe_rotation_deg
