@@ -12,7 +12,8 @@
   stream it;
 * ``dataset_labels.csv``: ``frame_index,label`` rows, 0-based frame index, label 0/1;
 * ``invivo.png``: the query, 8-bit grayscale;
-* ``phantom.json``: parameters, reference, tolerance, counts, hard negatives, file checksums.
+* ``phantom.json``: parameters, reference, tolerance, counts, hard negatives, breath holds,
+  frames with a transient artefact, file checksums.
 
 Files are written to a staging directory beside ``out_dir`` and renamed into place, so a failed
 write leaves nothing behind; an existing non-empty ``out_dir`` is replaced only with
@@ -174,6 +175,7 @@ def provenance(phantom: Phantom, mat_format: str, folder: Path) -> dict[str, Any
         "hard_negative_indices": np.flatnonzero(phantom.hard_negative).tolist(),
         "episodes": [dataclasses.asdict(e) for e in phantom.episodes],
         "breath_hold_indices": np.flatnonzero(phantom.breath_hold).tolist(),
+        "artifact_indices": np.flatnonzero(phantom.artifact).tolist(),
         "phase_px": [round(float(v), 4) for v in phantom.phase],
         "sha256": files,
     }  # fmt: skip

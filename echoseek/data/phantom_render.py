@@ -6,10 +6,14 @@ For every beam-space sample at image position ``p`` (see :mod:`phantom_fan`):
 2. breathing: the tissue now at ``q`` sat at ``q - u`` at end-expiration, with
    ``u = w(q_y) (d_x, d_y)``: mostly axial, fading into the abdominal wall (``w``);
 3. echo amplitude ``E`` from the anatomy at ``q - u``, rib surfaces and shadows at ``q``;
-4. envelope ``e = E |C(r - u_r)| + n |w|``: speckle ``C`` carried along the beam with the
-   tissue's radial displacement ``u_r = u_y cos(theta)``, plus Rayleigh electronic noise a few dB
-   above black;
-5. log compression in beam space, then bilinear scan conversion and rounding to uint8.
+4. transient artefact (:mod:`phantom_nuisance`): lost contact scales ``E`` down on the beams at
+   one edge of the footprint, reverberation adds bright arcs at multiples of a shallow depth;
+5. envelope ``e = g(r) (E |C(r - u_r)| + n |w|)``: speckle ``C`` carried along the beam with
+   the tissue's radial displacement ``u_r = u_y cos(theta)``, plus Rayleigh electronic noise a
+   few dB above black (at the nominal gain), all amplified by the receive gain ``g(r)`` (overall
+   gain plus the TGC curve over depth, dB);
+6. log compression in beam space with the frame's dynamic range (the liver keeps its mid-grey),
+   then bilinear scan conversion and rounding to uint8.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from echoseek.data.phantom_anatomy import (
     rib_occupancy,
 )
 from echoseek.data.phantom_fan import Fan, ScanConversion, scan_conversion, scan_convert
+from echoseek.data.phantom_nuisance import Artifact, Settings
 from echoseek.data.phantom_speckle import (
     complex_white,
     log_compress,
@@ -37,6 +42,9 @@ from echoseek.data.phantom_speckle import (
 from echoseek.data.phantom_views import View
 
 NOISE_FLOOR_DB = 3.0  # mean electronic noise, dB above the black level
+NOMINAL = Settings()
+DROPOUT_EDGE = 0.03  # soft edge of a lost-contact wedge, share of the beams
+REVERB_BANDS, REVERB_DECAY = 4, 0.55  # reverberation arcs and their amplitude ratio
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,8 +90,10 @@ class Renderer:
         view: View,
         field: np.ndarray,
         rng: np.random.Generator,
+        settings: Settings = NOMINAL,
     ) -> np.ndarray:
-        """HxW uint8 frame: liver displacement ``(d_x, d_y)`` px, ``view``, speckle ``field``."""
+        """HxW uint8 frame: liver displacement ``(d_x, d_y)`` px, ``view``, speckle ``field``,
+        scanner ``settings`` (gain, TGC, dynamic range) and transient artefact."""
         xb, yb = self.body_points(view)
         weight = self.anatomy.motion_weight(yb)  # RxB
         u = displacement[1] * weight  # RxB axial tissue displacement
@@ -91,13 +101,42 @@ class Renderer:
         rows = self.margin + np.arange(self.fan.samples)[:, None] - radial
         speckle = np.abs(shift_rows(field, rows))  # RxB Rayleigh
         noise = np.abs(complex_white(speckle.shape, rng)) / (math.sqrt(math.pi) / 2)
-        reference = reference_level(self.dynamic_range_db)
-        floor = reference * 10 ** ((NOISE_FLOOR_DB - self.dynamic_range_db) / 20)
+        floor = reference_level(self.dynamic_range_db) * 10 ** (
+            (NOISE_FLOOR_DB - self.dynamic_range_db) / 20
+        )
         surface, transmission = self.bone(view, xb, yb)
         echo = (self.tissue.sample(xb - displacement[0] * weight, yb - u) + surface) * transmission
-        envelope = echo * speckle + floor * noise  # RxB
-        grey = log_compress(envelope, reference, self.dynamic_range_db)  # RxB in [0, 255]
+        if settings.artifact is not None:
+            echo = self.artifact(echo, settings.artifact)
+        envelope = (echo * speckle + floor * noise) * self.gain(settings)  # RxB
+        dynamic_range = self.dynamic_range_db * settings.dynamic_range_scale
+        grey = log_compress(envelope, reference_level(dynamic_range), dynamic_range)  # [0, 255]
         return np.rint(scan_convert(grey, self.conversion)).astype(np.uint8)  # HxW
+
+    def gain(self, settings: Settings) -> np.ndarray | float:
+        """Linear receive gain: (R, 1) over depth with a TGC curve, else a scalar."""
+        if not settings.tgc_db:
+            return float(10 ** (settings.gain_db / 20))
+        sliders = np.linspace(0.0, 1.0, len(settings.tgc_db))
+        depth = np.linspace(0.0, 1.0, self.fan.samples)
+        db = settings.gain_db + np.interp(depth, sliders, np.asarray(settings.tgc_db))
+        return (10 ** (db / 20)).astype(np.float32)[:, None]
+
+    def artifact(self, echo: np.ndarray, art: Artifact) -> np.ndarray:
+        """``echo`` (R, B) with lost contact (a dark edge wedge) or reverberation arcs."""
+        if art.kind == "dropout":
+            position = np.linspace(0.0, 1.0, self.fan.beams)
+            edge = 1.0 - position if art.side > 0 else position
+            lost = 0.5 * (1.0 + np.tanh((art.extent - edge) / DROPOUT_EDGE))
+            return echo * (1.0 - art.strength * lost)[None, :].astype(np.float32)
+        radii = self.fan.radii()
+        spacing = art.extent * self.fan.r_max
+        width = 0.8 * self.anatomy.scale
+        bands = sum(
+            art.strength * REVERB_DECAY**k * np.exp(-(((radii - (k + 1) * spacing) / width) ** 2))
+            for k in range(REVERB_BANDS)
+        )
+        return echo + np.asarray(bands, dtype=np.float32)[:, None]
 
 
 def make_renderer(

@@ -7,16 +7,21 @@ breathing passes closest to the reference depth. Two kinds alternate:
 
 * ``probe``: the probe slides sideways and rocks about its apex (lateral translation and a small
   rotation of the whole scene under the fixed fan), growing from 60 % to 100 % of the set
-  amplitude over the episode, as when the sonographer's hand drifts and comes back;
+  amplitude over the episode, as when the sonographer's hand drifts and comes back. The slide
+  adds to the hand jitter every frame has (:mod:`phantom_nuisance`), in the direction the
+  jitter already leans over the episode, and is at least 60 % of ``probe_shift``: well beyond
+  the jitter's own clipped range at the defaults;
 * ``rib``: a rib enters the fan from the side opposite the fixed rib and its acoustic shadow
   sweeps inward (the probe slid over an intercostal edge).
 
 Label rule: a frame is positive iff ``|phase - reference| <= tolerance`` and it is in no
-episode; episode frames are the hard negatives.
+episode; episode frames are the hard negatives. Hand jitter is not a view change.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,19 +126,38 @@ def frame_views(
     half_angle: float,
     rib_side: float,
     rng: np.random.Generator,
+    jitter_x: np.ndarray | None = None,
+    jitter_rotation: np.ndarray | None = None,
 ) -> list[View]:
-    """One :class:`View` per frame: unchanged outside episodes."""
-    views = [View()] * frames
+    """One :class:`View` per frame: the hand jitter (px, radians; none if not given), plus the
+    episode's probe slide or transient rib on episode frames."""
+    jx = np.zeros(frames) if jitter_x is None else np.asarray(jitter_x, dtype=np.float64)
+    jr = np.zeros(frames) if jitter_rotation is None else np.asarray(jitter_rotation, np.float64)
+    views = [View(shift_x=float(x), rotation=float(r)) for x, r in zip(jx, jr, strict=True)]
     for ep in episodes:
+        span = slice(ep.start, ep.stop)
         grow = np.linspace(0.6, 1.0, ep.stop - ep.start)
         if ep.kind == "probe":
             sx, sr = rng.choice([-1.0, 1.0], size=2)
+            sx = _direction(jx[span], sx)
+            sr = _direction(jr[span], sr)
             for i, g in enumerate(grow):
+                base = views[ep.start + i]
                 views[ep.start + i] = View(
-                    shift_x=sx * g * shift_px, rotation=sr * g * rotation_rad
+                    shift_x=base.shift_x + sx * g * shift_px,
+                    rotation=base.rotation + sr * g * rotation_rad,
                 )
         else:
             inward = np.linspace(0.9, 0.45, ep.stop - ep.start)
             for i, f in enumerate(inward):
-                views[ep.start + i] = View(rib_angle=-rib_side * f * half_angle)
+                base = views[ep.start + i]
+                views[ep.start + i] = dataclasses.replace(
+                    base, rib_angle=-rib_side * f * half_angle
+                )
     return views
+
+
+def _direction(jitter: np.ndarray, default: float) -> float:
+    """Sign of the jitter's mean over an episode (``default`` when there is no jitter)."""
+    mean = float(jitter.mean()) if jitter.size else 0.0
+    return default if mean == 0.0 else math.copysign(1.0, mean)

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from echoseek.baseline import pixel_embed
 from echoseek.data.phantom import (
     Phantom,
     PhantomParams,
@@ -19,6 +20,8 @@ from echoseek.data.phantom import (
 from echoseek.data.phantom_motion import free_breathing
 from echoseek.data.phantom_speckle import filtered_speckle, gaussian_transfer, speckle_fields
 from echoseek.errors import ConfigError, EchoseekError
+from echoseek.evaluation import leave_one_out_metrics, query_metrics
+from echoseek.metrics import average_precision
 
 # 8 s of cine, two breaths and a 2.4 s hold; one hard-negative episode on the hold, one at a
 # free-breathing pass through the reference depth. An explicit tolerance keeps a few tenths of
@@ -28,6 +31,7 @@ SMALL = PhantomParams(
     height=64,
     width=64,
     frame_rate=5.0,
+    breath_holds=1,
     breath_hold_s=2.4,
     tolerance=0.5,
     hard_negative_rate=0.15,
@@ -35,9 +39,26 @@ SMALL = PhantomParams(
 )
 
 
+# every label-preserving nuisance (phantom_nuisance) switched off
+NO_NUISANCE = {
+    "gain_db": 0.0,
+    "gain_flicker_db": 0.0,
+    "tgc_db": 0.0,
+    "contrast": 0.0,
+    "jitter_shift": 0.0,
+    "jitter_rotation_deg": 0.0,
+    "artifact_rate": 0.0,
+}
+
+
 @pytest.fixture(scope="module")
 def small() -> Phantom:
     return generate_phantom(SMALL)
+
+
+@pytest.fixture(scope="module")
+def default() -> Phantom:
+    return generate_phantom(PhantomParams())
 
 
 def mse_to(frames: np.ndarray, image: np.ndarray) -> np.ndarray:
@@ -65,8 +86,8 @@ def test_same_seed_same_bytes_other_seed_differs(small: Phantom) -> None:
     assert other.query.tobytes() != small.query.tobytes()
 
 
-def test_default_size_positive_ratio_within_3_percent() -> None:
-    phantom = generate_phantom(PhantomParams())
+def test_default_size_positive_ratio_within_3_percent(default: Phantom) -> None:
+    phantom = default
     assert phantom.frames.shape == (445, 128, 128)
     assert abs(phantom.positive_ratio - 0.2) <= 0.03
     assert phantom.tolerance_calibrated
@@ -74,6 +95,31 @@ def test_default_size_positive_ratio_within_3_percent() -> None:
     assert phantom.breath_hold.sum() > 0
     on_hold = np.abs(phantom.phase[phantom.breath_hold] - phantom.reference_phase)
     assert on_hold.max() <= phantom.tolerance
+
+
+def test_default_difficulty_band(default: Phantom) -> None:
+    # the raw-pixel baseline is well above random (0.2) and well below perfect: room for a
+    # trained model to show a gain; an oracle that knows the phase and the view is perfect
+    vectors = pixel_embed(list(default.frames))
+    query = pixel_embed([default.query])[0]
+    loo = leave_one_out_metrics(vectors, default.labels, ks=[10])
+    assert 0.4 <= loo["map"] <= 0.8
+    assert 0.3 <= query_metrics(query, vectors, default.labels == 1, ks=[10])["ap"] <= 0.85
+    oracle = -np.abs(default.phase - default.reference_phase) - 1e3 * default.hard_negative
+    assert average_precision(oracle[None, :], (default.labels == 1)[None, :])[0] == 1.0
+    # every nuisance is present at the defaults
+    assert np.ptp(default.gain_db) > 1.0 and np.abs(default.jitter).max(axis=0).min() > 0
+    assert 0.04 <= default.artifact.mean() <= 0.12 and not default.artifact[default.reference_frame]
+
+
+def test_nuisances_change_pixels_never_labels(small: Phantom) -> None:
+    plain = generate_phantom(dataclasses.replace(SMALL, **NO_NUISANCE))
+    assert np.array_equal(plain.labels, small.labels)
+    assert np.array_equal(plain.phase, small.phase)
+    assert np.array_equal(plain.hard_negative, small.hard_negative)
+    assert plain.episodes == small.episodes and plain.reference_frame == small.reference_frame
+    assert not plain.gain_db.any() and not plain.jitter.any() and not plain.artifact.any()
+    assert (plain.frames != small.frames).any(axis=(1, 2)).mean() > 0.9
 
 
 def test_label_rule_with_an_explicit_tolerance(small: Phantom) -> None:
@@ -162,7 +208,19 @@ def test_calibrate_tolerance_hits_the_count_and_refuses_the_impossible() -> None
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("frames", 0), ("positive_ratio", 1.5), ("speckle_corr", 1.0), ("tolerance", -1.0)],
+    [
+        ("frames", 0),
+        ("positive_ratio", 1.5),
+        ("speckle_corr", 1.0),
+        ("tolerance", -1.0),
+        ("gain_db", -1.0),
+        ("gain_flicker_db", 7.0),
+        ("tgc_db", 13.0),
+        ("contrast", 0.6),
+        ("jitter_shift", 0.1),
+        ("jitter_rotation_deg", -0.5),
+        ("artifact_rate", 0.6),
+    ],
 )
 def test_invalid_params_name_the_field(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=f"^{field}: "):

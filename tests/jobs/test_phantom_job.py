@@ -11,7 +11,15 @@ from echoseek import cli
 from echoseek.config import load_config
 from echoseek.jobs import phantom as job
 
-SMALL = ["frames=40", "height=64", "width=64", "frame_rate=5", "breath_hold_s=2.4"]
+# 8 s of cine with one 2.4 s breath hold (the default three would not fit)
+SMALL = [
+    "frames=40",
+    "height=64",
+    "width=64",
+    "frame_rate=5",
+    "breath_holds=1",
+    "breath_hold_s=2.4",
+]
 
 
 def test_cli_writes_the_phantom_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
