@@ -146,12 +146,9 @@ def run(cfg: Config) -> dict[str, Any]:
         **resources,
     )
     start = time.perf_counter()
-    first: list[tuple[float, int]] = []  # (seconds, rows) when the first batch arrived
 
     def batches() -> Iterator[VectorBatch]:
         for batch in embedded.iter_batches(batch_size=cfg.batch_size, batch_format="numpy"):
-            if not first:
-                first.append((time.perf_counter() - start, len(batch["id"])))
             yield _to_vector_batch(batch)
 
     out = write_vectors(
@@ -163,14 +160,11 @@ def run(cfg: Config) -> dict[str, Any]:
         extra={"dataset": str(cfg.input), "dataset_sha256": desc["sha256"]},
     )
     seconds = time.perf_counter() - start
-    startup, first_rows = first[0] if first else (seconds, 0)
     return {
         **out,
         "output": cfg.output,
         "seconds": seconds,
         "images_per_s": out["count"] / max(seconds, 1e-9),
-        "first_batch_s": startup,  # actor start, model load, first block read and embedded
-        "steady_images_per_s": (out["count"] - first_rows) / max(seconds - startup, 1e-9),
         "device": "gpu" if gpu else "cpu",
     }
 
@@ -179,8 +173,7 @@ def summarize(s: dict[str, Any]) -> str:
     """One line for the terminal."""
     return (
         f"embedded {s['count']} images (dim {s['dim']}, model {s['model_uri']}) into "
-        f"{s['output']} in {s['seconds']:.1f} s ({s['images_per_s']:.0f} img/s on {s['device']}; "
-        f"{s['steady_images_per_s']:.0f} img/s after the first batch at {s['first_batch_s']:.1f} s)"
+        f"{s['output']} in {s['seconds']:.1f} s ({s['images_per_s']:.0f} img/s on {s['device']})"
     )
 
 

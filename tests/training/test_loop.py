@@ -227,3 +227,27 @@ def test_representation_metrics_equal_the_metric_functions() -> None:
     collapsed = np.ones((10, 6), dtype=np.float32)
     got = representation_metrics(collapsed)
     assert got["collapse_std"] == pytest.approx(0.0, abs=1e-7) and got["rankme"] < 1.01
+
+
+def test_simsiam_loss_decreases_on_a_fixed_batch() -> None:
+    """The pretraining step learns: repeated steps on one batch pull the views together."""
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet18", in_channels=1, small_stem=True)
+    method = build_method("simsiam", backbone, dim=32, pred_dim=8)
+    optimizer = torch.optim.SGD(param_groups(method), lr=0.05, momentum=0.9)
+    x = torch.rand(8, 1, 16, 16)
+    batch = {"view1": x, "view2": (x + 0.05 * torch.randn_like(x)).clamp(0, 1)}
+    losses = [
+        train_epoch(
+            model=method,
+            batches=[batch],
+            optimizer=optimizer,
+            step_fn=ssl_step,
+            lr_at=lambda step: 0.05,
+            start_step=epoch,
+            device=CPU,
+        ).loss
+        for epoch in range(8)
+    ]
+    assert all(np.isfinite(losses))
+    assert losses[-1] < losses[0] - 0.05, losses
