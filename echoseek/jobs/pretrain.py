@@ -309,7 +309,7 @@ def export(cfg: Config, result: Any, logger: Any) -> dict[str, Any]:
     save_model(encoder, cfg.output, meta, overwrite=cfg.overwrite)
     history = _history(result)
     logger.log_artifacts(cfg.output, "model")
-    _log_curves(history, logger)
+    log_curves(logger)
     version = logger.register(cfg.run.register, "model") if cfg.run.register else ""
     last = history[-1] if history else {}
     return {
@@ -342,7 +342,7 @@ def _history(result: Any) -> list[dict[str, Any]]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-def _log_curves(history: list[dict[str, Any]], logger: Any) -> None:
+def log_curves(logger: Any) -> None:
     """The loss curve of the run (from MLflow's full history) as a PNG artifact."""
     import tempfile
 

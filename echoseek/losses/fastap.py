@@ -48,9 +48,11 @@ class FastAPLoss(nn.Module):
         self.distance = distance
         self.distance_params = resolve_params(distance, **distance_params)
         self.num_empty_batches = 0
+        self.last_batch_size = 0
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         _check_batch(embeddings, labels)
+        self.last_batch_size = len(labels)  # what this call ranked against (global under DDP)
         labels = labels.to(embeddings.device)
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             emb = embeddings if embeddings.dtype == torch.float64 else embeddings.float()

@@ -1,0 +1,109 @@
+"""`echoseek finetune` on a real local Ray cluster: 2 CPU workers, FastAP on the global batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+
+from echoseek.cli import main as cli
+from echoseek.config import load_config
+from echoseek.jobs import finetune, ingest
+from echoseek.models import ModelMeta, build_model, load_model, save_model
+
+pytestmark = pytest.mark.slow
+
+META = ModelMeta(backbone="resnet18", small_stem=True, head_dim=None, head_hidden=None,
+                 input_size=(16, 16), mean=(0.5,), std=(0.5,))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("finetune")
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (20, 20, 48), dtype=np.uint8)
+    frames[:, :, 1::2] //= 3  # class 1 is darker: something to learn
+    scipy.io.savemat(tmp / "d.mat", {"frames": frames})
+    (tmp / "l.csv").write_text("frame_index,label\n" + "".join(f"{i},{i % 2}\n" for i in range(48)))
+    ingest.run(
+        ingest.Config(
+            input=str(tmp / "d.mat"), labels=str(tmp / "l.csv"), output=str(tmp / "ds"),
+            shard_size=12,
+        )
+    )  # fmt: skip
+    torch.manual_seed(0)
+    save_model(build_model(META), tmp / "pretrained", META)
+    return tmp / "ds", tmp / "pretrained"
+
+
+def args(data: tuple[Path, Path], tmp: Path, **overrides: Any) -> list[str]:
+    values = {
+        "input": data[0],
+        "pretrained": data[1],
+        "output": tmp / "model",
+        "epochs": 2,
+        "batch_size": 8,
+        "loss.m": 4,
+        "head.dim": 16,
+        "head.hidden": 32,
+        "scale.num_workers": 2,
+        "scale.data_cpus": 0.25,
+        "run.name": "ft",
+        "run.storage_path": tmp / "ray",
+        "run.tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
+        **overrides,
+    }
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def test_two_workers_rank_the_global_batch_and_export_the_best(
+    ray_session: Any, data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    cfg = load_config(
+        finetune.Config, None, args(data, tmp_path, **{"head.train_last_stage": "true"})
+    )
+    out = finetune.run(cfg)
+    model, meta = load_model(tmp_path / "model")
+    assert meta.head_dim == 16 and meta.distance == "sqeuclidean"
+    assert meta.extra["pretrained"] == str(data[1])
+    pretrained, _ = load_model(data[1])
+    same = [
+        torch.equal(pretrained.backbone.state_dict()[k], v)
+        for k, v in model.backbone.state_dict().items()
+    ]
+    assert all(same[: len(same) // 2]) and not all(same)  # early layers frozen, layer4 trained
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    history = client.get_metric_history(out["run_id"], "fastap_batch")
+    assert [m.value for m in history] == [16.0, 16.0]  # 8 per worker x 2 workers, gathered
+    maps = {m.step: m.value for m in client.get_metric_history(out["run_id"], "val_map")}
+    assert out["val_map"] == pytest.approx(max(maps.values()))  # the best epoch was exported
+    assert out["best_epoch"] == max(maps, key=maps.get)  # type: ignore[arg-type]
+    assert np.isfinite([m.value for m in client.get_metric_history(out["run_id"], "loss")]).all()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"optim.lr": -1}, "optim.lr: must be > 0"),
+        ({"batch_size": 6}, "batch_size: must be a multiple of loss.m"),
+        ({"loss.distance": "nope"}, "loss.distance: unknown 'nope'"),
+        ({"pretrained": "/nowhere"}, "model directory not found"),
+    ],
+)
+def test_bad_configs_fail_before_any_worker(
+    data: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    override: dict[str, Any],
+    message: str,
+) -> None:
+    assert cli(["finetune", *args(data, tmp_path, **override)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "ray").exists()
