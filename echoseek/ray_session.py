@@ -29,5 +29,9 @@ def ensure_ray(num_cpus: int | None = None) -> Any:
 
 
 def quiet_ray_data() -> None:
-    """No per-dataset INFO lines from Ray Data in the driver's output (bars stay on a TTY)."""
+    """No per-dataset INFO lines or progress bars from Ray Data: pipelines also run inside
+    Ray Train workers, whose bars would interleave in the driver's output."""
+    from ray.data import DataContext
+
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    DataContext.get_current().enable_progress_bars = False

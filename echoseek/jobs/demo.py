@@ -3,11 +3,15 @@
     make demo                       # = echoseek demo work_dir=work/demo
     echoseek demo frames=200 seed=3
 
-Stages: phantom cine -> ingest -> raw-pixel baseline evaluation -> embed (Ray Data) -> index
-build (Ray tasks) -> index eval (recall against brute force, query latency), then a short
-summary of what was measured and where every output went. Each stage is the same job a user
-runs by hand (``echoseek phantom``, ``ingest``, ``evaluate``, ``embed``, ``index build``,
-``index eval``). The demo corpus is small, so the index rules choose an exact Flat index.
+Stages: phantom cine -> ingest -> raw-pixel baseline evaluation -> (with ``train=true``, the
+default) a second phantom cine (another seed: a different "subject") -> SimSiam pretraining
+and FastAP fine-tuning on it with 2 Ray Train CPU workers -> evaluation of the trained model
+on the first cine, next to the baseline -> embed (Ray Data) -> index build (Ray tasks) ->
+index eval (recall against brute force, query latency), then a short summary of what was
+measured and where every output went. Each stage is the same job a user runs by hand
+(``echoseek phantom``, ``ingest``, ``evaluate``, ``pretrain``, ``finetune``, ``embed``,
+``index build``, ``index eval``). The demo corpus is small, so the index rules choose an exact
+Flat index.
 """
 
 from __future__ import annotations
@@ -21,7 +25,16 @@ from typing import Any
 
 from echoseek.config import load_config
 from echoseek.errors import ConfigError
-from echoseek.jobs import embed, evaluate, index_build, index_eval, ingest, phantom
+from echoseek.jobs import (
+    embed,
+    evaluate,
+    finetune,
+    index_build,
+    index_eval,
+    ingest,
+    phantom,
+    pretrain,
+)
 from echoseek.jobs.runner import run_job
 
 
@@ -34,6 +47,10 @@ class Config:
     work_dir: str = "work/demo"
     frames: int = 445
     seed: int = 0
+    train: bool = True  # pretrain + fine-tune on a second phantom cine (a few minutes on CPU)
+    size: int = 32  # model input size for the demo's training (pixels)
+    pretrain_epochs: int = 1  # a demo of the pipeline, not a trained model: see BENCHMARKS.md
+    finetune_epochs: int = 2
 
     def __post_init__(self) -> None:
         if self.frames < 20:
@@ -58,52 +75,134 @@ def run(cfg: Config) -> dict[str, Any]:
     work = Path(cfg.output or cfg.work_dir)
     raw, dataset, evaluation = work / "phantom", work / "dataset", work / "eval"
     timings: dict[str, float] = {}
-    phantom_cfg = load_config(
-        phantom.Config,
-        None,
-        [f"output={raw}", f"frames={cfg.frames}", f"seed={cfg.seed}", "overwrite=true"],
-    )
-    _stage("phantom", lambda: phantom.run(phantom_cfg), timings)
-    ingest_cfg = ingest.Config(
-        input=str(raw / "dataset.mat"),
-        labels=str(raw / "dataset_labels.csv"),
-        output=str(dataset),
-        frame_axis=2,  # the phantom writes MATLAB's H x W x N
-        overwrite=True,
-    )
-    desc = _stage("ingest", lambda: ingest.run(ingest_cfg), timings)
+    desc = _stage("phantom + ingest", lambda: _cine(raw, dataset, cfg.frames, cfg.seed), timings)
     eval_cfg = evaluate.Config(
         input=str(dataset), query=str(raw / "invivo.png"), output=str(evaluation)
     )
     baseline = _stage("baseline evaluate", lambda: evaluate.run(eval_cfg), timings)
-    index = _index_stages(work, dataset, timings)
+    models = {"raw pixels (baseline)": _scores(baseline)}
+    outputs = {
+        "phantom": str(raw),
+        "dataset": str(dataset),
+        "baseline_metrics": str(evaluation / "metrics.json"),
+    }
+    model = "pixels"
+    if cfg.train:
+        trained, model = _training_stages(work, cfg, timings)
+        trained_eval = evaluate.Config(
+            input=str(dataset),
+            query=str(raw / "invivo.png"),
+            output=str(work / "eval_trained"),
+            model=model,
+        )
+        scores = _stage("trained evaluate", lambda: evaluate.run(trained_eval), timings)
+        models[f"SimSiam+FastAP {cfg.pretrain_epochs}+{cfg.finetune_epochs} ep"] = _scores(scores)
+        outputs.update(trained)
+        outputs["trained_metrics"] = str(work / "eval_trained" / "metrics.json")
+    index = _index_stages(work, dataset, model, timings)
     return {
         "work_dir": str(work),
         "frames": desc["count"],
         "positives": baseline["positives"],
         "positive_ratio": baseline["positive_ratio"],
-        "baseline": {
-            "loo_map": baseline["leave_one_out"]["map"],
-            "query": baseline.get("query", {}),
-            "latency_ms": baseline["latency"]["median_ms"],
-        },
+        "models": models,
+        "baseline": models["raw pixels (baseline)"],
         "index": index["summary"],
-        "outputs": {
-            "phantom": str(raw),
-            "dataset": str(dataset),
-            "baseline_metrics": str(evaluation / "metrics.json"),
-            **index["outputs"],
-        },
+        "outputs": {**outputs, **index["outputs"]},
         "timings_s": timings,
     }
 
 
-def _index_stages(work: Path, dataset: Path, timings: dict[str, float]) -> dict[str, Any]:
-    """Embed the dataset with the baseline, index the vectors, measure recall and latency."""
-    vectors, root, report = work / "vectors", work / "index", work / "index_eval"
-    embed_cfg = embed.Config(
-        input=str(dataset), model="pixels", output=str(vectors), overwrite=True
+def _cine(raw: Path, dataset: Path, frames: int, seed: int) -> dict[str, Any]:
+    """``echoseek phantom`` then ``echoseek ingest`` of its files; returns the descriptor."""
+    overrides = [f"output={raw}", f"frames={frames}", f"seed={seed}", "overwrite=true"]
+    phantom.run(load_config(phantom.Config, None, overrides))
+    return ingest.run(
+        ingest.Config(
+            input=str(raw / "dataset.mat"),
+            labels=str(raw / "dataset_labels.csv"),
+            output=str(dataset),
+            frame_axis=2,  # the phantom writes MATLAB's H x W x N
+            overwrite=True,
+        )
     )
+
+
+def _scores(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "loo_map": metrics["leave_one_out"]["map"],
+        "query": metrics.get("query", {}),
+        "latency_ms": metrics["latency"]["median_ms"],
+    }
+
+
+def _training_stages(
+    work: Path, cfg: Config, timings: dict[str, float]
+) -> tuple[dict[str, str], str]:
+    """Pretrain and fine-tune on a second cine; returns (outputs, the fine-tuned model dir)."""
+    train_raw, train_data = work / "train_phantom", work / "train_dataset"
+    _stage(
+        "training cine",
+        lambda: _cine(train_raw, train_data, cfg.frames, cfg.seed + 1),
+        timings,
+    )
+    ssl, model, runs = work / "model_ssl", work / "model", work / "ray_results"
+    tracking = f"sqlite:///{(work / 'mlflow' / 'mlflow.db').resolve()}"
+    common = [
+        f"input={train_data}",
+        "scale.num_workers=2",
+        "scale.use_gpu=false",
+        f"run.storage_path={runs}",
+        f"run.tracking_uri={tracking}",
+        "run.experiment=echoseek-demo",
+        "overwrite=true",
+    ]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    pre = load_config(
+        pretrain.Config,
+        None,
+        [
+            *common,
+            f"output={ssl}",
+            f"epochs={cfg.pretrain_epochs}",
+            "optim.warmup_epochs=0",
+            "batch_size=32",
+            f"augment.size={cfg.size}",
+            f"run.name=demo-pretrain-{stamp}",
+        ],
+    )
+    _stage("pretrain (SimSiam)", lambda: pretrain.run(pre), timings)
+    fine = load_config(
+        finetune.Config,
+        None,
+        [
+            *common,
+            f"pretrained={ssl}",
+            f"output={model}",
+            f"epochs={cfg.finetune_epochs}",
+            "batch_size=32",
+            "loss.m=16",
+            "head.train_last_stage=true",
+            f"run.name=demo-finetune-{stamp}",
+        ],
+    )
+    _stage("finetune (FastAP)", lambda: finetune.run(fine), timings)
+    outputs = {
+        "training_dataset": str(train_data),
+        "pretrained_model": str(ssl),
+        "model": str(model),
+        "checkpoints": str(runs),
+        "mlflow": tracking,
+    }
+    return outputs, str(model)
+
+
+def _index_stages(
+    work: Path, dataset: Path, model: str, timings: dict[str, float]
+) -> dict[str, Any]:
+    """Embed the dataset with ``model``, index the vectors, measure recall and latency."""
+    vectors, root, report = work / "vectors", work / "index", work / "index_eval"
+    embed_cfg = embed.Config(input=str(dataset), model=model, output=str(vectors), overwrite=True)
     embedded = _stage("embed", lambda: embed.run(embed_cfg), timings)
     build_cfg = index_build.Config(input=str(vectors), output=str(root))
     built = _stage("index build", lambda: index_build.run(build_cfg), timings)
@@ -138,18 +237,23 @@ def _index_stages(work: Path, dataset: Path, timings: dict[str, float]) -> dict[
 
 def summarize(s: dict[str, Any]) -> str:
     """The printed demo summary."""
-    b, i = s["baseline"], s["index"]
-    q = b["query"]
+    i = s["index"]
+    nan = float("nan")
     rows = [
         "",
         "echoseek demo: phantom breath-hold retrieval",
         f"  frames            {s['frames']}",
         f"  positives         {s['positives']} ({s['positive_ratio']:.1%})",
         "",
-        f"  {'model':<22}{'query AP':>9}{'LOO mAP':>9}{'P@10':>7}{'lift@10':>9}{'ms/query':>10}",
-        f"  {'raw pixels (baseline)':<22}{q.get('ap', float('nan')):>9.3f}{b['loo_map']:>9.3f}"
-        f"{q.get('p@10', float('nan')):>7.2f}{q.get('lift@10', float('nan')):>9.2f}"
-        f"{b['latency_ms']:>10.2f}",
+        f"  {'model':<26}{'query AP':>9}{'LOO mAP':>9}{'P@10':>7}{'lift@10':>9}{'ms/query':>10}",
+    ]
+    for name, m in s["models"].items():
+        q = m["query"]
+        rows.append(
+            f"  {name:<26}{q.get('ap', nan):>9.3f}{m['loo_map']:>9.3f}"
+            f"{q.get('p@10', nan):>7.2f}{q.get('lift@10', nan):>9.2f}{m['latency_ms']:>10.2f}"
+        )
+    rows += [
         "",
         f"  index {i['factory']} ({i['shards']} shard(s), {i['ntotal']} vectors): "
         f"recall@10 {i['recall@10']:.3f} vs brute force at nprobe {i['nprobe']}"

@@ -35,6 +35,7 @@ from echoseek.jobs.ray_train import (
     EpochPrinter,
     RunOptions,
     ScaleOptions,
+    absolute,
     as_user_callback,
     make_trainer,
     maybe_fail,
@@ -119,6 +120,11 @@ class Config:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"epochs: must be >= 1, got {self.epochs}")
+        if self.optim.warmup_epochs >= self.epochs:
+            raise ConfigError(
+                f"optim.warmup_epochs: {self.optim.warmup_epochs} must be less than "
+                f"epochs ({self.epochs})"
+            )
         if self.batch_size < 2 * self.loss.m or self.batch_size % self.loss.m:
             raise ConfigError(
                 f"batch_size: must be a multiple of loss.m ({self.loss.m}) holding at least "
@@ -139,6 +145,13 @@ def check(cfg: Config) -> dict[str, Any]:
     for path in (cfg.input, cfg.val or cfg.input):
         if len(read_descriptor(path).get("label_counts") or {}) < 2:
             raise ConfigError(f"{path}: fine-tuning needs labels of at least two classes")
+    classes = len(desc["label_counts"])
+    if cfg.batch_size // cfg.loss.m > classes:
+        raise ConfigError(
+            f"loss.m: batch_size {cfg.batch_size} / m {cfg.loss.m} = "
+            f"{cfg.batch_size // cfg.loss.m} classes per batch, but {cfg.input} has only "
+            f"{classes}; use m >= {-(-cfg.batch_size // classes)}"
+        )
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri(cfg.run.tracking_uri))
     meta = read_meta(resolve_model_path(cfg.pretrained) / META_FILE)
     if meta.in_channels != cfg.augment.in_channels:
@@ -162,6 +175,11 @@ def run(cfg: Config) -> dict[str, Any]:
     from echoseek.ray_session import ensure_ray
     from echoseek.tracking import RunLogger, git_commit
 
+    cfg.input = absolute(cfg.input)
+    cfg.val = absolute(cfg.val)
+    cfg.output = absolute(cfg.output)
+    cfg.pretrained = absolute(cfg.pretrained)
+    cfg.run.storage_path = storage_uri(cfg.run.storage_path)
     desc = check(cfg)
     cfg.run.name = cfg.run.name or f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
     logger = RunLogger(cfg.run.tracking_uri, cfg.run.experiment)

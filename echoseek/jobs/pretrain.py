@@ -35,6 +35,7 @@ from echoseek.jobs.ray_train import (
     EpochPrinter,
     RunOptions,
     ScaleOptions,
+    absolute,
     as_user_callback,
     make_trainer,
     maybe_fail,
@@ -109,6 +110,11 @@ class Config:
             raise ConfigError("epochs >= 1, batch_size >= 2 and probe_size >= 2 are required")
         if self.augment.in_channels != self.model.in_channels:
             raise ConfigError("augment.in_channels must equal model.in_channels")
+        if self.optim.warmup_epochs >= self.epochs:
+            raise ConfigError(
+                f"optim.warmup_epochs: {self.optim.warmup_epochs} must be less than "
+                f"epochs ({self.epochs})"
+            )
 
 
 def check(cfg: Config) -> dict[str, Any]:
@@ -138,6 +144,10 @@ def run(cfg: Config) -> dict[str, Any]:
     from echoseek.ray_session import ensure_ray
     from echoseek.tracking import RunLogger, git_commit
 
+    cfg.input = absolute(cfg.input)
+    cfg.val = absolute(cfg.val)
+    cfg.output = absolute(cfg.output)
+    cfg.run.storage_path = storage_uri(cfg.run.storage_path)
     desc = check(cfg)
     cfg.run.name = cfg.run.name or f"pretrain-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     logger = RunLogger(cfg.run.tracking_uri, cfg.run.experiment)

@@ -76,6 +76,12 @@ def storage_uri(path: str) -> str:
     return path if "://" in path else str(Path(path).resolve())
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute on the driver (Train workers run in another directory);
+    empty strings and URIs (``s3://``, ``models:/``, ``runs:/``) pass through."""
+    return path if not path or ":/" in path else str(Path(path).resolve())
+
+
 def cluster_has_gpus() -> bool:
     """True when the connected Ray cluster advertises GPUs."""
     import ray
@@ -96,7 +102,14 @@ def make_trainer(
     callbacks: list[Any] | None = None,
 ) -> Any:
     """A ``TorchTrainer`` for ``loop`` with the job's scaling, storage and failure policy."""
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        DataConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchTrainer
 
     use_gpu = cluster_has_gpus() if scale.use_gpu is None else scale.use_gpu
@@ -107,7 +120,7 @@ def make_trainer(
         scaling_config=ScalingConfig(
             num_workers=scale.num_workers, use_gpu=use_gpu, resources_per_worker=resources
         ),
-        run_config=RunConfig(
+        run_config=RunConfig(  # type: ignore[call-arg]  # Train V2 RunConfig
             name=run.name,
             storage_path=storage_uri(run.storage_path),
             checkpoint_config=CheckpointConfig(
@@ -115,6 +128,7 @@ def make_trainer(
             ),
             failure_config=FailureConfig(max_failures=run.max_failures),
             callbacks=callbacks or [],
+            logging_config=LoggingConfig(log_level="WARNING"),  # our epoch line says enough
         ),
         datasets=dict(datasets),
         dataset_config=DataConfig(datasets_to_split=split),

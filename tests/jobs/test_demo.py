@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def test_demo_runs_every_stage(
     ray_session: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = cli(["demo", f"work_dir={tmp_path / 'demo'}", "frames=60"])
+    code = cli(["demo", f"work_dir={tmp_path / 'demo'}", "frames=60", "train=false"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "raw pixels (baseline)" in out and "recall@10" in out
@@ -31,9 +31,10 @@ def test_demo_runs_every_stage(
 
 
 def test_demo_index_summary_is_exact_for_a_flat_index(ray_session: Any, tmp_path: Path) -> None:
-    s = demo.run(demo.Config(work_dir=str(tmp_path / "d"), frames=40, seed=1))
+    s = demo.run(demo.Config(work_dir=str(tmp_path / "d"), frames=40, seed=1, train=False))
     assert s["frames"] == 40
     assert s["index"]["ntotal"] == 40
     assert s["index"]["recall@10"] == pytest.approx(1.0)  # exact index, exact re-rank
     assert s["index"]["latency_ms"] > 0
-    assert set(s["timings_s"]) >= {"phantom", "ingest", "embed", "index build", "index eval"}
+    assert set(s["timings_s"]) >= {"phantom + ingest", "embed", "index build", "index eval"}
+    assert list(s["models"]) == ["raw pixels (baseline)"]  # train=false skips training

@@ -114,6 +114,7 @@ def test_resume_and_injected_failure_complete_all_epochs(
     [
         ({"optim.base_lr": 0}, "optim.base_lr: must be > 0"),
         ({"epochs": 0}, "epochs >= 1"),
+        ({"optim.warmup_epochs": 2}, "optim.warmup_epochs: 2.0 must be less than epochs (2)"),
         ({"method": "nope"}, "method: unknown 'nope'"),
         ({"nonsense": 1}, "unknown config field 'nonsense'"),
         ({"batch_size": 64}, "workers gets only 24 rows"),
