@@ -39,9 +39,11 @@ from echoseek.jobs.ray_train import (
     as_user_callback,
     make_trainer,
     maybe_fail,
+    output_lines,
     plain,
     prepare,
     report_epoch,
+    run_tags,
     storage_uri,
 )
 from echoseek.jobs.runner import run_job
@@ -173,7 +175,7 @@ def run(cfg: Config) -> dict[str, Any]:
     from echoseek.data.views import eval_dataset
     from echoseek.jobs.pretrain import log_curves
     from echoseek.ray_session import ensure_ray
-    from echoseek.tracking import RunLogger, git_commit
+    from echoseek.tracking import RunLogger
 
     cfg.input = absolute(cfg.input)
     cfg.val = absolute(cfg.val)
@@ -183,14 +185,8 @@ def run(cfg: Config) -> dict[str, Any]:
     desc = check(cfg)
     cfg.run.name = cfg.run.name or f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
     logger = RunLogger(cfg.run.tracking_uri, cfg.run.experiment)
-    ray = ensure_ray()
-    tags = {
-        "git_commit": git_commit(),
-        "ray_version": ray.__version__,
-        "dataset_sha256": str(desc.get("sha256", "")),
-        "job": "finetune",
-        "pretrained": cfg.pretrained,
-    }
+    ensure_ray()
+    tags = run_tags("finetune", desc, pretrained=cfg.pretrained)
     run_id = logger.start(cfg.run.name, plain(cfg), tags)
     datasets = {
         "labelled": read_dataset(cfg.input),
@@ -383,15 +379,11 @@ def export(cfg: Config, result: Any, logger: Any) -> dict[str, Any]:
 
 def summarize(s: dict[str, Any]) -> str:
     """The closing lines for the terminal."""
-    lines = [
+    head = (
         f"fine-tuned in {s['seconds']:.0f} s: best epoch {s['best_epoch']}, "
-        f"val mAP {s['val_map']:.3f}, P@10 {s['val_p@10']:.2f}",
-        f"model: {s['output']}  (MLflow run {s['run_id']})",
-        f"checkpoints: {s['storage']}",
-    ]
-    if s.get("registered"):
-        lines.append(f"registered: {s['registered']}")
-    return "\n".join(lines)
+        f"val mAP {s['val_map']:.3f}, P@10 {s['val_p@10']:.2f}"
+    )
+    return "\n".join([head, *output_lines(s)])
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "echoseek finetune") -> int:

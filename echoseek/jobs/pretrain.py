@@ -39,9 +39,11 @@ from echoseek.jobs.ray_train import (
     as_user_callback,
     make_trainer,
     maybe_fail,
+    output_lines,
     plain,
     prepare,
     report_epoch,
+    run_tags,
     storage_uri,
 )
 from echoseek.jobs.runner import run_job
@@ -142,7 +144,7 @@ def run(cfg: Config) -> dict[str, Any]:
     """Train on Ray, export the encoder, log the run; returns a summary."""
     from echoseek.data.views import eval_dataset, two_view_dataset
     from echoseek.ray_session import ensure_ray
-    from echoseek.tracking import RunLogger, git_commit
+    from echoseek.tracking import RunLogger
 
     cfg.input = absolute(cfg.input)
     cfg.val = absolute(cfg.val)
@@ -151,8 +153,8 @@ def run(cfg: Config) -> dict[str, Any]:
     desc = check(cfg)
     cfg.run.name = cfg.run.name or f"pretrain-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     logger = RunLogger(cfg.run.tracking_uri, cfg.run.experiment)
-    ray = ensure_ray()
-    run_id = logger.start(cfg.run.name, plain(cfg), _tags(desc, ray.__version__, git_commit()))
+    ensure_ray()
+    run_id = logger.start(cfg.run.name, plain(cfg), run_tags("pretrain", desc))
     datasets = {
         "train": two_view_dataset(cfg.input, cfg.augment, num_cpus=cfg.scale.data_cpus),
         "probe": eval_dataset(
@@ -375,26 +377,11 @@ def log_curves(logger: Any) -> None:
         logger.log_file(Path(tmp) / "loss_curve.png")
 
 
-def _tags(desc: dict[str, Any], ray_version: str, commit: str) -> dict[str, str]:
-    return {
-        "git_commit": commit,
-        "ray_version": ray_version,
-        "dataset_sha256": str(desc.get("sha256", "")),
-        "job": "pretrain",
-    }
-
-
 def summarize(s: dict[str, Any]) -> str:
     """The closing lines for the terminal."""
     val = f", val mAP {s['val_map']:.3f}" if s.get("val_map") is not None else ""
-    lines = [
-        f"pretrained {s['epochs']} epochs in {s['seconds']:.0f} s: loss {s['loss']:.4f}{val}",
-        f"model: {s['output']}  (MLflow run {s['run_id']})",
-        f"checkpoints: {s['storage']}",
-    ]
-    if s.get("registered"):
-        lines.append(f"registered: {s['registered']}")
-    return "\n".join(lines)
+    head = f"pretrained {s['epochs']} epochs in {s['seconds']:.0f} s: loss {s['loss']:.4f}{val}"
+    return "\n".join([head, *output_lines(s)])
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "echoseek pretrain") -> int:

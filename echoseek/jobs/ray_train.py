@@ -43,6 +43,7 @@ class ScaleOptions:
     amp: bool = True  # bf16 where supported, else fp16 + GradScaler; always off on CPU
     compile: bool = False  # torch.compile the model
     channels_last: bool = True  # on GPU only
+    torch_threads: int = 0  # intra-op threads per worker; 0: node CPUs / workers on the node
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:
@@ -135,10 +136,22 @@ def make_trainer(
     )
 
 
+def worker_threads(requested: int, node_cpus: int, local_workers: int) -> int:
+    """Intra-op threads of a worker: ``requested``, or the node's CPUs shared by its workers.
+
+    Ray sets ``OMP_NUM_THREADS`` from a worker's reserved CPUs, i.e. 1 for the fractional
+    reservations a laptop needs, which would leave most cores idle during the step.
+    """
+    return requested if requested > 0 else max(1, node_cpus // max(1, local_workers))
+
+
 def prepare(model: nn.Module, scale: ScaleOptions, world_size: int) -> nn.Module:
-    """SyncBN (optional), device placement + DDP (``prepare_model``), channels_last, compile."""
+    """Threads, SyncBN (optional), device + DDP (``prepare_model``), channels_last, compile."""
+    import ray.train
     import ray.train.torch
 
+    local = ray.train.get_context().get_local_world_size()
+    torch.set_num_threads(worker_threads(scale.torch_threads, os.cpu_count() or 1, local))
     if scale.sync_bn and world_size > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device = ray.train.torch.get_device()
@@ -251,6 +264,32 @@ def as_user_callback(printer: EpochPrinter) -> Any:
             printer.after_exception(run_context, worker_exceptions)
 
     return _Printer()
+
+
+def run_tags(job: str, dataset: Mapping[str, Any], **extra: str) -> dict[str, str]:
+    """MLflow tags of a training run: job, git commit, Ray version, dataset sha256, extras."""
+    import ray
+
+    from echoseek.tracking import git_commit
+
+    return {
+        "job": job,
+        "git_commit": git_commit(),
+        "ray_version": ray.__version__,
+        "dataset_sha256": str(dataset.get("sha256", "")),
+        **extra,
+    }
+
+
+def output_lines(summary: Mapping[str, Any]) -> list[str]:
+    """Where a training job's model, MLflow run, checkpoints (and registry entry) went."""
+    lines = [
+        f"model: {summary['output']}  (MLflow run {summary['run_id']})",
+        f"checkpoints: {summary['storage']}",
+    ]
+    if summary.get("registered"):
+        lines.append(f"registered: {summary['registered']}")
+    return lines
 
 
 def plain(cfg: Any) -> dict[str, Any]:

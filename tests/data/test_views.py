@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.io
 import torch
 
 from echoseek.data.augment import AugmentConfig
@@ -19,7 +18,7 @@ from echoseek.data.views import (
     two_view_batch,
     two_view_dataset,
 )
-from echoseek.jobs import ingest
+from tests.datasets import ingested_stack, random_stack
 
 AUG = AugmentConfig(size=16)
 
@@ -27,16 +26,7 @@ AUG = AugmentConfig(size=16)
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("views")
-    frames = np.random.default_rng(0).integers(0, 256, (24, 24, 10), dtype=np.uint8)
-    scipy.io.savemat(tmp / "d.mat", {"frames": frames})
-    (tmp / "l.csv").write_text("frame_index,label\n" + "".join(f"{i},{i % 2}\n" for i in range(8)))
-    ingest.run(
-        ingest.Config(
-            input=str(tmp / "d.mat"), labels=str(tmp / "l.csv"), output=str(tmp / "ds"),
-            shard_size=4,
-        )
-    )  # fmt: skip
-    return tmp / "ds"
+    return ingested_stack(tmp, random_stack(24, 24, 10), labelled=8, shard_size=4)
 
 
 def numpy_batch(path: Path) -> dict[str, np.ndarray]:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.io
 import torch
 
 from echoseek.baseline import pixel_embed
@@ -15,8 +14,9 @@ from echoseek.data.dataset import decode_png, iter_batches
 from echoseek.data.vectors import iter_vector_batches, open_vectors
 from echoseek.embedding import ModelEmbedder, to_chw
 from echoseek.errors import ConfigError
-from echoseek.jobs import embed, ingest
+from echoseek.jobs import embed
 from echoseek.models.artifact import ModelMeta, build_model, save_model
+from tests.datasets import ingested_stack, random_stack
 
 pytestmark = pytest.mark.slow
 
@@ -24,18 +24,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("embed")
-    frames = np.random.default_rng(0).integers(0, 256, (20, 20, 23), dtype=np.uint8)
-    scipy.io.savemat(tmp / "d.mat", {"frames": frames})
-    (tmp / "l.csv").write_text("frame_index,label\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
-    ingest.run(
-        ingest.Config(
-            input=str(tmp / "d.mat"),
-            labels=str(tmp / "l.csv"),
-            output=str(tmp / "ds"),
-            shard_size=7,
-        )
-    )
-    return tmp / "ds"
+    return ingested_stack(tmp, random_stack(20, 20, 23), labelled=20, shard_size=7)
 
 
 def dataset_images(path: Path) -> dict[str, np.ndarray]:

@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-import scipy.io
 import torch
 
 from echoseek.cli import main as cli
 from echoseek.config import load_config
-from echoseek.jobs import finetune, ingest
+from echoseek.jobs import finetune
 from echoseek.models import ModelMeta, build_model, load_model, save_model
+from tests.datasets import ingested_stack, random_stack
 
 pytestmark = pytest.mark.slow
 
@@ -24,20 +24,12 @@ META = ModelMeta(backbone="resnet18", small_stem=True, head_dim=None, head_hidde
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("finetune")
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, (20, 20, 48), dtype=np.uint8)
+    frames = random_stack(20, 20, 48)
     frames[:, :, 1::2] //= 3  # class 1 is darker: something to learn
-    scipy.io.savemat(tmp / "d.mat", {"frames": frames})
-    (tmp / "l.csv").write_text("frame_index,label\n" + "".join(f"{i},{i % 2}\n" for i in range(48)))
-    ingest.run(
-        ingest.Config(
-            input=str(tmp / "d.mat"), labels=str(tmp / "l.csv"), output=str(tmp / "ds"),
-            shard_size=12,
-        )
-    )  # fmt: skip
+    dataset = ingested_stack(tmp, frames, labelled=48, shard_size=12)
     torch.manual_seed(0)
     save_model(build_model(META), tmp / "pretrained", META)
-    return tmp / "ds", tmp / "pretrained"
+    return dataset, tmp / "pretrained"
 
 
 def args(data: tuple[Path, Path], tmp: Path, **overrides: Any) -> list[str]:

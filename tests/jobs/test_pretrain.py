@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-import scipy.io
 
 from echoseek.cli import main as cli
-from echoseek.jobs import ingest, pretrain
+from echoseek.jobs import pretrain
 from echoseek.models import load_model
+from tests.datasets import ingested_stack, random_stack
 
 pytestmark = pytest.mark.slow
 
@@ -20,17 +20,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("pretrain")
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, (20, 20, 48), dtype=np.uint8)
-    scipy.io.savemat(tmp / "d.mat", {"frames": frames})
-    (tmp / "l.csv").write_text("frame_index,label\n" + "".join(f"{i},{i % 2}\n" for i in range(48)))
-    ingest.run(
-        ingest.Config(
-            input=str(tmp / "d.mat"), labels=str(tmp / "l.csv"), output=str(tmp / "ds"),
-            shard_size=12,
-        )
-    )  # fmt: skip
-    return tmp / "ds"
+    return ingested_stack(tmp, random_stack(20, 20, 48), labelled=48, shard_size=12)
 
 
 def config(dataset: Path, tmp: Path, **overrides: Any) -> list[str]:

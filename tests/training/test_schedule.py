@@ -122,3 +122,12 @@ def test_unwrap_model_strips_nested_wrappers_only() -> None:
 
     has_more = HasModuleAndMore()
     assert unwrap_model(has_more) is has_more
+
+
+def test_worker_threads_share_the_node() -> None:
+    from echoseek.jobs.ray_train import worker_threads
+
+    assert worker_threads(0, node_cpus=16, local_workers=4) == 4
+    assert worker_threads(0, node_cpus=2, local_workers=1) == 2
+    assert worker_threads(0, node_cpus=2, local_workers=4) == 1
+    assert worker_threads(3, node_cpus=2, local_workers=4) == 3  # an explicit value wins
