@@ -37,12 +37,14 @@ from echoseek.jobs.ray_train import (
     ScaleOptions,
     absolute,
     as_user_callback,
+    fit_tracked,
     make_trainer,
     maybe_fail,
     output_lines,
     plain,
     prepare,
     report_epoch,
+    resume_epoch,
     run_tags,
     storage_uri,
 )
@@ -204,11 +206,7 @@ def run(cfg: Config) -> dict[str, Any]:
         callbacks=[as_user_callback(EpochPrinter(cfg.epochs, "val_map"))],
     )
     started = time.perf_counter()
-    try:
-        result = trainer.fit()
-    except Exception:
-        logger.end("FAILED")
-        raise
+    result = fit_tracked(trainer, logger)
     summary = export(cfg, result, logger)
     log_curves(logger)
     logger.end()
@@ -262,7 +260,6 @@ def train_loop(config: dict[str, Any]) -> None:
         amp_dtype,
         embed_batches,
         fastap_step,
-        load_state,
         make_scaler,
         retrieval_metrics,
         train_epoch,
@@ -285,12 +282,7 @@ def train_loop(config: dict[str, Any]) -> None:
     optimizer = torch.optim.AdamW(trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     dtype = amp_dtype(device, cfg.scale.amp)
     scaler = make_scaler(dtype)
-    start_epoch = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = load_state(directory, model=base, optimizer=optimizer, scaler=scaler)
-        start_epoch = int(state["epoch"]) + 1
+    start_epoch = resume_epoch(base, optimizer, scaler)
     store = LabelledImages.from_batches(
         ray.train.get_dataset_shard("labelled").iter_batches(batch_format="numpy")
     )

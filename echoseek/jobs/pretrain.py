@@ -37,12 +37,14 @@ from echoseek.jobs.ray_train import (
     ScaleOptions,
     absolute,
     as_user_callback,
+    fit_tracked,
     make_trainer,
     maybe_fail,
     output_lines,
     plain,
     prepare,
     report_epoch,
+    resume_epoch,
     run_tags,
     storage_uri,
 )
@@ -182,11 +184,7 @@ def run(cfg: Config) -> dict[str, Any]:
         callbacks=[as_user_callback(printer)],
     )
     started = time.perf_counter()
-    try:
-        result = trainer.fit()
-    except Exception:
-        logger.end("FAILED")
-        raise
+    result = fit_tracked(trainer, logger)
     summary = export(cfg, result, logger)
     logger.end()
     return {**summary, "seconds": time.perf_counter() - started, "run_id": run_id}
@@ -203,7 +201,6 @@ def train_loop(config: dict[str, Any]) -> None:
     from echoseek.tracking import RunLogger
     from echoseek.training import (
         amp_dtype,
-        load_state,
         make_scaler,
         param_groups,
         scaled_lr,
@@ -232,12 +229,7 @@ def train_loop(config: dict[str, Any]) -> None:
     optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.optim.momentum)
     dtype = amp_dtype(device, cfg.scale.amp)
     scaler = make_scaler(dtype)
-    start_epoch = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = load_state(directory, model=base, optimizer=optimizer, scaler=scaler)
-        start_epoch = int(state["epoch"]) + 1
+    start_epoch = resume_epoch(base, optimizer, scaler)
     steps_per_epoch = max(1, config["rows"] // world // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     warmup = int(cfg.optim.warmup_epochs * steps_per_epoch)

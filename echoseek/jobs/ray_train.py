@@ -163,6 +163,31 @@ def prepare(model: nn.Module, scale: ScaleOptions, world_size: int) -> nn.Module
     return model
 
 
+def fit_tracked(trainer: Any, logger: Any) -> Any:
+    """``trainer.fit()``; a failed run is marked FAILED in MLflow before the error propagates."""
+    try:
+        return trainer.fit()
+    except Exception:
+        logger.end("FAILED")
+        raise
+
+
+def resume_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None) -> int:
+    """The epoch to start from: 0, or the one after the checkpoint Ray Train restored (on a
+    re-run of the same name or after a worker failure), whose state is loaded into the
+    given components."""
+    import ray.train
+
+    from echoseek.training import load_state
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as directory:
+        state = load_state(directory, model=model, optimizer=optimizer, scaler=scaler)
+    return int(state["epoch"]) + 1
+
+
 def report_epoch(
     metrics: dict[str, Any],
     *,
