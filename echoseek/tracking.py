@@ -162,6 +162,26 @@ class RunLogger:
         """Copy one file into the run's artifacts."""
         self._call(self.client.log_artifact, self.run_id, str(path), artifact_path)
 
+    def log_history_plot(self, metric: str) -> None:
+        """Plot the run's full history of ``metric`` (by step) as ``{metric}_curve.png``."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        points = self._call(self.client.get_metric_history, self.run_id, metric) or []
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.plot([p.step for p in points], [p.value for p in points], marker="o")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(True, alpha=0.3)
+        fig.tight_layout()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{metric}_curve.png"
+            fig.savefig(path, dpi=120)
+            plt.close(fig)
+            self.log_file(path)
+
     def register(self, name: str, artifact_path: str) -> str:
         """Register the model dir logged at ``artifact_path`` as ``name``; return the version."""
         return self._call(register_model_dir, self.run_id, artifact_path, name, self.uri) or ""

@@ -60,6 +60,7 @@ def test_run_round_trip_and_reopen(tmp_path: Path) -> None:
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "model.json").write_text("{}")
     log.log_artifacts(tmp_path / "model", "model")
+    log.log_history_plot("loss")
     log.end()
 
     client = MlflowClient(store)
@@ -72,6 +73,7 @@ def test_run_round_trip_and_reopen(tmp_path: Path) -> None:
     assert "nan" not in run.data.metrics  # non-finite and non-numeric values are skipped
     assert run.data.metrics["val_p_at_10"] == 0.5  # "@" is not allowed in MLflow names
     assert [a.path for a in client.list_artifacts(run_id, "model")] == ["model/model.json"]
+    assert "loss_curve.png" in {a.path for a in client.list_artifacts(run_id)}
     assert (tmp_path / "artifacts").is_dir()  # artifacts beside the local store
 
     again = RunLogger(store, experiment="exp")

@@ -175,7 +175,6 @@ def run(cfg: Config) -> dict[str, Any]:
     """Fine-tune on Ray, export the best model, log the run; returns a summary."""
     from echoseek.data.dataset import read_dataset
     from echoseek.data.views import eval_dataset
-    from echoseek.jobs.pretrain import log_curves
     from echoseek.ray_session import ensure_ray
     from echoseek.tracking import RunLogger
 
@@ -208,7 +207,7 @@ def run(cfg: Config) -> dict[str, Any]:
     started = time.perf_counter()
     result = fit_tracked(trainer, logger)
     summary = export(cfg, result, logger)
-    log_curves(logger)
+    logger.log_history_plot("loss")
     logger.end()
     return {**summary, "seconds": time.perf_counter() - started, "run_id": run_id}
 

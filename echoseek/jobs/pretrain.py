@@ -313,7 +313,7 @@ def export(cfg: Config, result: Any, logger: Any) -> dict[str, Any]:
     save_model(encoder, cfg.output, meta, overwrite=cfg.overwrite)
     history = _history(result)
     logger.log_artifacts(cfg.output, "model")
-    log_curves(logger)
+    logger.log_history_plot("loss")
     version = logger.register(cfg.run.register, "model") if cfg.run.register else ""
     last = history[-1] if history else {}
     return {
@@ -344,29 +344,6 @@ def _history(result: Any) -> list[dict[str, Any]]:
         rows.append(dict(result.metrics))
     by_epoch = {int(r["epoch"]): r for r in rows if "epoch" in r}
     return [by_epoch[e] for e in sorted(by_epoch)]
-
-
-def log_curves(logger: Any) -> None:
-    """The loss curve of the run (from MLflow's full history) as a PNG artifact."""
-    import tempfile
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    points = logger.client.get_metric_history(logger.run_id, "loss") if logger.run_id else []
-    xs, ys = [p.step for p in points], [p.value for p in points]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(xs, ys, marker="o")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    with tempfile.TemporaryDirectory() as tmp:
-        fig.savefig(Path(tmp) / "loss_curve.png", dpi=120)
-        plt.close(fig)
-        logger.log_file(Path(tmp) / "loss_curve.png")
 
 
 def summarize(s: dict[str, Any]) -> str:
