@@ -48,6 +48,8 @@ class AugmentConfig:
     hflip_prob: float = 0.5
     vflip_prob: float = 0.0
     rotation_deg: float = 10.0
+    translate_x: float = 0.0  # max lateral shift, fraction of the width (hand jitter)
+    translate_y: float = 0.0  # max axial shift, fraction of the height
     speckle_prob: float = 0.5
     speckle_sigma: float = 0.2
     gamma_prob: float = 0.3
@@ -66,6 +68,9 @@ class AugmentConfig:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.rotation_deg <= 180:
             raise ConfigError(f"rotation_deg: must be in [0, 180], got {self.rotation_deg}")
+        for name in ("translate_x", "translate_y"):
+            if not 0 <= getattr(self, name) <= 0.5:
+                raise ConfigError(f"{name}: must be in [0, 0.5], got {getattr(self, name)}")
         for name in ("blur_prob", "hflip_prob", "vflip_prob", "speckle_prob", "gamma_prob"):
             _check_probability(name, getattr(self, name))
         self.blur_sigma = _positive_range("blur_sigma", self.blur_sigma)
@@ -171,13 +176,18 @@ class TwoViews(nn.Module):
 def build_transform(cfg: AugmentConfig) -> ImageTransform:
     """The training augmentation: geometry on uint8, then photometric changes in float32.
 
-    Order: rotation (±rotation_deg, black fill, like the background of a sector scan), random
-    resized crop to size x size (scale in [crop_scale_min, 1]), flips, scale to [0, 1],
+    Order: rotation (±rotation_deg) and shift (up to ±translate_x of the width, ±translate_y
+    of the height), black fill like the background of a sector scan; random resized crop to
+    size x size (scale in [crop_scale_min, 1]; 1 keeps the whole square frame, so the axial
+    position of the anatomy survives, which respiratory-phase retrieval needs), flips,
+    scale to [0, 1],
     brightness/contrast jitter, gamma, speckle, Gaussian blur (kernel ≈ size/10, odd, σ in
     blur_sigma), normalisation. Steps whose strength or probability is 0 are left out.
     """
     steps: list[nn.Module] = []
-    if cfg.rotation_deg > 0:
+    if cfg.translate_x > 0 or cfg.translate_y > 0:
+        steps.append(v2.RandomAffine(cfg.rotation_deg, translate=(cfg.translate_x, cfg.translate_y)))
+    elif cfg.rotation_deg > 0:
         steps.append(v2.RandomRotation(cfg.rotation_deg))
     steps.append(v2.RandomResizedCrop(cfg.size, scale=(cfg.crop_scale_min, 1.0), antialias=True))
     if cfg.hflip_prob > 0:

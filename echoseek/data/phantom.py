@@ -21,7 +21,11 @@ with one or more breath holds, and labels every frame against the breath-hold re
   reverberation, and speckle that decorrelates quickly (out-of-plane motion);
 * the **query** is the reference frame (the breath-hold frame nearest the reference depth,
   without an artefact) rendered again with an independent scatterer field: same anatomy, view,
-  hand jitter and scanner settings, fresh speckle, so it equals no frame of the cine.
+  hand jitter and scanner settings, fresh speckle, so it equals no frame of the cine;
+* **phase classes** for training (``phase_labels``, :mod:`phantom_phase`): respiratory
+  displacement in bins of ``phase_bin`` tolerances, one class per hard-negative episode. The
+  breath-hold labels are relative to this cine's reference and do not transfer to another
+  subject; "same displacement, same view" does (see BENCHMARKS.md, training quality).
 
 At the defaults the raw-pixel baseline (:mod:`echoseek.baseline`) reaches a leave-one-out mAP
 of about 0.5-0.7 (random: 0.2), the phase oracle 1.0. Generation streams frame by frame
@@ -45,6 +49,7 @@ from echoseek.data.phantom_fan import make_fan
 from echoseek.data.phantom_io import write_phantom
 from echoseek.data.phantom_motion import BreathingTrace, breathing_trace
 from echoseek.data.phantom_nuisance import Nuisance, make_nuisance
+from echoseek.data.phantom_phase import phase_classes
 from echoseek.data.phantom_render import make_renderer
 from echoseek.data.phantom_speckle import filtered_speckle, gaussian_transfer, speckle_fields
 from echoseek.data.phantom_views import (
@@ -104,6 +109,7 @@ class PhantomParams:
     jitter_shift: float = 0.008  # std of the hand's lateral jitter, fraction of the width
     jitter_rotation_deg: float = 0.5  # std of the hand's rotation jitter
     artifact_rate: float = 0.08  # share of frames with lost contact or reverberation
+    phase_bin: float = 4.0  # width of a training phase class, in tolerances (phantom_phase)
 
     def __post_init__(self) -> None:
         for message in _problems(self):
@@ -158,6 +164,7 @@ def _problems(p: PhantomParams) -> list[str]:
          p.hard_negative_rate),
         (p.hard_negative_frames >= 1, "hard_negative_frames", "must be at least 1",
          p.hard_negative_frames),
+        (p.phase_bin > 0, "phase_bin", "must be > 0", p.phase_bin),
         (0 <= p.probe_shift <= 0.3, "probe_shift", "must be in [0, 0.3]", p.probe_shift),
         (0 <= p.probe_rotation_deg <= 30, "probe_rotation_deg", "must be in [0, 30]",
          p.probe_rotation_deg),
@@ -200,6 +207,7 @@ class Phantom:
     params: PhantomParams
     frames: np.ndarray  # NxHxW uint8
     labels: np.ndarray  # (N,) int64, 1 = same respiratory state and view as the reference
+    phase_labels: np.ndarray  # (N,) int64 respiratory-phase class (phantom_phase), for training
     phase: np.ndarray  # (N,) float64 respiratory displacement, px
     query: np.ndarray  # HxW uint8, the reference frame with fresh speckle
     reference_phase: float  # breath-hold reference depth, px
@@ -302,6 +310,9 @@ def generate_phantom(params: PhantomParams) -> Phantom:
         params=params,
         frames=frames,
         labels=labels,
+        phase_labels=phase_classes(
+            trace.phase, float(trace.reference), float(tolerance), episodes, params.phase_bin
+        ),
         phase=trace.phase,
         query=query,
         reference_phase=float(trace.reference),

@@ -11,6 +11,8 @@
   ``MATLAB_class="uint8"``, gzip-compressed in chunks of ``CHUNK_FRAMES`` frames so readers can
   stream it;
 * ``dataset_labels.csv``: ``frame_index,label`` rows, 0-based frame index, label 0/1;
+* ``dataset_phase_labels.csv``: the same rows with the respiratory-phase class of each frame
+  (:mod:`echoseek.data.phantom_phase`), the labels to train a retrieval model on;
 * ``invivo.png``: the query, 8-bit grayscale;
 * ``phantom.json``: parameters, reference, tolerance, counts, hard negatives, breath holds,
   frames with a transient artefact, file checksums.
@@ -43,9 +45,10 @@ FORMAT_VERSION = 1
 MAT_FORMATS = ("v5", "v7.3")
 CHUNK_FRAMES = 16
 USER_BLOCK = 512
-MAT_FILE, LABELS_FILE, QUERY_FILE, META_FILE = (
+MAT_FILE, LABELS_FILE, PHASE_LABELS_FILE, QUERY_FILE, META_FILE = (
     "dataset.mat",
     "dataset_labels.csv",
+    "dataset_phase_labels.csv",
     "invivo.png",
     "phantom.json",
 )
@@ -64,6 +67,7 @@ def write_phantom(
     try:
         write_mat(staging / MAT_FILE, phantom.frames, mat_format)
         write_labels_csv(staging / LABELS_FILE, phantom.labels)
+        write_labels_csv(staging / PHASE_LABELS_FILE, phantom.phase_labels)
         write_png(staging / QUERY_FILE, phantom.query)
         meta = provenance(phantom, mat_format, staging)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -138,7 +142,7 @@ def write_mat73(path: Path, frames: np.ndarray) -> None:
 
 
 def write_labels_csv(path: Path, labels: np.ndarray) -> None:
-    """``frame_index,label`` header, then one 0-based row per frame."""
+    """``frame_index,label`` header, then one 0-based row per frame (any integer label)."""
     rows = "".join(f"{i},{int(label)}\n" for i, label in enumerate(labels))
     path.write_text("frame_index,label\n" + rows)
 
@@ -152,7 +156,8 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
 def provenance(phantom: Phantom, mat_format: str, folder: Path) -> dict[str, Any]:
     """The ``phantom.json`` content; checksums of the files already in ``folder``."""
-    files = {name: sha256_file(folder / name) for name in (MAT_FILE, LABELS_FILE, QUERY_FILE)}
+    names = (MAT_FILE, LABELS_FILE, PHASE_LABELS_FILE, QUERY_FILE)
+    files = {name: sha256_file(folder / name) for name in names}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -172,6 +177,9 @@ def provenance(phantom: Phantom, mat_format: str, folder: Path) -> dict[str, Any
         "tolerance_px": phantom.tolerance,
         "tolerance_calibrated": phantom.tolerance_calibrated,
         "label_rule": "positive iff |phase - reference| <= tolerance and no view change",
+        "phase_label_rule": "round((phase - reference) / (phase_bin * tolerance)) - min; "
+        "one class per hard-negative episode after those",
+        "phase_classes": int(phantom.phase_labels.max()) + 1,
         "hard_negative_indices": np.flatnonzero(phantom.hard_negative).tolist(),
         "episodes": [dataclasses.asdict(e) for e in phantom.episodes],
         "breath_hold_indices": np.flatnonzero(phantom.breath_hold).tolist(),

@@ -7,7 +7,9 @@
 
 The pretrained encoder (a model dir or an MLflow model URI, e.g. ``echoseek pretrain``'s
 output) gets a new embedding head (MLP → L2-normalised ``head.dim``). The backbone is frozen
-(its BatchNorm statistics too); ``head.train_last_stage`` also trains the last ResNet stage.
+(its BatchNorm statistics too); ``head.trainable=last_stage`` also trains the last ResNet
+stage, ``head.trainable=all`` the whole backbone (what a small-data domain shift such as the
+phantom's needs, see BENCHMARKS.md).
 AdamW on the trainable parameters, linear warmup then cosine decay. Batches hold ``loss.m``
 images per class (:class:`~echoseek.data.samplers.MPerClassBatchSampler`, sharded across
 workers) so FastAP always has positives; under DDP every worker ranks against the global batch
@@ -58,17 +60,22 @@ def _light_augment() -> AugmentConfig:
     )
 
 
+TRAINABLE = ("head", "last_stage", "all")
+
+
 @dataclass
 class HeadOptions:
     """The new embedding head and what else trains."""
 
     dim: int = 128
     hidden: int | None = 512
-    train_last_stage: bool = False  # also train the backbone's last ResNet stage (layer4)
+    trainable: str = "head"  # head | last_stage (+ layer4) | all (+ the whole backbone)
 
     def __post_init__(self) -> None:
         if self.dim < 2 or (self.hidden is not None and self.hidden < 2):
             raise ConfigError("head.dim and head.hidden must be >= 2")
+        if self.trainable not in TRAINABLE:
+            raise ConfigError(f"head.trainable: must be one of {list(TRAINABLE)}")
 
 
 @dataclass
@@ -215,24 +222,26 @@ def run(cfg: Config) -> dict[str, Any]:
 class FineTuneModel(EmbeddingModel):
     """An :class:`EmbeddingModel` whose frozen backbone part stays in eval mode.
 
-    ``train()`` puts the head (and the last stage when it trains) in training mode but keeps
-    the frozen layers in eval mode, so their BatchNorm uses, and keeps, the pretrained
-    statistics. The state dict is exactly the EmbeddingModel's.
+    ``trainable``: ``head`` (backbone frozen), ``last_stage`` (layer4 trains too) or ``all``.
+    ``train()`` puts the trained parts in training mode but keeps the frozen layers in eval
+    mode, so their BatchNorm uses, and keeps, the pretrained statistics. The state dict is
+    exactly the EmbeddingModel's.
     """
 
-    def __init__(self, base: EmbeddingModel, head: EmbeddingHead, train_last_stage: bool) -> None:
+    def __init__(self, base: EmbeddingModel, head: EmbeddingHead, trainable: str) -> None:
         super().__init__(base.backbone, head)
-        self.train_last_stage = train_last_stage
+        self.trainable = trainable
         for p in self.backbone.parameters():
-            p.requires_grad = False
-        if train_last_stage:
+            p.requires_grad = trainable == "all"
+        if trainable == "last_stage":
             for p in self.backbone.layer4.parameters():
                 p.requires_grad = True
 
     def train(self, mode: bool = True) -> FineTuneModel:
         super().train(mode)
-        self.backbone.eval()
-        if mode and self.train_last_stage:
+        if self.trainable != "all":
+            self.backbone.eval()
+        if mode and self.trainable == "last_stage":
             self.backbone.layer4.train()
         return self
 
@@ -240,7 +249,7 @@ class FineTuneModel(EmbeddingModel):
 def build_finetune_model(pretrained: EmbeddingModel, head: HeadOptions) -> FineTuneModel:
     """The pretrained backbone with a fresh head, frozen as ``head`` says."""
     new_head = EmbeddingHead(pretrained.backbone.feature_dim, head.dim, head.hidden)
-    return FineTuneModel(pretrained, new_head, head.train_last_stage)
+    return FineTuneModel(pretrained, new_head, head.trainable)
 
 
 def train_loop(config: dict[str, Any]) -> None:

@@ -147,6 +147,26 @@ def test_wrong_channels_and_shapes_raise_input_errors() -> None:
         transform(torch.zeros(1, 16, 16, dtype=torch.int32))
 
 
+def test_lateral_shift_moves_columns_and_keeps_rows() -> None:
+    """translate_x with no crop: the axial position (rows) of the anatomy survives."""
+    image = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    image[:, 20:24, :] = 200  # a horizontal band, like the diaphragm
+    image[:, 36:, 30:34] = 100  # a vertical band below it, to see the shift
+    cfg = AugmentConfig(
+        size=64, crop_scale_min=1.0, rotation_deg=0.0, translate_x=0.1, hflip_prob=0.0,
+        brightness=0.0, contrast=0.0, blur_prob=0.0, speckle_prob=0.0, gamma_prob=0.0,
+        mean=[0.0], std=[1.0],
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transform = build_transform(cfg)
+    columns = set()
+    for _ in range(10):
+        out = transform(image)[0]
+        assert out[21, 10:54].min() > 0.7 and out[10].max() < 0.5  # band rows unchanged
+        columns.add(int(out[50].argmax()))
+    assert len(columns) > 3 and max(columns) - min(columns) <= 2 * 7 + 4  # shifted <= 10 %
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -165,6 +185,8 @@ def test_wrong_channels_and_shapes_raise_input_errors() -> None:
         ("blur_sigma", (0.1, 0.2, 0.3)),
         ("gamma_range", (1.5, 0.7)),
         ("rotation_deg", 181.0),
+        ("translate_x", -0.1),
+        ("translate_y", 0.6),
         ("speckle_sigma", -0.2),
         ("in_channels", 0),
         ("mean", [0.5, 0.5]),

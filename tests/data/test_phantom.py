@@ -276,8 +276,8 @@ def test_write_v5_reads_back(small: Phantom, tmp_path) -> None:
     from PIL import Image
 
     out = write_phantom(small, tmp_path / "p", mat_format="v5")
-    names = {"dataset.mat", "dataset_labels.csv", "invivo.png", "phantom.json"}
-    assert {p.name for p in out.iterdir()} == names
+    names = {"dataset.mat", "dataset_labels.csv", "dataset_phase_labels.csv", "invivo.png"}
+    assert {p.name for p in out.iterdir()} == {*names, "phantom.json"}
     frames = scipy.io.loadmat(out / "dataset.mat")["frames"]
     assert frames.shape == (64, 64, 40) and frames.dtype == np.uint8
     assert np.array_equal(frames, np.transpose(small.frames, (1, 2, 0)))
@@ -285,6 +285,8 @@ def test_write_v5_reads_back(small: Phantom, tmp_path) -> None:
     assert lines[0] == "frame_index,label" and len(lines) == 41
     assert [int(line.split(",")[1]) for line in lines[1:]] == small.labels.tolist()
     assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(40))
+    phase_lines = (out / "dataset_phase_labels.csv").read_text().splitlines()
+    assert [int(line.split(",")[1]) for line in phase_lines[1:]] == small.phase_labels.tolist()
     with Image.open(out / "invivo.png") as img:
         assert img.mode == "L"
         assert np.array_equal(np.asarray(img), small.query)

@@ -58,7 +58,7 @@ def test_two_workers_rank_the_global_batch_and_export_the_best(
     from mlflow.tracking import MlflowClient
 
     cfg = load_config(
-        finetune.Config, None, args(data, tmp_path, **{"head.train_last_stage": "true"})
+        finetune.Config, None, args(data, tmp_path, **{"head.trainable": "last_stage"})
     )
     out = finetune.run(cfg)
     model, meta = load_model(tmp_path / "model")
@@ -86,6 +86,7 @@ def test_two_workers_rank_the_global_batch_and_export_the_best(
         ({"optim.lr": -1}, "optim.lr: must be > 0"),
         ({"batch_size": 6}, "batch_size: must be a multiple of loss.m"),
         ({"loss.distance": "nope"}, "loss.distance: unknown 'nope'"),
+        ({"head.trainable": "layer2"}, "head.trainable: must be one of"),
         ({"pretrained": "/nowhere"}, "model directory not found"),
     ],
 )
@@ -99,3 +100,23 @@ def test_bad_configs_fail_before_any_worker(
     assert cli(["finetune", *args(data, tmp_path, **override)]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "ray").exists()
+
+
+@pytest.mark.parametrize(
+    ("trainable", "frozen_bn_training", "trained_prefixes"),
+    [("head", False, ()), ("last_stage", False, ("layer4",)), ("all", True, ("",))],
+)
+def test_trainable_parts_and_batchnorm_modes(
+    trainable: str, frozen_bn_training: bool, trained_prefixes: tuple[str, ...]
+) -> None:
+    from echoseek.models.backbones import build_backbone
+    from echoseek.models.head import EmbeddingModel
+
+    base = EmbeddingModel(build_backbone("resnet18", 1, True, "avg"))
+    model = finetune.build_finetune_model(base, finetune.HeadOptions(dim=8, trainable=trainable))
+    model.train()
+    for name, p in model.backbone.named_parameters():
+        assert p.requires_grad == any(name.startswith(t) for t in trained_prefixes), name
+    assert all(p.requires_grad for p in model.head.parameters())
+    assert model.backbone.bn1.training == frozen_bn_training  # the stem's BatchNorm
+    assert model.backbone.layer4.training == (trainable != "head")

@@ -26,7 +26,8 @@ def test_cli_writes_the_phantom_files(tmp_path: Path, capsys: pytest.CaptureFixt
     out = tmp_path / "phantom"
     assert cli.main(["phantom", f"output={out}", *SMALL]) == 0
     files = {p.name for p in out.iterdir()}
-    assert {"dataset.mat", "dataset_labels.csv", "invivo.png", "phantom.json"} == files
+    names = {"dataset.mat", "dataset_labels.csv", "dataset_phase_labels.csv", "invivo.png"}
+    assert {*names, "phantom.json"} == files
     printed = capsys.readouterr().out
     assert "40 frames 64x64" in printed and str(out) in printed
     labels = (out / "dataset_labels.csv").read_text().splitlines()
