@@ -186,7 +186,8 @@ def build_transform(cfg: AugmentConfig) -> ImageTransform:
     """
     steps: list[nn.Module] = []
     if cfg.translate_x > 0 or cfg.translate_y > 0:
-        steps.append(v2.RandomAffine(cfg.rotation_deg, translate=(cfg.translate_x, cfg.translate_y)))
+        shift = (cfg.translate_x, cfg.translate_y)
+        steps.append(v2.RandomAffine(cfg.rotation_deg, translate=shift))
     elif cfg.rotation_deg > 0:
         steps.append(v2.RandomRotation(cfg.rotation_deg))
     steps.append(v2.RandomResizedCrop(cfg.size, scale=(cfg.crop_scale_min, 1.0), antialias=True))

@@ -1,32 +1,41 @@
 """Training inputs on Ray Data: decoded, augmented two-view batches built outside the step.
 
-``read_dataset(path)`` streams the dataset's Parquet rows; :func:`two_view_dataset` adds a
-``map_batches`` stage (CPU tasks) that decodes each PNG once and draws two independent
-augmentations of it (:func:`echoseek.data.augment.build_transform`), so a Ray Train worker's
-``get_dataset_shard("train").iter_torch_batches(...)`` yields ready tensors:
+:func:`two_view_dataset` is one continuous stream over all training epochs: a work list of
+(epoch, shard) pairs, ``ray.data.range(epochs x shards)``, mapped by CPU tasks that read the
+shard's Parquet rows, decode each PNG once and draw two independent augmentations of it
+(:func:`echoseek.data.augment.build_transform`). A Ray Train worker iterates
+``get_dataset_shard("train").iter_torch_batches(...)`` once and counts epochs in steps, so
+no pipeline restarts between epochs (a restart cost ~3 s of idle step per epoch on a laptop,
+see BENCHMARKS.md) and the next epoch's batches are prepared while rank 0 validates. Batches
+hold ready tensors:
 
     view1, view2   float32 NxCxSxS   two augmented views of the same images
     index          int64   N         dense row number (0..count-1) for memory-bank methods
     label          int64   N         label, -1 where unlabelled
 
-Ray Data re-runs the stage every epoch, so every epoch sees fresh augmentations. Randomness
-comes from each task's torch generator (not seeded: Ray schedules tasks in any order).
+Order: each epoch visits the shards in its own permutation and each shard's rows in their own
+permutation, both seeded by ``(seed, epoch, ...)``; the passes meet at a step boundary, not a
+block boundary, so a batch may straddle two passes. Augmentations are fresh every pass and
+come from each task's torch generator (not seeded: Ray schedules tasks in any order).
 :func:`eval_dataset` is the deterministic counterpart (``image``, ``label``) for validation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 
 from echoseek.data.augment import AugmentConfig, build_transform, eval_transform
-from echoseek.data.dataset import decode_png, iter_batches, read_dataset
+from echoseek.data.dataset import decode_png, iter_batches, read_dataset, shard_paths
 from echoseek.embedding import to_chw
 
 UNLABELLED = -1
+MAX_WORK_BLOCKS = 4096  # blocks of the (epoch, shard) work list; more items share a block
 
 
 def row_numbers(path: str) -> dict[str, int]:
@@ -62,13 +71,62 @@ def eval_batch(batch: dict[str, np.ndarray], *, augment: AugmentConfig) -> dict[
     return {"image": torch.stack(images).numpy(), "label": _labels(batch["label"])}
 
 
+def pass_order(shards: int, epoch: int, seed: int) -> np.ndarray:
+    """The shard order of pass ``epoch``: a permutation seeded by ``(seed, epoch)``."""
+    return np.random.default_rng([seed, epoch]).permutation(shards)
+
+
+def two_view_shards(
+    work: dict[str, np.ndarray],
+    *,
+    files: list[str],
+    seed: int,
+    augment: AugmentConfig,
+    rows: dict[str, int],
+    batch_size: int,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Work items (``id`` = epoch x shards + slot) → two-view batches of ``batch_size`` rows.
+
+    Reads the shard at ``slot`` of the epoch's :func:`pass_order`, shuffles its rows with a
+    generator seeded by ``(seed, epoch, shard)`` and yields them augmented, batch by batch
+    (a shard may hold far more rows than one output block should).
+    """
+    for item in work["id"]:
+        epoch, slot = divmod(int(item), len(files))
+        shard = int(pass_order(len(files), epoch, seed)[slot])
+        table = pq.read_table(files[shard], columns=["id", "image", "label"])
+        order = np.random.default_rng([seed, epoch, shard]).permutation(table.num_rows)
+        for start in range(0, table.num_rows, batch_size):
+            part = table.take(order[start : start + batch_size])
+            cols = {name: np.array(part.column(name).to_pylist(), dtype=object)
+                    for name in ("id", "image", "label")}  # fmt: skip
+            yield two_view_batch(cols, augment=augment, rows=rows)
+
+
 def two_view_dataset(
-    path: str, augment: AugmentConfig, batch_size: int = 64, num_cpus: float = 1.0
+    path: str,
+    augment: AugmentConfig,
+    batch_size: int = 64,
+    num_cpus: float = 1.0,
+    epochs: int = 1,
+    seed: int = 0,
 ) -> Any:
-    """The lazy ``ray.data.Dataset`` of two-view training batches of the dataset at ``path``."""
-    return read_dataset(path).map_batches(
-        partial(two_view_batch, augment=augment, rows=row_numbers(path)),
+    """The lazy ``ray.data.Dataset`` of ``epochs`` passes of two-view training batches."""
+    import ray.data
+
+    files = [str(f) for f in shard_paths(path)]
+    work = len(files) * epochs
+    read = partial(
+        two_view_shards,
+        files=files,
+        seed=seed,
+        augment=augment,
+        rows=row_numbers(path),
         batch_size=batch_size,
+    )
+    return ray.data.range(work, override_num_blocks=min(work, MAX_WORK_BLOCKS)).map_batches(
+        read,
+        batch_size=1,
         batch_format="numpy",
         num_cpus=num_cpus,
     )

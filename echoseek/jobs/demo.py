@@ -160,9 +160,7 @@ def _training_stages(
     train_raw, train_data = work / "train_phantom", work / "train_dataset"
     _stage(
         "training cine",
-        lambda: _cine(
-            train_raw, train_data, cfg.frames, cfg.seed + 1, "dataset_phase_labels.csv"
-        ),
+        lambda: _cine(train_raw, train_data, cfg.frames, cfg.seed + 1, "dataset_phase_labels.csv"),
         timings,
     )
     ssl, model, runs = work / "model_ssl", work / "model", work / "ray_results"

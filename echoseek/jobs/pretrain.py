@@ -158,7 +158,14 @@ def run(cfg: Config) -> dict[str, Any]:
     ensure_ray()
     run_id = logger.start(cfg.run.name, plain(cfg), run_tags("pretrain", desc))
     datasets = {
-        "train": two_view_dataset(cfg.input, cfg.augment, num_cpus=cfg.scale.data_cpus),
+        "train": two_view_dataset(
+            cfg.input,
+            cfg.augment,
+            batch_size=cfg.batch_size,
+            num_cpus=cfg.scale.data_cpus,
+            epochs=cfg.epochs,
+            seed=cfg.seed,
+        ),
         "probe": eval_dataset(
             cfg.val or cfg.input, cfg.augment, num_cpus=cfg.scale.data_cpus
         ).limit(cfg.probe_size),
@@ -234,13 +241,19 @@ def train_loop(config: dict[str, Any]) -> None:
     total = steps_per_epoch * cfg.epochs
     warmup = int(cfg.optim.warmup_epochs * steps_per_epoch)
     logger = RunLogger(config["tracking"]).attach(config["run_id"]) if rank == 0 else None
-    shard = ray.train.get_dataset_shard("train")
+    # One stream over every epoch (echoseek.data.views): epochs are counted in steps, so the
+    # pipeline never restarts and prepares the next epoch while rank 0 validates.
+    stream = iter(
+        ray.train.get_dataset_shard("train").iter_torch_batches(
+            batch_size=cfg.batch_size, drop_last=True, prefetch_batches=2
+        )
+    )
     for epoch in range(start_epoch, cfg.epochs):
         maybe_fail(cfg.run.fail_at_epoch, epoch, rank, cfg.run.storage_path, cfg.run.name)
-        batches = shard.iter_torch_batches(batch_size=cfg.batch_size, drop_last=True)
         stats = train_epoch(
             model=model,
-            batches=batches,
+            batches=stream,
+            max_steps=steps_per_epoch,
             optimizer=optimizer,
             step_fn=ssl_step,
             lr_at=lambda step: lr * warmup_cosine(step, total, warmup),

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from echoseek.data.augment import AugmentConfig
-from echoseek.data.dataset import iter_batches
+from echoseek.data.dataset import iter_batches, shard_paths
 from echoseek.data.views import (
     UNLABELLED,
     eval_batch,
@@ -17,6 +17,7 @@ from echoseek.data.views import (
     row_numbers,
     two_view_batch,
     two_view_dataset,
+    two_view_shards,
 )
 from tests.datasets import ingested_stack, random_stack
 
@@ -57,6 +58,32 @@ def test_eval_batch_is_deterministic(dataset: Path) -> None:
     a, b = eval_batch(batch, augment=AUG), eval_batch(batch, augment=AUG)
     np.testing.assert_array_equal(a["image"], b["image"])
     assert a["image"].shape == (10, 1, 16, 16)
+
+
+def pass_indices(dataset: Path, epochs: int, seed: int) -> list[list[int]]:
+    """Row indices of each pass of :func:`two_view_shards` over the work list, in order."""
+    files = [str(f) for f in shard_paths(dataset)]
+    work = {"id": np.arange(epochs * len(files))}
+    batches = two_view_shards(
+        work, files=files, seed=seed, augment=AUG, rows=row_numbers(str(dataset)), batch_size=3
+    )
+    flat = [int(i) for b in batches for i in b["index"]]
+    return [flat[e * 10 : (e + 1) * 10] for e in range(epochs)]
+
+
+def test_every_pass_visits_each_row_once_in_its_own_seeded_order(dataset: Path) -> None:
+    passes = pass_indices(dataset, epochs=3, seed=0)
+    assert all(sorted(p) == list(range(10)) for p in passes)
+    assert len({tuple(p) for p in passes}) == 3  # each pass shuffled differently
+    assert pass_indices(dataset, epochs=3, seed=0) == passes  # seeded
+    assert pass_indices(dataset, epochs=3, seed=1) != passes
+
+
+@pytest.mark.slow
+def test_ray_data_stream_covers_every_epoch(dataset: Path, ray_session: object) -> None:
+    stream = two_view_dataset(str(dataset), AUG, batch_size=3, epochs=4, seed=5)
+    seen = [int(i) for b in stream.iter_batches(batch_size=7) for i in b["index"]]
+    assert sorted(seen) == sorted(list(range(10)) * 4)
 
 
 @pytest.mark.slow
