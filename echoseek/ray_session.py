@@ -2,8 +2,9 @@
 
 A job joins an initialised Ray as is, a cluster when ``RAY_ADDRESS`` names one (``ray job
 submit`` sets it), and otherwise starts a local instance on this machine: no dashboard, no
-usage stats, driver logging at WARNING so job output stays readable. Token authentication
-stays as Ray configures it (on by default for local clusters).
+usage stats, driver logging at WARNING so job output stays readable, and every worker process
+runs :func:`quiet_worker` at start. Token authentication stays as Ray configures it (on by
+default for local clusters).
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ def ensure_ray(num_cpus: int | None = None) -> Any:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            runtime_env={"worker_process_setup_hook": "echoseek.ray_session.quiet_worker"},
+        )
     quiet_ray_data()
     return ray
 
@@ -35,3 +41,13 @@ def quiet_ray_data() -> None:
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     DataContext.get_current().enable_progress_bars = False
+
+
+def quiet_worker() -> None:
+    """Worker-process setup of a local instance: Ray Data at WARNING, and no warning every
+    second from Ray Train's placement-group cleaner, whose liveness probe uses the state API
+    that a local instance without a dashboard does not serve. The cleaner only matters when
+    the Train controller dies while the driver lives on; a local instance ends with it."""
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    cleaner = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+    logging.getLogger(cleaner).setLevel(logging.ERROR)

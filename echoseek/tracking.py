@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,7 +23,9 @@ T = TypeVar("T")
 
 LOCAL_STORE_DIR = "mlflow"
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+MAX_BATCH_METRICS = 1000  # MLflow's limit on metrics in one log_batch call
 RUN_NAME_TAG = "echoseek.run_name"
+CONFIG_ARTIFACT = "config.json"  # the job's whole config, as it ran
 MLFLOW_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:")
 
 
@@ -116,7 +118,8 @@ class RunLogger:
         self.run_id = ""
 
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
-        """Open (or reopen) the run ``run_name``; log ``params`` and ``tags``; return its id."""
+        """Open (or reopen) the run ``run_name``; log ``params`` (flattened, and whole as the
+        ``config.json`` artifact) and ``tags``; return its id."""
         check_reachable(self.uri)
         exp = self.client.get_experiment_by_name(self.experiment)
         exp_id = (
@@ -136,6 +139,7 @@ class RunLogger:
             )
             self.run_id = run.info.run_id
             self._call(self.client.log_batch, self.run_id, params=_params(flat_params(params)))
+        self._call(self.client.log_dict, self.run_id, dict(params), CONFIG_ARTIFACT)
         return self.run_id
 
     def attach(self, run_id: str) -> RunLogger:
@@ -153,6 +157,21 @@ class RunLogger:
         ]
         if batch:
             self._call(self.client.log_batch, self.run_id, metrics=batch)
+
+    def log_series(self, key: str, first_step: int, values: Sequence[float]) -> None:
+        """Log ``values`` of metric ``key`` at steps ``first_step, first_step + 1, ...``
+        (per-step metrics, sent in batches of MLflow's 1000-metric limit)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        name = metric_name(key)
+        batch = [
+            Metric(name, float(v), now, first_step + i) for i, v in enumerate(values) if _finite(v)
+        ]
+        for start in range(0, len(batch), MAX_BATCH_METRICS):
+            self._call(
+                self.client.log_batch, self.run_id, metrics=batch[start : start + MAX_BATCH_METRICS]
+            )
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
         """Copy a directory's files into the run's artifacts."""

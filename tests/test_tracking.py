@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -73,7 +74,9 @@ def test_run_round_trip_and_reopen(tmp_path: Path) -> None:
     assert "nan" not in run.data.metrics  # non-finite and non-numeric values are skipped
     assert run.data.metrics["val_p_at_10"] == 0.5  # "@" is not allowed in MLflow names
     assert [a.path for a in client.list_artifacts(run_id, "model")] == ["model/model.json"]
-    assert "loss_curve.png" in {a.path for a in client.list_artifacts(run_id)}
+    assert {"loss_curve.png", "config.json"} <= {a.path for a in client.list_artifacts(run_id)}
+    config = client.download_artifacts(run_id, "config.json", str(tmp_path))
+    assert json.loads(Path(config).read_text()) == {"train": {"lr": 0.1}}
     assert (tmp_path / "artifacts").is_dir()  # artifacts beside the local store
 
     again = RunLogger(store, experiment="exp")
@@ -100,3 +103,19 @@ def test_failures_mid_run_warn_and_never_raise(tmp_path: Path) -> None:
         log.log_metrics({"loss": 1.0}, step=0)
     with pytest.warns(RuntimeWarning, match="failed 2 times"):
         log.end()
+
+
+def test_log_series_logs_each_step_in_batches(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log = RunLogger(store, experiment="exp")
+    run_id = log.start("steps", {}, {})
+    values = [float(i) / 10 for i in range(1203)]  # more than one 1000-metric batch
+    values[5] = float("nan")
+    log.log_series("step_loss", 40, values)
+    log.end()
+    history = MlflowClient(store).get_metric_history(run_id, "step_loss")
+    got = sorted((m.step, m.value) for m in history)
+    assert len(got) == 1202 and (45, values[5]) not in got  # the NaN step is skipped
+    assert got[0] == (40, 0.0) and got[-1] == (40 + 1202, 120.2)

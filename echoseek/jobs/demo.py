@@ -39,6 +39,8 @@ from echoseek.jobs import (
 )
 from echoseek.jobs.runner import run_job
 
+TRAIN_LABELS = {"phase": "dataset_phase_labels.csv", "breath_hold": "dataset_labels.csv"}
+
 
 @dataclass
 class Config:
@@ -53,12 +55,15 @@ class Config:
     size: int = 32  # model input size for the demo's training (pixels)
     pretrain_epochs: int = 1  # the fine-tune trains the whole backbone: see BENCHMARKS.md
     finetune_epochs: int = 3
+    train_labels: str = "phase"  # phase: respiratory-phase classes; breath_hold: 0/1 labels
 
     def __post_init__(self) -> None:
         if self.frames < 20:
             raise ConfigError(
                 f"frames must be at least 20 for a meaningful demo, got {self.frames}"
             )
+        if self.train_labels not in TRAIN_LABELS:
+            raise ConfigError(f"train_labels: must be one of {list(TRAIN_LABELS)}")
 
 
 def _stage(
@@ -160,7 +165,9 @@ def _training_stages(
     train_raw, train_data = work / "train_phantom", work / "train_dataset"
     _stage(
         "training cine",
-        lambda: _cine(train_raw, train_data, cfg.frames, cfg.seed + 1, "dataset_phase_labels.csv"),
+        lambda: _cine(
+            train_raw, train_data, cfg.frames, cfg.seed + 1, TRAIN_LABELS[cfg.train_labels]
+        ),
         timings,
     )
     ssl, model, runs = work / "model_ssl", work / "model", work / "ray_results"
@@ -199,7 +206,7 @@ def _training_stages(
             f"output={model}",
             f"epochs={cfg.finetune_epochs}",
             "batch_size=32",
-            "loss.m=8",
+            f"loss.m={8 if cfg.train_labels == 'phase' else 16}",  # 2 classes: 16 + 16
             "head.trainable=all",
             f"run.name=demo-finetune-{stamp}",
         ],

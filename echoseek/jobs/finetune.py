@@ -40,6 +40,7 @@ from echoseek.jobs.ray_train import (
     absolute,
     as_user_callback,
     fit_tracked,
+    log_epoch,
     make_trainer,
     maybe_fail,
     output_lines,
@@ -301,6 +302,10 @@ def train_loop(config: dict[str, Any]) -> None:
     steps_per_epoch = max(1, len(sampler))
     total, warmup = steps_per_epoch * cfg.epochs, int(cfg.optim.warmup_epochs * steps_per_epoch)
     logger = RunLogger(config["tracking"]).attach(config["run_id"]) if rank == 0 else None
+
+    def lr_at(step: int) -> float:
+        return float(cfg.optim.lr * warmup_cosine(step, total, warmup))
+
     for epoch in range(start_epoch, cfg.epochs):
         maybe_fail(cfg.run.fail_at_epoch, epoch, rank, cfg.run.storage_path, cfg.run.name)
         sampler.set_epoch(epoch)
@@ -309,7 +314,7 @@ def train_loop(config: dict[str, Any]) -> None:
             batches=decoded_batches(store, sampler, transform, cfg.augment.in_channels),
             optimizer=optimizer,
             step_fn=fastap_step(loss_fn),
-            lr_at=lambda step: cfg.optim.lr * warmup_cosine(step, total, warmup),
+            lr_at=lr_at,
             start_step=epoch * steps_per_epoch,
             device=device,
             amp_dtype=dtype,
@@ -331,8 +336,14 @@ def train_loop(config: dict[str, Any]) -> None:
         report_epoch(
             metrics, rank=rank, model=model, optimizer=optimizer, epoch=epoch, scaler=scaler
         )
-        if logger is not None:
-            logger.log_metrics(metrics, step=epoch)
+        log_epoch(
+            logger,
+            metrics,
+            epoch=epoch,
+            first_step=epoch * steps_per_epoch,
+            step_losses=stats.step_losses,
+            lr_at=lr_at,
+        )
 
 
 def export(cfg: Config, result: Any, logger: Any) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from echoseek.jobs.ray_train import (
     absolute,
     as_user_callback,
     fit_tracked,
+    log_epoch,
     make_trainer,
     maybe_fail,
     output_lines,
@@ -248,6 +249,10 @@ def train_loop(config: dict[str, Any]) -> None:
             batch_size=cfg.batch_size, drop_last=True, prefetch_batches=2
         )
     )
+
+    def lr_at(step: int) -> float:
+        return float(lr * warmup_cosine(step, total, warmup))
+
     for epoch in range(start_epoch, cfg.epochs):
         maybe_fail(cfg.run.fail_at_epoch, epoch, rank, cfg.run.storage_path, cfg.run.name)
         stats = train_epoch(
@@ -256,7 +261,7 @@ def train_loop(config: dict[str, Any]) -> None:
             max_steps=steps_per_epoch,
             optimizer=optimizer,
             step_fn=ssl_step,
-            lr_at=lambda step: lr * warmup_cosine(step, total, warmup),
+            lr_at=lr_at,
             start_step=epoch * steps_per_epoch,
             device=device,
             amp_dtype=dtype,
@@ -275,8 +280,14 @@ def train_loop(config: dict[str, Any]) -> None:
         report_epoch(
             metrics, rank=rank, model=model, optimizer=optimizer, epoch=epoch, scaler=scaler
         )
-        if logger is not None:
-            logger.log_metrics(metrics, step=epoch)
+        log_epoch(
+            logger,
+            metrics,
+            epoch=epoch,
+            first_step=epoch * steps_per_epoch,
+            step_losses=stats.step_losses,
+            lr_at=lr_at,
+        )
 
 
 def evaluate(model: Any, device: Any, dtype: Any, has_val: bool) -> dict[str, float]:

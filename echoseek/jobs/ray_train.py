@@ -17,7 +17,7 @@ import dataclasses
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,6 +219,26 @@ def report_epoch(
             checkpoint=ray.train.Checkpoint.from_directory(tmp),
             checkpoint_dir_name=f"epoch-{epoch:05d}",
         )
+
+
+def log_epoch(
+    logger: Any,
+    metrics: Mapping[str, Any],
+    *,
+    epoch: int,
+    first_step: int,
+    step_losses: Sequence[float],
+    lr_at: Callable[[int], float],
+) -> None:
+    """Rank 0's MLflow record of an epoch: its metrics at step ``epoch``, and per step
+    (global step numbers) ``step_loss`` and ``step_lr``, in a few batched calls."""
+    if logger is None:
+        return
+    logger.log_metrics(metrics, step=epoch)
+    logger.log_series("step_loss", first_step, step_losses)
+    logger.log_series(
+        "step_lr", first_step, [lr_at(first_step + i) for i in range(len(step_losses))]
+    )
 
 
 def maybe_fail(fail_at_epoch: int, epoch: int, rank: int, storage: str, name: str) -> None:

@@ -41,7 +41,8 @@ class EpochStats:
     ``seconds`` is the wall time of the whole epoch; ``data_wait_seconds`` the part spent
     blocked on the batch iterator (the accelerator idles then), so
     ``wait_fraction = data_wait_seconds / seconds`` says whether input is the bottleneck.
-    ``images`` counts samples (an SSL sample of two views counts once).
+    ``images`` counts samples (an SSL sample of two views counts once); ``step_losses`` holds
+    each step's loss, for per-step tracking.
     """
 
     loss: float
@@ -49,6 +50,7 @@ class EpochStats:
     images: int
     seconds: float
     data_wait_seconds: float
+    step_losses: tuple[float, ...] = ()
 
     @property
     def images_per_s(self) -> float:
@@ -85,7 +87,8 @@ def train_epoch(
     Raises NonFiniteLossError on a NaN/inf loss and InputError when ``batches`` is empty.
     """
     model.train()
-    loss_sum, steps, images, wait = 0.0, 0, 0, 0.0
+    losses: list[float] = []
+    steps, images, wait = 0, 0, 0.0
     iterator = iter(batches)
     start = time.perf_counter()
     while max_steps is None or steps < max_steps:
@@ -110,13 +113,13 @@ def train_epoch(
         _backward_and_step(loss, optimizer, scaler)
         if on_step_end is not None:
             on_step_end()
-        loss_sum += value
+        losses.append(value)
         steps += 1
         images += _batch_size(batch)
     seconds = time.perf_counter() - start
     if steps == 0:
         raise InputError("batches: the epoch produced no batch (fewer rows than one batch?)")
-    return EpochStats(loss_sum / steps, steps, images, seconds, wait)
+    return EpochStats(sum(losses) / steps, steps, images, seconds, wait, tuple(losses))
 
 
 def ssl_step(model: nn.Module, batch: Batch) -> torch.Tensor:

@@ -71,9 +71,14 @@ def test_two_workers_train_checkpoint_export_and_track(
         == json.loads((dataset / "dataset.json").read_text())["sha256"]
     )
     assert [m.step for m in client.get_metric_history(out["run_id"], "loss")] == [0, 1]
+    steps = client.get_metric_history(out["run_id"], "step_loss")  # per-step, global steps
+    per_epoch = len(steps) // 2
+    assert per_epoch >= 1 and sorted(m.step for m in steps) == list(range(2 * per_epoch))
+    step_lr = client.get_metric_history(out["run_id"], "step_lr")
+    assert len(step_lr) == len(steps) and all(m.value > 0 for m in step_lr)
     assert {"rankme", "collapse_std", "val_map", "data_wait_fraction"} <= set(run.data.metrics)
     names = {a.path for a in client.list_artifacts(out["run_id"])}
-    assert {"model", "loss_curve.png"} <= names
+    assert {"model", "loss_curve.png", "config.json"} <= names
     assert out["registered"] == "models:/enc/1"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     registered, _ = load_model("models:/enc/1")
