@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from echoseek.cli import main as cli
+from echoseek.errors import ConfigError
 from echoseek.index import open_index
 from echoseek.jobs import demo
 
@@ -38,3 +39,8 @@ def test_demo_index_summary_is_exact_for_a_flat_index(ray_session: Any, tmp_path
     assert s["index"]["latency_ms"] > 0
     assert set(s["timings_s"]) >= {"phantom + ingest", "embed", "index build", "index eval"}
     assert list(s["models"]) == ["raw pixels (baseline)"]  # train=false skips training
+
+
+def test_unknown_training_labels_are_refused() -> None:
+    with pytest.raises(ConfigError, match="train_labels: must be one of"):
+        demo.Config(train_labels="breath")
