@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Any
 
 
@@ -44,10 +45,14 @@ def quiet_ray_data() -> None:
 
 
 def quiet_worker() -> None:
-    """Worker-process setup of a local instance: Ray Data at WARNING, and no warning every
+    """Worker-process setup of a local instance: Ray Data and Train at WARNING (no lines per
+    dataset execution or per report from inside Train workers), and no warning every
     second from Ray Train's placement-group cleaner, whose liveness probe uses the state API
     that a local instance without a dashboard does not serve. The cleaner only matters when
     the Train controller dies while the driver lives on; a local instance ends with it."""
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    quiet_ray_data()  # imports ray.data, which configures its loggers on import
+    # Ray Train's own dataset manager sets this option; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*ExecutionOptions\.exclude_resources")
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     cleaner = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
     logging.getLogger(cleaner).setLevel(logging.ERROR)
