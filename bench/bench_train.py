@@ -65,7 +65,8 @@ def plain_loop(dataset: Path, size: int, batch: int, epochs: int) -> float:
                     for name in ("id", "image", "label")}  # fmt: skip
             if len(cols["id"]) < batch:
                 continue  # drop_last, as the job does
-            out = two_view_batch(cols, augment=augment, rows=rows)
+            index = np.array([rows[str(i)] for i in cols["id"]])
+            out = two_view_batch(cols, augment=augment, index=index)
             yield {k: torch.from_numpy(v) for k, v in out.items()}
 
     rate = 0.0

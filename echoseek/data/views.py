@@ -31,7 +31,13 @@ import pyarrow.parquet as pq
 import torch
 
 from echoseek.data.augment import AugmentConfig, build_transform, eval_transform
-from echoseek.data.dataset import decode_png, iter_batches, read_dataset, shard_paths
+from echoseek.data.dataset import (
+    decode_png,
+    iter_batches,
+    read_dataset,
+    read_descriptor,
+    shard_paths,
+)
 from echoseek.embedding import to_chw
 
 UNLABELLED = -1
@@ -46,10 +52,16 @@ def row_numbers(path: str) -> dict[str, int]:
     return {item: row for row, item in enumerate(ids)}
 
 
+def shard_offsets(path: str) -> list[int]:
+    """Rows stored before each shard (from the descriptor): shard i's first dense row number."""
+    counts = [int(shard["rows"]) for shard in read_descriptor(path)["shards"]]
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
+
+
 def two_view_batch(
-    batch: dict[str, np.ndarray], *, augment: AugmentConfig, rows: dict[str, int]
+    batch: dict[str, np.ndarray], *, augment: AugmentConfig, index: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Ray Data batch (numpy format) → two augmented views per image, dense index, label."""
+    """Ray Data batch (numpy format) → two augmented views per image, ``index``, label."""
     transform = build_transform(augment)
     view1, view2 = [], []
     for data in batch["image"]:
@@ -59,7 +71,7 @@ def two_view_batch(
     return {
         "view1": torch.stack(view1).numpy(),  # NxCxSxS
         "view2": torch.stack(view2).numpy(),
-        "index": np.array([rows[str(i)] for i in batch["id"]], dtype=np.int64),
+        "index": np.asarray(index, dtype=np.int64),
         "label": _labels(batch["label"]),
     }
 
@@ -82,14 +94,16 @@ def two_view_shards(
     files: list[str],
     seed: int,
     augment: AugmentConfig,
-    rows: dict[str, int],
+    offsets: list[int],
     batch_size: int,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Work items (``id`` = epoch x shards + slot) → two-view batches of ``batch_size`` rows.
 
     Reads the shard at ``slot`` of the epoch's :func:`pass_order`, shuffles its rows with a
     generator seeded by ``(seed, epoch, shard)`` and yields them augmented, batch by batch
-    (a shard may hold far more rows than one output block should).
+    (a shard may hold far more rows than one output block should). A row's dense index is
+    its shard's ``offsets`` entry (rows stored before it) plus its position in the shard, the
+    same number :func:`row_numbers` gives its id.
     """
     for item in work["id"]:
         epoch, slot = divmod(int(item), len(files))
@@ -97,10 +111,11 @@ def two_view_shards(
         table = pq.read_table(files[shard], columns=["id", "image", "label"])
         order = np.random.default_rng([seed, epoch, shard]).permutation(table.num_rows)
         for start in range(0, table.num_rows, batch_size):
-            part = table.take(order[start : start + batch_size])
+            picked = order[start : start + batch_size]
+            part = table.take(picked)
             cols = {name: np.array(part.column(name).to_pylist(), dtype=object)
                     for name in ("id", "image", "label")}  # fmt: skip
-            yield two_view_batch(cols, augment=augment, rows=rows)
+            yield two_view_batch(cols, augment=augment, index=offsets[shard] + picked)
 
 
 def two_view_dataset(
@@ -121,7 +136,7 @@ def two_view_dataset(
         files=files,
         seed=seed,
         augment=augment,
-        rows=row_numbers(path),
+        offsets=shard_offsets(path),
         batch_size=batch_size,
     )
     return ray.data.range(work, override_num_blocks=min(work, MAX_WORK_BLOCKS)).map_batches(

@@ -15,6 +15,7 @@ from echoseek.data.views import (
     eval_batch,
     eval_dataset,
     row_numbers,
+    shard_offsets,
     two_view_batch,
     two_view_dataset,
     two_view_shards,
@@ -45,7 +46,9 @@ def test_row_numbers_are_dense_in_stored_order(dataset: Path) -> None:
 def test_two_views_differ_and_keep_index_and_labels(dataset: Path) -> None:
     torch.manual_seed(0)
     batch = numpy_batch(dataset)
-    out = two_view_batch(batch, augment=AUG, rows=row_numbers(str(dataset)))
+    rows = row_numbers(str(dataset))
+    index = np.array([rows[i] for i in batch["id"]])
+    out = two_view_batch(batch, augment=AUG, index=index)
     assert out["view1"].shape == out["view2"].shape == (10, 1, 16, 16)
     assert out["view1"].dtype == np.float32
     assert not np.allclose(out["view1"], out["view2"])  # independent augmentations
@@ -60,14 +63,26 @@ def test_eval_batch_is_deterministic(dataset: Path) -> None:
     assert a["image"].shape == (10, 1, 16, 16)
 
 
+LABEL_OF_ROW = [0, 1] * 4 + [UNLABELLED] * 2  # the fixture's labels in stored order
+
+
 def pass_indices(dataset: Path, epochs: int, seed: int) -> list[list[int]]:
     """Row indices of each pass of :func:`two_view_shards` over the work list, in order."""
     files = [str(f) for f in shard_paths(dataset)]
     work = {"id": np.arange(epochs * len(files))}
-    batches = two_view_shards(
-        work, files=files, seed=seed, augment=AUG, rows=row_numbers(str(dataset)), batch_size=3
+    batches = list(
+        two_view_shards(
+            work,
+            files=files,
+            seed=seed,
+            augment=AUG,
+            offsets=shard_offsets(str(dataset)),
+            batch_size=3,
+        )
     )
     flat = [int(i) for b in batches for i in b["index"]]
+    labels = [int(v) for b in batches for v in b["label"]]
+    assert labels == [LABEL_OF_ROW[i] for i in flat]  # each index is that row's number
     return [flat[e * 10 : (e + 1) * 10] for e in range(epochs)]
 
 
