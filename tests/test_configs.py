@@ -30,3 +30,12 @@ def test_config_loads(path: Path, module: str) -> None:
     job = importlib.import_module(module)
     cfg = load_config(job.Config, path, [])
     assert cfg.input and cfg.output, f"{path}: a job config names its input and output"
+
+
+@pytest.mark.parametrize("name", ["pretrain.local.yaml", "finetune.local.yaml"])
+def test_local_profiles_use_the_phase_retrieval_augmentation(name: str) -> None:
+    from echoseek.data.augment import PHASE_RETRIEVAL
+
+    job = importlib.import_module(f"echoseek.jobs.{name.split('.')[0]}")
+    augment = load_config(job.Config, ROOT / "ray_jobs" / name, []).augment
+    assert {k: getattr(augment, k) for k in PHASE_RETRIEVAL} == PHASE_RETRIEVAL

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from echoseek.config import load_config
+from echoseek.data.augment import PHASE_RETRIEVAL
 from echoseek.errors import ConfigError
 from echoseek.jobs import (
     embed,
@@ -120,19 +121,6 @@ def run(cfg: Config) -> dict[str, Any]:
     }
 
 
-# Geometry for respiratory-phase retrieval: no crop or vertical shift (the axial position of
-# the anatomy is the signal), lateral shift and small rotation (hand jitter), gain changes.
-ULTRASOUND_AUGMENT = [
-    "augment.crop_scale_min=1.0",
-    "augment.translate_x=0.06",
-    "augment.rotation_deg=3",
-    "augment.hflip_prob=0",
-    "augment.blur_prob=0",
-    "augment.speckle_prob=0",
-    "augment.gamma_prob=0",
-]
-
-
 def _cine(
     raw: Path, dataset: Path, frames: int, seed: int, labels: str = "dataset_labels.csv"
 ) -> dict[str, Any]:
@@ -181,7 +169,7 @@ def _training_stages(
         "run.experiment=echoseek-demo",
         "overwrite=true",
         f"augment.size={cfg.size}",
-        *ULTRASOUND_AUGMENT,
+        *(f"augment.{k}={v}" for k, v in PHASE_RETRIEVAL.items()),
     ]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     pre = load_config(

@@ -273,7 +273,7 @@ def train_loop(config: dict[str, Any]) -> None:
             "loss": stats.loss,
             "images_per_s": stats.images_per_s,
             "data_wait_fraction": stats.wait_fraction,
-            "lr": lr * warmup_cosine((epoch + 1) * steps_per_epoch - 1, total, warmup),
+            "lr": lr_at((epoch + 1) * steps_per_epoch - 1),
         }
         if rank == 0:
             metrics.update(evaluate(base, device, dtype, has_val=bool(cfg.val)))
