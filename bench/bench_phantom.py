@@ -33,8 +33,8 @@ import scipy.io
 from sklearn.metrics import average_precision_score
 
 from echoseek.baseline import pixel_embed
-from echoseek.data.phantom import Phantom, PhantomParams, generate_phantom
-from echoseek.data.phantom_io import write_mat
+from echoseek.phantom.generate import Phantom, PhantomParams, generate_phantom
+from echoseek.phantom.write import write_mat
 
 BUDGET_S = 10.0
 

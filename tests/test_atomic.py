@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from echoseek.atomic import read_json_document, staged_dir, write_json_atomic
 from echoseek.errors import InputError
+from echoseek.storage import read_json_document, staged_dir, write_json_atomic
 
 
 def test_staged_dir_publishes_on_success_and_leaves_nothing_on_failure(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
-"""Data: ingest, the phantom generator, the dataset and vectors artifacts.
+"""Data: the dataset and vectors artifacts, Ray Data streams, augmentations and samplers.
 
-Augmentations (:mod:`echoseek.data.augment`) and samplers (:mod:`echoseek.data.samplers`)
-need torch; import them from their modules so that ``import echoseek.data`` stays light.
+Augmentations (:mod:`echoseek.data.augment`), samplers (:mod:`echoseek.data.samplers`) and the
+streams (:mod:`echoseek.data.views`) need torch or Ray; import them from their modules so that
+``import echoseek.data`` stays light.
 """
 
 from echoseek.data.dataset import (
@@ -13,18 +14,13 @@ from echoseek.data.dataset import (
     read_dataset,
     read_descriptor,
 )
-from echoseek.data.phantom import Phantom, PhantomParams, generate_phantom, write_phantom
 
 __all__ = [
     "DatasetWriter",
-    "Phantom",
-    "PhantomParams",
     "Row",
     "decode_png",
     "encode_png",
-    "generate_phantom",
     "iter_batches",
     "read_dataset",
     "read_descriptor",
-    "write_phantom",
 ]

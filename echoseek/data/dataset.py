@@ -28,15 +28,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from echoseek.atomic import read_json_document, staged_dir, write_json_atomic
-from echoseek.checksum import combined_sha256, sha256_file
 from echoseek.errors import InputError
+from echoseek.storage import (
+    combined_sha256,
+    read_json_document,
+    sha256_file,
+    staged_dir,
+    write_json_atomic,
+)
 
 if TYPE_CHECKING:
     import ray.data
 
 FORMAT_VERSION = 1
 DESCRIPTOR = "dataset.json"
+ROW_GROUP_ROWS = 128  # small row groups: fine-tuning reads rows on demand (data/labelled.py)
 
 SCHEMA = pa.schema(
     [
@@ -125,7 +131,7 @@ class DatasetWriter:
         self._buffer = []
         table = pa.Table.from_pylist([self._encode(r) for r in rows], schema=SCHEMA)
         name = f"part-{len(self._shards):05d}.parquet"
-        pq.write_table(table, self._dir / name, compression="zstd")
+        pq.write_table(table, self._dir / name, compression="zstd", row_group_size=ROW_GROUP_ROWS)
         digest = sha256_file(self._dir / name)
         self._shards.append({"file": name, "rows": len(rows), "sha256": digest})
 
@@ -216,6 +222,20 @@ def iter_batches(
     """Stream record batches of a dataset with pyarrow (no Ray), in row order."""
     for file in shard_paths(path):
         yield from pq.ParquetFile(file).iter_batches(batch_size=batch_size, columns=columns)
+
+
+def labelled_ids(path: str | Path) -> tuple[list[str], list[int]]:
+    """Ids and labels of the labelled rows, in row order (reads only those two columns)."""
+    ids: list[str] = []
+    labels: list[int] = []
+    for batch in iter_batches(path, columns=["id", "label"]):
+        for item, label in zip(
+            batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True
+        ):
+            if label is not None:
+                ids.append(str(item))
+                labels.append(int(label))
+    return ids, labels
 
 
 def read_dataset(path: str | Path) -> ray.data.Dataset:

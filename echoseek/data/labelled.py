@@ -1,75 +1,119 @@
-"""Labelled images held for m-per-class fine-tuning batches, decoded ahead of the step.
+"""Fine-tuning input that streams: a labels-only index, and images read from Parquet on demand.
 
 FastAP needs positives in every batch, so batches are index lists drawn by
-:class:`echoseek.data.samplers.MPerClassBatchSampler`, which needs random access to the
-labelled rows. :class:`LabelledImages` keeps the labelled rows' encoded PNG bytes (as stored,
-compressed; unlabelled rows are dropped) collected from a Ray Data stream, and
-:func:`decoded_batches` decodes and augments each index batch in a background thread, a few
-batches ahead, so the training step does not wait on decoding.
+:class:`echoseek.data.samplers.MPerClassBatchSampler`, which needs random access to the labelled
+rows. No worker holds the images: :class:`LabelIndex` keeps only where each labelled row is
+stored (shard, row) and its label (a few bytes per row); :class:`RowReader` reads the PNG bytes
+of the rows a batch names from their Parquet row groups (datasets are written in row groups of
+:data:`~echoseek.data.dataset.ROW_GROUP_ROWS` rows); :func:`decoded_batches` reads, decodes and
+augments each batch in a background thread, a few batches ahead, with the same decode path as
+pretraining (:func:`echoseek.data.views.decode_chw`).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from echoseek.data.dataset import decode_png
-from echoseek.embedding import to_chw
+from echoseek.data.dataset import shard_paths
 from echoseek.errors import InputError
 
 
 @dataclass
-class LabelledImages:
-    """The labelled rows of a dataset: ids, int64 labels and PNG bytes, in stream order."""
+class LabelIndex:
+    """The labelled rows of a dataset without their images: storage position and label."""
 
-    ids: list[str] = field(default_factory=list)
-    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    images: list[bytes] = field(default_factory=list)
-
-    @classmethod
-    def from_batches(cls, batches: Iterable[dict[str, np.ndarray]]) -> LabelledImages:
-        """Collect the rows with a label from numpy batches (``id``, ``label``, ``image``)."""
-        ids: list[str] = []
-        labels: list[int] = []
-        images: list[bytes] = []
-        for batch in batches:
-            for item, label, image in zip(batch["id"], batch["label"], batch["image"], strict=True):
-                if label is None or (isinstance(label, float) and np.isnan(label)):
-                    continue
-                ids.append(str(item))
-                labels.append(int(label))
-                images.append(bytes(image))
-        if not ids:
-            raise InputError("the fine-tuning dataset has no labelled rows")
-        return cls(ids, np.asarray(labels, dtype=np.int64), images)
+    files: list[str]  # the dataset's Parquet shards
+    shard: np.ndarray  # int32 (N,): shard of each row
+    row: np.ndarray  # int64 (N,): row inside its shard
+    labels: np.ndarray  # int64 (N,)
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.labels)
 
-    def batch(self, indices: list[int], transform: nn.Module, channels: int) -> dict[str, Any]:
-        """Decode and transform the rows ``indices``: ``{"image": NxCxSxS, "label": N}``."""
-        images = [transform(to_chw(decode_png(self.images[i]), channels)) for i in indices]
+
+def label_index(path: str | Path, keep: Collection[str] | None = None) -> LabelIndex:
+    """The :class:`LabelIndex` of the labelled rows of the dataset at ``path`` (reads only the
+    ``id`` and ``label`` columns); ``keep``: only rows whose id is in it (a training split)."""
+    files = [str(f) for f in shard_paths(path)]
+    shards: list[np.ndarray] = []
+    rows: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for s, file in enumerate(files):
+        table = pq.read_table(file, columns=["id", "label"])
+        label = table.column("label").to_numpy(zero_copy_only=False)
+        mask = ~table.column("label").is_null().to_numpy(zero_copy_only=False)
+        if keep is not None:
+            ids = table.column("id").to_pylist()
+            mask &= np.fromiter((i in keep for i in ids), dtype=bool, count=len(ids))
+        picked = np.flatnonzero(mask)
+        shards.append(np.full(len(picked), s, dtype=np.int32))
+        rows.append(picked.astype(np.int64))
+        labels.append(np.asarray(label[picked], dtype=np.int64))
+    index = LabelIndex(files, np.concatenate(shards), np.concatenate(rows), np.concatenate(labels))
+    if not len(index):
+        raise InputError(f"{path}: the fine-tuning dataset has no labelled rows")
+    return index
+
+
+class RowReader:
+    """Reads the image bytes of chosen rows from Parquet shards, one row group at a time."""
+
+    def __init__(self, files: list[str]) -> None:
+        self.files = files
+        self._open: dict[int, tuple[pq.ParquetFile, np.ndarray]] = {}
+
+    def _shard(self, shard: int) -> tuple[pq.ParquetFile, np.ndarray]:
+        if shard not in self._open:
+            pf = pq.ParquetFile(self.files[shard])
+            sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
+            self._open[shard] = pf, np.concatenate([[0], np.cumsum(sizes)])
+        return self._open[shard]
+
+    def images(self, shard: np.ndarray, row: np.ndarray) -> list[bytes]:
+        """PNG bytes of rows ``row[i]`` of shards ``shard[i]``, in the order given."""
+        out: list[bytes] = [b""] * len(row)
+        for s in np.unique(shard):
+            pf, starts = self._shard(int(s))
+            where = np.flatnonzero(shard == s)
+            groups = np.searchsorted(starts, row[where], side="right") - 1
+            for g in np.unique(groups):
+                column = pf.read_row_group(int(g), columns=["image"]).column(0)
+                for i in where[groups == g]:
+                    out[i] = column[int(row[i] - starts[g])].as_py()
+        return out
+
+    def batch(
+        self, index: LabelIndex, picks: np.ndarray, transform: nn.Module, channels: int
+    ) -> dict[str, torch.Tensor]:
+        """Rows ``picks`` of ``index``, decoded and transformed: ``{"image": NxCxSxS, "label"}``."""
+        from echoseek.data.views import decode_chw
+
+        data = self.images(index.shard[picks], index.row[picks])
         return {
-            "image": torch.stack(images),  # NxCxSxS
-            "label": torch.from_numpy(self.labels[indices]),
+            "image": torch.stack([transform(decode_chw(d, channels)) for d in data]),  # NxCxSxS
+            "label": torch.from_numpy(index.labels[picks]),
         }
 
 
 def decoded_batches(
-    store: LabelledImages,
+    reader: RowReader,
+    index: LabelIndex,
     index_batches: Iterable[list[int]],
     transform: nn.Module,
     channels: int,
     ahead: int = 2,
 ) -> Iterator[dict[str, Any]]:
-    """Yield ``store.batch(...)`` for each index batch, prepared ``ahead`` batches early in a
+    """Yield ``reader.batch(...)`` for each index batch, prepared ``ahead`` batches early in a
     background thread. An exception in the thread is re-raised here."""
     done = object()
     slots: queue.Queue[Any] = queue.Queue(maxsize=max(1, ahead))
@@ -77,10 +121,10 @@ def decoded_batches(
 
     def produce() -> None:
         try:
-            for indices in index_batches:
+            for picks in index_batches:
                 if stop.is_set():
                     return
-                slots.put(store.batch(list(indices), transform, channels))
+                slots.put(reader.batch(index, np.asarray(picks), transform, channels))
             slots.put(done)
         except BaseException as exc:  # handed to the consumer
             slots.put(exc)

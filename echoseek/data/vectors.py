@@ -30,9 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from echoseek.atomic import read_json_document, staged_dir
-from echoseek.checksum import combined_sha256, sha256_file
 from echoseek.errors import InputError
+from echoseek.storage import combined_sha256, read_json_document, sha256_file, staged_dir
 
 FORMAT = "echoseek.vectors"
 FORMAT_VERSION = 1

@@ -58,6 +58,12 @@ def shard_offsets(path: str) -> list[int]:
     return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
 
 
+def decode_chw(data: bytes, channels: int) -> torch.Tensor:
+    """Stored PNG bytes -> a CxHxW uint8 tensor with ``channels`` channels (every training and
+    evaluation input goes through this before its transform)."""
+    return to_chw(decode_png(data), channels)
+
+
 def two_view_batch(
     batch: dict[str, np.ndarray], *, augment: AugmentConfig, index: np.ndarray
 ) -> dict[str, np.ndarray]:
@@ -65,7 +71,7 @@ def two_view_batch(
     transform = build_transform(augment)
     view1, view2 = [], []
     for data in batch["image"]:
-        image = to_chw(decode_png(data), augment.in_channels)  # CxHxW uint8
+        image = decode_chw(data, augment.in_channels)  # CxHxW uint8
         view1.append(transform(image))
         view2.append(transform(image))
     return {
@@ -76,11 +82,19 @@ def two_view_batch(
     }
 
 
-def eval_batch(batch: dict[str, np.ndarray], *, augment: AugmentConfig) -> dict[str, np.ndarray]:
-    """Ray Data batch → deterministic model input (resize, scale, normalise) and label."""
+def eval_batch(
+    batch: dict[str, np.ndarray], *, augment: AugmentConfig, keep: frozenset[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Ray Data batch → deterministic model input (resize, scale, normalise) and label; with
+    ``keep``, only the rows whose id is in it (a held-out split)."""
+    if keep is not None:
+        mask = np.fromiter((str(i) in keep for i in batch["id"]), bool, len(batch["id"]))
+        batch = {"image": batch["image"][mask], "label": batch["label"][mask]}
     transform = eval_transform(augment)
-    images = [transform(to_chw(decode_png(d), augment.in_channels)) for d in batch["image"]]
-    return {"image": torch.stack(images).numpy(), "label": _labels(batch["label"])}
+    images = [transform(decode_chw(d, augment.in_channels)) for d in batch["image"]]
+    shape = (0, augment.in_channels, augment.size, augment.size)
+    stacked = torch.stack(images).numpy() if images else np.zeros(shape, np.float32)
+    return {"image": stacked, "label": _labels(batch["label"])}
 
 
 def pass_order(shards: int, epoch: int, seed: int) -> np.ndarray:
@@ -148,11 +162,16 @@ def two_view_dataset(
 
 
 def eval_dataset(
-    path: str, augment: AugmentConfig, batch_size: int = 64, num_cpus: float = 1.0
+    path: str,
+    augment: AugmentConfig,
+    batch_size: int = 64,
+    num_cpus: float = 1.0,
+    keep: frozenset[str] | None = None,
 ) -> Any:
-    """The lazy ``ray.data.Dataset`` of evaluation batches of the dataset at ``path``."""
+    """The lazy ``ray.data.Dataset`` of evaluation batches of the dataset at ``path``
+    (``keep``: only these row ids)."""
     return read_dataset(path).map_batches(
-        partial(eval_batch, augment=augment),
+        partial(eval_batch, augment=augment, keep=keep),
         batch_size=batch_size,
         batch_format="numpy",
         num_cpus=num_cpus,

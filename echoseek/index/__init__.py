@@ -4,7 +4,6 @@ Nothing heavy is imported here: faiss, Ray and torch load only when a function n
 """
 
 from echoseek.index.build import build_index, fill_shard, fill_shards, plan_shards, train_stage
-from echoseek.index.evaluate import evaluate_index, exact_knn, recall_at_k
 from echoseek.index.manifest import read_manifest, verify_files
 from echoseek.index.merge import merge_topk
 from echoseek.index.params import IndexParams, choose_params
@@ -19,8 +18,6 @@ __all__ = [
     "build_index",
     "choose_params",
     "delete_ids",
-    "evaluate_index",
-    "exact_knn",
     "fill_shard",
     "fill_shards",
     "list_versions",
@@ -29,7 +26,6 @@ __all__ = [
     "plan_shards",
     "read_latest",
     "read_manifest",
-    "recall_at_k",
     "resolve_version_dir",
     "train_stage",
     "verify_files",

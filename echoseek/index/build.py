@@ -29,7 +29,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from echoseek.checksum import combined_sha256, sha256_file
 from echoseek.data.vectors import (
     METADATA_TYPES,
     VectorBatch,
@@ -56,6 +55,7 @@ from echoseek.index.train import (
     train_index,
 )
 from echoseek.ray_session import ensure_ray
+from echoseek.storage import combined_sha256, sha256_file
 
 ROWS_PER_SHARD = 1_000_000
 BATCH_SIZE = 1 << 15

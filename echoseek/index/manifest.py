@@ -31,9 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from echoseek.atomic import read_json_document, write_json_atomic
-from echoseek.checksum import sha256_file
 from echoseek.errors import InputError
+from echoseek.storage import read_json_document, sha256_file, write_json_atomic
 
 FORMAT = "echoseek.index"
 FORMAT_VERSION = 1

@@ -25,9 +25,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from echoseek.atomic import fsync_dir, fsync_tree, write_bytes_atomic
 from echoseek.errors import InputError
 from echoseek.index.manifest import MANIFEST
+from echoseek.storage import fsync_dir, fsync_tree, write_bytes_atomic
 
 LATEST = "LATEST"
 STAGING_PREFIX = ".staging-"

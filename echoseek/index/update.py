@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from echoseek.checksum import sha256_file
 from echoseek.data.vectors import VectorSource, check_vectors, open_vectors
 from echoseek.errors import InputError
 from echoseek.index.build import (
@@ -44,6 +43,7 @@ from echoseek.index.publish import (
     read_latest,
     staged_version,
 )
+from echoseek.storage import sha256_file
 
 
 def add_vectors(

@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from echoseek.atomic import write_json_atomic
 from echoseek.data.dataset import decode_png, iter_batches, read_descriptor
-from echoseek.data.images import load_image
 from echoseek.embedding import Embedder, build_embedder
 from echoseek.errors import ConfigError, InputError
-from echoseek.evaluation import label_summary, leave_one_out_metrics, query_metrics
+from echoseek.evaluation.retrieval import label_summary, leave_one_out_metrics, query_metrics
+from echoseek.ingest.folders import load_image
 from echoseek.jobs.runner import run_job
+from echoseek.storage import write_json_atomic
 
 
 @dataclass

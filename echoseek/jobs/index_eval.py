@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from echoseek.errors import ConfigError
-from echoseek.index.evaluate import KS, evaluate_index
+from echoseek.evaluation.ann import KS, evaluate_index
 from echoseek.jobs.runner import run_job
 
 

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 
 from echoseek.data.dataset import DatasetWriter, Row
-from echoseek.data.frames import Scaling, needs_range, scan_range, to_uint8
-from echoseek.data.images import list_images, load_image
-from echoseek.data.labels import LabelMatch, match_files, match_frames
-from echoseek.data.mat import MatStack, open_mat_stack
 from echoseek.errors import ConfigError, InputError
+from echoseek.ingest.folders import list_images, load_image
+from echoseek.ingest.frames import Scaling, needs_range, scan_range, to_uint8
+from echoseek.ingest.labels import LabelMatch, match_files, match_frames
+from echoseek.ingest.mat import MatStack, open_mat_stack
 from echoseek.jobs.runner import run_job
 
 

@@ -7,9 +7,9 @@
 Writes ``dataset.mat`` (variable ``frames``, H x W x N uint8), ``dataset_labels.csv``
 (``frame_index,label``), ``invivo.png`` (the query) and ``phantom.json`` (provenance) into
 ``output``, atomically. Every generator parameter of
-:class:`~echoseek.data.phantom.PhantomParams` is a top-level option (``frames``, ``seed``,
+:class:`~echoseek.phantom.generate.PhantomParams` is a top-level option (``frames``, ``seed``,
 ``positive_ratio``, ``breath_holds``, ``hard_negative_rate``, ...); the label rule and the
-tolerance calibration are described in :mod:`echoseek.data.phantom`.
+tolerance calibration are described in :mod:`echoseek.phantom.generate`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from echoseek.data.phantom import PhantomParams, generate_phantom, write_phantom
-from echoseek.data.phantom_io import check_output
 from echoseek.jobs.runner import run_job
+from echoseek.phantom.generate import PhantomParams, generate_phantom, write_phantom
+from echoseek.phantom.write import check_output
 
 
 @dataclass(frozen=True)

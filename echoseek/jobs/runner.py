@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from echoseek.config import load_config
@@ -75,3 +75,14 @@ def run_job(
     except BrokenPipeError:  # e.g. piped into `head`
         sys.stderr.close()
     return 0
+
+
+def output_lines(summary: Mapping[str, Any]) -> list[str]:
+    """Where a training job's model, MLflow run, checkpoints (and registry entry) went."""
+    lines = [
+        f"model: {summary['output']}  (MLflow run {summary['run_id']})",
+        f"checkpoints: {summary['storage']}",
+    ]
+    if summary.get("registered"):
+        lines.append(f"registered: {summary['registered']}")
+    return lines

@@ -14,16 +14,16 @@ from echoseek.models.artifact import (
     save_model,
 )
 from echoseek.models.backbones import BACKBONES, ResNetBackbone, build_backbone
-from echoseek.models.barlow import BarlowTwins
-from echoseek.models.byol import BYOL
 from echoseek.models.head import EmbeddingHead, EmbeddingModel
-from echoseek.models.instdisc import InstDisc
-from echoseek.models.memory_bank import MemoryBank, gather_across_ranks
-from echoseek.models.method import SSLMethod
-from echoseek.models.methods import METHODS, build_method
 from echoseek.models.pooling import GeM
-from echoseek.models.simclr import SimCLR
-from echoseek.models.simsiam import SimSiam
+from echoseek.models.ssl import METHODS, build_method
+from echoseek.models.ssl.barlow import BarlowTwins
+from echoseek.models.ssl.base import SSLMethod
+from echoseek.models.ssl.byol import BYOL
+from echoseek.models.ssl.instdisc import InstDisc
+from echoseek.models.ssl.memory_bank import MemoryBank, gather_across_ranks
+from echoseek.models.ssl.simclr import SimCLR
+from echoseek.models.ssl.simsiam import SimSiam
 
 __all__ = [
     "BACKBONES",

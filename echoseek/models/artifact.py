@@ -9,7 +9,7 @@ A model directory holds everything needed to embed images without the training c
                  "distance": "sqeuclidean", "embedding_dim": 128, "extra": {...}}
 
 :func:`save_model` writes both files into a staging directory beside ``out_dir`` and renames
-it into place (:func:`echoseek.atomic.staged_dir`), so readers never see half an artifact.
+it into place (:func:`echoseek.storage.staged_dir`), so readers never see half an artifact.
 :func:`load_model` rebuilds the architecture from ``model.json`` and loads the weights without
 unpickling arbitrary objects.
 """
@@ -25,12 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from echoseek.atomic import staged_dir
 from echoseek.config import from_dict
 from echoseek.errors import ConfigError, EchoseekError, InputError
 from echoseek.models.backbones import BACKBONES, POOLINGS, build_backbone
 from echoseek.models.head import EmbeddingHead, EmbeddingModel
 from echoseek.models.state_dict import read_state_dict, state_dict_mismatch
+from echoseek.storage import staged_dir
 from echoseek.tracking import download_artifact_dir, is_mlflow_uri
 
 FORMAT_VERSION = 1
@@ -172,17 +172,18 @@ def read_meta(path: Path) -> ModelMeta:
         raise InputError(f"{path}: {exc}") from None
 
 
-def resolve_model_path(uri: str | Path) -> Path:
+def resolve_model_path(uri: str | Path, tracking: str = "", dst: str | Path | None = None) -> Path:
     """The local model directory for ``uri``.
 
     Accepts a model directory, a file inside it, or an MLflow URI (``models:/NAME/VERSION``,
     ``models:/NAME@ALIAS``, ``runs:/RUN_ID/PATH``) whose artifact directory holds
-    ``model.json`` and ``model.pt``; MLflow URIs are downloaded from the tracking store of
-    :func:`echoseek.tracking.tracking_uri` into a temporary directory.
+    ``model.json`` and ``model.pt``. MLflow URIs are downloaded from the tracking store
+    ``tracking`` (default :func:`echoseek.tracking.tracking_uri`) into ``dst``, or a temporary
+    directory the caller owns when ``dst`` is None.
     """
     text = str(uri)
     if is_mlflow_uri(text):
-        path = download_artifact_dir(text)
+        path = download_artifact_dir(text, tracking, dst)
         if not (path / META_FILE).is_file():
             raise InputError(f"{text}: the MLflow artifact has no {META_FILE}; not a model dir")
         return path

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from echoseek.errors import EchoseekError, InputError
-from echoseek.evaluation import leave_one_out_metrics
+from echoseek.evaluation.retrieval import leave_one_out_metrics
 from echoseek.metrics import collapse_std, rankme
 from echoseek.training.precision import autocast
 from echoseek.training.schedule import set_lr
@@ -188,8 +188,8 @@ def retrieval_metrics(
 ) -> dict[str, float]:
     """Leave-one-out retrieval on cosine similarity: ``map``, ``p@k``, ``lift@k``, ``num_queries``.
 
-    Rows are L2-normalised, then :func:`echoseek.evaluation.leave_one_out_metrics` lets each
-    item labelled ``positive_label`` (every labelled item when None) query the others, itself
+    Rows are L2-normalised, then :func:`echoseek.evaluation.retrieval.leave_one_out_metrics` lets
+    each item labelled ``positive_label`` (every labelled item when None) query the others, itself
     ignored; relevant = same label.
     """
     vectors = F.normalize(torch.from_numpy(np.asarray(embeddings, dtype=np.float32)), dim=1)

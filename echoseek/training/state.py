@@ -22,9 +22,9 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from echoseek.atomic import read_json_document, staged_dir
 from echoseek.errors import InputError
 from echoseek.models.state_dict import state_dict_mismatch
+from echoseek.storage import read_json_document, staged_dir
 from echoseek.training.unwrap import unwrap_model
 
 STATE_FILE = "state.pt"

@@ -17,7 +17,7 @@ from echoseek.index.build import fill_shard, plan_shards, train_stage
 from echoseek.index.manifest import read_manifest
 from echoseek.index.train import deserialize_index, gather_rows, sample_rows
 
-from .conftest import SHARDS, clustered, small_params
+from tests.index_fixtures import SHARDS, clustered, small_params
 
 
 def test_plan_shards_is_contiguous_and_balanced() -> None:

@@ -11,12 +11,13 @@ import pytest
 
 from echoseek.distances import pairwise_numpy
 from echoseek.errors import EchoseekError, InputError
-from echoseek.index import build_index, exact_knn, open_index, recall_at_k
+from echoseek.evaluation.ann import exact_knn, knn_recall
+from echoseek.index import build_index, open_index
 from echoseek.index.merge import sort_results
 from echoseek.index.publish import read_latest
 from echoseek.index.train import deserialize_index, normalize_rows
 
-from .conftest import clustered
+from tests.index_fixtures import clustered
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +39,14 @@ def truth(reader, queries: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped
 
 def test_recall_with_rerank_reaches_0_9(reader, queries, truth) -> None:  # type: ignore[no-untyped-def]
     _, ids = reader.search(queries, 10, nprobe=16, rerank=True)
-    assert recall_at_k(ids, truth, 10) >= 0.9
+    assert knn_recall(ids, truth, 10) >= 0.9
     _, plain = reader.search(queries, 10, nprobe=16, rerank=False)
-    assert recall_at_k(ids, truth, 10) > recall_at_k(plain, truth, 10)
+    assert knn_recall(ids, truth, 10) > knn_recall(plain, truth, 10)
 
 
 def test_recall_grows_with_nprobe(reader, queries, truth) -> None:  # type: ignore[no-untyped-def]
     recalls = [
-        recall_at_k(reader.search(queries, 10, nprobe=p, rerank=True)[1], truth, 10)
+        knn_recall(reader.search(queries, 10, nprobe=p, rerank=True)[1], truth, 10)
         for p in (1, 4, 32)
     ]
     assert recalls[0] < recalls[1] <= recalls[2] + 1e-9
@@ -153,7 +154,7 @@ def test_tiny_corpus_falls_back_to_exact_flat(tmp_path: Path) -> None:
     with open_index(tmp_path / "r") as r:
         _, ids = r.search(x[:50], 10)
         _, truth = exact_knn(r, x[:50], 10)
-    assert recall_at_k(ids, truth, 10) >= 0.99
+    assert knn_recall(ids, truth, 10) >= 0.99
 
 
 def test_l2_metric_scores_are_negated_squared_distances(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from echoseek.errors import InputError
 from echoseek.index import add_vectors, delete_ids, list_versions, open_index, read_manifest
 from echoseek.index.publish import read_latest
 
-from .conftest import clustered
+from tests.index_fixtures import clustered
 
 
 def test_add_vectors_reuses_the_trained_index(index_copy: Path) -> None:

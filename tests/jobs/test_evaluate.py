@@ -13,7 +13,7 @@ from sklearn.metrics import average_precision_score
 
 from echoseek.baseline import pixel_embed
 from echoseek.cli import main as cli
-from echoseek.evaluation import leave_one_out_metrics
+from echoseek.evaluation.retrieval import leave_one_out_metrics
 from echoseek.jobs import evaluate, ingest
 
 

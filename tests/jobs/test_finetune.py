@@ -110,10 +110,11 @@ def test_trainable_parts_and_batchnorm_modes(
     trainable: str, frozen_bn_training: bool, trained_prefixes: tuple[str, ...]
 ) -> None:
     from echoseek.models.backbones import build_backbone
+    from echoseek.models.finetune import build_finetune_model
     from echoseek.models.head import EmbeddingModel
 
     base = EmbeddingModel(build_backbone("resnet18", 1, True, "avg"))
-    model = finetune.build_finetune_model(base, finetune.HeadOptions(dim=8, trainable=trainable))
+    model = build_finetune_model(base, dim=8, hidden=512, trainable=trainable)
     model.train()
     for name, p in model.backbone.named_parameters():
         assert p.requires_grad == any(name.startswith(t) for t in trained_prefixes), name

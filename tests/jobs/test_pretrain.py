@@ -12,6 +12,7 @@ import pytest
 from echoseek.cli import main as cli
 from echoseek.jobs import pretrain
 from echoseek.models import load_model
+from echoseek.training.pretrain import pretrain as pretrain_fn
 from tests.datasets import ingested_stack, random_stack
 
 pytestmark = pytest.mark.slow
@@ -20,13 +21,15 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("pretrain")
+    (tmp / "val").mkdir()  # a held-out labelled dataset for val_map (see config)
+    ingested_stack(tmp / "val", random_stack(20, 20, 24, seed=1), labelled=24, shard_size=12)
     return ingested_stack(tmp, random_stack(20, 20, 48), labelled=48, shard_size=12)
 
 
 def config(dataset: Path, tmp: Path, **overrides: Any) -> list[str]:
     values = {
         "input": dataset,
-        "val": dataset,
+        "val": dataset.parent / "val" / "ds",
         "output": tmp / "model",
         "epochs": 2,
         "batch_size": 8,
@@ -89,9 +92,12 @@ def test_two_workers_train_checkpoint_export_and_track(
 def test_resume_and_injected_failure_complete_all_epochs(
     ray_session: Any, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = config(dataset, tmp_path, epochs=3, **{"run.fail_at_epoch": 1})
-    assert cli(["pretrain", *args]) == 0
+    from echoseek.config import load_config
+    from tests.faults import FailOnce
+
     marker = tmp_path / "ray" / "t" / "echoseek-injected-failure"
+    cfg = load_config(pretrain.Config, None, config(dataset, tmp_path, epochs=3))
+    pretrain_fn(cfg, hooks=[FailOnce(marker, epoch=1)])
     assert marker.exists()  # the failure really happened, and the run still finished
     checkpoints = sorted(p.name for p in (tmp_path / "ray" / "t").glob("epoch-*"))
     assert checkpoints[-1] == "epoch-00002"

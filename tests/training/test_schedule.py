@@ -125,7 +125,7 @@ def test_unwrap_model_strips_nested_wrappers_only() -> None:
 
 
 def test_worker_threads_share_the_node() -> None:
-    from echoseek.jobs.ray_train import worker_threads
+    from echoseek.training.ray import worker_threads
 
     assert worker_threads(0, node_cpus=16, local_workers=4) == 4
     assert worker_threads(0, node_cpus=2, local_workers=1) == 2

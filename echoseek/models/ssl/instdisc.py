@@ -11,8 +11,8 @@ from echoseek.errors import InputError
 from echoseek.losses.distributed import world_size
 from echoseek.losses.instdisc import NCELoss, estimate_partition
 from echoseek.models.backbones import ResNetBackbone
-from echoseek.models.memory_bank import MemoryBank, gather_across_ranks
-from echoseek.models.method import SSLMethod
+from echoseek.models.ssl.base import SSLMethod
+from echoseek.models.ssl.memory_bank import MemoryBank, gather_across_ranks
 
 
 class InstDisc(SSLMethod):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from echoseek.data.phantom_anatomy import (
+from echoseek.phantom.anatomy import (
     Anatomy,
     EchoMap,
     bone_effects,
@@ -31,15 +31,15 @@ from echoseek.data.phantom_anatomy import (
     rib_ellipse,
     rib_occupancy,
 )
-from echoseek.data.phantom_fan import Fan, ScanConversion, scan_conversion, scan_convert
-from echoseek.data.phantom_nuisance import Artifact, Settings
-from echoseek.data.phantom_speckle import (
+from echoseek.phantom.episodes import View
+from echoseek.phantom.fan import Fan, ScanConversion, scan_conversion, scan_convert
+from echoseek.phantom.nuisance import Artifact, Settings
+from echoseek.phantom.speckle import (
     complex_white,
     log_compress,
     reference_level,
     shift_rows,
 )
-from echoseek.data.phantom_views import View
 
 NOISE_FLOOR_DB = 3.0  # mean electronic noise, dB above the black level
 NOMINAL = Settings()

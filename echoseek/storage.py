@@ -1,4 +1,4 @@
-"""Atomic publishing of artifact directories and small files.
+"""Artifact storage: atomic publishing of directories and small files, and SHA-256 checksums.
 
 Every artifact is written into a hidden staging directory next to its destination, flushed to
 disk, and renamed into place in one ``os.rename``; a failure anywhere removes the staging
@@ -9,11 +9,12 @@ half-written one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,22 @@ def read_json_document(path: Path, fmt: str, format_version: int, missing: str) 
             f"(this echoseek reads {format_version})"
         )
     return doc
+
+
+# Checksums. An artifact's checksum is the SHA-256 of its files' hex digests concatenated in the
+# order the descriptor lists them, so it changes when any file's bytes or the file order change.
+BLOCK = 1 << 20
+
+
+def sha256_file(path: str | Path, block: int = BLOCK) -> str:
+    """Hex SHA-256 of a file, read in ``block``-byte chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def combined_sha256(digests: Sequence[str]) -> str:
+    """SHA-256 of concatenated hex digests (the artifact-level checksum)."""
+    return hashlib.sha256("".join(digests).encode()).hexdigest()

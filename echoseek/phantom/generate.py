@@ -44,15 +44,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from echoseek.data.phantom_anatomy import random_anatomy
-from echoseek.data.phantom_fan import make_fan
-from echoseek.data.phantom_io import write_phantom
-from echoseek.data.phantom_motion import BreathingTrace, breathing_trace
-from echoseek.data.phantom_nuisance import Nuisance, make_nuisance
-from echoseek.data.phantom_phase import phase_classes
-from echoseek.data.phantom_render import make_renderer
-from echoseek.data.phantom_speckle import filtered_speckle, gaussian_transfer, speckle_fields
-from echoseek.data.phantom_views import (
+from echoseek.errors import ConfigError
+from echoseek.phantom.anatomy import random_anatomy
+from echoseek.phantom.episodes import (
     KINDS,
     Episode,
     episode_count,
@@ -61,7 +55,13 @@ from echoseek.data.phantom_views import (
     make_episodes,
     place_episodes,
 )
-from echoseek.errors import ConfigError
+from echoseek.phantom.fan import make_fan
+from echoseek.phantom.motion import BreathingTrace, breathing_trace
+from echoseek.phantom.nuisance import Nuisance, make_nuisance
+from echoseek.phantom.phase import phase_classes
+from echoseek.phantom.render import make_renderer
+from echoseek.phantom.speckle import filtered_speckle, gaussian_transfer, speckle_fields
+from echoseek.phantom.write import write_phantom
 
 __all__ = ["Phantom", "PhantomParams", "calibrate_tolerance", "generate_phantom", "write_phantom"]
 

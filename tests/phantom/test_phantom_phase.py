@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from echoseek.data.phantom import PhantomParams, generate_phantom
-from echoseek.data.phantom_phase import phase_classes
-from echoseek.data.phantom_views import Episode
 from echoseek.errors import ConfigError
+from echoseek.phantom.episodes import Episode
+from echoseek.phantom.generate import PhantomParams, generate_phantom
+from echoseek.phantom.phase import phase_classes
 
 
 def test_bins_match_a_loop_and_episodes_get_their_own_classes() -> None:

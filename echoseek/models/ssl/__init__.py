@@ -1,4 +1,6 @@
-"""Self-supervised methods by name: the ``method`` a pretraining config names."""
+"""Self-supervised joint-embedding methods, one per file, and the table a pretraining config's
+``method`` names (:data:`METHODS`). Every method is an :class:`~echoseek.models.ssl.base.SSLMethod`.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +8,12 @@ from typing import Any
 
 from echoseek.errors import ConfigError
 from echoseek.models.backbones import ResNetBackbone
-from echoseek.models.barlow import BarlowTwins
-from echoseek.models.byol import BYOL
-from echoseek.models.instdisc import InstDisc
-from echoseek.models.method import SSLMethod
-from echoseek.models.simclr import SimCLR
-from echoseek.models.simsiam import SimSiam
+from echoseek.models.ssl.barlow import BarlowTwins
+from echoseek.models.ssl.base import SSLMethod
+from echoseek.models.ssl.byol import BYOL
+from echoseek.models.ssl.instdisc import InstDisc
+from echoseek.models.ssl.simclr import SimCLR
+from echoseek.models.ssl.simsiam import SimSiam
 
 METHODS: dict[str, type[SSLMethod]] = {
     "simsiam": SimSiam,

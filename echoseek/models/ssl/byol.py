@@ -10,8 +10,8 @@ from torch import nn
 
 from echoseek.losses.byol import BYOLLoss
 from echoseek.models.backbones import ResNetBackbone
-from echoseek.models.method import SSLMethod
 from echoseek.models.mlp import linear_bn_relu
+from echoseek.models.ssl.base import SSLMethod
 
 
 class BYOL(SSLMethod):

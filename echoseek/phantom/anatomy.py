@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from echoseek.data.phantom_fan import Fan
+from echoseek.phantom.fan import Fan
 
 # Echogenicity (linear amplitude, liver = 1) of each structure.
 SKIN, FAT, MUSCLE, CAPSULE = 2.0, 0.4, 0.8, 2.5

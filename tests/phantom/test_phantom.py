@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 
 from echoseek.baseline import pixel_embed
-from echoseek.data.phantom import (
+from echoseek.errors import ConfigError, EchoseekError
+from echoseek.evaluation.retrieval import leave_one_out_metrics, query_metrics
+from echoseek.metrics import average_precision
+from echoseek.phantom.generate import (
     Phantom,
     PhantomParams,
     calibrate_tolerance,
     generate_phantom,
     write_phantom,
 )
-from echoseek.data.phantom_motion import free_breathing
-from echoseek.data.phantom_speckle import filtered_speckle, gaussian_transfer, speckle_fields
-from echoseek.errors import ConfigError, EchoseekError
-from echoseek.evaluation import leave_one_out_metrics, query_metrics
-from echoseek.metrics import average_precision
+from echoseek.phantom.motion import free_breathing
+from echoseek.phantom.speckle import filtered_speckle, gaussian_transfer, speckle_fields
 
 # 8 s of cine, two breaths and a 2.4 s hold; one hard-negative episode on the hold, one at a
 # free-breathing pass through the reference depth. An explicit tolerance keeps a few tenths of
@@ -316,7 +316,7 @@ def test_write_v73_is_matlab_hdf5(small: Phantom, tmp_path) -> None:
 
 @pytest.mark.parametrize("mat_format", ["v5", "v7.3"])
 def test_ingest_reader_sees_frames_in_order(small: Phantom, tmp_path, mat_format: str) -> None:
-    from echoseek.data.mat import open_mat_stack
+    from echoseek.ingest.mat import open_mat_stack
 
     out = write_phantom(small, tmp_path / "p", mat_format=mat_format)
     stack = open_mat_stack(out / "dataset.mat")

@@ -7,7 +7,7 @@ from torch import nn
 
 from echoseek.losses.ntxent import NTXentLoss
 from echoseek.models.backbones import ResNetBackbone
-from echoseek.models.method import SSLMethod
+from echoseek.models.ssl.base import SSLMethod
 
 
 class SimCLR(SSLMethod):

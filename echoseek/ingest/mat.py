@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from echoseek.data.frames import check_dtype
 from echoseek.errors import InputError
+from echoseek.ingest.frames import check_dtype
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 

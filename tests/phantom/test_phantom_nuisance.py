@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from echoseek.data.phantom import PhantomParams
-from echoseek.data.phantom_anatomy import random_anatomy
-from echoseek.data.phantom_fan import make_fan
-from echoseek.data.phantom_nuisance import (
+from echoseek.phantom.anatomy import random_anatomy
+from echoseek.phantom.episodes import View
+from echoseek.phantom.fan import make_fan
+from echoseek.phantom.generate import PhantomParams
+from echoseek.phantom.nuisance import (
     ARTIFACT_RUN_S,
     FLICKER_TIME_S,
     JITTER_CLIP,
@@ -23,9 +24,8 @@ from echoseek.data.phantom_nuisance import (
     gaps_between_runs,
     make_nuisance,
 )
-from echoseek.data.phantom_render import Renderer, make_renderer
-from echoseek.data.phantom_speckle import filtered_speckle, gaussian_transfer
-from echoseek.data.phantom_views import View
+from echoseek.phantom.render import Renderer, make_renderer
+from echoseek.phantom.speckle import filtered_speckle, gaussian_transfer
 
 FRAMES, RATE = 300, 15.0
 AMPLITUDES = {

@@ -3,7 +3,7 @@
 A real cine varies frame to frame for reasons that have nothing to do with the respiratory
 state, and a retrieval embedding must look through them. Every nuisance here leaves the label
 (respiratory phase + deliberate view) untouched; each is set by a
-:class:`~echoseek.data.phantom.PhantomParams` field and disabled by 0:
+:class:`~echoseek.phantom.generate.PhantomParams` field and disabled by 0:
 
 * **receive gain** (``gain_db``): the sonographer re-adjusts the overall gain now and then
   (a Poisson process, mean ``ADJUST_INTERVAL_S`` apart; each new setting ``N(0, gain_db)`` dB

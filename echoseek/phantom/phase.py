@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from echoseek.data.phantom_views import Episode
 from echoseek.errors import ConfigError
+from echoseek.phantom.episodes import Episode
 
 
 def phase_classes(

@@ -4,7 +4,7 @@ Files with the extensions in :data:`IMAGE_EXTENSIONS` (any case) are images, lis
 relative-path order; other files are skipped and counted. A file with an image extension that
 does not decode is an error naming it. Pixel modes are converted so every image is (H, W) or
 (H, W, 3) uint8: ``L``/``RGB`` kept, ``1`` to 0/255, ``LA`` to ``L``, ``P``/``RGBA``/``CMYK``/
-``YCbCr`` to ``RGB``, 16-bit and float images by the rule in :mod:`echoseek.data.frames`.
+``YCbCr`` to ``RGB``, 16-bit and float images by the rule in :mod:`echoseek.ingest.frames`.
 ``channels=1`` or ``3`` forces grayscale or RGB output.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from echoseek.data.frames import scan_range, to_uint8
 from echoseek.errors import InputError
+from echoseek.ingest.frames import scan_range, to_uint8
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 

@@ -1,4 +1,4 @@
-"""Ray Train wiring shared by the training jobs (``pretrain``, later ``finetune``).
+"""The Ray Train worker scaffold shared by pretraining and fine-tuning (jobs and sweep trials).
 
 * :class:`ScaleOptions` / :class:`RunOptions`: the typed config sections every training job has
   (workers, GPU, AMP, SyncBN, compile; run name, storage, checkpoints kept, failures allowed,
@@ -8,7 +8,8 @@
   (keep the N best by a score) and ``FailureConfig(max_failures)``;
 * :func:`report_epoch`: every rank reports its metrics, rank 0 attaches the checkpoint;
 * :class:`EpochPrinter`: the one live line per epoch, printed by the Train controller;
-* :func:`maybe_fail`: the test-only failure hook (``fail_at_epoch``), fires once per run.
+* :data:`EpochHook` / :func:`run_hooks`: callables a caller hands to the worker loop, called
+  at the start of every epoch on every rank (tests inject a worker crash this way).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch import nn
 from echoseek.errors import ConfigError
 from echoseek.training import epoch_line, eta_seconds, save_state, unwrap_model
 
-FAIL_MARKER = "echoseek-injected-failure"
+EpochHook = Callable[[int, int, int], None]  # (epoch, rank, world_size) -> None
 
 
 @dataclass
@@ -63,7 +64,6 @@ class RunOptions:
     tracking_uri: str = ""  # MLflow; default $MLFLOW_TRACKING_URI or the local mlflow/ store
     experiment: str = "echoseek"
     register: str = ""  # register the final model under this name
-    fail_at_epoch: int = -1  # TEST ONLY: crash one worker once at the start of this epoch
 
     def __post_init__(self) -> None:
         if self.keep < 1:
@@ -241,20 +241,10 @@ def log_epoch(
     )
 
 
-def maybe_fail(fail_at_epoch: int, epoch: int, rank: int, storage: str, name: str) -> None:
-    """TEST ONLY: raise in the last rank at ``fail_at_epoch``, once per run (marker file)."""
-    if epoch != fail_at_epoch or "://" in storage:
-        return
-    import ray.train
-
-    if rank != ray.train.get_context().get_world_size() - 1:
-        return
-    marker = Path(storage) / name / FAIL_MARKER
-    if marker.exists():
-        return
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(f"failed at epoch {epoch}, pid {os.getpid()}\n")
-    raise RuntimeError(f"injected failure at epoch {epoch} (run.fail_at_epoch, test only)")
+def run_hooks(hooks: Sequence[EpochHook], epoch: int, rank: int, world: int) -> None:
+    """Call every epoch hook the caller passed (through the loop config) for this epoch."""
+    for hook in hooks:
+        hook(epoch, rank, world)
 
 
 class EpochPrinter:
@@ -324,17 +314,6 @@ def run_tags(job: str, dataset: Mapping[str, Any], **extra: str) -> dict[str, st
         "dataset_sha256": str(dataset.get("sha256", "")),
         **extra,
     }
-
-
-def output_lines(summary: Mapping[str, Any]) -> list[str]:
-    """Where a training job's model, MLflow run, checkpoints (and registry entry) went."""
-    lines = [
-        f"model: {summary['output']}  (MLflow run {summary['run_id']})",
-        f"checkpoints: {summary['storage']}",
-    ]
-    if summary.get("registered"):
-        lines.append(f"registered: {summary['registered']}")
-    return lines
 
 
 def plain(cfg: Any) -> dict[str, Any]:

@@ -9,18 +9,24 @@ import numpy as np
 import pytest
 
 from echoseek.errors import InputError
-from echoseek.index import evaluate_index, exact_knn, open_index, read_manifest, recall_at_k
-from echoseek.index.evaluate import default_nprobes, smallest_nprobe
+from echoseek.evaluation.ann import (
+    default_nprobes,
+    evaluate_index,
+    exact_knn,
+    knn_recall,
+    smallest_nprobe,
+)
+from echoseek.index import open_index, read_manifest
 from echoseek.index.publish import read_latest
 
-from .conftest import clustered
+from tests.index_fixtures import clustered
 
 
 def test_recall_at_k_counts_the_overlap() -> None:
     truth = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
     found = np.array([[4, 9, 1, -1], [5, 6, 7, 8]])
-    assert recall_at_k(found, truth, 4) == pytest.approx((2 / 4 + 1) / 2)
-    assert recall_at_k(found, truth, 1) == pytest.approx(0.5)
+    assert knn_recall(found, truth, 4) == pytest.approx((2 / 4 + 1) / 2)
+    assert knn_recall(found, truth, 1) == pytest.approx(0.5)
 
 
 def test_smallest_nprobe_and_sweep_grid() -> None:
@@ -59,7 +65,7 @@ def test_tuning_sets_the_default_nprobe(index_copy: Path, tmp_path: Path) -> Non
     with open_index(index_copy) as reader:  # checksums still valid after the rewrite
         _, truth = exact_knn(reader, queries, 10)
         _, ids = reader.search(queries, 10)  # version defaults: tuned nprobe + re-rank
-    assert recall_at_k(ids, truth, 10) >= 0.9
+    assert knn_recall(ids, truth, 10) >= 0.9
 
 
 def test_held_out_queries_and_unreachable_target(index_copy: Path, tmp_path: Path) -> None:

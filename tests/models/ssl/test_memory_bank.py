@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from echoseek.models import MemoryBank, gather_across_ranks
-from echoseek.models.instdisc import mean_across_ranks
+from echoseek.models.ssl.instdisc import mean_across_ranks
 
 
 def test_initial_bank_is_unit_and_seeded() -> None:

@@ -12,7 +12,7 @@
   stream it;
 * ``dataset_labels.csv``: ``frame_index,label`` rows, 0-based frame index, label 0/1;
 * ``dataset_phase_labels.csv``: the same rows with the respiratory-phase class of each frame
-  (:mod:`echoseek.data.phantom_phase`), the labels to train a retrieval model on;
+  (:mod:`echoseek.phantom.phase`), the labels to train a retrieval model on;
 * ``invivo.png``: the query, 8-bit grayscale;
 * ``phantom.json``: parameters, reference, tolerance, counts, hard negatives, breath holds,
   frames with a transient artefact, file checksums.
@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from echoseek.checksum import sha256_file
 from echoseek.errors import ConfigError, EchoseekError
+from echoseek.storage import sha256_file
 
 if TYPE_CHECKING:
-    from echoseek.data.phantom import Phantom
+    from echoseek.phantom.generate import Phantom
 
 FORMAT = "echoseek.phantom"
 FORMAT_VERSION = 1

@@ -7,8 +7,8 @@ from torch import nn
 
 from echoseek.losses.simsiam import SimSiamLoss
 from echoseek.models.backbones import ResNetBackbone
-from echoseek.models.method import SSLMethod
 from echoseek.models.mlp import linear_bn_relu
+from echoseek.models.ssl.base import SSLMethod
 
 
 class SimSiam(SSLMethod):

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from echoseek.atomic import write_bytes_atomic, write_json_atomic
 from echoseek.data.vectors import iter_vector_batches
 from echoseek.errors import InputError
 from echoseek.index.manifest import set_search_defaults
@@ -34,6 +33,7 @@ from echoseek.index.merge import MISSING_ID, merge_topk
 from echoseek.index.reader import IndexReader, open_index
 from echoseek.index.rerank import NATURAL_DISTANCE
 from echoseek.index.train import normalize_rows
+from echoseek.storage import write_bytes_atomic, write_json_atomic
 
 KS = (1, 10, 100)
 QPS_K = 10
@@ -87,7 +87,7 @@ def exact_knn(reader: IndexReader, queries: np.ndarray, k: int) -> tuple[np.ndar
     return best_s, best_i
 
 
-def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
+def knn_recall(found: np.ndarray, truth: np.ndarray, k: int) -> float:
     """Mean over queries of ``|found[:, :k] ∩ truth[:, :k]| / k`` (missing ids never match)."""
     hits = [
         np.intersect1d(f[:k][f[:k] != MISSING_ID], t[:k][t[:k] != MISSING_ID]).size
@@ -139,7 +139,7 @@ def sweep(
             for k_search in sorted({min(max(ks), 10), max(ks)}):
                 _, found = reader.search(queries, k_search, nprobe, rerank or False, rerank_depth)
                 for k in (k for k in ks if k <= k_search and f"recall@{k}" not in row):
-                    row[f"recall@{k}"] = recall_at_k(found, truth, k)
+                    row[f"recall@{k}"] = knn_recall(found, truth, k)
             row["qps_single"], row["qps_batch"] = time_search(
                 reader,
                 queries,

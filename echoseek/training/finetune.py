@@ -1,0 +1,422 @@
+"""FastAP fine-tuning of a pretrained encoder on Ray Train, tracked in MLflow.
+
+:func:`finetune` is what ``echoseek finetune`` (:mod:`echoseek.jobs.finetune`) and a sweep trial
+call with a :class:`FinetuneConfig`. The pretrained encoder (a model dir or an MLflow model URI,
+resolved once on the driver) gets a new embedding head (MLP → L2-normalised ``head.dim``). The
+backbone is frozen (its BatchNorm statistics too); ``head.trainable=last_stage`` also trains the
+last ResNet stage, ``head.trainable=all`` the whole backbone. AdamW on the trainable parameters,
+linear warmup then cosine decay. Batches hold ``loss.m`` images per class
+(:class:`~echoseek.data.samplers.MPerClassBatchSampler`, sharded across workers) so FastAP always
+has positives; images are read from Parquet on demand (:mod:`echoseek.data.labelled`), so no
+worker holds the dataset. Under DDP every worker ranks against the global batch gathered from
+all workers (:class:`~echoseek.losses.GatherLoss`), with any distance of
+:mod:`echoseek.distances`.
+
+Validation is always held out: ``val`` names another labelled dataset, or, by default, a seeded
+split of ``input`` stratified by label (``val_fraction``, ``seed``) is held out and never
+trained on. Each epoch rank 0 measures leave-one-out mAP and P@10 on it, and the best checkpoint
+by that mAP becomes the exported model; the split is recorded in MLflow and in ``model.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from echoseek.config import from_dict
+from echoseek.data.augment import AugmentConfig
+from echoseek.data.dataset import read_descriptor
+from echoseek.distances import NAMES as DISTANCES
+from echoseek.errors import ConfigError
+from echoseek.models.finetune import TRAINABLE, build_finetune_model
+from echoseek.training.ray import (
+    EpochHook,
+    EpochPrinter,
+    RunOptions,
+    ScaleOptions,
+    absolute,
+    as_user_callback,
+    fit_tracked,
+    log_epoch,
+    make_trainer,
+    plain,
+    prepare,
+    report_epoch,
+    resume_epoch,
+    run_hooks,
+    run_tags,
+    storage_uri,
+)
+
+
+def _light_augment() -> AugmentConfig:
+    return AugmentConfig(
+        crop_scale_min=0.6, rotation_deg=5.0, blur_prob=0.0, speckle_prob=0.3, gamma_prob=0.2
+    )
+
+
+@dataclass
+class HeadOptions:
+    """The new embedding head and what else trains."""
+
+    dim: int = 128
+    hidden: int | None = 512
+    trainable: str = "head"  # head | last_stage (+ layer4) | all (+ the whole backbone)
+
+    def __post_init__(self) -> None:
+        if self.dim < 2 or (self.hidden is not None and self.hidden < 2):
+            raise ConfigError("head.dim and head.hidden must be >= 2")
+        if self.trainable not in TRAINABLE:
+            raise ConfigError(f"head.trainable: must be one of {list(TRAINABLE)}")
+
+
+@dataclass
+class LossOptions:
+    """FastAP and the distance it ranks by."""
+
+    distance: str = "sqeuclidean"
+    distance_params: dict[str, float] = field(default_factory=dict)  # e.g. {p: 4}
+    num_bins: int = 10
+    m: int = 4  # images per class in a batch
+
+    def __post_init__(self) -> None:
+        if self.distance not in DISTANCES:
+            raise ConfigError(f"loss.distance: unknown '{self.distance}' ({', '.join(DISTANCES)})")
+        if self.num_bins < 1 or self.m < 2:
+            raise ConfigError("loss.num_bins >= 1 and loss.m >= 2 are required")
+
+
+@dataclass
+class AdamWOptions:
+    """AdamW with warmup and cosine decay."""
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ConfigError(f"optim.lr: must be > 0, got {self.lr}")
+        if self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise ConfigError("optim.weight_decay and optim.warmup_epochs must be >= 0")
+
+
+@dataclass
+class FinetuneConfig:
+    """Options of ``echoseek finetune`` (and of a fine-tuning sweep trial)."""
+
+    input: str = ""  # labelled dataset dir
+    output: str = "work/model"  # model artifact of the fine-tuned model
+    pretrained: str = ""  # model dir, models:/NAME/VERSION, models:/NAME@ALIAS or runs:/ID/PATH
+    val: str = ""  # another labelled dataset for validation; default: a held-out split of input
+    val_fraction: float = 0.2  # held out of every class of input when val is empty
+    epochs: int = 10
+    batch_size: int = 32  # per worker; FastAP ranks against batch_size x workers
+    seed: int = 0  # model init, batch order and the held-out split
+    head: HeadOptions = field(default_factory=HeadOptions)
+    loss: LossOptions = field(default_factory=LossOptions)
+    optim: AdamWOptions = field(default_factory=AdamWOptions)
+    augment: AugmentConfig = field(default_factory=_light_augment)  # size/mean/std: the model's
+    scale: ScaleOptions = field(default_factory=ScaleOptions)
+    run: RunOptions = field(default_factory=RunOptions)
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs: must be >= 1, got {self.epochs}")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"val_fraction: must be in (0, 1), got {self.val_fraction}")
+        if self.optim.warmup_epochs >= self.epochs:
+            raise ConfigError(
+                f"optim.warmup_epochs: {self.optim.warmup_epochs} must be less than "
+                f"epochs ({self.epochs})"
+            )
+        if self.batch_size < 2 * self.loss.m or self.batch_size % self.loss.m:
+            raise ConfigError(
+                f"batch_size: must be a multiple of loss.m ({self.loss.m}) holding at least "
+                f"two classes, got {self.batch_size}"
+            )
+
+
+@dataclass
+class Validation:
+    """Where validation rows come from: another dataset, or a held-out split of the input."""
+
+    kind: str  # "dataset" | "held_out_split"
+    path: str
+    train_ids: frozenset[str] | None  # None: every labelled row of input trains
+    val_ids: frozenset[str] | None  # None: every row of path validates
+    record: dict[str, Any]  # what MLflow and model.json keep
+
+
+def held_out(cfg: FinetuneConfig, desc: dict[str, Any]) -> Validation:
+    """``val`` when given (refused if it is the training input), else a stratified split."""
+    from echoseek.data.dataset import labelled_ids
+    from echoseek.data.split import stratified_split
+
+    if cfg.val:
+        val_desc = read_descriptor(cfg.val)
+        if val_desc.get("sha256") == desc.get("sha256"):
+            raise ConfigError(
+                f"val: {cfg.val} is the training input itself (same sha256); pass a held-out "
+                "dataset, or leave val empty to hold out val_fraction of input"
+            )
+        record = {"kind": "dataset", "val": cfg.val, "val_sha256": val_desc.get("sha256", "")}
+        return Validation("dataset", cfg.val, None, None, record)
+    ids, labels = labelled_ids(cfg.input)
+    split = stratified_split(ids, labels, cfg.val_fraction, cfg.seed)
+    if len(split.val) < 2:
+        raise ConfigError(
+            f"val_fraction: {cfg.val_fraction} of {cfg.input} holds out {len(split.val)} "
+            "row(s); validation needs at least two (pass val= or a larger fraction)"
+        )
+    record = {
+        "kind": "held_out_split",
+        "fraction": cfg.val_fraction,
+        "seed": cfg.seed,
+        "train_rows": len(split.train),
+        "val_rows": len(split.val),
+    }
+    return Validation("held_out_split", cfg.input, split.train, split.val, record)
+
+
+def check(cfg: FinetuneConfig, tracking: str) -> tuple[dict[str, Any], Validation]:
+    """Checks before any worker starts. Resolves ``pretrained`` to a local model directory
+    (an MLflow model is copied once, under the run's storage) and fixes the input size,
+    channels and normalisation to the model's."""
+    from echoseek.models.artifact import META_FILE, read_meta, resolve_model_path
+
+    if not cfg.input:
+        raise ConfigError("input is required (a labelled dataset directory)")
+    if not cfg.pretrained:
+        raise ConfigError("pretrained is required (a model dir or an MLflow model URI)")
+    desc = read_descriptor(cfg.input)
+    cfg.pretrained = str(resolve_model_path(cfg.pretrained, tracking, _model_copy(cfg)))
+    for path in (cfg.input, cfg.val or cfg.input):
+        if len(read_descriptor(path).get("label_counts") or {}) < 2:
+            raise ConfigError(f"{path}: fine-tuning needs labels of at least two classes")
+    classes = len(desc["label_counts"])
+    if cfg.batch_size // cfg.loss.m > classes:
+        raise ConfigError(
+            f"loss.m: batch_size {cfg.batch_size} / m {cfg.loss.m} = "
+            f"{cfg.batch_size // cfg.loss.m} classes per batch, but {cfg.input} has only "
+            f"{classes}; use m >= {-(-cfg.batch_size // classes)}"
+        )
+    validation = held_out(cfg, desc)
+    meta = read_meta(Path(cfg.pretrained) / META_FILE)
+    cfg.augment = AugmentConfig(
+        **{
+            **plain(cfg.augment),
+            "in_channels": meta.in_channels,
+            "size": meta.input_size[0],
+            "mean": list(meta.mean),
+            "std": list(meta.std),
+        }
+    )
+    return desc, validation
+
+
+def finetune(cfg: FinetuneConfig, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
+    """Fine-tune on Ray, export the best held-out checkpoint, log the run; returns a summary.
+
+    ``hooks`` are called on every worker at the start of every epoch (see :func:`run_hooks`).
+    """
+    import ray
+
+    from echoseek.data.labelled import label_index
+    from echoseek.data.views import eval_dataset
+    from echoseek.models.artifact import load_model
+    from echoseek.ray_session import ensure_ray
+    from echoseek.tracking import RunLogger, tracking_uri
+
+    cfg.input, cfg.val, cfg.output = absolute(cfg.input), absolute(cfg.val), absolute(cfg.output)
+    cfg.run.storage_path = storage_uri(cfg.run.storage_path)
+    cfg.run.name = cfg.run.name or f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
+    source = cfg.pretrained = absolute(cfg.pretrained)
+    desc, validation = check(cfg, tracking_uri(cfg.run.tracking_uri))
+    logger = RunLogger(cfg.run.tracking_uri, cfg.run.experiment)
+    ensure_ray()
+    pretrained, meta = load_model(cfg.pretrained)
+    tags = run_tags("finetune", desc, pretrained=source)
+    params = {**plain(cfg), "pretrained": source, "validation": validation.record}
+    run_id = logger.start(cfg.run.name, params, tags)
+    index = label_index(cfg.input, keep=validation.train_ids)
+    val = eval_dataset(
+        validation.path, cfg.augment, num_cpus=cfg.scale.data_cpus, keep=validation.val_ids
+    )
+    trainer = make_trainer(
+        finetune_loop,
+        {
+            "cfg": plain(cfg),
+            "meta": meta.to_json(),
+            "weights": ray.put(pretrained.state_dict()),
+            "index": index,
+            "run_id": run_id,
+            "tracking": logger.uri,
+            "hooks": list(hooks),
+        },
+        scale=cfg.scale,
+        run=cfg.run,
+        datasets={"val": val},
+        split=[],
+        score="val_map",
+        mode="max",
+        callbacks=[as_user_callback(EpochPrinter(cfg.epochs, "val_map"))],
+    )
+    started = time.perf_counter()
+    result = fit_tracked(trainer, logger)
+    summary = export(cfg, result, logger, source, validation.record)
+    logger.log_history_plot("loss")
+    logger.end()
+    return {**summary, "seconds": time.perf_counter() - started, "run_id": run_id}
+
+
+def _model_copy(cfg: FinetuneConfig) -> Path | None:
+    """Where an MLflow pretrained model is copied once: under the run's (local) storage."""
+    if "://" in cfg.run.storage_path:
+        return None
+    return Path(cfg.run.storage_path) / cfg.run.name / "pretrained"
+
+
+def finetune_loop(config: dict[str, Any]) -> None:
+    """``train_loop_per_worker``: wires the helpers of :mod:`echoseek.training`."""
+    import ray
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from echoseek.data.augment import build_transform
+    from echoseek.data.labelled import LabelIndex, RowReader, decoded_batches
+    from echoseek.data.samplers import MPerClassBatchSampler
+    from echoseek.losses import FastAPLoss, GatherLoss
+    from echoseek.models.artifact import ModelMeta, build_model
+    from echoseek.tracking import RunLogger
+    from echoseek.training import (
+        amp_dtype,
+        embed_batches,
+        fastap_step,
+        make_scaler,
+        retrieval_metrics,
+        train_epoch,
+        unwrap_model,
+        warmup_cosine,
+    )
+
+    cfg = from_dict(FinetuneConfig, config["cfg"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.seed + rank)
+    device = ray.train.torch.get_device()
+    pretrained = build_model(ModelMeta.from_json(config["meta"]))
+    pretrained.load_state_dict(ray.get(config["weights"]))
+    h = cfg.head
+    fresh = build_finetune_model(pretrained, dim=h.dim, hidden=h.hidden, trainable=h.trainable)
+    model = prepare(fresh, cfg.scale, world)
+    base = unwrap_model(model)
+    fastap = FastAPLoss(cfg.loss.num_bins, cfg.loss.distance, **cfg.loss.distance_params)
+    loss_fn = GatherLoss(fastap)
+    trainable = [p for p in base.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    dtype = amp_dtype(device, cfg.scale.amp)
+    scaler = make_scaler(dtype)
+    start_epoch = resume_epoch(base, optimizer, scaler)
+    index: LabelIndex = config["index"]
+    reader = RowReader(index.files)
+    sampler = MPerClassBatchSampler(
+        index.labels, cfg.loss.m, cfg.batch_size, cfg.seed, num_replicas=world, rank=rank
+    )
+    transform = build_transform(cfg.augment)
+    steps_per_epoch = max(1, len(sampler))
+    total, warmup = steps_per_epoch * cfg.epochs, int(cfg.optim.warmup_epochs * steps_per_epoch)
+    logger = RunLogger(config["tracking"]).attach(config["run_id"]) if rank == 0 else None
+
+    def lr_at(step: int) -> float:
+        return float(cfg.optim.lr * warmup_cosine(step, total, warmup))
+
+    for epoch in range(start_epoch, cfg.epochs):
+        run_hooks(config["hooks"], epoch, rank, world)
+        sampler.set_epoch(epoch)
+        stats = train_epoch(
+            model=model,
+            batches=decoded_batches(reader, index, sampler, transform, cfg.augment.in_channels),
+            optimizer=optimizer,
+            step_fn=fastap_step(loss_fn),
+            lr_at=lr_at,
+            start_step=epoch * steps_per_epoch,
+            device=device,
+            amp_dtype=dtype,
+            scaler=scaler,
+        )
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": stats.loss,
+            "images_per_s": stats.images_per_s,
+            "data_wait_fraction": stats.wait_fraction,
+            "fastap_batch": fastap.last_batch_size,
+            "val_map": 0.0,
+        }
+        if rank == 0:
+            batches = ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=64)
+            vectors, labels = embed_batches(base, batches, device, amp_dtype=dtype)
+            found = retrieval_metrics(vectors, labels, positive_label=None)
+            metrics.update({"val_map": found["map"], "val_p@10": found["p@10"]})
+        report_epoch(
+            metrics, rank=rank, model=model, optimizer=optimizer, epoch=epoch, scaler=scaler
+        )
+        log_epoch(
+            logger,
+            metrics,
+            epoch=epoch,
+            first_step=epoch * steps_per_epoch,
+            step_losses=stats.step_losses,
+            lr_at=lr_at,
+        )
+
+
+def export(
+    cfg: FinetuneConfig, result: Any, logger: Any, source: str, validation: dict[str, Any]
+) -> dict[str, Any]:
+    """Save the best checkpoint (held-out validation mAP) as the model artifact and log it."""
+    from echoseek.models.artifact import load_model, save_model
+    from echoseek.training import load_state
+
+    best = result.get_best_checkpoint("val_map", "max") or result.checkpoint
+    if best is None:
+        raise ConfigError(f"run {cfg.run.name}: training finished without a checkpoint")
+    pretrained, pre_meta = load_model(cfg.pretrained)
+    h = cfg.head
+    model = build_finetune_model(pretrained, dim=h.dim, hidden=h.hidden, trainable=h.trainable)
+    with best.as_directory() as directory:
+        state = load_state(directory, model=model)
+    meta = dataclasses.replace(
+        pre_meta,
+        head_dim=h.dim,
+        head_hidden=h.hidden,
+        distance=cfg.loss.distance,
+        extra={
+            **pre_meta.extra,
+            "finetune_run_name": cfg.run.name,
+            "mlflow_run_id": logger.run_id,
+            "pretrained": source,
+            "best_epoch": int(state["epoch"]),
+            "validation": validation,
+        },
+    )
+    save_model(model, cfg.output, meta, overwrite=cfg.overwrite)
+    logger.log_artifacts(cfg.output, "model")
+    version = logger.register(cfg.run.register, "model") if cfg.run.register else ""
+    metrics = state.get("metrics") or {}
+    return {
+        "output": cfg.output,
+        "best_epoch": int(state["epoch"]),
+        "val_map": float(metrics.get("val_map", float("nan"))),
+        "val_p@10": float(metrics.get("val_p@10", float("nan"))),
+        "validation": validation,
+        "checkpoint": str(best.path),
+        "storage": storage_uri(cfg.run.storage_path),
+        "registered": f"models:/{cfg.run.register}/{version}" if version else "",
+    }

@@ -1,0 +1,374 @@
+"""Self-supervised pretraining (SimSiam by default) on Ray Train, tracked in MLflow.
+
+:func:`pretrain` is what ``echoseek pretrain`` (:mod:`echoseek.jobs.pretrain`) and a sweep trial
+call with a :class:`PretrainConfig`. Each Ray Train worker builds the method (``method``: simsiam,
+byol, barlow, simclr, instdisc) on a ResNet backbone, wraps it in DDP, and trains on its shard of
+the two-view Ray Data stream (:mod:`echoseek.data.views`: decoding and augmentation run in Ray Data
+tasks, outside the step). SimSiam recipe: SGD (momentum 0.9, weight decay 1e-4), lr = base_lr ×
+global batch / 256, linear warmup then cosine decay, the predictor's lr optionally fixed. After each
+epoch every worker reports loss and img/s, rank 0 adds RankMe and the collapse std on a fixed probe
+subset and, when ``val`` names a labelled dataset, the leave-one-out retrieval mAP and P@10; rank 0
+checkpoints the training state (kept: the ``run.keep`` best). Re-running with the same ``run.name``
+resumes from its last checkpoint; crashed workers restart from it (``run.max_failures``). The final
+encoder is exported as a model artifact (``output``) and logged, with the config and a loss curve,
+to an MLflow run (``run.register`` registers it).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from echoseek.config import from_dict
+from echoseek.data.augment import AugmentConfig
+from echoseek.data.dataset import read_descriptor
+from echoseek.errors import ConfigError
+from echoseek.models.backbones import BACKBONES, POOLINGS
+from echoseek.models.ssl import METHODS
+from echoseek.models.ssl.base import SSLMethod
+from echoseek.training.ray import (
+    EpochHook,
+    EpochPrinter,
+    RunOptions,
+    ScaleOptions,
+    absolute,
+    as_user_callback,
+    fit_tracked,
+    log_epoch,
+    make_trainer,
+    plain,
+    prepare,
+    report_epoch,
+    resume_epoch,
+    run_hooks,
+    run_tags,
+    storage_uri,
+)
+
+
+@dataclass
+class EncoderOptions:
+    """The encoder."""
+
+    backbone: str = "resnet18"
+    in_channels: int = 1
+    small_stem: bool = True  # 3x3 stem, no max-pool: for inputs <= 64 px
+    pooling: str = "avg"
+    method_options: dict[str, Any] = field(default_factory=dict)  # e.g. {dim: 2048}
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"model.backbone: unknown '{self.backbone}' ({', '.join(BACKBONES)})")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"model.pooling: must be one of {list(POOLINGS)}")
+
+
+@dataclass
+class SGDOptions:
+    """SGD with the SimSiam schedule."""
+
+    base_lr: float = 0.05  # lr = base_lr x global_batch / 256
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    fix_predictor_lr: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.base_lr > 0:
+            raise ConfigError(f"optim.base_lr: must be > 0, got {self.base_lr}")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise ConfigError("optim: momentum in [0, 1), weight_decay and warmup_epochs >= 0")
+
+
+@dataclass
+class PretrainConfig:
+    """Options of ``echoseek pretrain`` (and of a pretraining sweep trial)."""
+
+    input: str = ""  # dataset dir (echoseek ingest)
+    output: str = "work/model_ssl"  # model artifact of the trained encoder
+    val: str = ""  # labelled dataset dir for retrieval mAP each epoch (optional)
+    method: str = "simsiam"
+    epochs: int = 10
+    batch_size: int = 32  # per worker; global = batch_size x scale.num_workers
+    probe_size: int = 256  # rows of val (or input) for RankMe / collapse std
+    seed: int = 0
+    model: EncoderOptions = field(default_factory=EncoderOptions)
+    optim: SGDOptions = field(default_factory=SGDOptions)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    scale: ScaleOptions = field(default_factory=ScaleOptions)
+    run: RunOptions = field(default_factory=RunOptions)
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"method: unknown '{self.method}' (known: {', '.join(METHODS)})")
+        if self.epochs < 1 or self.batch_size < 2 or self.probe_size < 2:
+            raise ConfigError("epochs >= 1, batch_size >= 2 and probe_size >= 2 are required")
+        if self.augment.in_channels != self.model.in_channels:
+            raise ConfigError("augment.in_channels must equal model.in_channels")
+        if self.optim.warmup_epochs >= self.epochs:
+            raise ConfigError(
+                f"optim.warmup_epochs: {self.optim.warmup_epochs} must be less than "
+                f"epochs ({self.epochs})"
+            )
+
+
+def check(cfg: PretrainConfig) -> dict[str, Any]:
+    """Everything that can be checked before a worker starts; returns the dataset descriptor."""
+    if not cfg.input:
+        raise ConfigError("input is required (a dataset directory from echoseek ingest)")
+    desc = read_descriptor(cfg.input)
+    if cfg.val:
+        val = read_descriptor(cfg.val)
+        if not val.get("labelled"):
+            raise ConfigError(f"val: {cfg.val} has no labels")
+        if val.get("sha256") == desc.get("sha256"):
+            raise ConfigError(
+                f"val: {cfg.val} is the training input itself (same sha256); validation "
+                "metrics need a held-out dataset"
+            )
+    rows_per_worker = desc["count"] // cfg.scale.num_workers
+    if rows_per_worker < cfg.batch_size:
+        raise ConfigError(
+            f"batch_size: {cfg.batch_size} per worker but each of the {cfg.scale.num_workers} "
+            f"workers gets only {rows_per_worker} rows of {cfg.input}"
+        )
+    out = Path(cfg.output)
+    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
+        raise ConfigError(f"output: {out} exists and is not empty (use overwrite=true)")
+    return desc
+
+
+def pretrain(cfg: PretrainConfig, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
+    """Train on Ray, export the encoder, log the run; returns a summary.
+
+    ``hooks`` are called on every worker at the start of every epoch (see :func:`run_hooks`).
+    """
+    from echoseek.data.views import eval_dataset, two_view_dataset
+    from echoseek.ray_session import ensure_ray
+    from echoseek.tracking import RunLogger
+
+    cfg.input = absolute(cfg.input)
+    cfg.val = absolute(cfg.val)
+    cfg.output = absolute(cfg.output)
+    cfg.run.storage_path = storage_uri(cfg.run.storage_path)
+    desc = check(cfg)
+    cfg.run.name = cfg.run.name or f"pretrain-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    logger = RunLogger(cfg.run.tracking_uri, cfg.run.experiment)
+    ensure_ray()
+    run_id = logger.start(cfg.run.name, plain(cfg), run_tags("pretrain", desc))
+    datasets = {
+        "train": two_view_dataset(
+            cfg.input,
+            cfg.augment,
+            batch_size=cfg.batch_size,
+            num_cpus=cfg.scale.data_cpus,
+            epochs=cfg.epochs,
+            seed=cfg.seed,
+        ),
+        "probe": eval_dataset(
+            cfg.val or cfg.input, cfg.augment, num_cpus=cfg.scale.data_cpus
+        ).limit(cfg.probe_size),
+    }
+    if cfg.val:
+        datasets["val"] = eval_dataset(cfg.val, cfg.augment, num_cpus=cfg.scale.data_cpus)
+    score, mode = ("val_map", "max") if cfg.val else ("loss", "min")
+    printer = EpochPrinter(cfg.epochs, score if cfg.val else "rankme")
+    trainer = make_trainer(
+        pretrain_loop,
+        {
+            "cfg": plain(cfg),
+            "rows": desc["count"],
+            "run_id": run_id,
+            "tracking": logger.uri,
+            "hooks": list(hooks),
+        },
+        scale=cfg.scale,
+        run=cfg.run,
+        datasets=datasets,
+        split=["train"],
+        score=score,
+        mode=mode,
+        callbacks=[as_user_callback(printer)],
+    )
+    started = time.perf_counter()
+    result = fit_tracked(trainer, logger)
+    summary = export(cfg, result, logger)
+    logger.end()
+    return {**summary, "seconds": time.perf_counter() - started, "run_id": run_id}
+
+
+def pretrain_loop(config: dict[str, Any]) -> None:
+    """``train_loop_per_worker``: wires the helpers of :mod:`echoseek.training`."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from echoseek.models.backbones import build_backbone
+    from echoseek.models.ssl import build_method
+    from echoseek.tracking import RunLogger
+    from echoseek.training import (
+        amp_dtype,
+        make_scaler,
+        param_groups,
+        scaled_lr,
+        ssl_step,
+        train_epoch,
+        unwrap_model,
+        warmup_cosine,
+    )
+
+    cfg = from_dict(PretrainConfig, config["cfg"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.seed + rank)
+    device = ray.train.torch.get_device()
+    m = cfg.model
+    backbone = build_backbone(m.backbone, m.in_channels, m.small_stem, m.pooling)
+    method = build_method(cfg.method, backbone, **m.method_options)
+    model = prepare(method, cfg.scale, world)
+    base = cast(SSLMethod, unwrap_model(model))
+    lr = scaled_lr(cfg.optim.base_lr, cfg.batch_size * world)
+    groups = param_groups(
+        base,
+        fixed_lr_prefixes=("predictor",) if cfg.optim.fix_predictor_lr else (),
+        weight_decay=cfg.optim.weight_decay,
+    )
+    optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.optim.momentum)
+    dtype = amp_dtype(device, cfg.scale.amp)
+    scaler = make_scaler(dtype)
+    start_epoch = resume_epoch(base, optimizer, scaler)
+    steps_per_epoch = max(1, config["rows"] // world // cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warmup = int(cfg.optim.warmup_epochs * steps_per_epoch)
+    logger = RunLogger(config["tracking"]).attach(config["run_id"]) if rank == 0 else None
+    # One stream over every epoch (echoseek.data.views): epochs are counted in steps, so the
+    # pipeline never restarts and prepares the next epoch while rank 0 validates.
+    stream = iter(
+        ray.train.get_dataset_shard("train").iter_torch_batches(
+            batch_size=cfg.batch_size, drop_last=True, prefetch_batches=2
+        )
+    )
+
+    def lr_at(step: int) -> float:
+        return float(lr * warmup_cosine(step, total, warmup))
+
+    for epoch in range(start_epoch, cfg.epochs):
+        run_hooks(config["hooks"], epoch, rank, world)
+        stats = train_epoch(
+            model=model,
+            batches=stream,
+            max_steps=steps_per_epoch,
+            optimizer=optimizer,
+            step_fn=ssl_step,
+            lr_at=lr_at,
+            start_step=epoch * steps_per_epoch,
+            device=device,
+            amp_dtype=dtype,
+            scaler=scaler,
+            on_step_end=base.on_step_end,
+        )
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": stats.loss,
+            "images_per_s": stats.images_per_s,
+            "data_wait_fraction": stats.wait_fraction,
+            "lr": lr_at((epoch + 1) * steps_per_epoch - 1),
+        }
+        if rank == 0:
+            metrics.update(evaluate(base, device, dtype, has_val=bool(cfg.val)))
+        report_epoch(
+            metrics, rank=rank, model=model, optimizer=optimizer, epoch=epoch, scaler=scaler
+        )
+        log_epoch(
+            logger,
+            metrics,
+            epoch=epoch,
+            first_step=epoch * steps_per_epoch,
+            step_losses=stats.step_losses,
+            lr_at=lr_at,
+        )
+
+
+def evaluate(model: Any, device: Any, dtype: Any, has_val: bool) -> dict[str, float]:
+    """Rank 0: RankMe and collapse std on the probe subset; retrieval mAP on ``val``."""
+    import ray.train
+
+    from echoseek.training import embed_batches, representation_metrics, retrieval_metrics
+
+    def embed(name: str) -> Any:
+        batches = ray.train.get_dataset_shard(name).iter_torch_batches(batch_size=64)
+        return embed_batches(model, batches, device, embed=model.embed, amp_dtype=dtype)
+
+    probe, _ = embed("probe")
+    out = representation_metrics(probe)
+    if has_val:
+        vectors, labels = embed("val")
+        retrieval = retrieval_metrics(vectors, labels)
+        out.update({"val_map": retrieval["map"], "val_p@10": retrieval["p@10"]})
+    return out
+
+
+def export(cfg: PretrainConfig, result: Any, logger: Any) -> dict[str, Any]:
+    """Save the final encoder as a model artifact, log it with the config and loss curve."""
+    from echoseek.models.artifact import ModelMeta, build_model, save_model
+    from echoseek.training import load_state
+
+    if result.checkpoint is None:
+        raise ConfigError(f"run {cfg.run.name}: training finished without a checkpoint")
+    meta = ModelMeta(
+        backbone=cfg.model.backbone,
+        in_channels=cfg.model.in_channels,
+        small_stem=cfg.model.small_stem,
+        pooling=cfg.model.pooling,
+        head_dim=None,
+        head_hidden=None,
+        input_size=(cfg.augment.size, cfg.augment.size),
+        mean=tuple(cfg.augment.mean),
+        std=tuple(cfg.augment.std),
+        distance="cosine",
+        extra={"method": cfg.method, "run_name": cfg.run.name, "mlflow_run_id": logger.run_id},
+    )
+    encoder = build_model(meta)
+    method = _fresh_method(cfg)
+    with result.checkpoint.as_directory() as directory:
+        state = load_state(directory, model=method)
+    encoder.backbone.load_state_dict(method.backbone.state_dict())
+    save_model(encoder, cfg.output, meta, overwrite=cfg.overwrite)
+    history = _history(result)
+    logger.log_artifacts(cfg.output, "model")
+    logger.log_history_plot("loss")
+    version = logger.register(cfg.run.register, "model") if cfg.run.register else ""
+    last = history[-1] if history else {}
+    return {
+        "output": cfg.output,
+        "epochs": int(state["epoch"]) + 1,
+        "loss": last.get("loss", math.nan),
+        "val_map": last.get("val_map"),
+        "rankme": last.get("rankme"),
+        "checkpoint": str(result.checkpoint.path),
+        "storage": storage_uri(cfg.run.storage_path),
+        "registered": f"models:/{cfg.run.register}/{version}" if version else "",
+    }
+
+
+def _fresh_method(cfg: PretrainConfig) -> Any:
+    from echoseek.models.backbones import build_backbone
+    from echoseek.models.ssl import build_method
+
+    m = cfg.model
+    backbone = build_backbone(m.backbone, m.in_channels, m.small_stem, m.pooling)
+    return build_method(cfg.method, backbone, **m.method_options)
+
+
+def _history(result: Any) -> list[dict[str, Any]]:
+    """Per-epoch metrics of the kept checkpoints, in epoch order."""
+    rows = [dict(metrics) for _, metrics in (result.best_checkpoints or [])]
+    if result.metrics:
+        rows.append(dict(result.metrics))
+    by_epoch = {int(r["epoch"]): r for r in rows if "epoch" in r}
+    return [by_epoch[e] for e in sorted(by_epoch)]
