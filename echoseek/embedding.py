@@ -14,12 +14,16 @@ array of L2-normalised vectors. Two kinds:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 
 from echoseek.baseline import pixel_embed
+
+if TYPE_CHECKING:
+    from echoseek.models.artifact import ModelMeta
+    from echoseek.models.head import EmbeddingModel
 
 
 class Embedder(Protocol):
@@ -44,30 +48,31 @@ class PixelEmbedder:
 
 
 class ModelEmbedder:
-    """A saved embedding model as an :class:`Embedder` (eval mode, no gradients)."""
+    """A saved embedding model as an :class:`Embedder` (eval mode, no gradients).
 
-    def __init__(self, uri: str, device: str | None = None, amp: bool = True) -> None:
-        from echoseek.data.augment import AugmentConfig, eval_transform
-        from echoseek.models.artifact import load_model
+    ``uri`` is a model directory or MLflow URI to load, or only a name for the record when
+    ``loaded`` (a model and its :class:`~echoseek.models.artifact.ModelMeta`) is given. The
+    input transform is the model artifact's own (:func:`~echoseek.models.artifact.eval_augment`)
+    and the precision the training rule's (:func:`echoseek.training.precision.amp_dtype`).
+    """
+
+    def __init__(
+        self, uri: str, device: str | None = None, amp: bool = True, loaded: Any = None
+    ) -> None:
+        from echoseek.data.augment import eval_transform
+        from echoseek.models.artifact import eval_augment, load_model
+        from echoseek.training.precision import amp_dtype
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model, self.meta = load_model(uri, device=self.device)
-        self.model.eval()
+        self.model: EmbeddingModel
+        self.meta: ModelMeta
+        self.model, self.meta = loaded or load_model(uri, device=self.device)
+        self.model.to(self.device).eval()
         self.uri = uri
         self.dim = self.meta.embedding_dim
-        height, width = self.meta.input_size
-        if height != width:
-            raise ValueError(f"{uri}: non-square input_size {self.meta.input_size} unsupported")
         self.channels = self.meta.in_channels
-        self.transform = eval_transform(
-            AugmentConfig(
-                size=height,
-                in_channels=self.channels,
-                mean=list(self.meta.mean),
-                std=list(self.meta.std),
-            )
-        )
-        self.amp = amp and self.device.type == "cuda"
+        self.transform = eval_transform(eval_augment(self.meta))
+        self.dtype = amp_dtype(self.device, amp)
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """(N, C, S, S) float32 model input for uint8 images of any size."""
@@ -76,9 +81,10 @@ class ModelEmbedder:
 
     @torch.no_grad()
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        from echoseek.training.precision import autocast
+
         x = self.preprocess(images).to(self.device, non_blocking=True)
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        with torch.autocast(self.device.type, dtype=dtype, enabled=self.amp):
+        with autocast(self.device, self.dtype):
             z = self.model(x)  # NxD
         z = torch.nn.functional.normalize(z.float(), dim=1)
         return z.cpu().numpy()
@@ -97,9 +103,24 @@ def to_chw(image: np.ndarray, channels: int) -> torch.Tensor:
 
 
 def build_embedder(
-    spec: str, pixel_size: int = 32, device: str | None = None, amp: bool = True
+    spec: str,
+    pixel_size: int = 32,
+    device: str | None = None,
+    amp: bool = True,
+    tracking: str = "",
 ) -> Embedder:
-    """``"pixels"`` -> :class:`PixelEmbedder`; anything else is a model path or URI."""
+    """``"pixels"`` -> :class:`PixelEmbedder`; anything else is a model path or an MLflow URI
+    (fetched from the store ``tracking`` into a temporary directory that is removed as soon as
+    the model is loaded)."""
+    import tempfile
+
+    from echoseek.models.artifact import load_model, resolve_model_path
+    from echoseek.tracking import is_mlflow_uri
+
     if spec == "pixels":
         return PixelEmbedder(pixel_size)
-    return ModelEmbedder(spec, device=device, amp=amp)
+    if not is_mlflow_uri(spec):
+        return ModelEmbedder(spec, device=device, amp=amp)
+    with tempfile.TemporaryDirectory(prefix="echoseek-model-") as tmp:
+        loaded = load_model(resolve_model_path(spec, tracking, tmp))
+    return ModelEmbedder(spec, device=device, amp=amp, loaded=loaded)

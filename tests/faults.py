@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import cloudpickle
 
-import tests.faults
-
 # Train workers do not import the tests package: ship this module's code with the hook.
-cloudpickle.register_pickle_by_value(tests.faults)
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @dataclass

@@ -13,19 +13,13 @@ images (searched recursively). Frames are streamed in chunks and written in shar
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from echoseek.data.dataset import DatasetWriter, Row
-from echoseek.errors import ConfigError, InputError
-from echoseek.ingest.folders import list_images, load_image
-from echoseek.ingest.frames import Scaling, needs_range, scan_range, to_uint8
-from echoseek.ingest.labels import LabelMatch, match_files, match_frames
-from echoseek.ingest.mat import MatStack, open_mat_stack
+from echoseek.errors import ConfigError
+from echoseek.ingest.build import LabelSpec, WriteSpec, ingest
 from echoseek.jobs.runner import run_job
 
 
@@ -61,112 +55,19 @@ def run(cfg: Config) -> dict[str, Any]:
     """Ingest ``cfg.input`` into ``cfg.output``; returns the dataset descriptor."""
     if not cfg.input:
         raise ConfigError("input is required (a .mat file or an image folder)")
-    src = Path(cfg.input)
-    if not src.exists():
-        raise InputError(f"{src}: input not found")
-    if src.is_dir():
-        return ingest_folder(src, cfg)
-    if src.suffix.lower() == ".mat":
-        return ingest_mat(src, cfg)
-    raise InputError(f"{src}: expected a .mat file or an image folder")
-
-
-def ingest_mat(path: Path, cfg: Config) -> dict[str, Any]:
-    """Stream a .mat frame stack into a dataset."""
-    stack = open_mat_stack(path, cfg.variable, cfg.frame_axis)
-    match = _frame_labels(stack, cfg)
-    scaling = Scaling()
-    if needs_range(stack.dtype):
-        scaling = scan_range(stack.iter_chunks(cfg.chunk_frames), str(path))
-    source = {
-        "type": "mat",
-        "path": str(path),
-        "version": stack.version,
-        "variable": stack.variable,
-        "matlab_shape": list(stack.matlab_shape),
-        "frame_axis": stack.frame_axis,
-        "dtype": str(stack.dtype),
-        "conversion": scaling.describe(),
-        "labels": cfg.labels,
-    }
-    writer = DatasetWriter(cfg.output, source, cfg.shard_size, cfg.overwrite, _extra(match))
-    with writer:
-        for index, frame in _frames(stack, scaling, cfg):
-            writer.add(
-                Row(
-                    id=f"{path.stem}:{index:06d}",
-                    image=frame,
-                    source=path.name,
-                    label=match.labels[index] if match else None,
-                    frame_index=index,
-                )
-            )
-    return writer.descriptor()
-
-
-def _frame_labels(stack: MatStack, cfg: Config) -> LabelMatch | None:
-    if cfg.labels_from_folders:
-        raise ConfigError("labels_from_folders applies to image folders, not .mat stacks")
-    if cfg.labels is None:
-        return None
-    return match_frames(cfg.labels, stack.num_frames, cfg.labels_index_base, cfg.labels_strict)
-
-
-def _frames(stack: MatStack, scaling: Scaling, cfg: Config) -> Iterator[tuple[int, np.ndarray]]:
-    index = 0
-    for chunk in stack.iter_chunks(cfg.chunk_frames):
-        for frame in to_uint8(chunk, scaling):
-            yield index, _channels(frame, cfg.channels)
-            index += 1
-
-
-def _channels(frame: np.ndarray, channels: int | None) -> np.ndarray:
-    if channels == 3:
-        return np.repeat(frame[:, :, None], 3, axis=2)
-    return frame
-
-
-def ingest_folder(root: Path, cfg: Config) -> dict[str, Any]:
-    """Ingest every image under ``root`` (recursively) into a dataset."""
-    listing = list_images(root)
-    classes: list[str] = []
-    match: LabelMatch | None = None
-    if cfg.labels is not None:
-        match = match_files(cfg.labels, listing.files, cfg.labels_strict)
-    elif cfg.labels_from_folders:
-        classes = listing.class_names()
-        if not classes:
-            raise InputError(f"{root}: labels_from_folders=true but no class subfolders")
-        index = {name: i for i, name in enumerate(classes)}
-        labels: list[int | None] = [index.get(f.split("/", 1)[0]) for f in listing.files]
-        match = LabelMatch(
-            labels, [f for f, lab in zip(listing.files, labels, strict=True) if lab is None]
-        )
-    source = {
-        "type": "folder",
-        "path": str(root),
-        "skipped_files": len(listing.skipped),
-        "labels": cfg.labels,
-    }
-    extra = _extra(match) | ({"classes": classes} if classes else {})
-    writer = DatasetWriter(cfg.output, source, cfg.shard_size, cfg.overwrite, extra)
-    with writer:
-        for i, rel in enumerate(listing.files):
-            writer.add(
-                Row(
-                    id=rel,
-                    image=load_image(root / rel, cfg.channels),
-                    source=rel,
-                    label=match.labels[i] if match else None,
-                )
-            )
-    return writer.descriptor()
-
-
-def _extra(match: LabelMatch | None) -> dict[str, Any]:
-    if match is None:
-        return {}
-    return {"missing_labels": len(match.missing), "missing_label_examples": match.missing[:5]}
+    labels = LabelSpec(
+        cfg.labels, cfg.labels_index_base, cfg.labels_strict, cfg.labels_from_folders
+    )
+    write = WriteSpec(cfg.channels, cfg.shard_size, cfg.overwrite)
+    return ingest(
+        Path(cfg.input),
+        cfg.output,
+        labels=labels,
+        write=write,
+        variable=cfg.variable,
+        frame_axis=cfg.frame_axis,
+        chunk_frames=cfg.chunk_frames,
+    )
 
 
 def summarize(desc: dict[str, Any]) -> str:

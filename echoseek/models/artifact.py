@@ -20,7 +20,7 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -32,6 +32,9 @@ from echoseek.models.head import EmbeddingHead, EmbeddingModel
 from echoseek.models.state_dict import read_state_dict, state_dict_mismatch
 from echoseek.storage import staged_dir
 from echoseek.tracking import download_artifact_dir, is_mlflow_uri
+
+if TYPE_CHECKING:
+    from echoseek.data.augment import AugmentConfig
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.pt"
@@ -77,6 +80,9 @@ class ModelMeta:
             )
         if any(s <= 0 for s in self.std):
             raise ConfigError(f"std: values must be > 0, got {list(self.std)}")
+        size = tuple(self.input_size)
+        if len(size) != 2 or size[0] != size[1] or size[0] < 1:
+            raise ConfigError(f"input_size: must be square and positive, got {list(size)}")
 
     @property
     def embedding_dim(self) -> int:
@@ -152,6 +158,19 @@ def load_model(
         raise InputError(f"{directory / WEIGHTS_FILE}: does not match {META_FILE}: {problem}")
     model.load_state_dict(state)
     return model.to(device).eval(), meta
+
+
+def eval_augment(meta: ModelMeta) -> AugmentConfig:
+    """The model's own evaluation input: its size, channels and normalisation (every embedder,
+    evaluation and validation pass builds its transform from this)."""
+    from echoseek.data.augment import AugmentConfig
+
+    return AugmentConfig(
+        size=meta.input_size[0],
+        in_channels=meta.in_channels,
+        mean=list(meta.mean),
+        std=list(meta.std),
+    )
 
 
 def read_meta(path: Path) -> ModelMeta:

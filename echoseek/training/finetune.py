@@ -40,16 +40,17 @@ from echoseek.training.ray import (
     ScaleOptions,
     absolute,
     as_user_callback,
+    end_epoch,
+    epoch_metrics,
     fit_tracked,
-    log_epoch,
     make_trainer,
     plain,
     prepare,
-    report_epoch,
     resume_epoch,
     run_hooks,
     run_tags,
     storage_uri,
+    worker_context,
 )
 
 
@@ -307,10 +308,7 @@ def finetune_loop(config: dict[str, Any]) -> None:
     )
 
     cfg = from_dict(FinetuneConfig, config["cfg"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(cfg.seed + rank)
-    device = ray.train.torch.get_device()
+    rank, world, device = worker_context(cfg.seed)
     pretrained = build_model(ModelMeta.from_json(config["meta"]))
     pretrained.load_state_dict(ray.get(config["weights"]))
     h = cfg.head
@@ -351,30 +349,16 @@ def finetune_loop(config: dict[str, Any]) -> None:
             amp_dtype=dtype,
             scaler=scaler,
         )
-        metrics: dict[str, Any] = {
-            "epoch": epoch,
-            "loss": stats.loss,
-            "images_per_s": stats.images_per_s,
-            "data_wait_fraction": stats.wait_fraction,
-            "fastap_batch": fastap.last_batch_size,
-            "val_map": 0.0,
-        }
+        metrics = epoch_metrics(epoch, stats, fastap_batch=fastap.last_batch_size, val_map=0.0)
         if rank == 0:
             batches = ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=64)
             vectors, labels = embed_batches(base, batches, device, amp_dtype=dtype)
             found = retrieval_metrics(vectors, labels, positive_label=None)
             metrics.update({"val_map": found["map"], "val_p@10": found["p@10"]})
-        report_epoch(
-            metrics, rank=rank, model=model, optimizer=optimizer, epoch=epoch, scaler=scaler
-        )
-        log_epoch(
-            logger,
-            metrics,
-            epoch=epoch,
-            first_step=epoch * steps_per_epoch,
-            step_losses=stats.step_losses,
-            lr_at=lr_at,
-        )
+        end_epoch(
+            metrics, stats, rank=rank, model=model, optimizer=optimizer, scaler=scaler,
+            epoch=epoch, steps_per_epoch=steps_per_epoch, lr_at=lr_at, logger=logger,
+        )  # fmt: skip
 
 
 def export(

@@ -37,16 +37,17 @@ from echoseek.training.ray import (
     ScaleOptions,
     absolute,
     as_user_callback,
+    end_epoch,
+    epoch_metrics,
     fit_tracked,
-    log_epoch,
     make_trainer,
     plain,
     prepare,
-    report_epoch,
     resume_epoch,
     run_hooks,
     run_tags,
     storage_uri,
+    worker_context,
 )
 
 
@@ -223,10 +224,7 @@ def pretrain_loop(config: dict[str, Any]) -> None:
     )
 
     cfg = from_dict(PretrainConfig, config["cfg"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(cfg.seed + rank)
-    device = ray.train.torch.get_device()
+    rank, world, device = worker_context(cfg.seed)
     m = cfg.model
     backbone = build_backbone(m.backbone, m.in_channels, m.small_stem, m.pooling)
     method = build_method(cfg.method, backbone, **m.method_options)
@@ -272,26 +270,13 @@ def pretrain_loop(config: dict[str, Any]) -> None:
             scaler=scaler,
             on_step_end=base.on_step_end,
         )
-        metrics: dict[str, Any] = {
-            "epoch": epoch,
-            "loss": stats.loss,
-            "images_per_s": stats.images_per_s,
-            "data_wait_fraction": stats.wait_fraction,
-            "lr": lr_at((epoch + 1) * steps_per_epoch - 1),
-        }
+        metrics = epoch_metrics(epoch, stats, lr=lr_at((epoch + 1) * steps_per_epoch - 1))
         if rank == 0:
             metrics.update(evaluate(base, device, dtype, has_val=bool(cfg.val)))
-        report_epoch(
-            metrics, rank=rank, model=model, optimizer=optimizer, epoch=epoch, scaler=scaler
-        )
-        log_epoch(
-            logger,
-            metrics,
-            epoch=epoch,
-            first_step=epoch * steps_per_epoch,
-            step_losses=stats.step_losses,
-            lr_at=lr_at,
-        )
+        end_epoch(
+            metrics, stats, rank=rank, model=model, optimizer=optimizer, scaler=scaler,
+            epoch=epoch, steps_per_epoch=steps_per_epoch, lr_at=lr_at, logger=logger,
+        )  # fmt: skip
 
 
 def evaluate(model: Any, device: Any, dtype: Any, has_val: bool) -> dict[str, float]:

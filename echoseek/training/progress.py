@@ -48,3 +48,47 @@ def format_duration(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+class ProgressBar:
+    """A live one-line bar on stderr for a long stage: ``embed [#####.....] 512/1000 41 img/s
+    eta 0:00:12``. Redrawn in place (at most every ``every_s`` seconds) on a terminal; on a
+    pipe or a log file nothing is drawn until :meth:`close` prints the final line once."""
+
+    def __init__(self, label: str, total: int, unit: str = "img", every_s: float = 0.5) -> None:
+        import sys
+        import time
+
+        self.label, self.total, self.unit, self.every_s = label, max(1, total), unit, every_s
+        self.done = 0
+        self.started = self._drawn = time.perf_counter()
+        self.live = sys.stderr.isatty()
+
+    def line(self, now: float) -> str:
+        """The bar for ``done`` of ``total`` after ``now - started`` seconds."""
+        width = 24
+        filled = min(width, round(width * self.done / self.total))
+        rate = self.done / max(now - self.started, 1e-9)
+        eta = eta_seconds(now - self.started, self.done, max(self.done, self.total))
+        return (
+            f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+            f"{rate:.0f} {self.unit}/s eta {format_duration(eta)}"
+        )
+
+    def update(self, n: int) -> None:
+        """Count ``n`` more items done; redraw when live and due."""
+        import sys
+        import time
+
+        self.done += n
+        now = time.perf_counter()
+        if self.live and now - self._drawn >= self.every_s:
+            self._drawn = now
+            print(f"\r{self.line(now)}", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        """The final line, once."""
+        import sys
+        import time
+
+        print(f"\r{self.line(time.perf_counter())}", file=sys.stderr, flush=True)

@@ -241,6 +241,57 @@ def log_epoch(
     )
 
 
+def worker_context(seed: int) -> tuple[int, int, torch.device]:
+    """``(rank, world_size, device)`` of this Train worker; seeds torch with ``seed + rank``."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(seed + rank)
+    return rank, world, ray.train.torch.get_device()
+
+
+def epoch_metrics(epoch: int, stats: Any, **extra: Any) -> dict[str, Any]:
+    """What every worker reports for an epoch: loss, img/s, the share of step time spent
+    waiting for data, this process's peak RSS (MiB), and ``extra``."""
+    import resource
+
+    return {
+        "epoch": epoch,
+        "loss": stats.loss,
+        "images_per_s": stats.images_per_s,
+        "data_wait_fraction": stats.wait_fraction,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
+        **extra,
+    }
+
+
+def end_epoch(
+    metrics: dict[str, Any],
+    stats: Any,
+    *,
+    rank: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    epoch: int,
+    steps_per_epoch: int,
+    lr_at: Callable[[int], float],
+    logger: Any,
+) -> None:
+    """Report the epoch (rank 0 attaches the checkpoint) and log it to MLflow (rank 0)."""
+    report_epoch(metrics, rank=rank, model=model, optimizer=optimizer, epoch=epoch, scaler=scaler)
+    log_epoch(
+        logger,
+        metrics,
+        epoch=epoch,
+        first_step=epoch * steps_per_epoch,
+        step_losses=stats.step_losses,
+        lr_at=lr_at,
+    )
+
+
 def run_hooks(hooks: Sequence[EpochHook], epoch: int, rank: int, world: int) -> None:
     """Call every epoch hook the caller passed (through the loop config) for this epoch."""
     for hook in hooks:

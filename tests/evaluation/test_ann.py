@@ -18,7 +18,6 @@ from echoseek.evaluation.ann import (
 )
 from echoseek.index import open_index, read_manifest
 from echoseek.index.publish import read_latest
-
 from tests.index_fixtures import clustered
 
 

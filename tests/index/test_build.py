@@ -16,7 +16,6 @@ from echoseek.index import build_index, choose_params, list_versions, open_index
 from echoseek.index.build import fill_shard, plan_shards, train_stage
 from echoseek.index.manifest import read_manifest
 from echoseek.index.train import deserialize_index, gather_rows, sample_rows
-
 from tests.index_fixtures import SHARDS, clustered, small_params
 
 

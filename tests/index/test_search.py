@@ -16,7 +16,6 @@ from echoseek.index import build_index, open_index
 from echoseek.index.merge import sort_results
 from echoseek.index.publish import read_latest
 from echoseek.index.train import deserialize_index, normalize_rows
-
 from tests.index_fixtures import clustered
 
 

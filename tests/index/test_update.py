@@ -10,7 +10,6 @@ import pytest
 from echoseek.errors import InputError
 from echoseek.index import add_vectors, delete_ids, list_versions, open_index, read_manifest
 from echoseek.index.publish import read_latest
-
 from tests.index_fixtures import clustered
 
 
