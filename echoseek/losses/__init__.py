@@ -2,7 +2,7 @@
 
 from echoseek.losses.barlow import BarlowTwinsLoss
 from echoseek.losses.byol import BYOLLoss
-from echoseek.losses.distributed import GatherLoss
+from echoseek.losses.distributed import GatherLoss, GlobalBarlowTwinsLoss, GlobalNTXentLoss
 from echoseek.losses.fastap import FastAPLoss
 from echoseek.losses.instdisc import NCELoss
 from echoseek.losses.ntxent import NTXentLoss
@@ -13,6 +13,8 @@ __all__ = [
     "BarlowTwinsLoss",
     "FastAPLoss",
     "GatherLoss",
+    "GlobalBarlowTwinsLoss",
+    "GlobalNTXentLoss",
     "NCELoss",
     "NTXentLoss",
     "SimSiamLoss",

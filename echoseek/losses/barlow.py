@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -16,6 +18,8 @@ class BarlowTwinsLoss(nn.Module):
 
     with ``a = z1 - mean_b z1`` and ``c = z2 - mean_b z2`` (each unit centred over the batch).
     The paper's default ``λ = 5e-3``. ``eps`` only guards against a constant unit.
+    :meth:`objective` is ``L`` as a function of ``C``, for a ``C`` computed elsewhere (over
+    the global batch of every DDP rank, :class:`~echoseek.losses.GlobalBarlowTwinsLoss`).
     """
 
     def __init__(self, lambd: float = 5e-3, eps: float = 1e-12) -> None:
@@ -25,16 +29,36 @@ class BarlowTwinsLoss(nn.Module):
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """z1, z2: NxD embeddings of the two views; returns a scalar."""
-        c = cross_correlation(z1, z2, self.eps)  # DxD
+        return self.objective(cross_correlation(z1, z2, self.eps))  # C: DxD
+
+    def objective(self, c: torch.Tensor) -> torch.Tensor:
+        """``L`` of the DxD cross-correlation matrix ``c``; returns a scalar."""
         on_diag = (1.0 - torch.diagonal(c)).pow(2).sum()
         off_diag = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
         return on_diag + self.lambd * off_diag
 
 
-def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """The DxD correlation matrix between the units of z1 and z2 (NxD each) over the batch."""
-    a = z1 - z1.mean(dim=0)  # NxD
-    c = z2 - z2.mean(dim=0)  # NxD
-    a = a / a.norm(dim=0).clamp_min(eps)
-    c = c / c.norm(dim=0).clamp_min(eps)
-    return a.T @ c  # DxD
+def _this_process(partial_sum: torch.Tensor) -> torch.Tensor:
+    return partial_sum
+
+
+def cross_correlation(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    eps: float = 1e-12,
+    sum_ranks: Callable[[torch.Tensor], torch.Tensor] = _this_process,
+) -> torch.Tensor:
+    """The DxD correlation matrix between the units of z1 and z2 (NxD each) over the batch.
+
+    Every statistic over the batch (the count, the means, the norms and ``C`` itself) is a
+    sum over its rows. ``sum_ranks`` completes such a partial sum when the batch is split over
+    processes: the identity (the default) when this process holds the whole batch,
+    :func:`~echoseek.losses.distributed.all_reduce_sum` for the global batch of every DDP rank.
+    """
+    d = z1.shape[1]
+    z = torch.cat([z1, z2], dim=1)  # Nx2D: the units of both views
+    n = sum_ranks(z.new_tensor(float(z.shape[0])))
+    z = z - sum_ranks(z.sum(dim=0)) / n  # Nx2D, centred
+    z = z / sum_ranks(z.pow(2).sum(dim=0)).clamp_min(eps * eps).sqrt()  # unit norm per unit
+    a, c = z.split(d, dim=1)  # NxD each
+    return sum_ranks(a.T @ c)  # DxD

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from echoseek.losses.barlow import BarlowTwinsLoss
+from echoseek.losses.distributed import GlobalBarlowTwinsLoss
 from echoseek.models.backbones import ResNetBackbone
 from echoseek.models.mlp import linear_bn_relu
 from echoseek.models.ssl.base import SSLMethod
@@ -15,7 +16,10 @@ class BarlowTwins(SSLMethod):
     """Barlow Twins: push the cross-correlation of the two views' projections to identity.
 
     Projector ``Linear-BN-ReLU, Linear-BN-ReLU, Linear`` (8192 units in the paper; 2048 by
-    default here, which suits small data sets), loss :class:`~echoseek.losses.BarlowTwinsLoss`.
+    default here, which suits small data sets), loss :class:`~echoseek.losses.BarlowTwinsLoss`
+    with the cross-correlation over the global batch: under DDP its statistics are summed over
+    every rank (:class:`~echoseek.losses.GlobalBarlowTwinsLoss`), in one process it is the plain
+    loss. The projector's BatchNorm stays per-rank unless the model is made ``SyncBatchNorm``.
 
     Args:
         backbone: image -> NxF features.
@@ -38,7 +42,7 @@ class BarlowTwins(SSLMethod):
             *linear_bn_relu(hidden, hidden),
             nn.Linear(hidden, dim, bias=False),
         )
-        self.criterion = BarlowTwinsLoss(lambd=lambd)
+        self.criterion = GlobalBarlowTwinsLoss(BarlowTwinsLoss(lambd=lambd))
 
     def forward(
         self, x1: torch.Tensor, x2: torch.Tensor, index: torch.Tensor | None = None

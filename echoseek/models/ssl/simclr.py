@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from echoseek.losses.distributed import GlobalNTXentLoss
 from echoseek.losses.ntxent import NTXentLoss
 from echoseek.models.backbones import ResNetBackbone
 from echoseek.models.ssl.base import SSLMethod
@@ -14,9 +15,9 @@ class SimCLR(SSLMethod):
     """SimCLR: NT-Xent between the projections of two views, the other 2N-2 views as negatives.
 
     Projector ``g(h) = W2 ReLU(W1 h)`` (§2.1) with a 128-d output by default; loss
-    :class:`~echoseek.losses.NTXentLoss`. To use every rank's views as negatives under DDP,
-    replace ``criterion`` by a wrapper that gathers ``z1`` and ``z2`` across ranks
-    (:func:`echoseek.losses.distributed.all_gather_with_grad`); the math stays here.
+    :class:`~echoseek.losses.NTXentLoss` over the global batch, as the paper trains: under DDP
+    every rank's views are negatives (:class:`~echoseek.losses.GlobalNTXentLoss`); in one
+    process it is the plain loss.
 
     Args:
         backbone: image -> NxF features.
@@ -37,7 +38,7 @@ class SimCLR(SSLMethod):
         self.projector = nn.Sequential(
             nn.Linear(backbone.feature_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim)
         )
-        self.criterion = NTXentLoss(temperature=temperature)
+        self.criterion = GlobalNTXentLoss(NTXentLoss(temperature=temperature))
 
     def forward(
         self, x1: torch.Tensor, x2: torch.Tensor, index: torch.Tensor | None = None
