@@ -2,6 +2,12 @@
 
     .venv/bin/python bench/bench_index.py                 # 1 M × 128 (several minutes)
     .venv/bin/python bench/bench_index.py --n 100000      # quick run (< 1 minute)
+    .venv/bin/python bench/bench_index.py --defaults --n 60000 --dim 64 --clusters 100
+
+``--defaults``: recall@10 of ``open_index(root).search(q, 10)`` right after ``build_index``,
+before (the nprobe rule, no re-rank: ``target_recall=None``, ``rerank=False``) and after
+build-time calibration (measured nprobe, exact re-rank by default), and the build seconds the
+calibration costs (``manifest["build"]["calibrate_s"]``; shards filled in-process).
 
 Data: a seeded Gaussian mixture of ``--clusters`` components in 128-d, each with its own
 covariance ``A_k A_kᵀ + σ²I`` (``A_k`` 128×32 with N(0, 0.35²) entries, σ = 0.3), like real
@@ -124,6 +130,43 @@ def bench_echoseek(
     }
 
 
+def bench_defaults(
+    path: Path, root: Path, q: np.ndarray, truth: np.ndarray, args: argparse.Namespace
+) -> str:
+    """Default search right after build: the old defaults vs the build-measured ones."""
+    from echoseek.index import build_index, choose_params, open_index
+
+    n, dim = np.load(path, mmap_mode="r").shape
+    params = choose_params(n, dim)
+    lines = [
+        f"{n:,} × {dim} vectors, {args.clusters} clusters, {len(q)} held-out queries, "
+        f"{params.factory}, {args.threads} threads",
+        "",
+        "| defaults | nprobe | rerank | recall@10 | QPS 1 query | build s | calibrate s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, target in (("before: nprobe rule, no re-rank", None), ("after: measured", 0.9)):
+        start = time.perf_counter()
+        manifest = build_index(
+            path, root / str(target), params, seed=args.seed, use_ray=False, target_recall=target
+        )
+        build_s = time.perf_counter() - start
+        with open_index(root / str(target)) as reader:
+            rerank = None if target else False  # None: the version's default
+
+            def search(batch: np.ndarray, reader: Any = reader, rerank: Any = rerank) -> Any:
+                return reader.search(batch, 10, rerank=rerank)
+
+            rec = recall10(search(q)[1], truth)
+            shown = (reader.default_rerank or "off") if target else "off"
+            lines.append(
+                f"| {label} | {reader.default_nprobe} | {shown} | {rec:.3f} | "
+                f"{qps(search, q, 1, args.single):.0f} | {build_s:.1f} | "
+                f"{manifest['build'].get('calibrate_s', 0.0):.2f} |"
+            )
+    return "\n".join(lines)
+
+
 def bench_hnsw(
     x: np.ndarray, q: np.ndarray, truth: np.ndarray, m: int, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -202,6 +245,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--target", type=float, default=TARGET)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--defaults", action="store_true", help="default search after build")
     args = parser.parse_args()
 
     # Idle OpenMP threads sleep instead of spinning: on a shared, oversubscribed box spinning
@@ -216,6 +260,9 @@ def main() -> None:
     truth = exact_top(x, q, 10)
     with tempfile.TemporaryDirectory() as tmp:
         np.save(Path(tmp) / "x.npy", x)
+        if args.defaults:
+            print(bench_defaults(Path(tmp) / "x.npy", Path(tmp) / "index", q, truth, args))
+            return
         rows = [bench_echoseek(Path(tmp) / "x.npy", Path(tmp) / "index", q, truth, args)]
         rows += [bench_hnsw(x, q, truth, m, args) for m in (16, 32)]
     print(table(rows, args))

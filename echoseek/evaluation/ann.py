@@ -1,9 +1,9 @@
 """Index evaluation: recall against exact search, speed, size, and nprobe tuning.
 
 For a set of queries (held-out vectors, or a seeded sample of the stored ones) the ground
-truth is an exact brute-force search (``faiss.IndexFlatIP``/``IndexFlatL2``, streamed shard
-by shard over the stored float16 vectors, tombstones excluded). For every ``nprobe`` of a
-sweep, with and without exact re-rank:
+truth is an exact brute-force search (:func:`~echoseek.index.recall.exact_knn`, streamed
+chunk by chunk over the stored float16 vectors, tombstones excluded). For every ``nprobe`` of
+a sweep, with and without exact re-rank:
 
 * ``recall@k = |A_k ∩ G_k| / k`` averaged over queries, where ``A_k`` is the index's top-k and
   ``G_k`` the exact top-k (the "k-recall@k" of the ANN benchmarks; recall@1 is the fraction of
@@ -13,8 +13,10 @@ sweep, with and without exact re-rank:
 * bytes per vector of the shard files (codes + ids + lists), of the re-rank vectors and of the
   metadata.
 
-:func:`smallest_nprobe` picks the cheapest ``nprobe`` whose recall@10 reaches a target, which
-``evaluate_index(target_recall=…)`` writes into the version's manifest as its default.
+:func:`smallest_nprobe` picks the cheapest ``nprobe`` whose recall@10 reaches a target;
+``evaluate_index(target_recall=…)`` publishes it as the default of a NEW version derived from
+the evaluated one (:func:`~echoseek.index.update.publish_search_defaults`): a published
+manifest never changes.
 """
 
 from __future__ import annotations
@@ -28,26 +30,20 @@ import numpy as np
 
 from echoseek.data.vectors import iter_vector_batches
 from echoseek.errors import InputError
-from echoseek.index.manifest import set_search_defaults
-from echoseek.index.merge import MISSING_ID, merge_topk
+from echoseek.index.publish import DEFAULT_RETENTION
 from echoseek.index.reader import IndexReader, open_index
+from echoseek.index.recall import default_nprobes, exact_knn, knn_recall, sample_ids
 from echoseek.index.rerank import NATURAL_DISTANCE
-from echoseek.index.train import normalize_rows
+from echoseek.index.update import publish_search_defaults
 from echoseek.storage import write_bytes_atomic, write_json_atomic
 
 KS = (1, 10, 100)
 QPS_K = 10
-EXACT_CHUNK = 1 << 16
 
 
 def sample_queries(reader: IndexReader, n: int, seed: int = 0) -> np.ndarray:
     """A seeded sample of ``n`` live stored vectors (float32) to use as queries."""
-    rng = np.random.default_rng(seed)
-    live = np.setdiff1d(_all_ids(reader), reader.tombstones, assume_unique=True)
-    if live.size == 0:
-        raise InputError(f"{reader.path}: the index has no live vectors to sample queries from")
-    ids = rng.choice(live, size=min(n, live.size), replace=False)
-    return reader.fetch_vectors(np.sort(ids))
+    return reader.fetch_vectors(sample_ids(reader, n, seed))
 
 
 def load_queries(path: str | Path, n: int, dim: int) -> np.ndarray:
@@ -57,43 +53,6 @@ def load_queries(path: str | Path, n: int, dim: int) -> np.ndarray:
     if x.shape[1] != dim:
         raise InputError(f"{path}: queries have dim {x.shape[1]} but the index has dim {dim}")
     return x
-
-
-def exact_knn(reader: IndexReader, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` over every live stored vector: ``(scores, ids)``, higher is better.
-
-    The stored vectors are the float16 re-rank copies; for a normalised index they are
-    re-normalised in float32 first, so the truth is the exact cosine ranking, the same
-    ranking the exact re-rank produces (float16 rounding leaves norms 1 ± 1e-3, enough to
-    swap near-ties at rank k otherwise).
-    """
-    import faiss
-
-    q = reader.prepare_queries(queries)
-    metric = faiss.METRIC_INNER_PRODUCT if reader.metric == "ip" else faiss.METRIC_L2
-    best_s = np.full((len(q), k), -np.inf, dtype=np.float32)
-    best_i = np.full((len(q), k), MISSING_ID, dtype=np.int64)
-    for ids in _id_chunks(reader):
-        ids = np.setdiff1d(ids, reader.tombstones, assume_unique=True)
-        if ids.size == 0:
-            continue
-        flat = faiss.IndexFlat(reader.dim, metric)
-        stored = reader.fetch_vectors(ids)
-        flat.add(normalize_rows(stored) if reader.manifest.get("normalize") else stored)
-        d, local = flat.search(q, min(k, ids.size))
-        scores = d if reader.metric == "ip" else -d
-        found = np.where(local >= 0, ids[np.maximum(local, 0)], MISSING_ID)
-        best_s, best_i = merge_topk([best_s, scores], [best_i, found], k)
-    return best_s, best_i
-
-
-def knn_recall(found: np.ndarray, truth: np.ndarray, k: int) -> float:
-    """Mean over queries of ``|found[:, :k] ∩ truth[:, :k]| / k`` (missing ids never match)."""
-    hits = [
-        np.intersect1d(f[:k][f[:k] != MISSING_ID], t[:k][t[:k] != MISSING_ID]).size
-        for f, t in zip(found, truth, strict=True)
-    ]
-    return float(np.mean(hits) / k)
 
 
 def time_search(
@@ -176,17 +135,6 @@ def storage_bytes(reader: IndexReader) -> dict[str, float]:
     }
 
 
-def default_nprobes(nlist: int, most: int = 256) -> list[int]:
-    """Powers of two from 1 to ``min(nlist, most)`` (``[1]`` for Flat indexes)."""
-    if nlist <= 1:
-        return [1]
-    out, p = [], 1
-    while p <= min(nlist, most):
-        out.append(p)
-        p *= 2
-    return out
-
-
 def evaluate_index(
     path: str | Path,
     out_dir: str | Path,
@@ -201,12 +149,15 @@ def evaluate_index(
     n_single: int = 200,
     target_recall: float | None = None,
     seed: int = 0,
+    retention: int = DEFAULT_RETENTION,
 ) -> dict[str, Any]:
     """Evaluate the version at ``path``; write ``eval.json``, ``eval.md``, ``recall_qps.png``.
 
     With ``target_recall`` the smallest nprobe reaching recall@10 ≥ target (with re-rank
-    when ``rerank`` is on) becomes the version's default nprobe (manifest rewritten
-    atomically).
+    when ``rerank`` is on) becomes the default nprobe of a new version derived from the
+    evaluated one, published beside it (``LATEST`` moves to it when it named the evaluated
+    version; ``retention`` versions are kept); its id is ``result["published_version"]``
+    (None when nothing was published). The evaluated version is left unchanged.
     """
     if n_queries <= 0:
         raise InputError(f"n_queries: must be positive, got {n_queries}")
@@ -231,7 +182,8 @@ def evaluate_index(
             batch_size=batch_size,
             n_single=n_single,
         )
-        result = _result(reader, rows, len(q), target_recall, name, rerank_depth)
+        result = _result(reader, rows, len(q), target_recall, name)
+    result["published_version"] = _publish_tuned(result, name, rerank_depth, retention)
     write_report(out_dir, result)
     return result
 
@@ -262,9 +214,40 @@ def markdown_table(result: dict[str, Any]) -> str:
         cells += [f"{r[f'recall@{k}']:.3f}" for k in ks]
         cells += [f"{r['qps_single']:.0f}", f"{r['qps_batch']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    if result.get("tuned_nprobe") is not None:
-        lines += ["", f"default nprobe set to {result['tuned_nprobe']}"]
+    if result.get("published_version"):
+        lines += ["", _tuned_line(result)]
     return "\n".join(lines) + "\n"
+
+
+def summary_text(result: dict[str, Any]) -> str:
+    """The terminal summary of an evaluation: best recall, and what tuning published."""
+    best = max(result["rows"], key=lambda r: r.get("recall@10", 0.0))
+    lines = [
+        f"evaluated {result['version']} ({result['factory']}) on {result['n_queries']} queries"
+        f" -> {result.get('output', '')}",
+        f"best recall@10 {best.get('recall@10', float('nan')):.3f} at nprobe {best['nprobe']}"
+        f" (rerank {best['rerank'] or 'off'})",
+    ]
+    if result["target_recall"] is not None:
+        lines.append(
+            _tuned_line(result)
+            if result.get("published_version")
+            else f"no swept nprobe reaches recall@10 >= {result['target_recall']}; "
+            "nothing published"
+        )
+    return "\n".join(lines)
+
+
+def rerank_option(value: str | bool) -> str | bool:
+    """A config's ``rerank`` to ``evaluate_index``'s: ``auto`` → True, off words → False."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower()
+    if text in ("auto", "true", "on", "yes"):
+        return True
+    if text in ("", "false", "off", "no", "none"):
+        return False
+    return value.strip()
 
 
 def plot_recall_qps(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
@@ -297,11 +280,10 @@ def _result(
     n_queries: int,
     target: float | None,
     rerank: str | None,
-    rerank_depth: int | None,
 ) -> dict[str, Any]:
-    tuned = smallest_nprobe(rows, target, 10, rerank) if target is not None else None
-    result: dict[str, Any] = {
+    return {
         "version": reader.version,
+        "path": str(reader.path),
         "factory": reader.manifest["factory"],
         "ntotal": reader.ntotal,
         "live": reader.live,
@@ -309,18 +291,38 @@ def _result(
         **storage_bytes(reader),
         "rows": rows,
         "target_recall": target,
-        "tuned_nprobe": tuned,
+        "tuned_nprobe": smallest_nprobe(rows, target, 10, rerank) if target is not None else None,
     }
-    if tuned is not None:
-        chosen = next(r for r in rows if r["nprobe"] == tuned and r["rerank"] == rerank)
-        set_search_defaults(
-            reader.path,
-            tuned,
-            rerank,
-            rerank_depth,
-            evaluation={"target_recall": target, **chosen, "n_queries": n_queries},
-        )
-    return result
+
+
+def _publish_tuned(
+    result: dict[str, Any], rerank: str | None, rerank_depth: int | None, retention: int
+) -> str | None:
+    """Publish the tuned defaults as a new version derived from the evaluated one; its id."""
+    tuned = result["tuned_nprobe"]
+    if tuned is None:
+        return None
+    chosen = next(r for r in result["rows"] if r["nprobe"] == tuned and r["rerank"] == rerank)
+    manifest = publish_search_defaults(
+        result["path"],
+        nprobe=tuned,
+        rerank=rerank,
+        rerank_depth=rerank_depth,
+        evaluation={
+            "target_recall": result["target_recall"],
+            **chosen,
+            "n_queries": result["n_queries"],
+        },
+        retention=retention,
+    )
+    return str(manifest["version"])
+
+
+def _tuned_line(result: dict[str, Any]) -> str:
+    return (
+        f"default nprobe set to {result['tuned_nprobe']} in new version "
+        f"{result['published_version']} (from {result['version']})"
+    )
 
 
 def _rerank_name(reader: IndexReader, rerank: str | bool) -> str | None:
@@ -329,18 +331,3 @@ def _rerank_name(reader: IndexReader, rerank: str | bool) -> str | None:
     if rerank is True:
         return NATURAL_DISTANCE[reader.metric]
     return str(rerank)
-
-
-def _all_ids(reader: IndexReader) -> np.ndarray:
-    return np.concatenate(
-        [s["id_start"] + np.arange(s["count"], dtype=np.int64) for s in reader.manifest["shards"]]
-    )
-
-
-def _id_chunks(reader: IndexReader) -> list[np.ndarray]:
-    chunks = []
-    for s in reader.manifest["shards"]:
-        for lo in range(0, s["count"], EXACT_CHUNK):
-            hi = min(s["count"], lo + EXACT_CHUNK)
-            chunks.append(s["id_start"] + np.arange(lo, hi, dtype=np.int64))
-    return chunks

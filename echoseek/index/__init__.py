@@ -9,7 +9,7 @@ from echoseek.index.merge import merge_topk
 from echoseek.index.params import IndexParams, choose_params
 from echoseek.index.publish import list_versions, read_latest, resolve_version_dir
 from echoseek.index.reader import IndexReader, open_index
-from echoseek.index.update import add_vectors, delete_ids
+from echoseek.index.update import add_vectors, delete_ids, publish_search_defaults
 
 __all__ = [
     "IndexParams",
@@ -24,6 +24,7 @@ __all__ = [
     "merge_topk",
     "open_index",
     "plan_shards",
+    "publish_search_defaults",
     "read_latest",
     "read_manifest",
     "resolve_version_dir",

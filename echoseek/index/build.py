@@ -9,9 +9,12 @@ The stages follow autofaiss's distributed build (``indices/distributed.py``):
    of ``S`` Ray tasks deserialises it, streams its contiguous slice of input rows and calls
    ``add_with_ids`` with global row numbers (:func:`fill_shard`), writing its faiss file, its
    float16 re-rank vectors and its id→metadata Parquet into the staging directory;
-4. :func:`build_index`: writes the manifest and publishes the version atomically
-   (:mod:`echoseek.index.publish`). Any failure, in any stage or shard task, removes the
-   staging directory and publishes nothing.
+4. :func:`build_index`: measures the version's operating point on the staged files
+   (:func:`~echoseek.index.recall.calibrate_nprobe`: the smallest nprobe reaching
+   recall@10 ≥ 0.9 with exact re-rank, on a seeded sample of a few hundred stored vectors;
+   skipped for exact Flat indexes), writes it as the default nprobe into the manifest and
+   publishes the version atomically (:mod:`echoseek.index.publish`). Any failure, in any
+   stage or shard task, removes the staging directory and publishes nothing.
 
 On a cluster the index root must be a filesystem every worker can write (shared mount).
 """
@@ -46,6 +49,9 @@ from echoseek.index.manifest import (
 )
 from echoseek.index.params import IndexParams, choose_params
 from echoseek.index.publish import DEFAULT_RETENTION, new_version_id, staged_version
+from echoseek.index.reader import IndexReader
+from echoseek.index.recall import CALIBRATION_QUERIES, CALIBRATION_TARGET, calibrate_nprobe
+from echoseek.index.rerank import NATURAL_DISTANCE
 from echoseek.index.train import (
     deserialize_index,
     gather_rows,
@@ -204,10 +210,14 @@ def build_index(
     cpus_per_shard: float = 1.0,
     retention: int = DEFAULT_RETENTION,
     model_uri: str = "",
+    target_recall: float | None = CALIBRATION_TARGET,
+    calibration_queries: int = CALIBRATION_QUERIES,
 ) -> dict[str, Any]:
     """Build and publish a new index version of ``input`` under ``root``; return its manifest.
 
     ``params`` defaults to :func:`~echoseek.index.params.choose_params` for the input's size.
+    The default nprobe is the smallest one reaching recall@10 ≥ ``target_recall`` on
+    ``calibration_queries`` sampled stored vectors (``target_recall=None``: ``params.nprobe``).
     """
     source = input if isinstance(input, VectorSource) else open_vectors(input)
     params = params or choose_params(source.count, source.dim)
@@ -243,8 +253,21 @@ def build_index(
             vectors_sha256=source.sha256 or _source_sha256(source),
             build={**timings, "seed": seed, "train_size": params.train_size},
         )
+        if target_recall is not None and params.nlist > 1:
+            calibrate(staging, manifest, target_recall, calibration_queries, seed)
         write_manifest(staging, manifest)
     return manifest
+
+
+def calibrate(
+    staging: Path, manifest: dict[str, Any], target: float, n_queries: int, seed: int
+) -> None:
+    """Set ``manifest``'s default nprobe to the measured one (files in ``staging``)."""
+    with IndexReader(staging, manifest) as reader:
+        point = calibrate_nprobe(reader, target=target, n_queries=n_queries, seed=seed)
+    manifest["default_nprobe"] = point["nprobe"]
+    manifest["build"]["calibrate_s"] = point["seconds"]
+    manifest["build"]["calibration"] = point
 
 
 def new_manifest(
@@ -275,7 +298,7 @@ def new_manifest(
         "factory": params.factory,
         "params": params.to_dict(),
         "default_nprobe": default_nprobe or params.nprobe,
-        "default_rerank": None,
+        "default_rerank": False if params.exact else NATURAL_DISTANCE[params.metric],
         "default_rerank_depth": None,
         "ntotal": ntotal,
         "live": ntotal - len(tombstones),
@@ -289,6 +312,21 @@ def new_manifest(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "build": build or {},
     }
+
+
+def summary_text(s: dict[str, Any]) -> str:
+    """The terminal line of ``echoseek index build``'s summary (``jobs.index_build.run``)."""
+    line = (
+        f"indexed {s['ntotal']} vectors (dim {s['dim']}, {s['factory']}, {s['shards']} shards) "
+        f"as {s['output']}/{s['version']} in {s['seconds']:.1f} s"
+    )
+    point = s.get("calibration")
+    if point:
+        line += (
+            f"; default nprobe {point['nprobe']} (recall@10 {point['recall@10']:.3f} on "
+            f"{point['n_queries']} sampled vectors, rerank {point['rerank'] or 'off'})"
+        )
+    return line
 
 
 def array_batches(

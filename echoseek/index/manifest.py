@@ -7,7 +7,7 @@
       "version": "v20250101T120000123456-ab12cd", "parent": null,
       "dim": 64, "metric": "ip", "normalize": true,
       "factory": "IVF512,PQ16x8", "params": {...},
-      "default_nprobe": 16, "default_rerank": null, "default_rerank_depth": null,
+      "default_nprobe": 16, "default_rerank": "cosine", "default_rerank_depth": null,
       "ntotal": 20000, "live": 20000, "next_id": 20000,
       "trained": {"file": "trained.faiss", "sha256": "..."},
       "shards": [{"file": "shard-00000.faiss", "count": 10000, "sha256": "...",
@@ -18,6 +18,13 @@
       "model_uri": "...", "dataset_sha256": "...", "vectors_sha256": "...",
       "created": "2025-01-01T12:00:00Z", "build": {...}
     }
+
+``default_nprobe`` is measured at build time (the smallest nprobe reaching recall@10 ≥ 0.9
+with the default re-rank, recorded under ``build.calibration``); ``default_rerank`` is the
+distance ``search(rerank=None)`` re-ranks with: a name, ``false`` (off; Flat versions), or null
+(versions from before build-time defaults: the metric's distance unless Flat). A published
+manifest is never rewritten: new defaults (``echoseek index eval target_recall=…``), added
+vectors and deletions each publish a new version whose ``parent`` names the old one.
 
 Internal faiss ids are int64 global row numbers; shard ``i`` holds the contiguous ids
 ``[id_start, id_start + count)`` in row order, so its float16 re-rank vectors and metadata rows
@@ -85,21 +92,3 @@ def verify_files(version_dir: str | Path, manifest: dict[str, Any]) -> None:
             raise InputError(f"{path}: file listed in {MANIFEST} is missing")
         if sha256_file(path) != digest:
             raise InputError(f"{path}: checksum mismatch (the file is corrupt or was modified)")
-
-
-def set_search_defaults(
-    version_dir: str | Path,
-    nprobe: int,
-    rerank: str | None = None,
-    rerank_depth: int | None = None,
-    evaluation: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Rewrite a version's default ``nprobe`` (and re-rank) atomically; files are untouched."""
-    manifest = read_manifest(version_dir)
-    manifest["default_nprobe"] = int(nprobe)
-    manifest["default_rerank"] = rerank
-    manifest["default_rerank_depth"] = rerank_depth
-    if evaluation is not None:
-        manifest["evaluation"] = evaluation
-    write_manifest(version_dir, manifest)
-    return manifest

@@ -22,8 +22,10 @@ Rules for ``N`` vectors of dimension ``d`` (every value can be overridden):
   - training sample ``n_train = min(N, max_train, max(train_per_list·nlist, 39·2^nbits))``
     with ``train_per_list = 64`` (faiss asks for 30–256 points per centroid) and
     ``max_train = 2^21``;
-  - default ``nprobe = 2^round(log2(√nlist))`` (≤ nlist), a starting point that
-    ``echoseek index eval target_recall=…`` replaces by a measured one.
+  - ``nprobe = 2^round(log2(√nlist))`` (≤ nlist), the starting point only: ``index build``
+    measures the smallest nprobe reaching recall@10 ≥ 0.9 (:mod:`echoseek.index.recall`)
+    and writes that as the version's default; ``echoseek index eval target_recall=…``
+    publishes a re-tuned version.
 
 ``metric="ip"`` is cosine similarity when ``normalize`` is on (the default for ``ip``): vectors
 and queries are L2-normalised so that ``x·y = cos(x, y)``. ``metric="l2"`` is squared
@@ -78,6 +80,11 @@ class IndexParams:
         coarse = f"IVF{self.nlist}_HNSW32" if self.hnsw_coarse else f"IVF{self.nlist}"
         prefix = f"OPQ{self.m}," if self.opq else ""
         return f"{prefix}{coarse},PQ{self.m}x{self.nbits}"
+
+    @property
+    def exact(self) -> bool:
+        """True for a brute-force Flat index (its search is exact; nothing to re-rank)."""
+        return self.factory.replace("IDMap2,", "").replace("IDMap,", "") == "Flat"
 
     @property
     def bytes_per_vector(self) -> float:

@@ -45,9 +45,15 @@ def new_version_id() -> str:
 
 @contextlib.contextmanager
 def staged_version(
-    root: str | Path, version: str, retention: int = DEFAULT_RETENTION
+    root: str | Path,
+    version: str,
+    retention: int = DEFAULT_RETENTION,
+    move_latest: bool = True,
 ) -> Iterator[Path]:
-    """Yield ``<root>/.staging-<version>/``; publish it as ``<root>/<version>`` on success."""
+    """Yield ``<root>/.staging-<version>/``; publish it as ``<root>/<version>`` on success.
+
+    ``LATEST`` then names the new version unless ``move_latest`` is false.
+    """
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise InputError(f"{root}: index root exists and is not a directory")
@@ -64,7 +70,8 @@ def staged_version(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     fsync_dir(root)
-    write_latest(root, version)
+    if move_latest:
+        write_latest(root, version)
     apply_retention(root, retention)
 
 

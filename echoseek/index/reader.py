@@ -16,8 +16,9 @@ and the float16 re-rank vectors (``np.load(mmap_mode="r")``).
 3. per-shard top lists are merged (:func:`~echoseek.index.merge.merge_topk`), scores
    higher-is-better (inner product, or −squared L2);
 4. tombstoned ids are dropped (over-fetching, then searching deeper for rows left short);
-5. optionally the best ``rerank_depth`` candidates are re-scored exactly with a distance of
-   :mod:`echoseek.distances` on the stored vectors (score = −distance).
+5. the best ``rerank_depth`` candidates are re-scored exactly with a distance of
+   :mod:`echoseek.distances` on the stored vectors (score = −distance): by default with the
+   metric's own distance for approximate (IVF-PQ) versions, off for exact (Flat) ones.
 """
 
 from __future__ import annotations
@@ -111,6 +112,19 @@ class IndexReader:
         return int(self.manifest.get("default_nprobe") or 1)
 
     @property
+    def default_rerank(self) -> str | None:
+        """The distance ``search(rerank=None)`` re-ranks with, or None (no re-rank).
+
+        The manifest's ``default_rerank``: a distance name, or ``false`` for off. Versions
+        whose manifest leaves it null re-rank with the metric's exact distance unless the
+        index is exact already (Flat).
+        """
+        value = self.manifest.get("default_rerank")
+        if value is None:
+            return None if self.params.exact else NATURAL_DISTANCE[self.metric]
+        return str(value) if value else None
+
+    @property
     def nlist(self) -> int:
         return int(self._ivfs[0].nlist) if self._is_ivf else 0
 
@@ -132,7 +146,9 @@ class IndexReader:
 
         ``nprobe`` defaults to the version's; ``rerank`` is a distance name, ``True`` (the
         metric's own: cosine for ip, sqeuclidean for l2), ``False`` (off) or ``None`` (the
-        version's default). Rows with fewer than ``k`` live vectors are padded (−inf, −1).
+        version's default, :attr:`default_rerank`: exact re-rank with the metric's distance
+        for a version built by ``index build`` unless it is Flat). Rows with fewer than ``k``
+        live vectors are padded (−inf, −1).
         """
         k = _check_k(k)
         q = self.prepare_queries(queries)
@@ -275,7 +291,7 @@ class IndexReader:
 
     def _rerank_name(self, rerank: str | bool | None) -> str | None:
         if rerank is None:
-            rerank = self.manifest.get("default_rerank") or False
+            return self.default_rerank
         if rerank is False:
             return None
         if rerank is True:

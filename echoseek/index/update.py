@@ -5,6 +5,8 @@
   vectors as new shard(s) with internal ids from the old ``next_id`` on.
 * :func:`delete_ids` links every file and lists the ids as ``tombstones`` in the new
   manifest; searches filter them out. Deleted vectors still occupy space until a rebuild.
+* :func:`publish_search_defaults` links every file and sets new search defaults (nprobe,
+  re-rank) in the new manifest: how ``echoseek index eval target_recall=…`` tunes a version.
 
 Files are hard-linked when the filesystem allows (instant, no extra space; safe because
 published files are immutable), else copied. The base version's checksums are verified first
@@ -39,6 +41,7 @@ from echoseek.index.manifest import (
 )
 from echoseek.index.publish import (
     DEFAULT_RETENTION,
+    LATEST,
     new_version_id,
     read_latest,
     staged_version,
@@ -118,6 +121,42 @@ def delete_ids(
         _link_files(base_dir, staging, base)
         tombstones = sorted(set(base.get("tombstones", [])) | set(internal))
         manifest = _derive(base, version, shards=base["shards"], tombstones=tombstones)
+        write_manifest(staging, manifest)
+    return manifest
+
+
+def publish_search_defaults(
+    version_dir: str | Path,
+    *,
+    nprobe: int,
+    rerank: str | None,
+    rerank_depth: int | None = None,
+    evaluation: dict[str, Any] | None = None,
+    retention: int = DEFAULT_RETENTION,
+) -> dict[str, Any]:
+    """Publish a new version = the version at ``version_dir`` with new search defaults.
+
+    The new version sits beside its parent (same index root), shares its files and differs
+    only in ``default_nprobe``, ``default_rerank`` (``rerank=None`` stores ``false``: off),
+    ``default_rerank_depth`` and ``evaluation``. ``LATEST`` moves to it when it named the
+    parent; tuning an older version publishes the result without rolling ``LATEST`` back.
+    Returns the new manifest.
+    """
+    base_dir = Path(version_dir)
+    base = read_manifest(base_dir)
+    verify_files(base_dir, base)
+    root = base_dir.parent
+    latest = root / LATEST
+    move = not latest.is_file() or latest.read_text().strip() == base["version"]
+    version = new_version_id()
+    with staged_version(root, version, retention, move_latest=move) as staging:
+        _link_files(base_dir, staging, base)
+        manifest = _derive(base, version, shards=base["shards"])
+        manifest["default_nprobe"] = int(nprobe)
+        manifest["default_rerank"] = rerank or False
+        manifest["default_rerank_depth"] = rerank_depth
+        if evaluation is not None:
+            manifest["evaluation"] = evaluation
         write_manifest(staging, manifest)
     return manifest
 

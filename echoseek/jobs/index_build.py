@@ -9,11 +9,16 @@
 ``output/<version>/`` and ``output/LATEST`` points at it, or nothing appears if the build fails.
 Index parameters follow :mod:`echoseek.index.params` unless set under ``index.*``; the shards
 are filled as parallel Ray tasks (a local Ray instance is started unless ``RAY_ADDRESS`` or an
-initialised Ray says otherwise).
+initialised Ray says otherwise). Before publishing, the build measures the smallest nprobe
+reaching recall@10 ≥ ``build.target_recall`` (0.9; with exact re-rank, on
+``build.calibration_queries`` sampled vectors) and makes it the version's default, so the
+version searches well without ``index eval``; ``index.nprobe=N`` or ``build.target_recall=null``
+keep the rule's nprobe instead. Flat (exact) indexes skip the measurement.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -22,21 +27,21 @@ from typing import Any, Literal
 
 from echoseek.data.vectors import open_vectors
 from echoseek.errors import ConfigError
-from echoseek.index.build import ROWS_PER_SHARD, build_index
+from echoseek.index.build import ROWS_PER_SHARD, build_index, summary_text
 from echoseek.index.params import (
     FLAT_THRESHOLD,
     MAX_TRAIN,
     NLIST_FACTOR,
     TRAIN_PER_LIST,
-    IndexParams,
     choose_params,
 )
+from echoseek.index.recall import CALIBRATION_QUERIES, CALIBRATION_TARGET
 from echoseek.jobs.runner import run_job
 
 
 @dataclass
 class IndexOptions:
-    """Index parameters; 0 / empty means "choose by the rules" (echoseek.index.params)."""
+    """``choose_params`` keywords; 0 / empty means "choose by the rules" (index.params)."""
 
     kind: Literal["auto", "flat", "ivfpq"] = "auto"
     metric: Literal["ip", "l2"] = "ip"
@@ -67,16 +72,18 @@ class BuildOptions:
     use_gpu: bool | None = None  # None: train on GPU when faiss sees one
     use_ray: bool = True  # false: fill shards one after another in this process
     retention: int = 3  # versions kept under the index root (0 keeps all)
+    target_recall: float | None = CALIBRATION_TARGET  # null: keep the rule's nprobe
+    calibration_queries: int = CALIBRATION_QUERIES
 
     def __post_init__(self) -> None:
         for name in ("num_shards", "retention"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"build.{name}: must be >= 0, got {getattr(self, name)}")
-        for name in ("rows_per_shard", "batch_size"):
+        for name in ("rows_per_shard", "batch_size", "cpus_per_shard", "calibration_queries"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"build.{name}: must be positive, got {getattr(self, name)}")
-        if self.cpus_per_shard <= 0:
-            raise ConfigError(f"build.cpus_per_shard: must be positive, got {self.cpus_per_shard}")
+        if self.target_recall is not None and not 0 < self.target_recall <= 1:
+            raise ConfigError(f"build.target_recall: must be in (0, 1], got {self.target_recall}")
 
 
 @dataclass
@@ -90,29 +97,6 @@ class Config:
     build: BuildOptions = field(default_factory=BuildOptions)
 
 
-def params_for(n: int, dim: int, opts: IndexOptions) -> IndexParams:
-    """:func:`~echoseek.index.params.choose_params` with the config's overrides."""
-    return choose_params(
-        n,
-        dim,
-        opts.memory_budget_bytes or None,
-        metric=opts.metric,
-        kind=opts.kind,
-        normalize=opts.normalize,
-        nlist=opts.nlist or None,
-        m=opts.m or None,
-        nbits=opts.nbits,
-        opq=opts.opq,
-        nprobe=opts.nprobe or None,
-        train_size=opts.train_size or None,
-        flat_threshold=opts.flat_threshold,
-        nlist_factor=opts.nlist_factor,
-        train_per_list=opts.train_per_list,
-        max_train=opts.max_train,
-        factory=opts.factory,
-    )
-
-
 def run(cfg: Config) -> dict[str, Any]:
     """Build and publish one index version; returns a summary."""
     if not cfg.input:
@@ -121,7 +105,7 @@ def run(cfg: Config) -> dict[str, Any]:
         raise ConfigError("output is required (the index root directory)")
     start = time.perf_counter()
     source = open_vectors(cfg.input)
-    params = params_for(source.count, source.dim, cfg.index)
+    params = choose_params(source.count, source.dim, **dataclasses.asdict(cfg.index))
     b = cfg.build
     manifest = build_index(
         source,
@@ -136,6 +120,8 @@ def run(cfg: Config) -> dict[str, Any]:
         cpus_per_shard=b.cpus_per_shard,
         retention=b.retention,
         model_uri=cfg.model_uri,
+        target_recall=None if cfg.index.nprobe else b.target_recall,
+        calibration_queries=b.calibration_queries,
     )
     return {
         "output": cfg.output,
@@ -146,23 +132,16 @@ def run(cfg: Config) -> dict[str, Any]:
         "metric": manifest["metric"],
         "shards": len(manifest["shards"]),
         "default_nprobe": manifest["default_nprobe"],
+        "default_rerank": manifest["default_rerank"],
         "bytes_per_vector": params.bytes_per_vector,
         "seconds": time.perf_counter() - start,
         **manifest["build"],
     }
 
 
-def summarize(s: dict[str, Any]) -> str:
-    """One line for the terminal."""
-    return (
-        f"indexed {s['ntotal']} vectors (dim {s['dim']}, {s['factory']}, {s['shards']} shards) "
-        f"as {s['output']}/{s['version']} in {s['seconds']:.1f} s"
-    )
-
-
 def main(argv: Sequence[str] | None = None, prog: str = "echoseek index build") -> int:
     """Command-line entry point."""
-    return run_job(Config, run, argv, prog, __doc__, summarize)
+    return run_job(Config, run, argv, prog, __doc__, summary_text)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@
 first ``n_queries`` vectors of ``queries`` (held out), or a seeded sample of the stored vectors.
 Writes ``eval.json``, ``eval.md`` (a markdown table) and ``recall_qps.png`` into ``output``.
 With ``target_recall`` the smallest swept nprobe reaching recall@10 ≥ target (with re-rank
-unless ``rerank=false``) becomes the version's default nprobe (manifest rewritten atomically).
+unless ``rerank=false``) becomes the default nprobe of a NEW version derived from the evaluated
+one (shard files shared, published atomically, ``LATEST`` moved when it named the evaluated
+version, ``retention`` versions kept); the summary and ``eval.json`` name it as
+``published_version``. A published version never changes.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from echoseek.errors import ConfigError
-from echoseek.evaluation.ann import KS, evaluate_index
+from echoseek.evaluation.ann import KS, evaluate_index, rerank_option, summary_text
 from echoseek.jobs.runner import run_job
 
 
@@ -39,6 +42,7 @@ class Config:
     n_single: int = 200  # queries timed one at a time
     target_recall: float | None = None
     seed: int = 0
+    retention: int = 3  # versions kept under the index root when tuning publishes (0: all)
 
     def __post_init__(self) -> None:
         if self.n_queries <= 0:
@@ -49,20 +53,8 @@ class Config:
             raise ConfigError(f"ks: must be positive integers, got {self.ks}")
         if self.target_recall is not None and not 0 < self.target_recall <= 1:
             raise ConfigError(f"target_recall: must be in (0, 1], got {self.target_recall}")
-        if self.batch_size <= 0 or self.n_single < 0 or self.rerank_depth < 0:
-            raise ConfigError("batch_size must be positive; n_single, rerank_depth >= 0")
-
-
-def rerank_option(value: str | bool) -> str | bool:
-    """Config value to ``evaluate_index``'s ``rerank``: ``auto`` → True, off words → False."""
-    if isinstance(value, bool):
-        return value
-    text = value.strip().lower()
-    if text in ("auto", "true", "on", "yes"):
-        return True
-    if text in ("", "false", "off", "no", "none"):
-        return False
-    return value.strip()
+        if self.batch_size <= 0 or min(self.n_single, self.rerank_depth, self.retention) < 0:
+            raise ConfigError("batch_size must be positive; n_single, rerank_depth, retention >= 0")
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -84,31 +76,14 @@ def run(cfg: Config) -> dict[str, Any]:
         n_single=cfg.n_single,
         target_recall=cfg.target_recall,
         seed=cfg.seed,
+        retention=cfg.retention,
     )
     return {**result, "output": cfg.output}
 
 
-def summarize(s: dict[str, Any]) -> str:
-    """The markdown table plus where it was written."""
-    best = max(s["rows"], key=lambda r: r.get("recall@10", 0.0))
-    lines = [
-        f"evaluated {s['version']} ({s['factory']}) on {s['n_queries']} queries -> {s['output']}",
-        f"best recall@10 {best.get('recall@10', float('nan')):.3f} at nprobe {best['nprobe']}"
-        f" (rerank {best['rerank'] or 'off'})",
-    ]
-    if s["target_recall"] is not None:
-        tuned = s["tuned_nprobe"]
-        lines.append(
-            f"default nprobe set to {tuned}"
-            if tuned is not None
-            else f"no swept nprobe reaches recall@10 >= {s['target_recall']}; default unchanged"
-        )
-    return "\n".join(lines)
-
-
 def main(argv: Sequence[str] | None = None, prog: str = "echoseek index eval") -> int:
     """Command-line entry point."""
-    return run_job(Config, run, argv, prog, __doc__, summarize)
+    return run_job(Config, run, argv, prog, __doc__, summary_text)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,9 @@ def test_build_then_eval_then_tune(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "default nprobe set to" in text
     result = json.loads((out / "eval.json").read_text())
     assert result["version"] == version and len(result["rows"]) == 6
-    assert read_manifest(root / version)["default_nprobe"] == result["tuned_nprobe"]
+    tuned = result["published_version"]
+    assert tuned in text and read_latest(root) == tuned != version
+    assert read_manifest(root / tuned)["default_nprobe"] == result["tuned_nprobe"]
 
 
 def test_build_summary_and_yaml_config(tmp_path: Path) -> None:
