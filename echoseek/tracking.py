@@ -270,12 +270,28 @@ def download_artifact_dir(uri: str, tracking: str = "", dst: str | Path | None =
     target = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="echoseek-model-"))
     target.mkdir(parents=True, exist_ok=True)
     try:
+        source = model_version_source(uri, store) if uri.startswith("models:/") else uri
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=str(target), tracking_uri=store
+            artifact_uri=source, dst_path=str(target), tracking_uri=store
         )
     except (MlflowException, OSError) as exc:
         raise InputError(f"{uri}: cannot fetch from MLflow at {store}: {_first_line(exc)}") from exc
     return Path(local)
+
+
+def model_version_source(uri: str, store: str) -> str:
+    """The artifact URI a ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` version points
+    at, looked up in the registry of ``store`` itself (MLflow's own ``models:/`` resolution
+    consults the process-wide registry URI, whatever store it is given)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store, registry_uri=store)
+    ref = uri.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return str(client.get_model_version_by_alias(name, alias).source)
+    name, _, version = ref.partition("/")
+    return str(client.get_model_version(name, version).source)
 
 
 def register_model_dir(run_id: str, artifact_path: str, name: str, tracking: str = "") -> str:

@@ -13,7 +13,6 @@ from echoseek.index.manifest import MANIFEST
 from echoseek.index.params import default_nprobe
 from echoseek.index.reader import IndexReader
 from echoseek.index.recall import exact_knn, knn_recall, without_self
-
 from tests.index_fixtures import CLUSTERS, DIM, clustered
 
 
