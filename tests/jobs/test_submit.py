@@ -83,15 +83,22 @@ def _wait_for(address: str, proc: subprocess.Popen[bytes], timeout_s: float = 12
 
 
 def submit(address: str, env: dict[str, str], job: str, *overrides: str) -> str:
-    """`ray job submit --working-dir . -- python -m echoseek.jobs.<job> ...`; its output."""
+    """`ray job submit --working-dir . -- python -m echoseek.jobs.<job> ...`; its output.
+
+    Retried while the head's job agent is still starting (the job server answers before it)."""
     cmd = [
         str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".",
         "--", "python", "-m", f"echoseek.jobs.{job}", *overrides,
     ]  # fmt: skip
-    done = subprocess.run(
-        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
-    )
-    return done.stdout + done.stderr
+    for _ in range(30):
+        done = subprocess.run(
+            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+        )
+        out = done.stdout + done.stderr
+        if "No available agent to submit job" not in out:
+            break
+        time.sleep(3)
+    return out
 
 
 def test_submitted_jobs_run_as_main_on_a_token_auth_cluster(
