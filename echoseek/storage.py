@@ -3,7 +3,9 @@
 Every artifact is written into a hidden staging directory next to its destination, flushed to
 disk, and renamed into place in one ``os.rename``; a failure anywhere removes the staging
 directory, so readers see either the previous artifact or the complete new one, never a
-half-written one.
+half-written one. Staging and trash directories carry their owner's host and pid in their
+names (``.<name>.staging-<host>-<pid>-<hex>``), so the next run on the same output removes those
+left behind by a killed run and leaves a live run's alone.
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,34 +50,172 @@ def staged_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a fresh staging directory that becomes ``final`` when the block succeeds.
 
     An existing non-empty ``final`` is an error unless ``overwrite`` is set, in which case the
-    old directory is replaced only after the new one is complete.
+    old directory is replaced only after the new one is complete. Stale staging directories of
+    earlier, killed runs on the same ``final`` are removed first (:func:`remove_stale`). Any
+    exception, ``KeyboardInterrupt`` included, removes the staging directory and the parent
+    directories this call created.
     """
     final = Path(final)
     if final.exists() and not final.is_dir():
         raise InputError(f"{final}: output path exists and is not a directory")
     if final.is_dir() and any(final.iterdir()) and not overwrite:
         raise InputError(f"{final}: output directory exists and is not empty (use overwrite=true)")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f".staging-{final.name}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+    created = make_dirs(final.parent)
+    remove_stale(final.parent, final.name)
+    staging = litter_path(final)
     try:
+        staging.mkdir()
         yield staging
         fsync_tree(staging)
         _replace_dir(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        remove_empty_dirs(created)
         raise
 
 
 def _replace_dir(staging: Path, final: Path) -> None:
     trash = None
     if final.exists():
-        trash = final.parent / f".trash-{final.name}-{uuid.uuid4().hex[:8]}"
+        trash = litter_path(final, TRASH)
         os.rename(final, trash)
     os.rename(staging, final)
     fsync_dir(final.parent)
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
+
+
+# Litter: staging and trash directories are named ``.<target>.<kind>-<host>-<pid>-<8 hex>`` next
+# to their target, so that the next run on the same output can tell whose they are and remove
+# those whose owner is gone (a process killed by SIGKILL never runs its cleanup).
+STAGING = "staging"
+TRASH = "trash"
+STALE_AFTER_S = 24 * 3600.0  # no activity for this long: stale even if the owner is unknown
+_LITTER_RE = re.compile(
+    r"^\.(?P<target>.+)\.(?P<kind>staging|trash)-(?P<host>[A-Za-z0-9_.-]+)-(?P<pid>\d+)-[0-9a-f]{8}$"
+)
+
+
+@dataclass(frozen=True)
+class Litter:
+    """A staging or trash directory's owner, parsed from its name."""
+
+    target: str
+    kind: str
+    host: str
+    pid: int
+
+
+def this_host() -> str:
+    """This machine's host name as it appears in litter names (filename-safe, ≤ 64 chars)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64] or "localhost"
+
+
+def litter_path(final: str | Path, kind: str = STAGING) -> Path:
+    """A new ``.<name>.<kind>-<host>-<pid>-<hex>`` path beside ``final`` owned by this process."""
+    final = Path(final)
+    name = f".{final.name}.{kind}-{this_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return final.parent / name
+
+
+def parse_litter(name: str) -> Litter | None:
+    """The owner of a staging/trash directory name, or None for any other name."""
+    m = _LITTER_RE.match(name)
+    if m is None:
+        return None
+    return Litter(m["target"], m["kind"], m["host"], int(m["pid"]))
+
+
+def is_stale(path: Path, owner: Litter, max_age_s: float = STALE_AFTER_S) -> bool:
+    """Whether the run that owns ``path`` is gone.
+
+    On this host: its pid is not alive (a reused pid counts as alive). Elsewhere (a shared
+    mount): nothing was written in it for ``max_age_s``. A live owner's directory is never stale.
+    """
+    if owner.host == this_host():
+        return not pid_alive(owner.pid)
+    return time.time() - _last_activity(path) > max_age_s
+
+
+def remove_stale(
+    parent: str | Path, target: str | None = None, max_age_s: float = STALE_AFTER_S
+) -> list[Path]:
+    """Remove stale litter directories in ``parent`` (only ``target``'s when given).
+
+    Each is first renamed to a trash name owned by this process, so a task of the dead run that
+    still writes by path fails instead of writing into a half-removed tree. Returns the removed
+    directories (their original paths).
+    """
+    parent = Path(parent)
+    removed: list[Path] = []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        owner = parse_litter(path.name)
+        if owner is None or (target is not None and owner.target != target):
+            continue
+        if not path.is_dir() or path.is_symlink() or not is_stale(path, owner, max_age_s):
+            continue
+        trash = litter_path(parent / owner.target, TRASH)
+        try:
+            os.rename(path, trash)
+        except OSError:  # gone already (another run cleaned it) or not ours to move
+            continue
+        shutil.rmtree(trash, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host and is not a zombie."""
+    if pid == os.getpid():
+        return True
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): trust kill(0)
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _last_activity(path: Path) -> float:
+    """The newest mtime of ``path`` and its direct entries."""
+    newest = path.lstat().st_mtime
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path):
+            with contextlib.suppress(OSError):
+                newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+    return newest
+
+
+def make_dirs(path: str | Path) -> list[Path]:
+    """``mkdir -p path``; return the directories it created, deepest first."""
+    path = Path(path)
+    missing: list[Path] = []
+    p = path
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def remove_empty_dirs(dirs: Sequence[Path]) -> None:
+    """``rmdir`` each of ``dirs`` (deepest first) while it is empty; others are left alone."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            return
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

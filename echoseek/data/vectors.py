@@ -133,6 +133,60 @@ def iter_vector_batches(
         yield from reader(vf, lo - vf.offset, hi - vf.offset, batch_size)
 
 
+def check_ids(source: VectorSource, batch_size: int = 1 << 16) -> None:
+    """Check that every external id of ``source`` is non-null and names one row only.
+
+    Streams the ``id`` columns only and holds one 64-bit hash per row; rows whose hashes
+    collide are compared exactly in a second pass. Inputs without ids (row numbers) pass.
+    """
+    if not source.has_ids:
+        return
+    hashes = np.empty(source.count, dtype=np.uint64)
+    for vf, first, ids in iter_ids(source, batch_size):
+        hashes[vf.offset + first : vf.offset + first + len(ids)] = _hash_ids(ids)
+    hashes.sort()
+    twins = hashes[1:][hashes[1:] == hashes[:-1]]
+    if twins.size:
+        _find_duplicate(source, set(twins[:1000].tolist()), batch_size)
+
+
+def iter_ids(source: VectorSource, batch_size: int) -> Iterator[tuple[VectorFile, int, list[str]]]:
+    """``(file, first row in the file, ids as strings)`` batches of the id columns.
+
+    A null id raises :class:`~echoseek.errors.InputError` naming the file and row.
+    """
+    for vf in source.files:
+        first = 0
+        for batch in pq.ParquetFile(vf.path).iter_batches(batch_size=batch_size, columns=["id"]):
+            col = batch.column(0)
+            if col.null_count:
+                row = first + int(np.argmax(np.asarray(col.is_null())))
+                raise InputError(f"{vf.path}: row {row} has a null id")
+            yield vf, first, [str(v) for v in col.to_pylist()]
+            first += batch.num_rows
+
+
+def _hash_ids(ids: list[str]) -> np.ndarray:
+    import pandas as pd
+
+    return np.asarray(pd.util.hash_array(np.asarray(ids, dtype=object)), dtype=np.uint64)
+
+
+def _find_duplicate(source: VectorSource, suspects: set[int], batch_size: int) -> None:
+    """Raise naming the first id that really repeats among rows whose hash is in ``suspects``."""
+    seen: dict[str, tuple[str, int]] = {}
+    for vf, first, ids in iter_ids(source, batch_size):
+        for j in np.flatnonzero(np.isin(_hash_ids(ids), list(suspects))):
+            item, where = ids[j], (Path(vf.path).name, first + int(j))
+            if item in seen:
+                (f0, r0), (f1, r1) = seen[item], where
+                raise InputError(
+                    f"{source.path}: duplicate vector id {item!r} ({f0} row {r0} and {f1} row "
+                    f"{r1}); ids must be unique"
+                )
+            seen[item] = where
+
+
 def check_vectors(
     vectors: np.ndarray, dim: int, where: str, first_row: int | None = None
 ) -> np.ndarray:
@@ -312,7 +366,11 @@ def _parquet_batch(table: pa.Table, vf: VectorFile, first_row: int) -> VectorBat
         raise InputError(f"{vf.path}: row {first_row + bad} has {lengths[bad]} values, not {dim}")
     x = check_vectors(flat.reshape(len(col), dim), dim, vf.path, first_row=first_row)
     if "id" in table.column_names:
-        ids = [str(v) for v in table.column("id").to_pylist()]
+        id_col = table.column("id")
+        if id_col.null_count:
+            nulls = np.asarray(id_col.combine_chunks().is_null())
+            raise InputError(f"{vf.path}: row {first_row + int(np.argmax(nulls))} has a null id")
+        ids = [str(v) for v in id_col.to_pylist()]
     else:
         ids = [str(vf.offset + first_row + i) for i in range(len(col))]
     meta = {c: table.column(c).to_pylist() for c in METADATA_TYPES if c in table.column_names}
@@ -428,6 +486,9 @@ def _as_batch(batch: VectorBatch | tuple[Any, ...], dim: int, row: int) -> Vecto
     for k, v in meta.items():
         if len(v) != len(x):
             raise InputError(f"write_vectors: metadata '{k}' has {len(v)} values for {len(x)} rows")
+    if any(i is None for i in ids):
+        bad = row + next(j for j, i in enumerate(ids) if i is None)
+        raise InputError(f"write_vectors: row {bad} has a null id")
     return VectorBatch([str(i) for i in ids], x, meta)
 
 

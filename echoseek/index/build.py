@@ -36,6 +36,7 @@ from echoseek.data.vectors import (
     METADATA_TYPES,
     VectorBatch,
     VectorSource,
+    check_ids,
     iter_vector_batches,
     open_vectors,
 )
@@ -215,6 +216,9 @@ def build_index(
 ) -> dict[str, Any]:
     """Build and publish a new index version of ``input`` under ``root``; return its manifest.
 
+    The input's external ids must be non-null and unique (:func:`check_ids`); a failure
+    publishes nothing and leaves no staging directory (nor a new, empty ``root``).
+
     ``params`` defaults to :func:`~echoseek.index.params.choose_params` for the input's size.
     The default nprobe is the smallest one reaching recall@10 ≥ ``target_recall`` on
     ``calibration_queries`` sampled stored vectors (``target_recall=None``: ``params.nprobe``).
@@ -224,6 +228,7 @@ def build_index(
     if params.dim != source.dim:
         raise InputError(f"{source.path}: vectors have dim {source.dim}, params say {params.dim}")
     plans = plan_shards(source.count, num_shards or auto_num_shards(source.count, rows_per_shard))
+    check_ids(source, batch_size)
     version = new_version_id()
     timings: dict[str, float] = {}
     with staged_version(root, version, retention) as staging:
@@ -335,13 +340,31 @@ def array_batches(
     metadata: dict[str, Sequence[Any]] | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> Iterator[VectorBatch]:
-    """In-memory vectors as :class:`VectorBatch` es (ids default to row numbers)."""
+    """In-memory vectors as :class:`VectorBatch` es (ids default to row numbers).
+
+    ``ids`` must be non-null and unique.
+    """
     n = len(vectors)
+    if ids is not None:
+        _check_id_list(ids)
     for s in range(0, n, batch_size):
         e = min(n, s + batch_size)
         batch_ids = [str(i) for i in (ids[s:e] if ids is not None else range(s, e))]
         meta = {k: list(v[s:e]) for k, v in (metadata or {}).items()}
         yield VectorBatch(batch_ids, np.ascontiguousarray(vectors[s:e], dtype=np.float32), meta)
+
+
+def _check_id_list(ids: Sequence[Any]) -> None:
+    seen: dict[str, int] = {}
+    for row, item in enumerate(ids):
+        if item is None:
+            raise InputError(f"ids: row {row} has a null id")
+        key = str(item)
+        if key in seen:
+            raise InputError(
+                f"ids: duplicate vector id {key!r} (rows {seen[key]} and {row}); ids must be unique"
+            )
+        seen[key] = row
 
 
 def _metadata_table(batch: VectorBatch, ids: np.ndarray, external_ids: bool) -> pa.Table:

@@ -7,11 +7,15 @@ Layout of an index root::
       v20250101T120000123456-ab12cd/  one directory per version (manifest.json + files)
       v20250102T090000654321-cd34ef/
 
-A version is written into ``<root>/.staging-<version>/``, every file is fsync'ed, and the
-directory is renamed to ``<root>/<version>/`` in one ``os.rename``; then ``LATEST`` is
-replaced atomically (temporary file + rename). A failure before the rename removes the staging
-directory, so readers never see a partial version and ``LATEST`` always names a complete one.
-Versions beyond ``retention`` (newest first, never the one ``LATEST`` names) are removed.
+A version is written into ``<root>/.<version>.staging-<host>-<pid>-<hex>/``, every file is
+fsync'ed, and the directory is renamed to ``<root>/<version>/`` in one ``os.rename``; then
+``LATEST`` is replaced atomically (temporary file + rename). A failure before the rename
+(``KeyboardInterrupt`` included) removes the staging directory, and the root itself when this
+build created it, so readers never see a partial version, ``LATEST`` always names a complete one
+and a failed first build leaves nothing. Staging directories of killed builds (their pid is gone
+from this host; see :func:`echoseek.storage.is_stale`) are removed by the next build on the root
+and by the retention step. Versions beyond ``retention`` (newest first, never the one ``LATEST``
+names) are removed.
 """
 
 from __future__ import annotations
@@ -27,10 +31,18 @@ from pathlib import Path
 
 from echoseek.errors import InputError
 from echoseek.index.manifest import MANIFEST
-from echoseek.storage import fsync_dir, fsync_tree, write_bytes_atomic
+from echoseek.storage import (
+    TRASH,
+    fsync_dir,
+    fsync_tree,
+    litter_path,
+    make_dirs,
+    remove_empty_dirs,
+    remove_stale,
+    write_bytes_atomic,
+)
 
 LATEST = "LATEST"
-STAGING_PREFIX = ".staging-"
 VERSION_RE = re.compile(r"^v\d{8}T\d{12}-[0-9a-f]{6}$")
 DEFAULT_RETENTION = 3
 
@@ -50,17 +62,19 @@ def staged_version(
     retention: int = DEFAULT_RETENTION,
     move_latest: bool = True,
 ) -> Iterator[Path]:
-    """Yield ``<root>/.staging-<version>/``; publish it as ``<root>/<version>`` on success.
+    """Yield a staging directory under ``root``; publish it as ``<root>/<version>`` on success.
 
-    ``LATEST`` then names the new version unless ``move_latest`` is false.
+    ``LATEST`` then names the new version unless ``move_latest`` is false. On failure nothing
+    is left: no staging directory, and no root (nor parents) if this call created them.
     """
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise InputError(f"{root}: index root exists and is not a directory")
-    root.mkdir(parents=True, exist_ok=True)
-    staging = root / f"{STAGING_PREFIX}{version}"
-    staging.mkdir()
+    created = make_dirs(root)
+    remove_stale(root)
+    staging = litter_path(root / version)
     try:
+        staging.mkdir()
         yield staging
         if not (staging / MANIFEST).is_file():
             raise RuntimeError(f"{staging}: no {MANIFEST} written; refusing to publish")
@@ -68,6 +82,7 @@ def staged_version(
         os.rename(staging, root / version)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        remove_empty_dirs(created)
         raise
     fsync_dir(root)
     if move_latest:
@@ -114,15 +129,19 @@ def list_versions(root: str | Path) -> list[str]:
 
 
 def apply_retention(root: str | Path, keep: int) -> list[str]:
-    """Remove all but the newest ``keep`` versions (``keep <= 0`` keeps all); never LATEST's."""
+    """Remove all but the newest ``keep`` versions (``keep <= 0`` keeps all); never LATEST's.
+
+    Stale staging and trash directories of killed runs are removed in any case.
+    """
+    root = Path(root)
+    remove_stale(root)
     if keep <= 0:
         return []
-    root = Path(root)
     latest = (root / LATEST).read_text().strip() if (root / LATEST).is_file() else ""
     versions = list_versions(root)
     removed = [v for v in versions[: max(0, len(versions) - keep)] if v != latest]
     for version in removed:
-        trash = root / f".trash-{version}"
+        trash = litter_path(root / version, TRASH)
         os.rename(root / version, trash)
         shutil.rmtree(trash, ignore_errors=True)
     return removed

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
-from echoseek.data.vectors import VectorSource, check_vectors, open_vectors
+from echoseek.data.vectors import VectorSource, check_ids, check_vectors, iter_ids, open_vectors
 from echoseek.errors import InputError
 from echoseek.index.build import (
     BATCH_SIZE,
@@ -76,10 +77,16 @@ def add_vectors(
         trained = np.fromfile(staging / TRAINED, dtype=np.uint8)
         first = 1 + max((_shard_number(s["file"]) for s in base["shards"]), default=-1)
         if isinstance(vectors, np.ndarray):
+            if ids is not None:
+                _check_not_indexed(base_dir, base, [str(i) for i in ids if i is not None], "ids")
             new = [_add_array(trained, vectors, ids, metadata, base, first, staging, batch_size)]
         else:
             source = vectors if isinstance(vectors, VectorSource) else open_vectors(vectors)
             _check_dim(source.dim, base, source.path)
+            check_ids(source, batch_size)
+            if source.has_ids:
+                new_ids = (i for _, _, batch in iter_ids(source, batch_size) for i in batch)
+                _check_not_indexed(base_dir, base, new_ids, source.path)
             plans = plan_shards(source.count, num_shards, first, base["next_id"])
             new = fill_shards(
                 trained,
@@ -102,7 +109,11 @@ def delete_ids(
     *,
     retention: int = DEFAULT_RETENTION,
 ) -> dict[str, Any]:
-    """Publish a new version whose manifest tombstones ``ids`` (internal ints or external strs)."""
+    """Publish a new version whose manifest tombstones ``ids`` (internal ints or external strs).
+
+    Unknown ids are an error; so is a list whose ids are all deleted already (nothing new to
+    delete: no version is published). Already-deleted ids among new ones are skipped.
+    """
     from echoseek.index.reader import IndexReader
 
     root = Path(index_root)
@@ -116,10 +127,18 @@ def delete_ids(
         reader.close()
     if not internal:
         raise InputError("delete_ids: no ids given")
+    dead = set(int(t) for t in base.get("tombstones", []))
+    if dead.issuperset(internal):
+        given = list(ids)
+        raise InputError(
+            f"{root}: nothing to delete: id {str(given[0])!r}"
+            + (f" (and {len(set(internal)) - 1} more)" if len(set(internal)) > 1 else "")
+            + f" is already deleted in index version {base['version']}; no version published"
+        )
     version = new_version_id()
     with staged_version(root, version, retention) as staging:
         _link_files(base_dir, staging, base)
-        tombstones = sorted(set(base.get("tombstones", [])) | set(internal))
+        tombstones = sorted(dead | set(internal))
         manifest = _derive(base, version, shards=base["shards"], tombstones=tombstones)
         write_manifest(staging, manifest)
     return manifest
@@ -179,6 +198,24 @@ def _add_array(
     (plan,) = plan_shards(len(x), 1, shard, int(base["next_id"]))
     batches = array_batches(x, ids, metadata, batch_size)
     return fill_shard(trained, batches, plan, out_dir, bool(base["normalize"]), ids is not None)
+
+
+def _check_not_indexed(
+    base_dir: Path, base: dict[str, Any], new_ids: Iterable[str], where: str
+) -> None:
+    """Refuse external ids that a live vector of the base version already has."""
+    dead = set(int(t) for t in base.get("tombstones", []))
+    live: set[str] = set()
+    for shard in base["shards"]:
+        table = pq.read_table(base_dir / shard["metadata"]["file"], columns=["internal_id", "id"])
+        pairs = zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True)
+        live.update(ext for internal, ext in pairs if internal not in dead)
+    for item in new_ids:
+        if item in live:
+            raise InputError(
+                f"{where}: vector id {item!r} is already in index version {base['version']} "
+                "(delete it first to replace it)"
+            )
 
 
 def _derive(

@@ -6,7 +6,8 @@
 Ids are the external ids stored with the vectors (dataset ids, or row numbers for ``.npy``
 input); ``input`` is an optional text file with one id per line. Searches of the new version
 never return a tombstoned id; the vectors stay in the shard files until the next rebuild.
-Unknown ids are an error and publish nothing.
+Unknown ids are an error and publish nothing; so are ids that are all deleted already (the
+summary counts already-deleted ids given together with new ones).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from echoseek.errors import ConfigError, InputError
+from echoseek.index.manifest import read_manifest
+from echoseek.index.publish import read_latest
 from echoseek.index.update import delete_ids
 from echoseek.jobs.runner import run_job
 
@@ -52,11 +55,14 @@ def run(cfg: Config) -> dict[str, Any]:
     ids = list(cfg.ids) + (read_id_file(cfg.input) if cfg.input else [])
     if not ids:
         raise ConfigError("no ids to delete: give ids=[...] or input=FILE")
+    before = read_manifest(Path(cfg.output) / read_latest(cfg.output))
     manifest = delete_ids(cfg.output, ids, retention=cfg.retention)
+    deleted = int(before["live"]) - int(manifest["live"])
     return {
         "output": cfg.output,
         "version": manifest["version"],
-        "deleted": len(set(ids)),
+        "deleted": deleted,
+        "already_deleted": len(set(ids)) - deleted,
         "tombstones": len(manifest["tombstones"]),
         "live": manifest["live"],
     }
@@ -64,8 +70,9 @@ def run(cfg: Config) -> dict[str, Any]:
 
 def summarize(s: dict[str, Any]) -> str:
     """One line for the terminal."""
+    skipped = f" ({s['already_deleted']} already deleted)" if s.get("already_deleted") else ""
     return (
-        f"published {s['output']}/{s['version']}: {s['deleted']} id(s) deleted, "
+        f"published {s['output']}/{s['version']}: {s['deleted']} id(s) deleted{skipped}, "
         f"{s['tombstones']} tombstones in total, {s['live']} live vectors"
     )
 

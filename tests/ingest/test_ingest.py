@@ -226,7 +226,7 @@ def assert_failed_cleanly(capsys: pytest.CaptureFixture[str], out: Path, expecte
     assert len(err.splitlines()) == 1, err
     assert expected in err and "Traceback" not in err
     assert not out.exists()
-    assert not list(out.parent.glob(".staging-*"))
+    assert not list(out.parent.glob(".*staging*"))
 
 
 def test_bad_mat_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
