@@ -280,3 +280,50 @@ def sha256_file(path: str | Path, block: int = BLOCK) -> str:
 def combined_sha256(digests: Sequence[str]) -> str:
     """SHA-256 of concatenated hex digests (the artifact-level checksum)."""
     return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
+# Containment. Descriptors (dataset.json, vectors.json, manifest.json, LATEST) are untrusted
+# input: every file they name must stay inside the artifact that names it, so an edited entry
+# can never make echoseek read (or checksum, or link) a file elsewhere on the machine.
+
+
+def contained(root: str | Path, name: Any, where: str) -> Path:
+    """``root / name`` when ``name`` is a relative path that resolves inside ``root``.
+
+    ``where`` names the descriptor file and entry for the message (``".../manifest.json
+    shards[1].file"``). An absolute path, a ``..`` climbing out, a symlink leading outside, an
+    empty or non-string name is an :class:`InputError`. The path is returned as given (under
+    ``root``, not resolved) so that messages show the user's own paths.
+    """
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise InputError(f"{where}: expected a file name inside {root}, got {name!r}")
+    if Path(name).is_absolute():
+        raise InputError(f"{where}: {name!r} is an absolute path; files must be inside {root}")
+    path = Path(root) / name
+    try:
+        base, target = Path(root).resolve(), path.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise InputError(f"{where}: {name!r} cannot be resolved ({exc})") from None
+    if target == base or not target.is_relative_to(base):
+        raise InputError(f"{where}: {name!r} leads outside {root}")
+    return path
+
+
+_VERIFIED: dict[tuple[str, int, int, int, str], None] = {}
+
+
+def verify_sha256(path: Path, digest: Any, where: str) -> None:
+    """Check ``path`` hashes to ``digest``, once per process while its size and mtime hold.
+
+    ``where`` names the descriptor that lists the file. Repeated reads of the same unchanged
+    file (a job opening a dataset several times) hash it only once.
+    """
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, str(digest))
+    if key in _VERIFIED:
+        return
+    if sha256_file(path) != digest:
+        raise InputError(
+            f"{path}: checksum mismatch with {where} (the file is corrupt or was modified)"
+        )
+    _VERIFIED[key] = None

@@ -31,9 +31,11 @@ from PIL import Image
 from echoseek.errors import InputError
 from echoseek.storage import (
     combined_sha256,
+    contained,
     read_json_document,
     sha256_file,
     staged_dir,
+    verify_sha256,
     write_json_atomic,
 )
 
@@ -196,23 +198,53 @@ class DatasetWriter:
 
 
 def read_descriptor(path: str | Path) -> dict[str, Any]:
-    """Load and validate ``dataset.json`` of a dataset directory."""
+    """Load and validate ``dataset.json`` of a dataset directory (its shard list included)."""
+    file = Path(path) / DESCRIPTOR
     desc = read_json_document(
-        Path(path) / DESCRIPTOR,
+        file,
         "echoseek.dataset",
         FORMAT_VERSION,
         f"not a dataset directory (no {DESCRIPTOR}; run echoseek ingest)",
     )
+    _check_shards(Path(path), file, desc)
     return dict(desc)
 
 
+def _check_shards(root: Path, file: Path, desc: dict[str, Any]) -> None:
+    """``shards``: a non-empty list of ``{file, rows, sha256}`` inside ``root``, adding up to
+    ``count`` and to the dataset's ``sha256``."""
+    shards = desc.get("shards")
+    if not isinstance(shards, list) or not shards:
+        raise InputError(f"{file}: 'shards' must be a non-empty list, got {shards!r:.60}")
+    for i, shard in enumerate(shards):
+        where = f"{file} shards[{i}]"
+        if not isinstance(shard, dict):
+            raise InputError(f"{where}: expected an object {{file, rows, sha256}}")
+        contained(root, shard.get("file"), f"{where}.file")
+        rows = shard.get("rows")
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+            raise InputError(f"{where}.rows: expected a row count, got {rows!r}")
+        if not isinstance(shard.get("sha256"), str):
+            raise InputError(f"{where}.sha256: expected a hex digest, got {shard.get('sha256')!r}")
+    count, rows = desc.get("count"), sum(s["rows"] for s in shards)
+    if count != rows or isinstance(count, bool):
+        raise InputError(f"{file}: 'count' is {count!r} but the shards hold {rows} rows")
+    if desc.get("sha256") != combined_sha256([s["sha256"] for s in shards]):
+        raise InputError(f"{file}: 'sha256' does not match the shards' checksums")
+
+
 def shard_paths(path: str | Path) -> list[Path]:
-    """The Parquet shard files of a dataset, in order, checked to exist."""
+    """The Parquet shard files of a dataset, in order, checked to exist and to match the
+    checksums ``dataset.json`` lists (hashed once per process while unchanged)."""
     desc = read_descriptor(path)
-    files = [Path(path) / s["file"] for s in desc["shards"]]
-    missing = [f for f in files if not f.is_file()]
-    if missing:
-        raise InputError(f"{missing[0]}: shard listed in {DESCRIPTOR} is missing")
+    where = str(Path(path) / DESCRIPTOR)
+    files = []
+    for i, shard in enumerate(desc["shards"]):
+        file = contained(path, shard["file"], f"{where} shards[{i}].file")
+        if not file.is_file():
+            raise InputError(f"{file}: shard listed in {DESCRIPTOR} is missing")
+        verify_sha256(file, shard["sha256"], DESCRIPTOR)
+        files.append(file)
     return files
 
 

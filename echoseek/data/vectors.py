@@ -31,7 +31,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from echoseek.errors import InputError
-from echoseek.storage import combined_sha256, read_json_document, sha256_file, staged_dir
+from echoseek.storage import (
+    combined_sha256,
+    contained,
+    read_json_document,
+    sha256_file,
+    staged_dir,
+)
 
 FORMAT = "echoseek.vectors"
 FORMAT_VERSION = 1
@@ -246,9 +252,13 @@ def read_descriptor(path: str | Path) -> dict[str, Any]:
 
 
 def _artifact_files(root: Path, desc: dict[str, Any]) -> list[VectorFile]:
+    where = root / DESCRIPTOR
+    entries = desc.get("files")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise InputError(f"{where}: 'files' must be a list of {{file, rows, sha256}} objects")
     files, offset = [], 0
-    for entry in desc.get("files", []):
-        p = root / entry["file"]
+    for i, entry in enumerate(entries):
+        p = contained(root, entry.get("file"), f"{where} files[{i}].file")
         if not p.is_file():
             raise InputError(f"{p}: file listed in {DESCRIPTOR} is missing")
         vf = _inspect_file(p, offset)

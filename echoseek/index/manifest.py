@@ -38,13 +38,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from echoseek.errors import InputError
-from echoseek.storage import read_json_document, sha256_file, write_json_atomic
+from echoseek.storage import contained, read_json_document, sha256_file, write_json_atomic
 
 FORMAT = "echoseek.index"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TRAINED = "trained.faiss"
+MAX_ID = 2**63 - 1  # internal ids, counts and dims are int64
 
 
 def shard_names(shard: int) -> dict[str, str]:
@@ -58,15 +61,162 @@ def shard_names(shard: int) -> dict[str, str]:
 
 
 def read_manifest(version_dir: str | Path) -> dict[str, Any]:
-    """Load and validate ``manifest.json`` of a version directory."""
+    """Load ``manifest.json`` of a version directory and validate it as a whole.
+
+    Every field a reader relies on is checked for its type and for agreement with the others
+    (:func:`check_manifest`); the files' own agreement (checksums, faiss ``ntotal`` and ``d``,
+    metadata id ranges) is checked by :func:`verify_files` and the reader.
+    """
     path = Path(version_dir) / MANIFEST
     manifest = read_json_document(
         path, FORMAT, FORMAT_VERSION, f"not an index version (no {MANIFEST})"
     )
+    check_manifest(path, manifest)
+    return manifest
+
+
+def check_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """Raise :class:`InputError` naming ``path`` and the field unless ``manifest`` is sound."""
     for key in ("version", "dim", "metric", "factory", "shards", "trained", "next_id"):
         if key not in manifest:
             raise InputError(f"{path}: manifest has no '{key}'")
-    return manifest
+    field = _Fields(path, manifest)
+    field.string("version")
+    field.string("factory")
+    field.integer("dim", low=1)
+    field.string("metric")
+    if manifest["metric"] not in ("ip", "l2"):
+        raise InputError(f"{path}: 'metric' must be 'ip' or 'l2', got {manifest['metric']!r}")
+    field.optional(bool, "normalize")
+    params = manifest.get("params")
+    if not isinstance(params, dict) or params.get("kind") not in ("flat", "ivfpq"):
+        raise InputError(f"{path}: 'params' must be an object with kind 'flat' or 'ivfpq'")
+    if params.get("dim") != manifest["dim"]:
+        raise InputError(
+            f"{path}: 'params.dim' is {params.get('dim')!r}, not 'dim' {manifest['dim']}"
+        )
+    field.optional_integer("default_nprobe", low=1)
+    field.optional_integer("default_rerank_depth", low=1)
+    _check_rerank(path, manifest.get("default_rerank"))
+    field.file_entry(manifest["trained"], "trained")
+    shards = manifest["shards"]
+    if not isinstance(shards, list):
+        raise InputError(f"{path}: 'shards' must be a list, got {shards!r:.60}")
+    end = 0
+    for i, shard in enumerate(shards):
+        start = _check_shard(field, shard, f"shards[{i}]")
+        if start < end:
+            raise InputError(
+                f"{path}: shards[{i - 1}] ends at id {end} (id_start + count) but "
+                f"shards[{i}].id_start is {start}; shards must hold ascending, disjoint id ranges"
+            )
+        end = start + shard["count"]
+    ntotal = sum(s["count"] for s in shards)
+    if manifest.get("ntotal", ntotal) != ntotal:
+        raise InputError(
+            f"{path}: 'ntotal' is {manifest['ntotal']!r} but the shards' counts add up to {ntotal}"
+        )
+    field.integer("next_id", low=end)
+    tombstones = manifest.get("tombstones", [])
+    if not isinstance(tombstones, list) or not all(_is_int(t) for t in tombstones):
+        raise InputError(f"{path}: 'tombstones' must be a list of internal ids (integers)")
+    if len(set(tombstones)) != len(tombstones):
+        raise InputError(f"{path}: 'tombstones' lists an id twice")
+    outside = _unstored(tombstones, shards)
+    if outside is not None:
+        raise InputError(f"{path}: 'tombstones' id {outside} is not stored in any shard")
+    if manifest.get("live", ntotal - len(tombstones)) != ntotal - len(tombstones):
+        raise InputError(
+            f"{path}: 'live' is {manifest['live']!r} but ntotal - tombstones is "
+            f"{ntotal - len(tombstones)}"
+        )
+
+
+def _check_rerank(path: Path, value: Any) -> None:
+    """``default_rerank``: a distance name, false (off) or null (the metric's own)."""
+    if value is None or value is False:
+        return
+    if not isinstance(value, str):
+        raise InputError(f"{path}: 'default_rerank' must be a distance name, false or null")
+    from echoseek.distances import resolve_params
+    from echoseek.errors import ConfigError
+
+    try:
+        resolve_params(value)
+    except ConfigError as exc:
+        raise InputError(f"{path}: 'default_rerank': {exc}") from None
+
+
+def _check_shard(field: _Fields, shard: Any, name: str) -> int:
+    """Check one ``shards`` entry; return its ``id_start``."""
+    field.file_entry(shard, name)
+    for part in ("vectors", "metadata"):
+        field.file_entry(shard.get(part), f"{name}.{part}")
+    field.integer("count", low=0, within=shard, prefix=f"{name}.")
+    field.integer("id_start", low=0, within=shard, prefix=f"{name}.")
+    return int(shard["id_start"])
+
+
+def _unstored(ids: list[int], shards: list[dict[str, Any]]) -> int | None:
+    """The first of ``ids`` outside every shard's id range, or None."""
+    if not ids:
+        return None
+    ends = [s["id_start"] + s["count"] for s in shards]
+    low, high = min(ids), max(ids)
+    if not shards or low < shards[0]["id_start"]:
+        return low
+    if high >= ends[-1]:  # also keeps the ids within int64 below
+        return high
+    x = np.asarray(ids, dtype=np.int64)
+    starts = np.array([s["id_start"] for s in shards], dtype=np.int64)
+    shard = np.searchsorted(starts, x, side="right") - 1
+    bad = x >= np.asarray(ends, dtype=np.int64)[shard]
+    return int(x[np.argmax(bad)]) if bad.any() else None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _Fields:
+    """Type checks of manifest fields, each failure an :class:`InputError` naming the field."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path, self.manifest = path, manifest
+
+    def string(self, key: str) -> None:
+        value = self.manifest[key]
+        if not isinstance(value, str) or not value:
+            raise InputError(f"{self.path}: '{key}' must be a non-empty string, got {value!r:.60}")
+
+    def integer(
+        self, key: str, low: int, within: dict[str, Any] | None = None, prefix: str = ""
+    ) -> None:
+        value: Any = (self.manifest if within is None else within).get(key)
+        if not _is_int(value) or not low <= value <= MAX_ID:
+            raise InputError(
+                f"{self.path}: '{prefix}{key}' must be an integer >= {low}, got {value!r:.60}"
+            )
+
+    def optional_integer(self, key: str, low: int) -> None:
+        if self.manifest.get(key) is not None:
+            self.integer(key, low)
+
+    def optional(self, kind: type, key: str) -> None:
+        value = self.manifest.get(key)
+        if value is not None and not isinstance(value, kind):
+            raise InputError(f"{self.path}: '{key}' must be a {kind.__name__}, got {value!r:.60}")
+
+    def file_entry(self, entry: Any, name: str) -> None:
+        """``{file, sha256}`` with a file name inside the version directory."""
+        if not isinstance(entry, dict):
+            raise InputError(f"{self.path}: '{name}' must be an object {{file, sha256, ...}}")
+        where = f"{self.path} {name}.file"
+        file = contained(self.path.parent, entry.get("file"), where)
+        if file.name != entry["file"]:
+            raise InputError(f"{where}: {entry['file']!r} is not a plain file name")
+        if not isinstance(entry.get("sha256"), str):
+            raise InputError(f"{self.path}: '{name}.sha256' must be a hex digest string")
 
 
 def write_manifest(version_dir: str | Path, manifest: dict[str, Any]) -> None:
@@ -87,7 +237,7 @@ def verify_files(version_dir: str | Path, manifest: dict[str, Any]) -> None:
     """Check every listed file exists and matches its SHA-256; name the first that does not."""
     root = Path(version_dir)
     for name, digest in listed_files(manifest):
-        path = root / name
+        path = contained(root, name, f"{root / MANIFEST} entry")
         if not path.is_file():
             raise InputError(f"{path}: file listed in {MANIFEST} is missing")
         if sha256_file(path) != digest:

@@ -33,6 +33,7 @@ from echoseek.errors import InputError
 from echoseek.index.manifest import MANIFEST
 from echoseek.storage import (
     TRASH,
+    contained,
     fsync_dir,
     fsync_tree,
     litter_path,
@@ -96,12 +97,20 @@ def write_latest(root: str | Path, version: str) -> None:
 
 
 def read_latest(root: str | Path) -> str:
-    """The version id ``LATEST`` names (checked to exist)."""
+    """The version id ``LATEST`` names: a version directory directly under ``root``, checked
+    to exist (a path, ``..`` or a symlink leading elsewhere is refused)."""
     path = Path(root) / LATEST
     if not path.is_file():
         raise InputError(f"{root}: not an index root (no {LATEST}; run echoseek index build)")
-    version = path.read_text().strip()
-    if not (Path(root) / version / MANIFEST).is_file():
+    try:
+        version = path.read_text().strip()
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a version id (not UTF-8 text)") from None
+    where = f"{path} entry"
+    version_dir = contained(root, version, where)
+    if version_dir.resolve().parent != Path(root).resolve() or Path(version).name != version:
+        raise InputError(f"{where}: {version!r} is not a version directory directly under {root}")
+    if not (version_dir / MANIFEST).is_file():
         raise InputError(f"{path}: names version '{version}' which does not exist")
     return version
 

@@ -34,12 +34,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from echoseek.errors import EchoseekError, InputError
-from echoseek.index.manifest import read_manifest, verify_files
+from echoseek.index.manifest import MANIFEST, read_manifest, verify_files
 from echoseek.index.merge import drop_ids, merge_topk
 from echoseek.index.params import IndexParams
 from echoseek.index.publish import resolve_version_dir
 from echoseek.index.rerank import NATURAL_DISTANCE, rerank_candidates
 from echoseek.index.train import normalize_rows
+from echoseek.storage import contained
 
 MIN_RERANK_DEPTH = 100
 PARALLEL_WORK = 200_000  # codes/vectors scanned per call above which shards run concurrently
@@ -58,23 +59,22 @@ class IndexReader:
     """Searches every shard of one published index version. Thread-safe for searching."""
 
     def __init__(self, version_dir: Path, manifest: dict[str, Any]) -> None:
-        import faiss
-
         self.path = Path(version_dir)
         self.manifest = manifest
         self.params = IndexParams.from_dict(manifest["params"])
-        self._shards = [_read_index(self.path / s["file"]) for s in manifest["shards"]]
+        shards = manifest["shards"]
+        self._shards = [self._shard_index(i, s) for i, s in enumerate(shards)]
         # plain ndarray views of the memory maps (np.memmap's __getitem__ is slow per call)
-        self._vectors = [
-            np.asarray(np.load(self.path / s["vectors"]["file"], mmap_mode="r"))
-            for s in manifest["shards"]
-        ]
+        self._vectors = [self._shard_vectors(i, s) for i, s in enumerate(shards)]
+        for i, s in enumerate(shards):
+            self._check_metadata_ids(i, s)
         self._id_starts = np.array([s["id_start"] for s in manifest["shards"]], dtype=np.int64)
         self._counts = np.array([s["count"] for s in manifest["shards"]], dtype=np.int64)
         self._tombstones = np.asarray(manifest.get("tombstones", []), dtype=np.int64)
         self._ivfs = [_extract_ivf(index) for index in self._shards]
         self._is_ivf = all(ivf is not None for ivf in self._ivfs) and bool(self._shards)
-        trained = faiss.read_index(str(self.path / manifest["trained"]["file"]))
+        trained = _read_index(self._file(manifest["trained"]["file"], "trained.file"))
+        self._check_dim(trained, "trained")
         self._transform = _pretransform(trained)
         self._quantizer = _extract_ivf(trained).quantizer if self._is_ivf else None
         self._trained = trained  # keeps the quantizer alive
@@ -251,6 +251,60 @@ class IndexReader:
             f"shards={len(self._shards)}, ntotal={self.ntotal}, live={self.live})"
         )
 
+    # --- opening: the files must agree with the manifest ----------------------------------
+
+    def _file(self, name: str, entry: str) -> Path:
+        return contained(self.path, name, f"{self.path / MANIFEST} {entry}")
+
+    def _disagree(self, entry: str, what: str) -> InputError:
+        return InputError(f"{self.path / MANIFEST}: {entry} {what}")
+
+    def _check_dim(self, index: Any, entry: str) -> None:
+        if index.d != self.dim:
+            raise self._disagree(entry, f"is an index of dim {index.d} but 'dim' is {self.dim}")
+
+    def _shard_index(self, i: int, shard: dict[str, Any]) -> Any:
+        index = _read_index(self._file(shard["file"], f"shards[{i}].file"))
+        self._check_dim(index, f"shards[{i}]")
+        if index.ntotal != shard["count"]:
+            raise self._disagree(
+                f"shards[{i}].count", f"is {shard['count']} but the shard holds {index.ntotal}"
+            )
+        return index
+
+    def _shard_vectors(self, i: int, shard: dict[str, Any]) -> np.ndarray:
+        path = self._file(shard["vectors"]["file"], f"shards[{i}].vectors.file")
+        try:
+            vectors = np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: not a readable .npy file ({exc})") from None
+        if vectors.shape != (shard["count"], self.dim):
+            raise self._disagree(
+                f"shards[{i}].vectors",
+                f"holds an array of shape {vectors.shape}, not ({shard['count']}, {self.dim})",
+            )
+        return vectors
+
+    def _check_metadata_ids(self, i: int, shard: dict[str, Any]) -> None:
+        """The metadata rows are the internal ids ``[id_start, id_start + count)`` (from the
+        Parquet footer's statistics: no rows are read)."""
+        path = self._file(shard["metadata"]["file"], f"shards[{i}].metadata.file")
+        try:
+            meta = pq.ParquetFile(path).metadata
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+        if meta.num_rows != shard["count"]:
+            raise self._disagree(
+                f"shards[{i}].count", f"is {shard['count']} but its metadata has {meta.num_rows}"
+            )
+        lo, hi = _column_range(meta, "internal_id")
+        first, last = shard["id_start"], shard["id_start"] + shard["count"] - 1
+        if lo is not None and (lo, hi) != (first, last):
+            raise self._disagree(
+                f"shards[{i}].id_start",
+                f"is {first} but the shard stores ids {lo}..{hi}",
+            )
+
     # --- internals -----------------------------------------------------------------------
 
     def _search_live(self, q: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
@@ -339,7 +393,8 @@ class IndexReader:
 
     def _metadata_table(self, shard: int) -> pa.Table:
         if shard not in self._metadata:
-            path = self.path / self.manifest["shards"][shard]["metadata"]["file"]
+            name = self.manifest["shards"][shard]["metadata"]["file"]
+            path = self._file(name, f"shards[{shard}].metadata.file")
             self._metadata[shard] = pq.read_table(path, memory_map=True)
         return self._metadata[shard]
 
@@ -355,6 +410,19 @@ def _read_index(path: Path) -> Any:
             return faiss.read_index(str(path))
         except RuntimeError as exc:
             raise InputError(f"{path}: not a readable faiss index ({exc})") from None
+
+
+def _column_range(meta: pq.FileMetaData, column: str) -> tuple[Any, Any]:
+    """(min, max) of an integer column from row-group statistics, or (None, None) when the
+    file has no such column or statistics."""
+    names = [meta.schema.column(j).name for j in range(meta.num_columns)]
+    if column not in names or meta.num_row_groups == 0:
+        return None, None
+    j = names.index(column)
+    stats = [meta.row_group(g).column(j).statistics for g in range(meta.num_row_groups)]
+    if any(st is None or not st.has_min_max for st in stats):
+        return None, None
+    return min(st.min for st in stats), max(st.max for st in stats)
 
 
 def _extract_ivf(index: Any) -> Any:

@@ -16,6 +16,7 @@ so a corrupt file is never carried forward.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -34,7 +35,6 @@ from echoseek.index.build import (
     plan_shards,
 )
 from echoseek.index.manifest import (
-    TRAINED,
     listed_files,
     read_manifest,
     verify_files,
@@ -74,7 +74,7 @@ def add_vectors(
     version = new_version_id()
     with staged_version(root, version, retention) as staging:
         _link_files(base_dir, staging, base)
-        trained = np.fromfile(staging / TRAINED, dtype=np.uint8)
+        trained = np.fromfile(staging / base["trained"]["file"], dtype=np.uint8)
         first = 1 + max((_shard_number(s["file"]) for s in base["shards"]), default=-1)
         if isinstance(vectors, np.ndarray):
             if ids is not None:
@@ -260,7 +260,9 @@ def _check_dim(dim: int, base: dict[str, Any], where: str) -> None:
 
 
 def _shard_number(file: str) -> int:
-    return int(file.split("-")[1].split(".")[0])
+    """``N`` of ``shard-N.faiss``; -1 for other names (they cannot clash with new shards)."""
+    match = re.match(r"shard-(\d+)\.", file)
+    return int(match.group(1)) if match else -1
 
 
 def _now() -> str:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from echoseek.data.dataset import read_descriptor
+from echoseek.data.dataset import read_descriptor, shard_paths
 from echoseek.data.embed_stream import StreamClock, check_cpu_budget, embedded_batches
 from echoseek.data.vectors import write_vectors
 from echoseek.embedding import ModelEmbedder, build_embedder
@@ -60,6 +60,7 @@ def run(cfg: Config) -> dict[str, Any]:
     if not cfg.input:
         raise ConfigError("input is required (a dataset directory from echoseek ingest)")
     desc = read_descriptor(cfg.input)
+    shard_paths(cfg.input)  # shard checksums verified here, before Ray reads them
     # loaded once here (fail fast, learn dim); the actors get the weights by object store
     probe = build_embedder(cfg.model, cfg.pixel_size, "cpu", tracking=cfg.tracking_uri)
     ensure_ray()

@@ -29,7 +29,7 @@ from typing import Any
 
 from echoseek.config import from_dict
 from echoseek.data.augment import AugmentConfig
-from echoseek.data.dataset import read_descriptor
+from echoseek.data.dataset import read_descriptor, shard_paths
 from echoseek.distances import NAMES as DISTANCES
 from echoseek.errors import ConfigError
 from echoseek.models.finetune import TRAINABLE, build_finetune_model
@@ -198,6 +198,7 @@ def check(cfg: FinetuneConfig, tracking: str) -> tuple[dict[str, Any], Validatio
     desc = read_descriptor(cfg.input)
     cfg.pretrained = str(resolve_model_path(cfg.pretrained, tracking, _model_copy(cfg)))
     for path in (cfg.input, cfg.val or cfg.input):
+        shard_paths(path)  # shard checksums verified on the driver, before any worker reads
         if len(read_descriptor(path).get("label_counts") or {}) < 2:
             raise ConfigError(f"{path}: fine-tuning needs labels of at least two classes")
     classes = len(desc["label_counts"])

@@ -25,7 +25,7 @@ from typing import Any, cast
 
 from echoseek.config import from_dict
 from echoseek.data.augment import AugmentConfig
-from echoseek.data.dataset import read_descriptor
+from echoseek.data.dataset import read_descriptor, shard_paths
 from echoseek.errors import ConfigError
 from echoseek.models.backbones import BACKBONES, POOLINGS
 from echoseek.models.ssl import METHODS
@@ -123,8 +123,10 @@ def check(cfg: PretrainConfig) -> dict[str, Any]:
     if not cfg.input:
         raise ConfigError("input is required (a dataset directory from echoseek ingest)")
     desc = read_descriptor(cfg.input)
+    shard_paths(cfg.input)  # shard checksums verified on the driver, before any worker reads
     if cfg.val:
         val = read_descriptor(cfg.val)
+        shard_paths(cfg.val)
         if not val.get("labelled"):
             raise ConfigError(f"val: {cfg.val} has no labels")
         if val.get("sha256") == desc.get("sha256"):
