@@ -27,7 +27,7 @@ from pathlib import Path
 
 from echoseek.errors import InputError
 from echoseek.index.manifest import MANIFEST
-from echoseek.storage import fsync_dir, fsync_tree, write_bytes_atomic
+from echoseek.storage import fsync_dir, fsync_tree, make_dirs, write_bytes_atomic
 
 LATEST = "LATEST"
 STAGING_PREFIX = ".staging-"
@@ -57,7 +57,7 @@ def staged_version(
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise InputError(f"{root}: index root exists and is not a directory")
-    root.mkdir(parents=True, exist_ok=True)
+    make_dirs(root)
     staging = root / f"{STAGING_PREFIX}{version}"
     staging.mkdir()
     try:
