@@ -1,7 +1,7 @@
 """Typed job configs: dataclasses loaded from YAML with ``key=value`` overrides.
 
 A job config is a (possibly nested) dataclass. :func:`load_config` reads an optional YAML
-file, applies dotted overrides (``train.lr=0.1``), checks every value against the field's type
+file, applies dotted overrides (``optim.lr=0.1``), checks every value against the field's type
 annotation and returns a new instance. Unknown keys, wrong types and unparsable values raise
 :class:`~echoseek.errors.ConfigError` naming the key, so a typo never silently falls back to a
 default. Override values are parsed as YAML scalars (``k=3`` is an int, ``k=[1,2]`` a list,
@@ -78,6 +78,36 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def field_defaults(cls: type, prefix: str = "", defaults: Any = None) -> list[tuple[str, str, Any]]:
+    """``(dotted key, type, default)`` of every leaf field of config class ``cls``, in order.
+
+    Nested dataclass fields are expanded with the values of the nested instance the outer
+    default builds (``defaults``); a field without a default has ``dataclasses.MISSING``.
+    """
+    hints = get_type_hints(cls)
+    out: list[tuple[str, str, Any]] = []
+    for f in dataclasses.fields(cls):
+        if defaults is not None:
+            default = getattr(defaults, f.name)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = f.default
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            nested = default if dataclasses.is_dataclass(default) else None
+            out += field_defaults(tp, f"{prefix}{f.name}.", nested)
+        else:
+            out.append((f"{prefix}{f.name}", _type_name(tp), default))
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type) and not get_args(tp):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """``dataclasses.asdict`` for a config instance (nested dataclasses become dicts)."""
     return dataclasses.asdict(cfg)
@@ -87,7 +117,16 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: config file is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
+            f"at offset {exc.start})"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({_first_line(exc)})") from None
     if data is None:
@@ -100,7 +139,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _split_override(item: str) -> tuple[str, Any]:
     key, sep, text = item.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"bad override '{item}': expected key=value (e.g. train.lr=0.1)")
+        raise ConfigError(f"bad override '{item}': expected key=value (e.g. optim.lr=0.1)")
     try:
         value = yaml.safe_load(text) if text else ""
     except yaml.YAMLError:

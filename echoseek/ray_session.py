@@ -4,13 +4,16 @@ A job joins an initialised Ray as is, a cluster when ``RAY_ADDRESS`` names one (
 submit`` sets it), and otherwise starts a local instance on this machine: no dashboard, no
 usage stats, driver logging at WARNING so job output stays readable, and every worker process
 runs :func:`quiet_worker` at start. Token authentication stays as Ray configures it (on by
-default for local clusters).
+default for local clusters). ``ray.init`` replaces the driver's SIGTERM handler with
+``sys.exit``; a handler the caller installed (the CLI's, which unwinds like Ctrl-C) is kept.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import warnings
 from typing import Any
 
@@ -22,6 +25,8 @@ def ensure_ray(num_cpus: int | None = None) -> Any:
 
     if ray.is_initialized():
         return ray
+    main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main else None
     if os.environ.get("RAY_ADDRESS"):
         ray.init(logging_level=logging.WARNING)
     else:
@@ -31,6 +36,8 @@ def ensure_ray(num_cpus: int | None = None) -> Any:
             logging_level=logging.WARNING,
             runtime_env={"worker_process_setup_hook": "echoseek.ray_session.quiet_worker"},
         )
+    if callable(sigterm):
+        signal.signal(signal.SIGTERM, sigterm)
     quiet_ray_data()
     return ray
 

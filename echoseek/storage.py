@@ -197,15 +197,19 @@ def _last_activity(path: Path) -> float:
     return newest
 
 
-def make_dirs(path: str | Path) -> list[Path]:
-    """``mkdir -p path``; return the directories it created, deepest first."""
+def make_dirs(path: str | Path, exist_ok: bool = True) -> list[Path]:
+    """``mkdir -p path``; return the directories it created, deepest first. A directory that
+    cannot be created is an InputError naming it."""
     path = Path(path)
     missing: list[Path] = []
     p = path
     while not p.exists() and p != p.parent:
         missing.append(p)
         p = p.parent
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot create directory ({_mkdir_reason(path, exc)})") from None
     return missing
 
 
@@ -218,10 +222,44 @@ def remove_empty_dirs(dirs: Sequence[Path]) -> None:
             return
 
 
+def check_output_dir(path: str | Path) -> None:
+    """Fail early, before any work, when ``path`` cannot become an output directory.
+
+    The path must be a directory or not exist yet; then its nearest existing ancestor must be
+    a directory in which a directory can be created (tried with a probe that is removed at
+    once, since permissions alone do not tell for root, read-only mounts or ``/proc``).
+    """
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"{path}: output path exists and is not a directory")
+        return
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{path}: cannot create directory ({ancestor} is not a directory)")
+    probe = ancestor / f".echoseek-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.mkdir()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InputError(f"{path}: cannot create directory ({reason} in {ancestor})") from None
+    probe.rmdir()
+
+
+def _mkdir_reason(path: Path, exc: OSError) -> str:
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.is_dir():
+            return f"{parent} is not a directory"
+    where = f": {exc.filename}" if exc.filename and str(exc.filename) != str(path) else ""
+    return f"{exc.strerror or type(exc).__name__}{where}"
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file and rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         with open(tmp, "wb") as fh:

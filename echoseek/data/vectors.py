@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from echoseek.data.npy import load_npy
 from echoseek.errors import InputError
 from echoseek.storage import (
     combined_sha256,
@@ -301,13 +302,7 @@ def _inspect_file(path: Path, offset: int) -> VectorFile:
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable .npy file ({exc})") from None
-    if arr.ndim != 2 or arr.dtype.kind not in "fiu":
-        raise InputError(f"{path}: expected a 2-D numeric array, got {arr.dtype} {arr.shape}")
-    return arr
+    return load_npy(path)
 
 
 def _file_dim(vf: VectorFile) -> int:

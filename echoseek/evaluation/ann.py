@@ -35,7 +35,7 @@ from echoseek.index.reader import IndexReader, open_index
 from echoseek.index.recall import default_nprobes, exact_knn, knn_recall, sample_ids
 from echoseek.index.rerank import NATURAL_DISTANCE
 from echoseek.index.update import publish_search_defaults
-from echoseek.storage import write_bytes_atomic, write_json_atomic
+from echoseek.storage import check_output_dir, make_dirs, write_bytes_atomic, write_json_atomic
 
 KS = (1, 10, 100)
 QPS_K = 10
@@ -161,6 +161,7 @@ def evaluate_index(
     """
     if n_queries <= 0:
         raise InputError(f"n_queries: must be positive, got {n_queries}")
+    check_output_dir(out_dir)  # before any work (and before tuning publishes a version)
     ks = sorted(set(ks) | {10})  # recall@10 drives tuning and the plot
     with open_index(path) as reader:
         q = (
@@ -191,7 +192,7 @@ def evaluate_index(
 def write_report(out_dir: str | Path, result: dict[str, Any]) -> dict[str, str]:
     """Write ``eval.json``, ``eval.md`` and ``recall_qps.png`` into ``out_dir``."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     write_json_atomic(out / "eval.json", result)
     write_bytes_atomic(out / "eval.md", markdown_table(result).encode())
     plot_recall_qps(result["rows"], out / "recall_qps.png")

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -230,6 +231,7 @@ def _from_factory(
     max_train: int,
 ) -> IndexParams:
     """Params for an explicit faiss factory string (trained on up to ``max_train`` vectors)."""
+    _check_factory(factory, dim, metric)
     lists = _parse_nlist(factory)
     kind: Literal["flat", "ivfpq"] = "ivfpq" if lists else "flat"
     return IndexParams(
@@ -242,6 +244,22 @@ def _from_factory(
         train_size=train_size or min(n, max_train),
         factory_override=factory,
     )
+
+
+def _check_factory(factory: str, dim: int, metric: Metric) -> None:
+    """Refuse a factory string faiss cannot build for ``dim`` before anything is written."""
+    import faiss
+
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+    try:
+        faiss.index_factory(dim, factory, faiss_metric)
+    except RuntimeError as exc:  # faiss: "Error in <function> at <file>:<line>: <reason>"
+        text = str(exc).strip()
+        found = re.search(r" at \S+:\d+: (.+)", text)
+        reason = (found.group(1) if found else text).splitlines()[0] if text else "invalid"
+        raise ConfigError(
+            f"index.factory: faiss cannot build '{factory}' for dimension {dim} ({reason})"
+        ) from None
 
 
 def _parse_nlist(factory: str) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 
 from echoseek.data.dataset import DatasetWriter, Row
 from echoseek.errors import ConfigError, InputError
-from echoseek.ingest.folders import list_images, load_image
+from echoseek.ingest.folders import MAX_PIXELS, check_pixels, list_images, load_image
 from echoseek.ingest.frames import Scaling, needs_range, scan_range, to_uint8
 from echoseek.ingest.labels import LabelMatch, match_files, match_frames
 from echoseek.ingest.mat import MatStack, open_mat_stack
@@ -40,6 +40,7 @@ class WriteSpec:
     channels: int | None = None
     shard_size: int = 1024
     overwrite: bool = False
+    max_pixels: int = MAX_PIXELS  # per image or frame (the rule of ingest.folders)
 
 
 def ingest(
@@ -68,6 +69,8 @@ def ingest_mat(
 ) -> dict[str, Any]:
     """Stream a .mat frame stack into a dataset at ``out``; returns its descriptor."""
     stack = open_mat_stack(path, variable, frame_axis)
+    height, width = stack.frame_shape
+    check_pixels(width, height, f"{path}: frames of '{stack.variable}'", write.max_pixels)
     match = _frame_labels(stack, labels)
     scaling = Scaling()
     if needs_range(stack.dtype):
@@ -153,7 +156,7 @@ def ingest_folder(
             writer.add(
                 Row(
                     id=rel,
-                    image=load_image(root / rel, write.channels),
+                    image=load_image(root / rel, write.channels, write.max_pixels),
                     source=rel,
                     label=match.labels[i] if match else None,
                 )

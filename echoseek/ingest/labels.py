@@ -9,8 +9,9 @@ For a ``.mat`` stack the key is a frame index (0-based by default; ``index_base=
 MATLAB-style numbering). For an image folder the key is the file's path relative to the folder
 (``a/b.png``), its file name (``b.png``) or its stem (``b``).
 
-Problems are reported with the CSV line number: non-integer labels, duplicate keys, keys that
-match no item (unknown ids) and, when ``strict``, items without a label (missing ids).
+Problems are reported with the CSV line number: non-integer labels (or ones beyond int64),
+duplicate keys, keys that match no item (unknown ids) and, when ``strict``, items without a
+label (missing ids).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from echoseek.errors import InputError
 
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1  # labels are stored as Parquet int64
 KEY_COLUMNS = ("frame_index", "frame", "index", "id", "file", "filename", "image", "path")
 
 
@@ -60,6 +62,8 @@ def read_labels_csv(path: str | Path) -> list[tuple[int, str, int]]:
             label = int(raw)
         except ValueError:
             raise InputError(f"{path}:{lineno}: label '{raw}' is not an integer") from None
+        if not INT64_MIN <= label <= INT64_MAX:
+            raise InputError(f"{path}:{lineno}: label {raw} does not fit in a 64-bit integer")
         out.append((lineno, key, label))
     if not out:
         raise InputError(f"{path}: labels file has a header but no rows")

@@ -24,9 +24,9 @@ from echoseek.data.dataset import decode_png, iter_batches, read_descriptor
 from echoseek.embedding import Embedder, build_embedder
 from echoseek.errors import ConfigError, InputError
 from echoseek.evaluation.retrieval import label_summary, leave_one_out_metrics, query_metrics
-from echoseek.ingest.folders import load_image
+from echoseek.ingest.folders import MAX_PIXELS, load_image
 from echoseek.jobs.runner import run_job
-from echoseek.storage import write_json_atomic
+from echoseek.storage import check_output_dir, make_dirs, write_json_atomic
 
 
 @dataclass
@@ -42,14 +42,15 @@ class Config:
     ks: list[int] = field(default_factory=lambda: [10, 20, 50])
     batch_size: int = 256
     latency_repeats: int = 20
+    max_pixels: int = MAX_PIXELS  # a larger query image is refused
 
     def __post_init__(self) -> None:
         if any(k <= 0 for k in self.ks):
             raise ConfigError(f"ks must be positive, got {self.ks}")
         if self.pixel_size <= 0:
             raise ConfigError(f"pixel_size must be positive, got {self.pixel_size}")
-        if self.batch_size <= 0 or self.latency_repeats <= 0:
-            raise ConfigError("batch_size and latency_repeats must be positive")
+        if self.batch_size <= 0 or self.latency_repeats <= 0 or self.max_pixels <= 0:
+            raise ConfigError("batch_size, latency_repeats and max_pixels must be positive")
 
 
 def embed_dataset(
@@ -84,7 +85,11 @@ def run(cfg: Config) -> dict[str, Any]:
     """Evaluate and write ``metrics.json``; returns the metrics."""
     if not cfg.input:
         raise ConfigError("input is required (a dataset directory from echoseek ingest)")
+    check_output_dir(cfg.output)
+    if cfg.query is not None and cfg.positive_label is None:
+        raise ConfigError("query= needs positive_label (the class the query belongs to)")
     desc = read_descriptor(cfg.input)
+    query_image = None if cfg.query is None else load_image(cfg.query, max_pixels=cfg.max_pixels)
     embed = build_embedder(cfg.model, cfg.pixel_size)
     ids, vectors, labels = embed_dataset(cfg.input, embed, cfg.batch_size)
     if (labels < 0).all():
@@ -97,16 +102,12 @@ def run(cfg: Config) -> dict[str, Any]:
         "leave_one_out": leave_one_out_metrics(vectors, labels, ks, cfg.positive_label),
         "config": asdict(cfg),
     }
-    query_image = None
-    if cfg.query is not None:
-        query_image = load_image(cfg.query)
-        if cfg.positive_label is None:
-            raise ConfigError("query= needs positive_label (the class the query belongs to)")
+    if query_image is not None:
         relevant = labels == cfg.positive_label
         result["query"] = query_metrics(embed([query_image])[0], vectors, relevant, ks)
     probe = query_image if query_image is not None else decode_png(_first_image(cfg.input))
     result["latency"] = measure_latency(probe, embed, vectors, cfg.latency_repeats)
-    Path(cfg.output).mkdir(parents=True, exist_ok=True)
+    make_dirs(Path(cfg.output))
     write_json_atomic(Path(cfg.output) / "metrics.json", result)
     result["output"] = str(Path(cfg.output) / "metrics.json")
     return result

@@ -20,6 +20,7 @@ from typing import Any
 
 from echoseek.errors import ConfigError
 from echoseek.ingest.build import LabelSpec, WriteSpec, ingest
+from echoseek.ingest.folders import MAX_PIXELS
 from echoseek.jobs.runner import run_job
 
 
@@ -38,6 +39,7 @@ class Config:
     channels: int | None = None  # force 1 (grayscale) or 3 (RGB); None keeps the source's
     chunk_frames: int = 64  # frames read per chunk from a .mat stack
     shard_size: int = 1024  # rows per Parquet shard
+    max_pixels: int = MAX_PIXELS  # larger images (or .mat frames) are refused, naming the file
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -47,6 +49,8 @@ class Config:
             raise ConfigError(f"chunk_frames must be positive, got {self.chunk_frames}")
         if self.shard_size <= 0:
             raise ConfigError(f"shard_size must be positive, got {self.shard_size}")
+        if self.max_pixels <= 0:
+            raise ConfigError(f"max_pixels must be positive, got {self.max_pixels}")
         if self.labels is not None and self.labels_from_folders:
             raise ConfigError("use either labels=CSV or labels_from_folders=true, not both")
 
@@ -58,7 +62,7 @@ def run(cfg: Config) -> dict[str, Any]:
     labels = LabelSpec(
         cfg.labels, cfg.labels_index_base, cfg.labels_strict, cfg.labels_from_folders
     )
-    write = WriteSpec(cfg.channels, cfg.shard_size, cfg.overwrite)
+    write = WriteSpec(cfg.channels, cfg.shard_size, cfg.overwrite, cfg.max_pixels)
     return ingest(
         Path(cfg.input),
         cfg.output,

@@ -2,38 +2,85 @@
 
 ``echoseek <job> [CONFIG.yaml] [key=value ...]`` and ``python -m echoseek.jobs.<job> ...`` both
 end here. A user error (:class:`~echoseek.errors.EchoseekError`) prints one line naming the
-problem and returns 2; no traceback.
+problem and returns 2; no traceback. An output directory that cannot be created is such an
+error, found before the job starts. Ctrl-C returns 130 and SIGTERM 143, each with one line;
+both unwind through the job's normal exception path, so staging directories are removed.
+``--help`` lists every config key with its default.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
+import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import FrameType
 from typing import Any, TypeVar
 
-from echoseek.config import load_config
+from echoseek.config import field_defaults, load_config
 from echoseek.errors import EchoseekError
+from echoseek.storage import check_output_dir
 
 C = TypeVar("C")
 
 
-def build_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C."""
+
+
+def build_parser(
+    prog: str, description: str | None, config_cls: type | None = None
+) -> argparse.ArgumentParser:
     """The argument parser shared by all jobs: an optional YAML file and ``key=value`` items."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
+        epilog=config_help(config_cls) if config_cls is not None else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "args",
         nargs="*",
         metavar="[CONFIG.yaml] [key=value ...]",
-        help="an optional YAML config followed by dotted overrides, e.g. train.lr=0.1",
+        help="an optional YAML config followed by key=value overrides of the config keys "
+        f"listed below{_example(config_cls)}",
     )
     parser.add_argument("--json", action="store_true", help="print the job summary as JSON")
     return parser
+
+
+def config_help(config_cls: type) -> str:
+    """The ``--help`` epilog: every config key (dotted when nested), its default and type."""
+    rows = [(key, _show(default), tp) for key, tp, default in field_defaults(config_cls)]
+    width = max(len(f"{key}={value}") for key, value, _ in rows)
+    lines = ["config keys (key=default  type):"]
+    lines += [f"  {f'{key}={value}':<{width}}  {tp}" for key, value, tp in rows]
+    return "\n".join(lines)
+
+
+def _example(config_cls: type | None) -> str:
+    """``, e.g. KEY=DEFAULT`` for a real key of the command (a dotted one if it has any)."""
+    if config_cls is None:
+        return ""
+    rows = field_defaults(config_cls)
+    preferred = [r for r in rows if "." in r[0]] or [r for r in rows if r[0] == "output"] or rows
+    key, _, default = preferred[0]
+    return f", e.g. {key}={_show(default)}"
+
+
+def _show(value: Any) -> str:
+    """A default as it would be written on the command line."""
+    if value is dataclasses.MISSING:
+        return "(required)"
+    if isinstance(value, str):
+        return value or "''"
+    if isinstance(value, tuple):
+        value = list(value)
+    return json.dumps(value, default=str)
 
 
 def split_args(args: Sequence[str]) -> tuple[str | None, list[str]]:
@@ -52,18 +99,25 @@ def run_job(
     summarize: Callable[[dict[str, Any]], str] | None = None,
 ) -> int:
     """Parse ``argv``, load ``config_cls`` and call ``run``; map user errors to exit code 2."""
-    parser = build_parser(prog, description)
+    parser = build_parser(prog, description, config_cls)
     ns = parser.parse_args(argv)
     try:
-        path, overrides = split_args(ns.args)
-        if any("=" not in item for item in overrides):
-            bad = next(item for item in overrides if "=" not in item)
-            raise EchoseekError(f"bad argument '{bad}': expected key=value after the config file")
-        cfg = load_config(config_cls, path, overrides)
-        summary = run(cfg)
+        with _sigterm_raises():
+            path, overrides = split_args(ns.args)
+            if any("=" not in item for item in overrides):
+                bad = next(item for item in overrides if "=" not in item)
+                raise EchoseekError(
+                    f"bad argument '{bad}': expected key=value after the config file"
+                )
+            cfg = load_config(config_cls, path, overrides)
+            _check_output(cfg)
+            summary = run(cfg)
     except EchoseekError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"{prog}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
@@ -75,6 +129,32 @@ def run_job(
     except BrokenPipeError:  # e.g. piped into `head`
         sys.stderr.close()
     return 0
+
+
+def _check_output(cfg: Any) -> None:
+    """A local ``output`` directory that cannot be created fails before the job starts."""
+    output = getattr(cfg, "output", None)
+    if isinstance(output, str) and output and "://" not in output:
+        check_output_dir(output)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While the job runs, SIGTERM raises :class:`Terminated` (once; a second one kills)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, previous)
+        raise Terminated
+
+    previous = signal.getsignal(signal.SIGTERM) or signal.SIG_DFL
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def output_lines(summary: Mapping[str, Any]) -> list[str]:

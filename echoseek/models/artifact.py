@@ -81,8 +81,10 @@ class ModelMeta:
         if any(s <= 0 for s in self.std):
             raise ConfigError(f"std: values must be > 0, got {list(self.std)}")
         size = tuple(self.input_size)
-        if len(size) != 2 or size[0] != size[1] or size[0] < 1:
-            raise ConfigError(f"input_size: must be square and positive, got {list(size)}")
+        if len(size) != 2 or min(size) < 1:
+            raise ConfigError(f"input_size: must be two positive sizes, got {list(size)}")
+        if size[0] != size[1]:
+            raise ConfigError(f"input_size: must be square (height = width), got {list(size)}")
 
     @property
     def embedding_dim(self) -> int:

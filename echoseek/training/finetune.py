@@ -240,9 +240,9 @@ def finetune(cfg: FinetuneConfig, hooks: Sequence[EpochHook] = ()) -> dict[str, 
     cfg.run.name = cfg.run.name or f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
     source = cfg.pretrained = absolute(cfg.pretrained)
     desc, validation = check(cfg, tracking_uri(cfg.run.tracking_uri))
+    pretrained, meta = load_model(cfg.pretrained)  # refused here, before Ray and MLflow start
     logger = RunLogger(cfg.run.tracking_uri, cfg.run.experiment)
     ensure_ray()
-    pretrained, meta = load_model(cfg.pretrained)
     tags = run_tags("finetune", desc, pretrained=source)
     params = {**plain(cfg), "pretrained": source, "validation": validation.record}
     run_id = logger.start(cfg.run.name, params, tags)
