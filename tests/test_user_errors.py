@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -69,19 +70,28 @@ def test_output_under_a_regular_file(
     assert blocker.read_text() == "x"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def make_read_only(path: Path) -> Callable[[], None]:
+    """No new entries in ``path``, for root too (root ignores mode bits, not the immutable
+    attribute); returns the undo."""
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        return lambda: path.chmod(0o755)
+    subprocess.run(["chattr", "+i", str(path)], check=True)
+    return lambda: subprocess.run(["chattr", "-i", str(path)], check=True) and None
+
+
 def test_output_under_a_read_only_parent(
     tmp_path: Path, images: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     parent = tmp_path / "ro"
     parent.mkdir()
-    parent.chmod(0o555)
+    undo = make_read_only(parent)
     try:
         err = one_line_error(capsys, ["ingest", f"input={images}", f"output={parent / 'o'}"])
         assert f"{parent / 'o'}: cannot create directory" in err
         assert list(parent.iterdir()) == []
     finally:
-        parent.chmod(0o755)
+        undo()
 
 
 def test_evaluate_output_is_a_file(
@@ -277,7 +287,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path) -> None:
         text=True,
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "staged"
-    assert any(p.name.startswith(".staging-") for p in tmp_path.iterdir())
+    assert any(".staging-" in p.name for p in tmp_path.iterdir())
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 143

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from echoseek.cli import main as cli
-from echoseek.errors import InputError
+from echoseek.errors import ConfigError, InputError
 from echoseek.index import add_vectors, build_index, list_versions, open_index, read_latest
 from echoseek.index.params import choose_params
 from echoseek.index.publish import apply_retention
@@ -53,8 +53,8 @@ def test_failed_first_build_leaves_no_root(
 
 def test_unknown_factory_leaves_no_root(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", clustered(300, 8, 4, seed=2))
-    params = choose_params(300, 8, factory="IVF4,Bogus99")
-    with pytest.raises((InputError, RuntimeError)):
+    with pytest.raises(ConfigError, match="faiss cannot build 'IVF4,Bogus99'"):
+        params = choose_params(300, 8, factory="IVF4,Bogus99")  # refused before any build
         build_index(tmp_path / "x.npy", tmp_path / "root", params, use_ray=False)
     assert not (tmp_path / "root").exists()
 
