@@ -14,6 +14,7 @@ it into dotted keys.
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -225,3 +226,31 @@ def _coerce_scalar(value: Any, tp: Any, key: str) -> Any:
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def config_help(config_cls: type) -> str:
+    """The ``--help`` epilog: every config key (dotted when nested), its default and type."""
+    rows = [(key, _show(default), tp) for key, tp, default in field_defaults(config_cls)]
+    width = max(len(f"{key}={value}") for key, value, _ in rows)
+    lines = ["config keys (key=default  type):"]
+    lines += [f"  {f'{key}={value}':<{width}}  {tp}" for key, value, tp in rows]
+    return "\n".join(lines)
+
+
+def override_example(config_cls: type) -> str:
+    """``, e.g. KEY=DEFAULT`` for a real key of the command (a dotted one if it has any)."""
+    rows = field_defaults(config_cls)
+    preferred = [r for r in rows if "." in r[0]] or [r for r in rows if r[0] == "output"] or rows
+    key, _, default = preferred[0]
+    return f", e.g. {key}={_show(default)}"
+
+
+def _show(value: Any) -> str:
+    """A default as it would be written on the command line."""
+    if value is dataclasses.MISSING:
+        return "(required)"
+    if isinstance(value, str):
+        return value or "''"
+    if isinstance(value, tuple):
+        value = list(value)
+    return json.dumps(value, default=str)

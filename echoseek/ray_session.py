@@ -1,11 +1,14 @@
 """Start or join Ray the same way in every job.
 
 A job joins an initialised Ray as is, a cluster when ``RAY_ADDRESS`` names one (``ray job
-submit`` sets it), and otherwise starts a local instance on this machine: no dashboard, no
-usage stats, driver logging at WARNING so job output stays readable, and every worker process
-runs :func:`quiet_worker` at start. Token authentication stays as Ray configures it (on by
-default for local clusters). ``ray.init`` replaces the driver's SIGTERM handler with
-``sys.exit``; a handler the caller installed (the CLI's, which unwinds like Ctrl-C) is kept.
+submit`` sets it), and otherwise starts a local instance on this machine: no dashboard, no usage
+stats, and every worker process runs :func:`quiet_worker` at start. By default (no ``-v``)
+nothing of Ray's own reaches the terminal: worker, controller and GCS output is not forwarded to
+the driver and Ray's driver logging is at ERROR; it all stays in Ray's session logs. echoseek's
+own lines from remote processes travel by queue (:class:`echoseek.training.ray.EpochPrinter`).
+Token authentication stays as Ray configures it (on by default for local clusters). ``ray.init``
+replaces the driver's SIGTERM handler with ``sys.exit``; a handler the caller installed (the
+CLI's, which unwinds like Ctrl-C) is kept.
 """
 
 from __future__ import annotations
@@ -17,6 +20,22 @@ import threading
 import warnings
 from typing import Any
 
+VERBOSE_ENV = "ECHOSEEK_VERBOSE"
+
+
+def set_verbosity(verbose: bool) -> None:
+    """``-v``: Ray's and MLflow's own lines on the terminal too. By default a user sees
+    echoseek's lines only; Ray's stay in its session logs (``/tmp/ray/session_latest/logs``)."""
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
+    else:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+
+
+def is_verbose() -> bool:
+    """Whether ``-v`` was given (or ``ECHOSEEK_VERBOSE`` is set)."""
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
 
 def ensure_ray(num_cpus: int | None = None) -> Any:
     """Return the ``ray`` module with a session initialised (see the module docstring)."""
@@ -27,14 +46,23 @@ def ensure_ray(num_cpus: int | None = None) -> Any:
         return ray
     main = threading.current_thread() is threading.main_thread()
     sigterm = signal.getsignal(signal.SIGTERM) if main else None
+    verbose = is_verbose()
+    # quiet: no worker, controller or GCS output forwarded; Ray's driver lines only on errors
+    options: dict[str, Any] = {
+        "logging_level": logging.INFO if verbose else logging.ERROR,
+        "log_to_driver": verbose,
+    }
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(logging_level=logging.WARNING)
+        ray.init(**options)
     else:
         ray.init(
             num_cpus=num_cpus,
             include_dashboard=False,
-            logging_level=logging.WARNING,
             runtime_env={"worker_process_setup_hook": "echoseek.ray_session.quiet_worker"},
+            # a training job starts ~8 processes at once (workers, controller, Ray Data
+            # actors); the raylet warns at 4x this concurrency, which defaults to the CPUs
+            _system_config={"worker_maximum_startup_concurrency": max(4, os.cpu_count() or 1)},
+            **options,
         )
     if callable(sigterm):
         signal.signal(signal.SIGTERM, sigterm)
@@ -47,7 +75,8 @@ def quiet_ray_data() -> None:
     Ray Train workers, whose bars would interleave in the driver's output."""
     from ray.data import DataContext
 
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # ERROR when quiet: Ray Data warns "Progress bars disabled" once per process otherwise
+    logging.getLogger("ray.data").setLevel(logging.WARNING if is_verbose() else logging.ERROR)
     DataContext.get_current().enable_progress_bars = False
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import signal
 import sys
@@ -21,8 +20,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import FrameType
 from typing import Any, TypeVar
 
-from echoseek.config import field_defaults, load_config
+from echoseek.config import config_help, load_config, override_example
 from echoseek.errors import EchoseekError
+from echoseek.ray_session import set_verbosity
 from echoseek.storage import check_output_dir
 
 C = TypeVar("C")
@@ -47,40 +47,13 @@ def build_parser(
         nargs="*",
         metavar="[CONFIG.yaml] [key=value ...]",
         help="an optional YAML config followed by key=value overrides of the config keys "
-        f"listed below{_example(config_cls)}",
+        f"listed below{override_example(config_cls) if config_cls is not None else ''}",
     )
     parser.add_argument("--json", action="store_true", help="print the job summary as JSON")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also show Ray's and MLflow's own output"
+    )
     return parser
-
-
-def config_help(config_cls: type) -> str:
-    """The ``--help`` epilog: every config key (dotted when nested), its default and type."""
-    rows = [(key, _show(default), tp) for key, tp, default in field_defaults(config_cls)]
-    width = max(len(f"{key}={value}") for key, value, _ in rows)
-    lines = ["config keys (key=default  type):"]
-    lines += [f"  {f'{key}={value}':<{width}}  {tp}" for key, value, tp in rows]
-    return "\n".join(lines)
-
-
-def _example(config_cls: type | None) -> str:
-    """``, e.g. KEY=DEFAULT`` for a real key of the command (a dotted one if it has any)."""
-    if config_cls is None:
-        return ""
-    rows = field_defaults(config_cls)
-    preferred = [r for r in rows if "." in r[0]] or [r for r in rows if r[0] == "output"] or rows
-    key, _, default = preferred[0]
-    return f", e.g. {key}={_show(default)}"
-
-
-def _show(value: Any) -> str:
-    """A default as it would be written on the command line."""
-    if value is dataclasses.MISSING:
-        return "(required)"
-    if isinstance(value, str):
-        return value or "''"
-    if isinstance(value, tuple):
-        value = list(value)
-    return json.dumps(value, default=str)
 
 
 def split_args(args: Sequence[str]) -> tuple[str | None, list[str]]:
@@ -101,6 +74,7 @@ def run_job(
     """Parse ``argv``, load ``config_cls`` and call ``run``; map user errors to exit code 2."""
     parser = build_parser(prog, description, config_cls)
     ns = parser.parse_args(argv)
+    set_verbosity(ns.verbose)
     try:
         with _sigterm_raises():
             path, overrides = split_args(ns.args)

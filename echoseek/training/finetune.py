@@ -267,10 +267,10 @@ def finetune(cfg: FinetuneConfig, hooks: Sequence[EpochHook] = ()) -> dict[str, 
         split=[],
         score="val_map",
         mode="max",
-        callbacks=[as_user_callback(EpochPrinter(cfg.epochs, "val_map"))],
+        callbacks=[as_user_callback(printer := EpochPrinter(cfg.epochs, "val_map"))],
     )
     started = time.perf_counter()
-    result = fit_tracked(trainer, logger)
+    result = fit_tracked(trainer, logger, printer)
     summary = export(cfg, result, logger, source, validation.record)
     logger.log_history_plot("loss")
     logger.end()

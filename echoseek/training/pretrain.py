@@ -199,7 +199,7 @@ def pretrain(cfg: PretrainConfig, hooks: Sequence[EpochHook] = ()) -> dict[str, 
         callbacks=[as_user_callback(printer)],
     )
     started = time.perf_counter()
-    result = fit_tracked(trainer, logger)
+    result = fit_tracked(trainer, logger, printer)
     summary = export(cfg, result, logger)
     logger.end()
     return {**summary, "seconds": time.perf_counter() - started, "run_id": run_id}

@@ -14,11 +14,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,10 +165,12 @@ def prepare(model: nn.Module, scale: ScaleOptions, world_size: int) -> nn.Module
     return model
 
 
-def fit_tracked(trainer: Any, logger: Any) -> Any:
-    """``trainer.fit()``; a failed run is marked FAILED in MLflow before the error propagates."""
+def fit_tracked(trainer: Any, logger: Any, printer: EpochPrinter) -> Any:
+    """``trainer.fit()`` with the printer's lines relayed to this terminal; a failed run is
+    marked FAILED in MLflow before the error propagates."""
     try:
-        return trainer.fit()
+        with printer.relay():
+            return trainer.fit()
     except Exception:
         logger.end("FAILED")
         raise
@@ -301,14 +305,51 @@ def run_hooks(hooks: Sequence[EpochHook], epoch: int, rank: int, world: int) -> 
 class EpochPrinter:
     """Ray Train callback: one line per epoch (epoch, loss, img/s, ETA, validation metric).
 
-    Runs in the Train controller; its output reaches the driver's terminal with Ray's logs.
+    It runs in the Train controller, whose output a quiet driver does not forward
+    (:func:`echoseek.ray_session.ensure_ray`), so its lines travel through a Ray queue that
+    :meth:`relay` prints on the driver's terminal, unprefixed, while training runs.
     """
 
     def __init__(self, epochs: int, metric: str) -> None:
+        from ray.util.queue import Queue
+
         self.epochs = epochs
         self.metric = metric
         self.started = time.perf_counter()
         self.done = 0
+        self.queue = Queue(actor_options={"num_cpus": 0})
+
+    def emit(self, line: str) -> None:
+        """Send one line to the driver."""
+        self.queue.put(line)
+
+    @contextlib.contextmanager
+    def relay(self) -> Iterator[None]:
+        """Print the emitted lines on this (the driver's) terminal while the block runs."""
+        from ray.util.queue import Empty
+
+        stop = threading.Event()
+
+        def drain(timeout: float) -> None:
+            while True:
+                try:
+                    print(self.queue.get(timeout=timeout), flush=True)
+                except Empty:
+                    return
+
+        def loop() -> None:
+            while not stop.is_set():
+                drain(0.5)
+
+        thread = threading.Thread(target=loop, name="echoseek-epoch-lines", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+            drain(0.1)
+            self.queue.shutdown()
 
     def after_report(
         self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any
@@ -320,7 +361,7 @@ class EpochPrinter:
         eta = eta_seconds(elapsed, self.done, self.epochs - epoch + self.done)
         images_per_s = sum(float(x.get("images_per_s", 0.0)) for x in metrics)
         value = m.get(self.metric)
-        print(
+        self.emit(
             epoch_line(
                 epoch,
                 self.epochs,
@@ -329,13 +370,13 @@ class EpochPrinter:
                 eta,
                 None if value is None else float(value),
                 self.metric,
-            ),
-            flush=True,
+            )
         )
 
     def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
         for rank, exc in worker_exceptions.items():
-            print(f"worker {rank} failed: {exc}", flush=True)
+            first = str(exc).strip().splitlines()[-1:] or [type(exc).__name__]
+            self.emit(f"worker {rank} failed: {first[0]} (restarting from the last checkpoint)")
 
 
 def as_user_callback(printer: EpochPrinter) -> Any:
