@@ -48,8 +48,17 @@ def head() -> Iterator[tuple[str, dict[str, str]]]:
     }
     env.pop("RAY_ADDRESS", None)
     dashboard = free_port()
+    # every port its own: the test session's Ray already holds the defaults (agent: 52365)
+    ports = (
+        "port",
+        "ray-client-server-port",
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "runtime-env-agent-port",
+        "metrics-export-port",
+    )
     cmd = [
-        str(BIN / "ray"), "start", "--head", "--block", f"--port={free_port()}",
+        str(BIN / "ray"), "start", "--head", "--block", *(f"--{p}={free_port()}" for p in ports),
         "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dashboard}", f"--temp-dir={temp}", "--disable-usage-stats",
     ]  # fmt: skip
