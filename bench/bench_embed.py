@@ -71,7 +71,7 @@ def ray_job(dataset: Path, model: Path, out: Path, batch: int) -> dict[str, floa
         model=str(model),
         output=str(out),
         batch_size=batch,
-        actor_cpus=max(0.5, (os.cpu_count() or 2) - 1.0),  # one CPU left for the reads
+        actor_cpus=float(os.cpu_count() or 1),  # the actor reads its row groups itself
         torch_threads=torch.get_num_threads(),  # the same intra-op threads as the plain loop
         overwrite=True,
     )

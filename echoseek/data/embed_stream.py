@@ -1,7 +1,9 @@
 """Embedding a dataset on Ray Data: Parquet rows in, vector batches out, one model per actor.
 
-The dataset's shards are read lazily; PNG decoding and the model run in an actor pool
-(``map_batches`` with :class:`EmbedBatch`, a GPU per actor when the cluster has GPUs). A model
+The work list is the dataset's Parquet row groups; each actor of the pool (``map_batches`` with
+:class:`EmbedBatch`, a GPU per actor when the cluster has GPUs) reads its row groups, decodes
+the PNGs and runs the model, so batches stream to the driver as they are embedded and no
+separate read task competes for the actors' CPUs. A model
 reaches the actors through the object store (its ``model.json`` fields and state dict, loaded
 once on the driver), so actors on any node embed with the same weights and never resolve a
 model URI themselves.
@@ -14,12 +16,16 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from echoseek.data.dataset import decode_png, read_dataset
+from echoseek.data.dataset import decode_png, shard_paths
 from echoseek.data.vectors import VectorBatch
 from echoseek.embedding import Embedder, ModelEmbedder, PixelEmbedder
-from echoseek.errors import ConfigError
 from echoseek.training.progress import ProgressBar
+
+META = ("id", "label", "source", "frame_index")
+COLUMNS = ["image", *META]
 
 
 class EmbedBatch:
@@ -48,29 +54,16 @@ class EmbedBatch:
             net.load_state_dict(ray.get(state_ref))
             self.embed = ModelEmbedder(uri, amp=amp, loaded=(net, meta))
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        images = [decode_png(data) for data in batch["image"]]
-        return {
-            "id": batch["id"],
-            "vector": self.embed(images),  # NxD float32, unit rows
-            "label": batch["label"],
-            "source": batch["source"],
-            "frame_index": batch["frame_index"],
-        }
-
-
-def check_cpu_budget(actors: int, actor_cpus: float, cluster_cpus: float) -> None:
-    """CPU actors must leave one CPU for Ray Data's Parquet read tasks, or nothing is read.
-
-    Actors hold their CPUs for the whole job; a read task needs a whole CPU, so with
-    ``actors · actor_cpus > cluster_cpus − 1`` the pipeline would wait forever.
-    """
-    if actors * actor_cpus > cluster_cpus - 1:
-        raise ConfigError(
-            f"actors={actors} x actor_cpus={actor_cpus:g} leaves less than 1 of the cluster's "
-            f"{cluster_cpus:g} CPUs for reading the dataset; lower actor_cpus (threads per "
-            "actor can still be raised with torch_threads)"
-        )
+    def __call__(self, work: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Work items (``file``, ``group``) -> the rows of those Parquet row groups, embedded."""
+        tables = [
+            pq.ParquetFile(str(file)).read_row_group(int(group), columns=COLUMNS)
+            for file, group in zip(work["file"], work["group"], strict=True)
+        ]
+        rows = pa.concat_tables(tables)
+        images = [decode_png(data) for data in rows.column("image").to_pylist()]
+        out = {name: np.asarray(rows.column(name).to_pylist(), dtype=object) for name in META}
+        return {**out, "vector": self.embed(images)}  # NxD float32, unit rows
 
 
 def embedded_batches(
@@ -91,7 +84,14 @@ def embedded_batches(
     if model is not None:
         state = {k: v.cpu() for k, v in model.model.state_dict().items()}
         shipped = (model.uri, model.meta.to_json(), ray.put(state))
-    embedded = read_dataset(path).map_batches(
+    work = [
+        {"file": str(f), "group": g}
+        for f in shard_paths(path)
+        for g in range(pq.ParquetFile(f).num_row_groups)
+    ]
+    # The actors read their row groups themselves: behind ray.data.read_parquet (which packs
+    # small files into one block) the pool returned nothing until every row was embedded.
+    embedded = ray.data.from_items(work, override_num_blocks=len(work)).map_batches(
         EmbedBatch,
         fn_constructor_kwargs={
             "model": shipped,
@@ -99,7 +99,7 @@ def embedded_batches(
             "amp": amp,
             "threads": threads,
         },
-        batch_size=batch_size,
+        batch_size=1,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),
         **resources,
@@ -157,4 +157,6 @@ def to_vector_batch(batch: dict[str, np.ndarray]) -> VectorBatch:
 
 
 def _nullable_ints(values: np.ndarray) -> list[int | None]:
-    return [None if v is None or (isinstance(v, float) and np.isnan(v)) else int(v) for v in values]
+    import pandas as pd
+
+    return [None if pd.isna(v) else int(v) for v in values]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from echoseek.data.dataset import read_descriptor, shard_paths
-from echoseek.data.embed_stream import StreamClock, check_cpu_budget, embedded_batches
+from echoseek.data.embed_stream import StreamClock, embedded_batches
 from echoseek.data.vectors import write_vectors
 from echoseek.embedding import ModelEmbedder, build_embedder
 from echoseek.errors import ConfigError
@@ -55,8 +55,6 @@ class Config:
 
 def run(cfg: Config) -> dict[str, Any]:
     """Embed ``cfg.input`` with ``cfg.model`` into ``cfg.output``; returns the descriptor."""
-    import ray
-
     if not cfg.input:
         raise ConfigError("input is required (a dataset directory from echoseek ingest)")
     desc = read_descriptor(cfg.input)
@@ -65,8 +63,6 @@ def run(cfg: Config) -> dict[str, Any]:
     probe = build_embedder(cfg.model, cfg.pixel_size, "cpu", tracking=cfg.tracking_uri)
     ensure_ray()
     gpu = cluster_has_gpus() if cfg.use_gpu is None else cfg.use_gpu
-    if not gpu:
-        check_cpu_budget(cfg.actors, cfg.actor_cpus, float(ray.cluster_resources().get("CPU", 0)))
     clock, bar = StreamClock(), ProgressBar("embed", int(desc["count"]))
     batches = embedded_batches(
         cfg.input,

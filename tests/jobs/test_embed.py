@@ -13,7 +13,6 @@ from echoseek.cli import main as cli
 from echoseek.data.dataset import decode_png, iter_batches
 from echoseek.data.vectors import iter_vector_batches, open_vectors
 from echoseek.embedding import ModelEmbedder, to_chw
-from echoseek.errors import ConfigError
 from echoseek.jobs import embed
 from echoseek.models.artifact import ModelMeta, build_model, save_model
 from tests.datasets import ingested_stack, random_stack
@@ -133,12 +132,3 @@ def test_embed_from_an_mlflow_registered_model(
     images = dataset_images(dataset)
     direct = ModelEmbedder(str(tmp_path / "model"), device="cpu")([images[i] for i in ids])
     np.testing.assert_allclose(vecs, direct, rtol=1e-4, atol=1e-5)
-
-
-def test_cpu_actors_must_leave_a_cpu_for_reading() -> None:
-    embed.check_cpu_budget(1, 1.0, 2.0)
-    embed.check_cpu_budget(2, 0.5, 2.0)
-    with pytest.raises(ConfigError, match="leaves less than 1 of the cluster's 2 CPUs"):
-        embed.check_cpu_budget(1, 2.0, 2.0)
-    with pytest.raises(ConfigError, match="torch_threads: must be >= 0"):
-        embed.Config(input="x", torch_threads=-1)
