@@ -96,13 +96,14 @@ def test_resume_and_injected_failure_complete_all_epochs(
     from tests.faults import FailOnce
 
     marker = tmp_path / "ray" / "t" / "echoseek-injected-failure"
-    cfg = load_config(pretrain.Config, None, config(dataset, tmp_path, epochs=3))
+    fast = {"epochs": 3, "val": "", "scale.num_workers": 1}  # the recovery path, not the scaling
+    cfg = load_config(pretrain.Config, None, config(dataset, tmp_path, **fast))
     pretrain_fn(cfg, hooks=[FailOnce(marker, epoch=1)])
     assert marker.exists()  # the failure really happened, and the run still finished
     checkpoints = sorted(p.name for p in (tmp_path / "ray" / "t").glob("epoch-*"))
     assert checkpoints[-1] == "epoch-00002"
     # re-running the same name with more epochs resumes after epoch 2 instead of restarting
-    more = config(dataset, tmp_path, epochs=4, overwrite="true")
+    more = config(dataset, tmp_path, **{**fast, "epochs": 4}, overwrite="true")
     assert cli(["pretrain", *more]) == 0
     state = json.loads(
         (sorted((tmp_path / "ray" / "t").glob("epoch-*"))[-1] / "state.json").read_text()

@@ -122,7 +122,7 @@ def test_submitted_jobs_run_as_main_on_a_token_auth_cluster(
         "epochs=1",
         "batch_size=8",
         "augment.size=16",
-        "scale.num_workers=2",
+        "scale.num_workers=1",  # the config classes must resolve on any Train worker
         "scale.cpus_per_worker=0.5",
         "scale.data_cpus=0.25",
         "scale.use_gpu=false",
