@@ -23,12 +23,15 @@ def ray_session() -> Iterator[Any]:
     """A local Ray cluster shared by every test that asks for it."""
     import ray
 
+    from echoseek.ray_session import local_system_config
+
     if not ray.is_initialized():
         ray.init(
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,
             configure_logging=False,
+            _system_config=local_system_config(),
         )
     yield ray
     ray.shutdown()

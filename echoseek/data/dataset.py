@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from echoseek.errors import InputError
+from echoseek.errors import ConfigError, InputError
 from echoseek.storage import (
     combined_sha256,
     contained,
@@ -246,6 +246,21 @@ def shard_paths(path: str | Path) -> list[Path]:
         verify_sha256(file, shard["sha256"], DESCRIPTOR)
         files.append(file)
     return files
+
+
+def validation_descriptor(val: str, train: dict[str, Any], hint: str) -> dict[str, Any]:
+    """The descriptor of ``val``, a labelled dataset held out from ``train`` (another
+    descriptor): its shards verified, and refused if it is the training input itself (same
+    sha256). ``hint`` ends that message with what to do instead."""
+    desc = read_descriptor(val)
+    shard_paths(val)
+    if not desc.get("labelled"):
+        raise ConfigError(f"val: {val} has no labels")
+    if len(desc.get("label_counts") or {}) < 2:
+        raise ConfigError(f"val: {val} needs labels of at least two classes")
+    if desc.get("sha256") == train.get("sha256"):
+        raise ConfigError(f"val: {val} is the training input itself (same sha256); {hint}")
+    return desc
 
 
 def iter_batches(

@@ -162,17 +162,23 @@ def load_model(
     return model.to(device).eval(), meta
 
 
+def model_input(meta: ModelMeta) -> dict[str, Any]:
+    """The input a model expects: ``size``, ``in_channels``, ``mean`` and ``std`` (fields of
+    :class:`~echoseek.data.augment.AugmentConfig`)."""
+    return {
+        "size": meta.input_size[0],
+        "in_channels": meta.in_channels,
+        "mean": list(meta.mean),
+        "std": list(meta.std),
+    }
+
+
 def eval_augment(meta: ModelMeta) -> AugmentConfig:
-    """The model's own evaluation input: its size, channels and normalisation (every embedder,
-    evaluation and validation pass builds its transform from this)."""
+    """The model's own evaluation input (every embedder, evaluation and validation pass
+    builds its transform from this): :func:`model_input` and no augmentation."""
     from echoseek.data.augment import AugmentConfig
 
-    return AugmentConfig(
-        size=meta.input_size[0],
-        in_channels=meta.in_channels,
-        mean=list(meta.mean),
-        std=list(meta.std),
-    )
+    return AugmentConfig(**model_input(meta))
 
 
 def read_meta(path: Path) -> ModelMeta:

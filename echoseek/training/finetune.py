@@ -25,14 +25,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from echoseek.config import from_dict
 from echoseek.data.augment import AugmentConfig
-from echoseek.data.dataset import read_descriptor, shard_paths
+from echoseek.data.dataset import read_descriptor, shard_paths, validation_descriptor
 from echoseek.distances import NAMES as DISTANCES
 from echoseek.errors import ConfigError
 from echoseek.models.finetune import TRAINABLE, build_finetune_model
+
+if TYPE_CHECKING:
+    from echoseek.models.artifact import ModelMeta
+    from echoseek.models.head import EmbeddingModel
+
 from echoseek.training.ray import (
     EpochHook,
     EpochPrinter,
@@ -160,12 +165,11 @@ def held_out(cfg: FinetuneConfig, desc: dict[str, Any]) -> Validation:
     from echoseek.data.split import stratified_split
 
     if cfg.val:
-        val_desc = read_descriptor(cfg.val)
-        if val_desc.get("sha256") == desc.get("sha256"):
-            raise ConfigError(
-                f"val: {cfg.val} is the training input itself (same sha256); pass a held-out "
-                "dataset, or leave val empty to hold out val_fraction of input"
-            )
+        val_desc = validation_descriptor(
+            cfg.val,
+            desc,
+            "pass a held-out dataset, or leave val empty to hold out val_fraction of input",
+        )
         record = {"kind": "dataset", "val": cfg.val, "val_sha256": val_desc.get("sha256", "")}
         return Validation("dataset", cfg.val, None, None, record)
     ids, labels = labelled_ids(cfg.input)
@@ -186,21 +190,20 @@ def held_out(cfg: FinetuneConfig, desc: dict[str, Any]) -> Validation:
 
 
 def check(cfg: FinetuneConfig, tracking: str) -> tuple[dict[str, Any], Validation]:
-    """Checks before any worker starts. Resolves ``pretrained`` to a local model directory
-    (an MLflow model is copied once, under the run's storage) and fixes the input size,
-    channels and normalisation to the model's."""
-    from echoseek.models.artifact import META_FILE, read_meta, resolve_model_path
+    """Checks before any worker starts; returns the input's descriptor and the validation
+    rows. Resolves ``pretrained`` to a local model directory (an MLflow model is copied once,
+    under the run's storage)."""
+    from echoseek.models.artifact import resolve_model_path
 
     if not cfg.input:
         raise ConfigError("input is required (a labelled dataset directory)")
     if not cfg.pretrained:
         raise ConfigError("pretrained is required (a model dir or an MLflow model URI)")
     desc = read_descriptor(cfg.input)
+    shard_paths(cfg.input)  # shard checksums verified on the driver, before any worker reads
     cfg.pretrained = str(resolve_model_path(cfg.pretrained, tracking, _model_copy(cfg)))
-    for path in (cfg.input, cfg.val or cfg.input):
-        shard_paths(path)  # shard checksums verified on the driver, before any worker reads
-        if len(read_descriptor(path).get("label_counts") or {}) < 2:
-            raise ConfigError(f"{path}: fine-tuning needs labels of at least two classes")
+    if len(desc.get("label_counts") or {}) < 2:
+        raise ConfigError(f"{cfg.input}: fine-tuning needs labels of at least two classes")
     classes = len(desc["label_counts"])
     if cfg.batch_size // cfg.loss.m > classes:
         raise ConfigError(
@@ -208,18 +211,7 @@ def check(cfg: FinetuneConfig, tracking: str) -> tuple[dict[str, Any], Validatio
             f"{cfg.batch_size // cfg.loss.m} classes per batch, but {cfg.input} has only "
             f"{classes}; use m >= {-(-cfg.batch_size // classes)}"
         )
-    validation = held_out(cfg, desc)
-    meta = read_meta(Path(cfg.pretrained) / META_FILE)
-    cfg.augment = AugmentConfig(
-        **{
-            **plain(cfg.augment),
-            "in_channels": meta.in_channels,
-            "size": meta.input_size[0],
-            "mean": list(meta.mean),
-            "std": list(meta.std),
-        }
-    )
-    return desc, validation
+    return desc, held_out(cfg, desc)
 
 
 def finetune(cfg: FinetuneConfig, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
@@ -231,7 +223,7 @@ def finetune(cfg: FinetuneConfig, hooks: Sequence[EpochHook] = ()) -> dict[str, 
 
     from echoseek.data.labelled import label_index
     from echoseek.data.views import eval_dataset
-    from echoseek.models.artifact import load_model
+    from echoseek.models.artifact import load_model, model_input
     from echoseek.ray_session import ensure_ray
     from echoseek.tracking import RunLogger, tracking_uri
 
@@ -241,6 +233,7 @@ def finetune(cfg: FinetuneConfig, hooks: Sequence[EpochHook] = ()) -> dict[str, 
     source = cfg.pretrained = absolute(cfg.pretrained)
     desc, validation = check(cfg, tracking_uri(cfg.run.tracking_uri))
     pretrained, meta = load_model(cfg.pretrained)  # refused here, before Ray and MLflow start
+    cfg.augment = dataclasses.replace(cfg.augment, **model_input(meta))
     logger = RunLogger(cfg.run.tracking_uri, cfg.run.experiment)
     ensure_ray()
     tags = run_tags("finetune", desc, pretrained=source)
@@ -271,7 +264,7 @@ def finetune(cfg: FinetuneConfig, hooks: Sequence[EpochHook] = ()) -> dict[str, 
     )
     started = time.perf_counter()
     result = fit_tracked(trainer, logger, printer)
-    summary = export(cfg, result, logger, source, validation.record)
+    summary = export(cfg, result, logger, (pretrained, meta), source, validation.record)
     logger.log_history_plot("loss")
     logger.end()
     return {**summary, "seconds": time.perf_counter() - started, "run_id": run_id}
@@ -363,18 +356,24 @@ def finetune_loop(config: dict[str, Any]) -> None:
 
 
 def export(
-    cfg: FinetuneConfig, result: Any, logger: Any, source: str, validation: dict[str, Any]
+    cfg: FinetuneConfig,
+    result: Any,
+    logger: Any,
+    pretrained: tuple[EmbeddingModel, ModelMeta],
+    source: str,
+    validation: dict[str, Any],
 ) -> dict[str, Any]:
-    """Save the best checkpoint (held-out validation mAP) as the model artifact and log it."""
-    from echoseek.models.artifact import load_model, save_model
+    """Save the best checkpoint (held-out validation mAP) on the ``pretrained`` encoder and
+    its meta as the model artifact, and log it."""
+    from echoseek.models.artifact import save_model
     from echoseek.training import load_state
 
     best = result.get_best_checkpoint("val_map", "max") or result.checkpoint
     if best is None:
         raise ConfigError(f"run {cfg.run.name}: training finished without a checkpoint")
-    pretrained, pre_meta = load_model(cfg.pretrained)
+    encoder, pre_meta = pretrained
     h = cfg.head
-    model = build_finetune_model(pretrained, dim=h.dim, hidden=h.hidden, trainable=h.trainable)
+    model = build_finetune_model(encoder, dim=h.dim, hidden=h.hidden, trainable=h.trainable)
     with best.as_directory() as directory:
         state = load_state(directory, model=model)
     meta = dataclasses.replace(

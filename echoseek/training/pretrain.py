@@ -25,7 +25,7 @@ from typing import Any, cast
 
 from echoseek.config import from_dict
 from echoseek.data.augment import AugmentConfig
-from echoseek.data.dataset import read_descriptor, shard_paths
+from echoseek.data.dataset import read_descriptor, shard_paths, validation_descriptor
 from echoseek.errors import ConfigError
 from echoseek.models.backbones import BACKBONES, POOLINGS
 from echoseek.models.ssl import METHODS
@@ -125,15 +125,7 @@ def check(cfg: PretrainConfig) -> dict[str, Any]:
     desc = read_descriptor(cfg.input)
     shard_paths(cfg.input)  # shard checksums verified on the driver, before any worker reads
     if cfg.val:
-        val = read_descriptor(cfg.val)
-        shard_paths(cfg.val)
-        if not val.get("labelled"):
-            raise ConfigError(f"val: {cfg.val} has no labels")
-        if val.get("sha256") == desc.get("sha256"):
-            raise ConfigError(
-                f"val: {cfg.val} is the training input itself (same sha256); validation "
-                "metrics need a held-out dataset"
-            )
+        validation_descriptor(cfg.val, desc, "validation metrics need a held-out dataset")
     rows_per_worker = desc["count"] // cfg.scale.num_workers
     if rows_per_worker < cfg.batch_size:
         raise ConfigError(
