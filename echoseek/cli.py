@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("echoseek.jobs.evaluate", "score retrieval (AP, mAP, P@K, lift, latency)"),
     "pretrain": ("echoseek.jobs.pretrain", "self-supervised pretraining on Ray Train"),
     "finetune": ("echoseek.jobs.finetune", "FastAP fine-tuning of a pretrained encoder"),
+    "tune": ("echoseek.jobs.tune", "hyperparameter sweep of pretrain or finetune on Ray Tune"),
     "embed": ("echoseek.jobs.embed", "embed a dataset with a model into a vectors artifact"),
     "index build": ("echoseek.jobs.index_build", "build a sharded faiss index version"),
     "index eval": ("echoseek.jobs.index_eval", "recall/QPS of an index over an nprobe sweep"),

@@ -46,6 +46,23 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
     return from_dict(cls, raw)
 
 
+def with_values(cls: type[T], data: Mapping[str, Any], values: Mapping[str, Any]) -> T:
+    """Build ``cls`` from plain nested ``data`` (e.g. :func:`to_dict` of a config) with
+    already-parsed ``values`` set at dotted keys (a sweep trial's draw: ``{"optim.lr": 0.01}``).
+    ``data`` is not modified."""
+    raw = json.loads(json.dumps(data, default=list))  # a deep copy; tuples become lists
+    for key, value in values.items():
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"bad field name '{key}'")
+        _set_dotted(raw, key, value)
+    return from_dict(cls, raw)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML config file's top-level mapping ({} for an empty file), with clear errors."""
+    return _read_yaml(Path(path))
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     """Construct dataclass ``cls`` from a mapping, type-checking every field."""
     if not isinstance(data, Mapping):

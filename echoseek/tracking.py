@@ -147,6 +147,14 @@ class RunLogger:
         self.run_id = run_id
         return self
 
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set (or replace) tags of the run."""
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(k, str(v)) for k, v in tags.items()]
+        if batch:
+            self._call(self.client.log_batch, self.run_id, tags=batch)
+
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Log finite numeric ``metrics`` at ``step``."""
         from mlflow.entities import Metric

@@ -39,3 +39,16 @@ def test_local_profiles_use_the_phase_retrieval_augmentation(name: str) -> None:
     job = importlib.import_module(f"echoseek.jobs.{name.split('.')[0]}")
     augment = load_config(job.Config, ROOT / "ray_jobs" / name, []).augment
     assert {k: getattr(augment, k) for k in PHASE_RETRIEVAL} == PHASE_RETRIEVAL
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "tune").glob("*.yaml")), ids=lambda p: p.name)
+def test_sweep_presets_pass_every_check_before_a_trial(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from echoseek.jobs import tune
+    from echoseek.sweep.tuner import prepare
+
+    monkeypatch.chdir(ROOT)  # presets name their base config relative to the repository
+    cfg = load_config(tune.Config, path, ["output=/nonexistent/sweep-check"])
+    prep = prepare(cfg)
+    assert prep.space and prep.epochs >= 1 and cfg.job in path.read_text()

@@ -40,17 +40,17 @@ if TYPE_CHECKING:
 
 from echoseek.training.ray import (
     EpochHook,
-    EpochPrinter,
     RunOptions,
     ScaleOptions,
+    Trial,
     absolute,
-    as_user_callback,
     end_epoch,
     epoch_metrics,
     fit_tracked,
     make_trainer,
     plain,
     prepare,
+    progress,
     resume_epoch,
     run_hooks,
     run_tags,
@@ -214,10 +214,13 @@ def check(cfg: FinetuneConfig, tracking: str) -> tuple[dict[str, Any], Validatio
     return desc, held_out(cfg, desc)
 
 
-def finetune(cfg: FinetuneConfig, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
+def finetune(
+    cfg: FinetuneConfig, hooks: Sequence[EpochHook] = (), trial: Trial | None = None
+) -> dict[str, Any]:
     """Fine-tune on Ray, export the best held-out checkpoint, log the run; returns a summary.
 
-    ``hooks`` are called on every worker at the start of every epoch (see :func:`run_hooks`).
+    ``hooks`` are called on every worker at the start of every epoch (see :func:`run_hooks`);
+    ``trial`` makes it a sweep trial (nested MLflow run, epochs reported to Tune).
     """
     import ray
 
@@ -236,13 +239,15 @@ def finetune(cfg: FinetuneConfig, hooks: Sequence[EpochHook] = ()) -> dict[str, 
     cfg.augment = dataclasses.replace(cfg.augment, **model_input(meta))
     logger = RunLogger(cfg.run.tracking_uri, cfg.run.experiment)
     ensure_ray()
-    tags = run_tags("finetune", desc, pretrained=source)
+    tags = {**run_tags("finetune", desc, pretrained=source), **(trial.tags() if trial else {})}
     params = {**plain(cfg), "pretrained": source, "validation": validation.record}
+    params.update(trial.params() if trial else {})
     run_id = logger.start(cfg.run.name, params, tags)
     index = label_index(cfg.input, keep=validation.train_ids)
     val = eval_dataset(
         validation.path, cfg.augment, num_cpus=cfg.scale.data_cpus, keep=validation.val_ids
     )
+    printer, callbacks = progress(trial, cfg.epochs, "val_map")
     trainer = make_trainer(
         finetune_loop,
         {
@@ -260,7 +265,7 @@ def finetune(cfg: FinetuneConfig, hooks: Sequence[EpochHook] = ()) -> dict[str, 
         split=[],
         score="val_map",
         mode="max",
-        callbacks=[as_user_callback(printer := EpochPrinter(cfg.epochs, "val_map"))],
+        callbacks=callbacks,
     )
     started = time.perf_counter()
     result = fit_tracked(trainer, logger, printer)
@@ -288,6 +293,7 @@ def finetune_loop(config: dict[str, Any]) -> None:
     from echoseek.data.labelled import LabelIndex, RowReader, decoded_batches
     from echoseek.data.samplers import MPerClassBatchSampler
     from echoseek.losses import FastAPLoss, GatherLoss
+    from echoseek.metrics import rankme
     from echoseek.models.artifact import ModelMeta, build_model
     from echoseek.tracking import RunLogger
     from echoseek.training import (
@@ -348,7 +354,9 @@ def finetune_loop(config: dict[str, Any]) -> None:
             batches = ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=64)
             vectors, labels = embed_batches(base, batches, device, amp_dtype=dtype)
             found = retrieval_metrics(vectors, labels, positive_label=None)
-            metrics.update({"val_map": found["map"], "val_p@10": found["p@10"]})
+            metrics.update(
+                {"val_map": found["map"], "val_p@10": found["p@10"], "rankme": rankme(vectors)}
+            )
         end_epoch(
             metrics, stats, rank=rank, model=model, optimizer=optimizer, scaler=scaler,
             epoch=epoch, steps_per_epoch=steps_per_epoch, lr_at=lr_at, logger=logger,

@@ -32,17 +32,17 @@ from echoseek.models.ssl import METHODS
 from echoseek.models.ssl.base import SSLMethod
 from echoseek.training.ray import (
     EpochHook,
-    EpochPrinter,
     RunOptions,
     ScaleOptions,
+    Trial,
     absolute,
-    as_user_callback,
     end_epoch,
     epoch_metrics,
     fit_tracked,
     make_trainer,
     plain,
     prepare,
+    progress,
     resume_epoch,
     run_hooks,
     run_tags,
@@ -138,10 +138,13 @@ def check(cfg: PretrainConfig) -> dict[str, Any]:
     return desc
 
 
-def pretrain(cfg: PretrainConfig, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
+def pretrain(
+    cfg: PretrainConfig, hooks: Sequence[EpochHook] = (), trial: Trial | None = None
+) -> dict[str, Any]:
     """Train on Ray, export the encoder, log the run; returns a summary.
 
-    ``hooks`` are called on every worker at the start of every epoch (see :func:`run_hooks`).
+    ``hooks`` are called on every worker at the start of every epoch (see :func:`run_hooks`);
+    ``trial`` makes it a sweep trial (nested MLflow run, epochs reported to Tune).
     """
     from echoseek.data.views import eval_dataset, two_view_dataset
     from echoseek.ray_session import ensure_ray
@@ -155,7 +158,9 @@ def pretrain(cfg: PretrainConfig, hooks: Sequence[EpochHook] = ()) -> dict[str, 
     cfg.run.name = cfg.run.name or f"pretrain-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     logger = RunLogger(cfg.run.tracking_uri, cfg.run.experiment)
     ensure_ray()
-    run_id = logger.start(cfg.run.name, plain(cfg), run_tags("pretrain", desc))
+    nested = trial.tags() if trial else {}
+    params = {**plain(cfg), **(trial.params() if trial else {})}
+    run_id = logger.start(cfg.run.name, params, {**run_tags("pretrain", desc), **nested})
     datasets = {
         "train": two_view_dataset(
             cfg.input,
@@ -172,7 +177,7 @@ def pretrain(cfg: PretrainConfig, hooks: Sequence[EpochHook] = ()) -> dict[str, 
     if cfg.val:
         datasets["val"] = eval_dataset(cfg.val, cfg.augment, num_cpus=cfg.scale.data_cpus)
     score, mode = ("val_map", "max") if cfg.val else ("loss", "min")
-    printer = EpochPrinter(cfg.epochs, score if cfg.val else "rankme")
+    printer, callbacks = progress(trial, cfg.epochs, score if cfg.val else "rankme")
     trainer = make_trainer(
         pretrain_loop,
         {
@@ -188,7 +193,7 @@ def pretrain(cfg: PretrainConfig, hooks: Sequence[EpochHook] = ()) -> dict[str, 
         split=["train"],
         score=score,
         mode=mode,
-        callbacks=[as_user_callback(printer)],
+        callbacks=callbacks,
     )
     started = time.perf_counter()
     result = fit_tracked(trainer, logger, printer)

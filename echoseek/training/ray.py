@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -165,11 +165,42 @@ def prepare(model: nn.Module, scale: ScaleOptions, world_size: int) -> nn.Module
     return model
 
 
-def fit_tracked(trainer: Any, logger: Any, printer: EpochPrinter) -> Any:
-    """``trainer.fit()`` with the printer's lines relayed to this terminal; a failed run is
-    marked FAILED in MLflow before the error propagates."""
+@dataclass
+class Trial:
+    """What a sweep trial (:mod:`echoseek.sweep`) adds to a training run: the MLflow run it
+    nests under, its overrides (logged as ``override.<field>`` params) and the Ray Train
+    callbacks that report each epoch to Tune. A trial prints no epoch lines of its own; the
+    sweep prints one line per trial result."""
+
+    parent_run_id: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    callbacks: list[Any] = field(default_factory=list)
+
+    def tags(self) -> dict[str, str]:
+        """MLflow tags that nest the run under the sweep's parent run."""
+        return {"mlflow.parentRunId": self.parent_run_id}
+
+    def params(self) -> dict[str, Any]:
+        """The trial's overrides as MLflow params."""
+        return {f"override.{key}": value for key, value in self.overrides.items()}
+
+
+def progress(
+    trial: Trial | None, epochs: int, metric: str
+) -> tuple[EpochPrinter | None, list[Any]]:
+    """The epoch printer and Ray Train callbacks of a run: a job prints one line per epoch; a
+    sweep trial reports to Tune instead."""
+    if trial is not None:
+        return None, list(trial.callbacks)
+    printer = EpochPrinter(epochs, metric)
+    return printer, [as_user_callback(printer)]
+
+
+def fit_tracked(trainer: Any, logger: Any, printer: EpochPrinter | None) -> Any:
+    """``trainer.fit()`` with the printer's lines (if any) relayed to this terminal; a failed
+    run is marked FAILED in MLflow before the error propagates."""
     try:
-        with printer.relay():
+        with printer.relay() if printer is not None else contextlib.nullcontext():
             return trainer.fit()
     except Exception:
         logger.end("FAILED")
@@ -219,10 +250,23 @@ def report_epoch(
             extra=extra,
         )
         ray.train.report(
-            metrics,
+            {**metrics, PLACEMENT_GROUP: placement_group_hex()},
             checkpoint=ray.train.Checkpoint.from_directory(tmp),
             checkpoint_dir_name=f"epoch-{epoch:05d}",
         )
+
+
+PLACEMENT_GROUP = "placement_group"  # rank 0's report: the run's placement group (hex id)
+
+
+def placement_group_hex() -> str:
+    """The placement group this worker runs in, as a hex id ("" outside one). A sweep removes
+    it when Tune stops the trial: the controller that would have is killed with the trial,
+    and Train's own cleaner needs the dashboard's state API to notice."""
+    import ray.util
+
+    pg = ray.util.get_current_placement_group()
+    return pg.id.hex() if pg is not None else ""
 
 
 def log_epoch(

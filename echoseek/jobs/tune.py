@@ -1,0 +1,58 @@
+"""Hyperparameter sweeps on Ray Tune over the pretrain or finetune job, tracked in MLflow.
+
+    echoseek tune tune/loss.local.yaml input=work/dataset fixed.pretrained=work/model_ssl
+    echoseek tune tune/augment.local.yaml search=optuna num_samples=8
+    ray job submit --working-dir . -- python -m echoseek.jobs.tune tune/loss.yaml
+
+Each trial runs the job's own training function (its own Ray Train workers) on the base
+config with ``fixed`` and one draw of ``space`` applied, reports its held-out validation
+metric every epoch, and is stopped early by ASHA. The sweep is one MLflow parent run with one
+child run per trial. ``output`` gets ``results.parquet`` (one row per trial), ``best.yaml``
+(``echoseek finetune best.yaml`` reruns the best trial) and the figures. Re-running the same
+``name`` resumes the sweep: finished trials are not run again.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from echoseek.jobs.runner import run_job
+from echoseek.sweep.config import SweepConfig as Config
+from echoseek.sweep.tuner import run_sweep
+
+__all__ = ["Config", "main", "run"]
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Run or resume the sweep; returns a summary."""
+    return run_sweep(cfg)
+
+
+def summarize(s: dict[str, Any]) -> str:
+    """The closing lines for the terminal."""
+    metric = next(k for k in s if k.startswith("best_") and k not in ("best_trial", "best_params"))
+    value = s[metric]
+    lines = [
+        f"swept {s['trials']} trials in {s['seconds']:.0f} s: {s['finished']} finished, "
+        f"{s['stopped']} stopped early, {s['failed']} failed",
+        f"best: trial {s['best_trial'] or '-'}  held-out {metric[5:]} "
+        + (f"{value:.4f}" if math.isfinite(value) else "-")
+        + f"  {s['best_params']}",
+        f"RankMe vs held-out {metric[5:]}: Spearman rho {s['rankme_spearman']:.2f}",
+        f"results: {s['output']}  (MLflow parent run {s['run_id']})",
+    ]
+    if s.get("registered"):
+        lines.append(f"registered: {s['registered']}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "echoseek tune") -> int:
+    """Command-line entry point."""
+    return run_job(Config, run, argv, prog, __doc__, summarize)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""Run a sweep on Ray Tune: check the space, start or resume the Tuner, publish the results.
+
+Everything is checked before a trial starts (:func:`prepare`): the base config with every
+edge value of the space, the search's constraints (grid needs lists, Optuna cannot take a
+grid), the output. Re-running a sweep of the same ``name`` restores it
+(``Tuner.restore(..., resume_errored=True)``): finished trials are not run again, and errored
+ones continue from their last checkpoint. The MLflow parent run is reopened by name, so a
+resumed sweep keeps one parent; every trial is a child run (``mlflow.parentRunId``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from echoseek.config import read_yaml
+from echoseek.errors import ConfigError
+from echoseek.sweep import results
+from echoseek.sweep.config import SweepConfig
+from echoseek.sweep.space import Param, check_space, has_grid, parse_space, to_tune
+from echoseek.sweep.trial import base_config, expand, reproducible, run_trial, trial_config
+from echoseek.training.ray import absolute, plain, storage_uri
+
+SWEEP_FILE = "sweep.json"
+
+
+@dataclass
+class Prepared:
+    """A checked sweep: the parsed space, the trials' common config and its epochs."""
+
+    space: dict[str, Param]
+    base: dict[str, Any]
+    epochs: int
+
+
+def prepare(cfg: SweepConfig) -> Prepared:
+    """Every check that needs no trial; fails naming the field."""
+    cfg.output = absolute(cfg.output)
+    cfg.storage_path = storage_uri(cfg.storage_path)
+    cfg.name = cfg.name or f"sweep-{cfg.job}-{time.strftime('%Y%m%d-%H%M%S')}"
+    fixed = {**_flat(cfg.fixed), **({"input": cfg.input} if cfg.input else {})}
+    common = base_config(cfg.job, read_yaml(cfg.base) if cfg.base else {}, fixed)
+    if not common.input:
+        raise ConfigError("input: the trials' dataset is required (input= or the base config's)")
+    base = plain(common)
+    space = parse_space(cfg.space)
+    if cfg.search == "grid":
+        for key, p in space.items():
+            if p.kind not in ("choice", "grid"):
+                raise ConfigError(f"space.{key}: search=grid needs a list (choice or grid)")
+        space = {k: Param(k, "grid", p.args) for k, p in space.items()}
+    if cfg.search == "optuna" and has_grid(space):
+        raise ConfigError("space: search=optuna cannot take a grid (use choice)")
+    check_space(space, lambda draw: trial_config(cfg.job, base, draw))
+    _check_output(cfg)
+    return Prepared(space, base, int(common.epochs))
+
+
+def _flat(values: dict[str, Any]) -> dict[str, Any]:
+    from echoseek.config import flatten
+
+    return flatten(values)
+
+
+def _check_output(cfg: SweepConfig) -> None:
+    """The output dir is new, or holds an earlier publication of this same sweep."""
+    out = Path(cfg.output)
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            name = json.loads((out / SWEEP_FILE).read_text()).get("name")
+        except (OSError, ValueError, AttributeError):
+            name = None
+        if name != cfg.name:
+            raise ConfigError(f"output: {out} exists and does not hold sweep '{cfg.name}'")
+
+
+def concurrency(cfg: SweepConfig, scale: dict[str, Any]) -> int:
+    """``max_concurrent_trials``: as configured, else how many trials the cluster holds at once
+    (each: its driver's CPUs, its Train workers' CPUs (and GPUs) and one data task); more
+    would deadlock, each trial's data tasks waiting for CPUs the others' workers hold."""
+    if cfg.max_concurrent_trials:
+        return cfg.max_concurrent_trials
+    import ray
+
+    from echoseek.training.ray import cluster_has_gpus
+
+    workers = scale["num_workers"]
+    # a Ray Data read lists its files in a task of one whole CPU (not configurable in Ray 2.60)
+    data = max(float(scale["data_cpus"]), 1.0)
+    need = {"CPU": cfg.trial_cpus + workers * scale["cpus_per_worker"] + data}
+    use_gpu = cluster_has_gpus() if scale["use_gpu"] is None else scale["use_gpu"]
+    if use_gpu:
+        need["GPU"] = float(workers)
+    have = ray.cluster_resources()
+    fits = [math.floor(float(have.get(k, 0.0)) / v + 1e-9) for k, v in need.items() if v > 0]
+    return max(1, min(fits) if fits else 1)
+
+
+def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
+    """Run (or resume) the sweep, publish its output, log it to the parent run; a summary."""
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    from echoseek.ray_session import ensure_ray
+    from echoseek.sweep.placement import ReleasePlacementGroups
+    from echoseek.sweep.progress import SweepPrinter, top_table
+    from echoseek.tracking import RunLogger
+
+    prep = prepare(cfg)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/TensorBoard files
+    logger = RunLogger(cfg.tracking_uri, cfg.experiment)
+    ensure_ray()
+    parent = logger.start(cfg.name, plain(cfg), {"job": "tune", "sweep_job": cfg.job})
+    root = f"{cfg.storage_path}/{cfg.name}"
+    context = {
+        "job": cfg.job,
+        "name": cfg.name,
+        "base": prep.base,
+        "parent_run_id": parent,
+        "tracking": logger.uri,
+        "experiment": cfg.experiment,
+        "train_storage": f"{root}-train",
+        "models": f"{root}-models",
+    }
+    trainable = tune.with_resources(run_trial, {"cpu": cfg.trial_cpus})
+    max_t = cfg.scheduler.max_t or prep.epochs
+    printer = SweepPrinter(cfg.metric, cfg.mode, max_t)
+    started = time.perf_counter()
+    path = f"{cfg.storage_path}/{cfg.name}"
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"params": to_tune(prep.space), "sweep": context},
+            tune_config=tune.TuneConfig(
+                metric=cfg.metric,
+                mode=cfg.mode,
+                num_samples=cfg.num_samples,
+                search_alg=_search(cfg, concurrency(cfg, prep.base["scale"])),
+                scheduler=_scheduler(cfg, max_t),
+            ),
+            run_config=tune.RunConfig(
+                name=cfg.name,
+                storage_path=cfg.storage_path,
+                # result.json per trial: the per-epoch history results.parquet is built from
+                callbacks=[printer, ReleasePlacementGroups(), JsonLoggerCallback()],
+                failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+                verbose=0,
+            ),
+        )
+    try:
+        grid = tuner.fit()
+    except Exception:
+        logger.end("FAILED")
+        raise
+    rows = results.ranked(
+        [results.trial_row(grid[i], cfg.metric, cfg.mode, max_t) for i in range(len(grid))],
+        cfg.mode,
+    )
+    summary = publish(cfg, prep, rows, logger, parent)
+    print(top_table(rows, cfg.metric, list(prep.space)), flush=True)
+    logger.end()
+    return {**summary, "seconds": time.perf_counter() - started}
+
+
+def _search(cfg: SweepConfig, concurrent: int) -> Any:
+    """The search algorithm, running at most ``concurrent`` trials at once (Tune ignores
+    ``TuneConfig.max_concurrent_trials`` for a search algorithm passed in)."""
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    if cfg.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return ConcurrencyLimiter(OptunaSearch(seed=cfg.seed), max_concurrent=concurrent)
+    return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=concurrent)
+
+
+def _scheduler(cfg: SweepConfig, max_t: int) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    s = cfg.scheduler
+    if s.kind == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=max_t,
+        grace_period=min(s.grace_period, max_t),
+        reduction_factor=s.reduction_factor,
+        stop_last_trials=False,  # a trial at max_t finishes itself: exports and logs its model
+    )
+
+
+def publish(
+    cfg: SweepConfig, prep: Prepared, rows: list[dict[str, Any]], logger: Any, parent: str
+) -> dict[str, Any]:
+    """Write ``results.parquet``, ``best.yaml``, ``sweep.json`` and the figures as one
+    directory, close the trials' child runs, tag the best, register it when asked."""
+    from echoseek.storage import staged_dir
+
+    keys = list(prep.space)
+    children = child_runs(logger, parent)
+    for row in rows:
+        name = f"{cfg.name}-{row['trial_id']}"
+        row["run_id"] = children.get(name, "")
+        close_child(logger, parent, name, row)
+    best = results.best_finished(rows, cfg.mode)
+    ranks, values = results.rankme_pairs(rows)
+    rho = results.spearman(ranks, values)
+    with staged_dir(cfg.output, overwrite=True) as out:
+        results.write_table(rows, keys, out / "results.parquet")
+        if best is not None:
+            data = reproducible(cfg.job, prep.base, best["params"])
+            (out / "best.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        results.figures(rows, keys, cfg.metric, out)
+        (out / SWEEP_FILE).write_text(json.dumps({"name": cfg.name, "job": cfg.job}))
+    logger.log_artifacts(cfg.output, "sweep")
+    tags = {"best_trial": best["trial_id"], "best_run_id": best["run_id"]} if best else {}
+    logger.set_tags({**tags, "rankme_spearman": f"{rho:.3f}"})
+    if best is not None:
+        logger.log_metrics({f"best_{cfg.metric}": best["best"], "rankme_spearman": rho}, 0)
+    registered = register(cfg, best, logger) if cfg.register and best else ""
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("finished", "stopped", "failed")}
+    return {
+        "output": cfg.output,
+        "run_id": parent,
+        "trials": len(rows),
+        **counts,
+        "best_trial": best["trial_id"] if best else "",
+        f"best_{cfg.metric}": best["best"] if best else math.nan,
+        "best_params": best["params"] if best else {},
+        "rankme_spearman": rho,
+        "registered": registered,
+    }
+
+
+def child_runs(logger: Any, parent: str) -> dict[str, str]:
+    """Run name -> run id of the parent's child runs."""
+    runs = logger.client.search_runs(
+        [logger.client.get_run(parent).info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
+        max_results=5000,
+    )
+    return {r.info.run_name: r.info.run_id for r in runs}
+
+
+def close_child(logger: Any, parent: str, name: str, row: dict[str, Any]) -> None:
+    """A stopped trial's run ends KILLED, a failed one FAILED with its error as a tag; a trial
+    that failed before its job opened a run gets one, so MLflow lists every trial."""
+    if row["status"] == "finished":
+        return
+    child = type(logger)(logger.uri, logger.experiment)
+    if row["run_id"]:
+        child.attach(row["run_id"])
+    else:
+        params = {f"override.{k}": v for k, v in expand(row["params"]).items()}
+        row["run_id"] = child.start(name, params, {"mlflow.parentRunId": parent, "job": "trial"})
+    if row["error"]:
+        child.set_tags({"error": row["error"][:5000]})
+    child.end("KILLED" if row["status"] == "stopped" else "FAILED")
+
+
+def register(cfg: SweepConfig, best: dict[str, Any], logger: Any) -> str:
+    """Register the best trial's model as ``cfg.register`` and point ``@candidate`` at it."""
+    from echoseek.tracking import register_model_dir
+
+    version = register_model_dir(best["run_id"], "model", cfg.register, logger.uri)
+    logger.client.set_registered_model_alias(cfg.register, "candidate", version)
+    return f"models:/{cfg.register}@candidate (version {version})"

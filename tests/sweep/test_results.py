@@ -1,0 +1,75 @@
+"""Sweep results: ranking, the best finished trial, Spearman's rho, the table and figures."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from echoseek.sweep import results
+
+
+def row(trial: str, status: str, history: list[float], **params: Any) -> dict[str, Any]:
+    finite = [v for v in history if math.isfinite(v)]
+    return {
+        "trial_id": trial,
+        "status": status,
+        "error": "boom" if status == "failed" else "",
+        "seconds": 1.0,
+        "epochs": len(history),
+        "best": max(finite) if finite else math.nan,
+        "last": history[-1] if history else math.nan,
+        "history": history,
+        "rankme": [float(len(trial))] * len(history),
+        "params": params,
+    }
+
+
+ROWS = [
+    row("a", "finished", [0.2, 0.4], lr=0.1, d="cosine"),
+    row("bb", "stopped", [0.9], lr=0.2, d="cosine"),
+    row("ccc", "failed", [], lr=0.3, d="sqeuclidean"),
+    row("dddd", "finished", [0.5, 0.6], lr=0.4, d="sqeuclidean"),
+]
+
+
+def test_ranking_puts_failed_trials_last_and_the_best_must_have_finished() -> None:
+    assert [r["trial_id"] for r in results.ranked(ROWS, "max")] == ["bb", "dddd", "a", "ccc"]
+    assert [r["trial_id"] for r in results.ranked(ROWS, "min")] == ["a", "dddd", "bb", "ccc"]
+    best = results.best_finished(ROWS, "max")
+    assert best is not None and best["trial_id"] == "dddd"  # bb was stopped: it has no model
+    assert results.best_finished(ROWS[1:3], "max") is None
+
+
+@pytest.mark.parametrize("n", [3, 5, 12])
+def test_spearman_matches_the_rank_formula(n: int) -> None:
+    rng = np.random.default_rng(n)
+    xs, ys = rng.permutation(n).astype(float), rng.permutation(n).astype(float)
+    d = xs - ys  # no ties: rho = 1 - 6 sum(d^2) / (n (n^2 - 1))
+    expected = 1 - 6 * float((d**2).sum()) / (n * (n * n - 1))
+    assert results.spearman(list(xs), list(ys)) == pytest.approx(expected)
+    assert math.isnan(results.spearman([1.0, 2.0], [3.0, 4.0]))
+    assert math.isnan(results.spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+
+
+def test_table_and_figures(tmp_path: Path) -> None:
+    keys = results.params_of(ROWS)
+    assert keys == ["lr", "d"]
+    results.write_table(ROWS, keys, tmp_path / "results.parquet")
+    table = pq.read_table(tmp_path / "results.parquet").to_pylist()
+    assert [r["param.d"] for r in table] == ["cosine", "cosine", "sqeuclidean", "sqeuclidean"]
+    assert table[0]["history"] == [0.2, 0.4] and table[2]["error"] == "boom"
+    files = results.figures(ROWS, keys, "val_map", tmp_path)
+    names = {f.name for f in files}
+    assert names == {
+        "metric_vs_lr.png",
+        "metric_vs_d.png",
+        "heatmap.png",
+        "trial_curves.png",
+        "rankme_vs_metric.png",
+    }
+    assert all(f.stat().st_size > 1000 for f in files)

@@ -1,0 +1,131 @@
+"""`echoseek tune` on a real local Ray cluster: Tune trials that are TorchTrainers, nested MLflow
+runs, a failing trial that does not stop the sweep, results, best.yaml, registry, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from echoseek.cli import main as cli
+from echoseek.config import load_config
+from echoseek.models import ModelMeta, build_model, save_model
+from echoseek.training.finetune import FinetuneConfig
+from tests.datasets import ingested_stack, random_stack
+
+pytestmark = pytest.mark.slow
+
+META = ModelMeta(backbone="resnet18", small_stem=True, head_dim=None, head_hidden=None,
+                 input_size=(16, 16), mean=(0.5,), std=(0.5,))  # fmt: skip
+
+
+def sweep_file(tmp: Path) -> Path:
+    frames = random_stack(20, 20, 48)
+    frames[:, :, 1::2] //= 3  # class 1 is darker: something to learn
+    dataset = ingested_stack(tmp, frames, labelled=48, shard_size=12)
+    torch.manual_seed(0)
+    save_model(build_model(META), tmp / "pretrained", META)
+    config = {
+        "name": "t",
+        "job": "finetune",
+        "input": str(dataset),
+        "output": str(tmp / "sweep"),
+        "fixed": {
+            "pretrained": str(tmp / "pretrained"),
+            "epochs": 2,
+            "batch_size": 8,
+            "val_fraction": 0.25,
+            "head.dim": 16,
+            "head.hidden": 32,
+            "scale.num_workers": 1,
+            "scale.cpus_per_worker": 0.5,
+            "scale.data_cpus": 0.25,
+        },
+        # m = 2 asks for 4 classes per batch of a 2-class dataset: those trials fail at run time
+        "space": {"loss.m": {"grid": [2, 4]}, "loss.distance": {"grid": ["cosine", "sqeuclidean"]}},
+        "search": "grid",
+        "num_samples": 1,
+        "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2},
+        "storage_path": str(tmp / "ray"),
+        "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
+        "register": "swept",
+    }
+    path = tmp / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_sweep_runs_trials_records_them_and_resumes(
+    ray_session: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    config = sweep_file(tmp_path)
+    assert cli(["tune", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 1/2  val_map" in out and "best" in out and "failed:" in out
+
+    table = pq.read_table(tmp_path / "sweep" / "results.parquet").to_pylist()
+    assert len(table) == 4
+    failed = [r for r in table if r["status"] == "failed"]
+    assert {r["param.loss.m"] for r in failed} == {"2"}
+    assert all("classes per batch" in r["error"] for r in failed)
+    ran = [r for r in table if r["status"] != "failed"]
+    assert {r["status"] for r in ran} <= {"finished", "stopped"}
+    assert any(r["status"] == "finished" and len(r["history"]) == 2 for r in ran)
+    assert all(0.0 <= r["best"] <= 1.0 and r["rankme"] for r in ran)
+
+    best = load_config(FinetuneConfig, tmp_path / "sweep" / "best.yaml")
+    top = max((r for r in ran if r["status"] == "finished"), key=lambda r: r["best"])
+    assert best.loss.m == 4 and best.loss.distance == top["param.loss.distance"]
+    assert best.epochs == 2 and best.run.name == ""
+    for name in ("metric_vs_loss_m", "metric_vs_loss_distance", "heatmap", "trial_curves"):
+        assert (tmp_path / "sweep" / f"{name}.png").stat().st_size > 1000, name
+    assert (tmp_path / "sweep" / "rankme_vs_metric.png").is_file()
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("echoseek")
+    parents = client.search_runs([exp.experiment_id], "tags.job = 'tune'")
+    assert len(parents) == 1
+    parent = parents[0]
+    children = client.search_runs(
+        [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    by_id = {c.info.run_name.removeprefix("t-"): c for c in children}
+    assert len(children) == 4
+    winner = by_id[parent.data.tags["best_trial"]]
+    assert winner.info.run_id == parent.data.tags["best_run_id"]
+    assert winner.data.params["override.loss.m"] == "4"
+    assert {by_id[r["trial_id"]].info.status for r in failed} == {"FAILED"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")} >= {
+        "sweep/results.parquet",
+        "sweep/best.yaml",
+        "sweep/heatmap.png",
+    }
+    version = client.get_model_version_by_alias("swept", "candidate")
+    assert version.run_id == winner.info.run_id
+
+    # the same name again: restored, nothing that finished runs again
+    assert cli(["tune", str(config)]) == 0
+    again = capsys.readouterr().out
+    finished_ids = [r["trial_id"] for r in table if r["status"] == "finished"]
+    assert not any(f"trial {t}  epoch" in again for t in finished_ids), again
+    rerun = pq.read_table(tmp_path / "sweep" / "results.parquet").to_pylist()
+    assert sorted(r["trial_id"] for r in rerun) == sorted(r["trial_id"] for r in table)
+    finished = {r["trial_id"]: r["seconds"] for r in table if r["status"] == "finished"}
+    assert {r["trial_id"]: r["seconds"] for r in rerun if r["trial_id"] in finished} == finished
+    assert len(client.search_runs([exp.experiment_id], "tags.job = 'tune'")) == 1
+
+
+def test_concurrency_counts_each_trials_driver_workers_and_read(ray_session: Any) -> None:
+    from echoseek.sweep.config import SweepConfig
+    from echoseek.sweep.tuner import concurrency
+
+    scale = {"num_workers": 1, "cpus_per_worker": 0.5, "data_cpus": 0.25, "use_gpu": False}
+    assert concurrency(SweepConfig(), scale) == 1  # 0.25 + 0.5 + 1 (the read's listing) of 2
+    assert concurrency(SweepConfig(trial_cpus=0.0), {**scale, "cpus_per_worker": 0.0}) == 2
+    assert concurrency(SweepConfig(max_concurrent_trials=3), scale) == 3
