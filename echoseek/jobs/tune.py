@@ -1,7 +1,7 @@
 """Hyperparameter sweeps on Ray Tune over the pretrain or finetune job, tracked in MLflow.
 
     echoseek tune tune/loss.local.yaml input=work/dataset fixed.pretrained=work/model_ssl
-    echoseek tune tune/augment.local.yaml search=optuna num_samples=8
+    echoseek tune tune/loss.local.yaml search=optuna num_samples=8 name=tpe output=work/sweeps/tpe
     ray job submit --working-dir . -- python -m echoseek.jobs.tune tune/loss.yaml
 
 Each trial runs the job's own training function (its own Ray Train workers) on the base

@@ -145,3 +145,16 @@ def test_search_rules_are_checked_before_ray(tmp_path: Path) -> None:
 def test_bad_sweep_fields(tmp_path: Path, field: str, value: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         sweep(tmp_path, **{field: value})
+
+
+def test_searches_cap_their_own_concurrency(tmp_path: Path) -> None:
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from echoseek.sweep.tuner import _search
+
+    tpe = _search(sweep(tmp_path, search="optuna"), 3)
+    assert isinstance(tpe, ConcurrencyLimiter) and tpe.max_concurrent == 3
+    assert isinstance(tpe.searcher, OptunaSearch)
+    basic = _search(sweep(tmp_path), 2)  # Tune ignores TuneConfig's cap for a passed-in search
+    assert isinstance(basic, BasicVariantGenerator) and basic.max_concurrent == 2
