@@ -54,16 +54,20 @@ class EmbedBatch:
             net.load_state_dict(ray.get(state_ref))
             self.embed = ModelEmbedder(uri, amp=amp, loaded=(net, meta))
 
-    def __call__(self, work: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Work items (``file``, ``group``) -> the rows of those Parquet row groups, embedded."""
+    def __call__(self, work: pa.Table) -> pa.Table:
+        """Work items (``file``, ``group``) -> the rows of those Parquet row groups, embedded:
+        the metadata columns as read (Arrow, no per-row Python objects) and ``vector``."""
         tables = [
             pq.ParquetFile(str(file)).read_row_group(int(group), columns=COLUMNS)
-            for file, group in zip(work["file"], work["group"], strict=True)
+            for file, group in zip(
+                work.column("file").to_pylist(), work.column("group").to_pylist(), strict=True
+            )
         ]
         rows = pa.concat_tables(tables)
-        images = [decode_png(data) for data in rows.column("image").to_pylist()]
-        out = {name: np.asarray(rows.column(name).to_pylist(), dtype=object) for name in META}
-        return {**out, "vector": self.embed(images)}  # NxD float32, unit rows
+        vectors = self.embed([decode_png(data) for data in rows.column("image").to_pylist()])
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+        column = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])  # NxD, unit rows
+        return rows.select(list(META)).append_column("vector", column)
 
 
 def embedded_batches(
@@ -100,11 +104,11 @@ def embedded_batches(
             "threads": threads,
         },
         batch_size=1,
-        batch_format="numpy",
+        batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=actors),
         **resources,
     )
-    for batch in embedded.iter_batches(batch_size=batch_size, batch_format="numpy"):
+    for batch in embedded.iter_batches(batch_size=batch_size, batch_format="pyarrow"):
         yield to_vector_batch(batch)
 
 
@@ -143,20 +147,17 @@ class StreamClock:
         }
 
 
-def to_vector_batch(batch: dict[str, np.ndarray]) -> VectorBatch:
-    """An embedded numpy batch as the vectors artifact's :class:`VectorBatch`."""
+def to_vector_batch(batch: pa.Table) -> VectorBatch:
+    """An embedded Arrow batch as the vectors artifact's :class:`VectorBatch`."""
+    vectors = batch.column("vector").combine_chunks()
+    dim = vectors.type.list_size
+    flat = vectors.flatten().to_numpy(zero_copy_only=False)
     return VectorBatch(
-        ids=[str(i) for i in batch["id"]],
-        vectors=np.asarray(batch["vector"], dtype=np.float32),
+        ids=[str(i) for i in batch.column("id").to_pylist()],
+        vectors=np.asarray(flat, dtype=np.float32).reshape(len(batch), dim),
         metadata={
-            "label": _nullable_ints(batch["label"]),
-            "source": [str(s) for s in batch["source"]],
-            "frame_index": _nullable_ints(batch["frame_index"]),
+            "label": batch.column("label").to_pylist(),
+            "source": [str(s) for s in batch.column("source").to_pylist()],
+            "frame_index": batch.column("frame_index").to_pylist(),
         },
     )
-
-
-def _nullable_ints(values: np.ndarray) -> list[int | None]:
-    import pandas as pd
-
-    return [None if pd.isna(v) else int(v) for v in values]

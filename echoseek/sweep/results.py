@@ -126,7 +126,7 @@ def figures(
         labels = [_text(r["params"].get(key)) for r in scored]
         order = sorted(set(labels), key=_sort_key)
         ax.scatter([order.index(x) for x in labels], [r["best"] for r in scored])
-        ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
+        ax.set_xticks(range(len(order)), [_short(x) for x in order], rotation=30, ha="right")
         ax.set(xlabel=key, ylabel=f"held-out {metric}")
         written.append(_save(fig, out / f"{_file_part(key)}.png", plt))
     if len(keys) >= 2:
@@ -166,11 +166,16 @@ def _heatmap(
     with warnings.catch_warnings():  # a one-row or one-column grid is still a heatmap
         warnings.simplefilter("ignore", UserWarning)
         image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
-    ax.set_xticks(range(len(xs)), xs, rotation=30, ha="right")
-    ax.set_yticks(range(len(ys)), ys)
+    ax.set_xticks(range(len(xs)), [_short(x) for x in xs], rotation=30, ha="right")
+    ax.set_yticks(range(len(ys)), [_short(y) for y in ys])
     ax.set(xlabel=x, ylabel=y)
     fig.colorbar(image, ax=ax, label=f"held-out {metric}")
     return _save(fig, path, plt)
+
+
+def _short(text: str, width: int = 20) -> str:
+    """A tick label of at most ``width`` characters (a path keeps its end)."""
+    return text if len(text) <= width else "..." + text[-(width - 3) :]
 
 
 def _sort_key(text: str) -> tuple[int, float, str]:

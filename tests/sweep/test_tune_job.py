@@ -27,26 +27,29 @@ def sweep_file(tmp: Path) -> Path:
     frames = random_stack(20, 20, 48)
     frames[:, :, 1::2] //= 3  # class 1 is darker: something to learn
     dataset = ingested_stack(tmp, frames, labelled=48, shard_size=12)
-    torch.manual_seed(0)
-    save_model(build_model(META), tmp / "pretrained", META)
+    for seed, name in enumerate(("enc_a", "enc_b")):
+        torch.manual_seed(seed)
+        save_model(build_model(META), tmp / name, META)
     config = {
         "name": "t",
         "job": "finetune",
         "input": str(dataset),
         "output": str(tmp / "sweep"),
         "fixed": {
-            "pretrained": str(tmp / "pretrained"),
+            "val_fraction": 0.25,
             "epochs": 2,
             "batch_size": 8,
-            "val_fraction": 0.25,
             "head.dim": 16,
             "head.hidden": 32,
             "scale.num_workers": 1,
             "scale.cpus_per_worker": 0.5,
             "scale.data_cpus": 0.25,
         },
-        # m = 2 asks for 4 classes per batch of a 2-class dataset: those trials fail at run time
-        "space": {"loss.m": {"grid": [2, 4]}, "loss.distance": {"grid": ["cosine", "sqeuclidean"]}},
+        # two starting encoders and one that does not exist: that trial fails at run time
+        "space": {
+            "pretrained": {"grid": [str(tmp / "enc_a"), str(tmp / "enc_b"), str(tmp / "none")]},
+            "loss.distance": {"grid": ["cosine"]},
+        },
         "search": "grid",
         "num_samples": 1,
         "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2},
@@ -70,10 +73,10 @@ def test_sweep_runs_trials_records_them_and_resumes(
     assert "epoch 1/2  val_map" in out and "best" in out and "failed:" in out
 
     table = pq.read_table(tmp_path / "sweep" / "results.parquet").to_pylist()
-    assert len(table) == 4
+    assert len(table) == 3
     failed = [r for r in table if r["status"] == "failed"]
-    assert {r["param.loss.m"] for r in failed} == {"2"}
-    assert all("classes per batch" in r["error"] for r in failed)
+    assert [r["param.pretrained"] for r in failed] == [str(tmp_path / "none")]
+    assert "not found" in failed[0]["error"]
     ran = [r for r in table if r["status"] != "failed"]
     assert {r["status"] for r in ran} <= {"finished", "stopped"}
     assert any(r["status"] == "finished" and len(r["history"]) == 2 for r in ran)
@@ -81,9 +84,9 @@ def test_sweep_runs_trials_records_them_and_resumes(
 
     best = load_config(FinetuneConfig, tmp_path / "sweep" / "best.yaml")
     top = max((r for r in ran if r["status"] == "finished"), key=lambda r: r["best"])
-    assert best.loss.m == 4 and best.loss.distance == top["param.loss.distance"]
+    assert best.pretrained == top["param.pretrained"] and best.loss.distance == "cosine"
     assert best.epochs == 2 and best.run.name == ""
-    for name in ("metric_vs_loss_m", "metric_vs_loss_distance", "heatmap", "trial_curves"):
+    for name in ("metric_vs_pretrained", "metric_vs_loss_distance", "heatmap", "trial_curves"):
         assert (tmp_path / "sweep" / f"{name}.png").stat().st_size > 1000, name
     assert (tmp_path / "sweep" / "rankme_vs_metric.png").is_file()
 
@@ -96,10 +99,10 @@ def test_sweep_runs_trials_records_them_and_resumes(
         [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
     )
     by_id = {c.info.run_name.removeprefix("t-"): c for c in children}
-    assert len(children) == 4
+    assert len(children) == 3
     winner = by_id[parent.data.tags["best_trial"]]
     assert winner.info.run_id == parent.data.tags["best_run_id"]
-    assert winner.data.params["override.loss.m"] == "4"
+    assert winner.data.params["override.pretrained"] == top["param.pretrained"]
     assert {by_id[r["trial_id"]].info.status for r in failed} == {"FAILED"}
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")} >= {
         "sweep/results.parquet",
