@@ -49,7 +49,6 @@ class SweepConfig:
     max_concurrent_trials: int = 0  # 0: as many as the cluster's CPUs (GPUs) hold
     trial_cpus: float = 0.25  # reserved by each trial's driver (it runs the TorchTrainer)
     max_failures: int = 1  # a crashed trial is retried from its last checkpoint
-    retry_failed: bool = False  # on resume, run failed trials again (from their checkpoints)
     seed: int = 0
     storage_path: str = "work/ray_results"  # Tune state and the trials' Train runs
     tracking_uri: str = ""  # MLflow; default $MLFLOW_TRACKING_URI or the local mlflow/ store

@@ -2,9 +2,9 @@
 
 Everything is checked before a trial starts (:func:`prepare`): the base config with every
 edge value of the space, the search's constraints (grid needs lists, Optuna cannot take a
-grid), the output. Re-running a sweep of the same ``name`` restores it (``Tuner.restore``):
-finished trials are not run again, and failed ones only with ``retry_failed=true`` (from
-their last checkpoint). The MLflow parent run is reopened by name, so a
+grid), the output. Re-running a sweep of the same ``name`` restores it
+(``Tuner.restore(..., resume_errored=True)``): finished trials are not run again, and failed
+ones run again from their last checkpoint. The MLflow parent run is reopened by name, so a
 resumed sweep keeps one parent; every trial is a child run (``mlflow.parentRunId``).
 """
 
@@ -135,7 +135,7 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
     started = time.perf_counter()
     path = f"{cfg.storage_path}/{cfg.name}"
     if tune.Tuner.can_restore(path):
-        tuner = tune.Tuner.restore(path, trainable, resume_errored=cfg.retry_failed)
+        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
