@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from echoseek.config import read_yaml
+from echoseek.config import flatten, read_yaml
 from echoseek.errors import ConfigError
 from echoseek.sweep import results
 from echoseek.sweep.config import SweepConfig
@@ -45,7 +45,7 @@ def prepare(cfg: SweepConfig) -> Prepared:
     cfg.output = absolute(cfg.output)
     cfg.storage_path = storage_uri(cfg.storage_path)
     cfg.name = cfg.name or f"sweep-{cfg.job}-{time.strftime('%Y%m%d-%H%M%S')}"
-    fixed = {**_flat(cfg.fixed), **({"input": cfg.input} if cfg.input else {})}
+    fixed = {**flatten(cfg.fixed), **({"input": cfg.input} if cfg.input else {})}
     common = base_config(cfg.job, read_yaml(cfg.base) if cfg.base else {}, fixed)
     if not common.input:
         raise ConfigError("input: the trials' dataset is required (input= or the base config's)")
@@ -61,12 +61,6 @@ def prepare(cfg: SweepConfig) -> Prepared:
     check_space(space, lambda draw: trial_config(cfg.job, base, draw))
     _check_output(cfg)
     return Prepared(space, base, int(common.epochs))
-
-
-def _flat(values: dict[str, Any]) -> dict[str, Any]:
-    from echoseek.config import flatten
-
-    return flatten(values)
 
 
 def _check_output(cfg: SweepConfig) -> None:
