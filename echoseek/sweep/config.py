@@ -8,6 +8,7 @@ from typing import Any
 from echoseek.errors import ConfigError
 
 SEARCHES = ("random", "grid", "optuna")
+JOBS = ("pretrain", "finetune", "pretrain+finetune")  # what a trial runs
 SCHEDULERS = ("asha", "fifo")
 
 
@@ -35,8 +36,8 @@ class SweepConfig:
     draw from ``space`` applied), ranked by the trials' held-out ``metric``."""
 
     name: str = ""  # the sweep; re-running the same name resumes it (default: job + time)
-    job: str = "finetune"  # pretrain | finetune
-    base: str = ""  # the job's YAML config ("": the job's defaults)
+    job: str = "finetune"  # pretrain | finetune | pretrain+finetune (a chained trial)
+    base: str | dict[str, str] = ""  # the job's YAML ("": its defaults); chain: per stage
     fixed: dict[str, Any] = field(default_factory=dict)  # dotted overrides every trial gets
     input: str = ""  # the trials' input dataset (replaces base's input when set)
     output: str = "work/sweep"  # results.parquet, best.yaml, figures; trial models in trials/
@@ -56,8 +57,8 @@ class SweepConfig:
     register: str = ""  # register the best trial's model under this name, alias @candidate
 
     def __post_init__(self) -> None:
-        if self.job not in ("pretrain", "finetune"):
-            raise ConfigError(f"job: must be pretrain or finetune, got '{self.job}'")
+        if self.job not in JOBS:
+            raise ConfigError(f"job: must be one of {list(JOBS)}, got '{self.job}'")
         if self.search not in SEARCHES:
             raise ConfigError(f"search: must be one of {list(SEARCHES)}, got '{self.search}'")
         if self.mode not in ("max", "min"):

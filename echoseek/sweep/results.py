@@ -28,7 +28,7 @@ def trial_row(result: Any, metric: str, mode: str, epochs: int) -> dict[str, Any
     done = int(last.get("training_iteration", len(values)))
     status = "failed" if result.error else ("finished" if done >= epochs else "stopped")
     return {
-        "trial_id": str(last.get("trial_id") or Path(result.path).name),
+        "trial_id": Path(result.path).name,  # the trial's dir is named by its id
         "status": status,
         "error": _error_line(result.error),
         "seconds": float(last.get("time_total_s", math.nan)),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from echoseek.config import from_dict, with_values
+from echoseek.sweep.chain import STAGES, stages
 from echoseek.training.ray import Trial, absolute, plain
 
 
@@ -27,7 +28,11 @@ class Job:
 
 
 def job(name: str) -> Job:
-    """``pretrain`` or ``finetune`` (imported when asked for)."""
+    """``pretrain``, ``finetune`` or the chain ``pretrain+finetune`` (imported when asked for)."""
+    if name == "pretrain+finetune":
+        from echoseek.sweep.chain import ChainConfig, pretrain_then_finetune
+
+        return Job(ChainConfig, pretrain_then_finetune)
     if name == "pretrain":
         from echoseek.training.pretrain import PretrainConfig, pretrain
 
@@ -47,9 +52,10 @@ def base_config(job_name: str, base: Mapping[str, Any], fixed: Mapping[str, Any]
     """The trials' common config: ``base`` with ``fixed`` applied and local paths made
     absolute on the driver (trials run in their own working directories)."""
     cfg: Any = with_values(job(job_name).config, base, fixed)
-    for name in ("input", "val", "pretrained"):
-        if hasattr(cfg, name):
-            setattr(cfg, name, absolute(getattr(cfg, name)))
+    for stage in stages(cfg):
+        for name in ("input", "val", "pretrained"):
+            if hasattr(stage, name):
+                setattr(stage, name, absolute(getattr(stage, name)))
     return cfg
 
 
@@ -67,22 +73,42 @@ def run_trial(config: dict[str, Any]) -> None:
     sweep, draw = config["sweep"], dict(config["params"])
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(sweep["job"], sweep["base"], draw)
-    cfg.run.name = f"{sweep['name']}-{trial_id}"
-    cfg.run.storage_path = sweep["train_storage"]
-    cfg.run.tracking_uri = sweep["tracking"]
-    cfg.run.experiment = sweep["experiment"]
-    cfg.run.register = ""
-    cfg.output = str(Path(sweep["models"]) / trial_id)
-    cfg.overwrite = True  # a retried trial rewrites its own model
+    parts = stages(cfg)
+    for i, stage in enumerate(parts):
+        name = trial_id if i == len(parts) - 1 else f"{trial_id}-{STAGES[i]}"
+        stage.run.name = f"{sweep['name']}-{name}"
+        stage.run.storage_path = sweep["train_storage"]
+        stage.run.tracking_uri = sweep["tracking"]
+        stage.run.experiment = sweep["experiment"]
+        stage.run.register = ""
+        stage.output = str(Path(sweep["models"]) / name)
+        stage.overwrite = True  # a retried trial rewrites its own model
     trial = Trial(sweep["parent_run_id"], expand(draw), [TuneReportCallback()])
-    job(sweep["job"]).train(cfg, trial=trial)
+    job(sweep["job"]).train(cfg, hooks=sweep.get("hooks", ()), trial=trial)
 
 
-def reproducible(job_name: str, base: Mapping[str, Any], draw: Mapping[str, Any]) -> dict:
-    """The job config (plain dicts) that reruns a trial outside the sweep: the draw applied,
-    the run named by its user."""
+def trial_dirname(trial: Any) -> str:
+    """A trial's directory under the sweep: its id, so a trial that failed before reporting
+    anything is still known by id (Tune's default is a long name of its params)."""
+    return str(trial.trial_id)
+
+
+def reproducible(
+    job_name: str, base: Mapping[str, Any], draw: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """The job configs (file name -> plain dicts) that rerun a trial outside the sweep, the
+    draw applied and the runs named by their user: ``best.yaml`` (``echoseek pretrain`` or
+    ``echoseek finetune``); a chained trial adds ``best_pretrain.yaml``, and its ``best.yaml``
+    fine-tunes the encoder that one writes."""
     cfg = trial_config(job_name, base, draw)
-    cfg.run.name = ""
-    data = plain(cfg)
-    from_dict(job(job_name).config, data)  # still a valid config
-    return data
+    parts = stages(cfg)
+    for stage in parts:
+        stage.run.name = ""
+    if len(parts) == 2:
+        parts[1].pretrained = parts[0].output
+    files = {"best.yaml": plain(parts[-1])}
+    if len(parts) == 2:
+        files["best_pretrain.yaml"] = plain(parts[0])
+    for data, stage in zip(files.values(), reversed(parts), strict=True):
+        from_dict(type(stage), data)  # still a valid config
+    return files

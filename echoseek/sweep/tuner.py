@@ -14,6 +14,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,19 @@ import yaml
 from echoseek.config import flatten, read_yaml
 from echoseek.errors import ConfigError
 from echoseek.sweep import results
+from echoseek.sweep.chain import NAME as CHAIN
+from echoseek.sweep.chain import STAGES, stages
 from echoseek.sweep.config import SweepConfig
 from echoseek.sweep.space import Param, check_space, has_grid, parse_space, to_tune
-from echoseek.sweep.trial import base_config, expand, reproducible, run_trial, trial_config
-from echoseek.training.ray import absolute, plain, storage_uri
+from echoseek.sweep.trial import (
+    base_config,
+    expand,
+    reproducible,
+    run_trial,
+    trial_config,
+    trial_dirname,
+)
+from echoseek.training.ray import EpochHook, absolute, plain, storage_uri
 
 SWEEP_FILE = "sweep.json"
 
@@ -45,10 +55,16 @@ def prepare(cfg: SweepConfig) -> Prepared:
     cfg.output = absolute(cfg.output)
     cfg.storage_path = storage_uri(cfg.storage_path)
     cfg.name = cfg.name or f"sweep-{cfg.job}-{time.strftime('%Y%m%d-%H%M%S')}"
-    fixed = {**flatten(cfg.fixed), **({"input": cfg.input} if cfg.input else {})}
-    common = base_config(cfg.job, read_yaml(cfg.base) if cfg.base else {}, fixed)
-    if not common.input:
+    inputs = {f"{s}.input" if cfg.job == CHAIN else "input": cfg.input for s in STAGES}
+    fixed = {**flatten(cfg.fixed), **(inputs if cfg.input else {})}
+    common = base_config(cfg.job, _base_data(cfg), fixed)
+    if not all(stage.input for stage in stages(common)):
         raise ConfigError("input: the trials' dataset is required (input= or the base config's)")
+    if cfg.job == CHAIN and not common.finetune.val:
+        raise ConfigError(
+            "finetune.val: a chained trial needs a held-out labelled dataset (pretraining "
+            "sees every row of input, so no split of input would be held out)"
+        )
     base = plain(common)
     space = parse_space(cfg.space)
     if cfg.search == "grid":
@@ -60,7 +76,23 @@ def prepare(cfg: SweepConfig) -> Prepared:
         raise ConfigError("space: search=optuna cannot take a grid (use choice)")
     check_space(space, lambda draw: trial_config(cfg.job, base, draw))
     _check_output(cfg)
-    return Prepared(space, base, int(common.epochs))
+    return Prepared(space, base, int(stages(common)[-1].epochs))
+
+
+def _base_data(cfg: SweepConfig) -> dict[str, Any]:
+    """The trials' base config as plain data: ``base`` read from its YAML; for the chain, a
+    mapping ``{pretrain: YAML, finetune: YAML}`` (either may be left out: its defaults)."""
+    if cfg.job != CHAIN:
+        if not isinstance(cfg.base, str):
+            raise ConfigError(f"base: expected the {cfg.job} job's YAML file, got {cfg.base!r}")
+        return read_yaml(cfg.base) if cfg.base else {}
+    if not isinstance(cfg.base, dict) and cfg.base:
+        raise ConfigError(f"base: job {CHAIN} needs {{pretrain: YAML, finetune: YAML}}")
+    parts = cfg.base or {}
+    unknown = sorted(set(parts) - set(STAGES))
+    if unknown:
+        raise ConfigError(f"base: unknown stage '{unknown[0]}' (known: {', '.join(STAGES)})")
+    return {stage: read_yaml(path) for stage, path in parts.items() if path}
 
 
 def _check_output(cfg: SweepConfig) -> None:
@@ -75,7 +107,7 @@ def _check_output(cfg: SweepConfig) -> None:
             raise ConfigError(f"output: {out} exists and does not hold sweep '{cfg.name}'")
 
 
-def concurrency(cfg: SweepConfig, scale: dict[str, Any]) -> int:
+def concurrency(cfg: SweepConfig, *scales: dict[str, Any]) -> int:
     """``max_concurrent_trials``: as configured, else how many trials the cluster holds at once
     (each: its driver's CPUs, its Train workers' CPUs (and GPUs) and one data task); more
     would deadlock, each trial's data tasks waiting for CPUs the others' workers hold."""
@@ -85,20 +117,24 @@ def concurrency(cfg: SweepConfig, scale: dict[str, Any]) -> int:
 
     from echoseek.training.ray import cluster_has_gpus
 
-    workers = scale["num_workers"]
-    # a Ray Data read lists its files in a task of one whole CPU (not configurable in Ray 2.60)
-    data = max(float(scale["data_cpus"]), 1.0)
-    need = {"CPU": cfg.trial_cpus + workers * scale["cpus_per_worker"] + data}
-    use_gpu = cluster_has_gpus() if scale["use_gpu"] is None else scale["use_gpu"]
-    if use_gpu:
-        need["GPU"] = float(workers)
     have = ray.cluster_resources()
-    fits = [math.floor(float(have.get(k, 0.0)) / v + 1e-9) for k, v in need.items() if v > 0]
+    fits = []
+    for scale in scales:  # a chain's stages run one after the other: the larger one counts
+        workers = scale["num_workers"]
+        # a Ray Data read lists its files in a task of one whole CPU (not configurable in 2.60)
+        data = max(float(scale["data_cpus"]), 1.0)
+        need = {"CPU": cfg.trial_cpus + workers * scale["cpus_per_worker"] + data}
+        use_gpu = cluster_has_gpus() if scale["use_gpu"] is None else scale["use_gpu"]
+        if use_gpu:
+            need["GPU"] = float(workers)
+        fits += [math.floor(float(have.get(k, 0.0)) / v + 1e-9) for k, v in need.items() if v]
     return max(1, min(fits) if fits else 1)
 
 
-def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
-    """Run (or resume) the sweep, publish its output, log it to the parent run; a summary."""
+def run_sweep(cfg: SweepConfig, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
+    """Run (or resume) the sweep, publish its output, log it to the parent run; a summary.
+    ``hooks`` go to every trial's worker loops (as in :func:`~echoseek.training.pretrain.
+    pretrain`; tests crash a worker this way)."""
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
@@ -122,6 +158,7 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
         "experiment": cfg.experiment,
         "train_storage": f"{root}-train",
         "models": f"{root}-models",
+        "hooks": list(hooks),
     }
     trainable = tune.with_resources(run_trial, {"cpu": cfg.trial_cpus})
     max_t = cfg.scheduler.max_t or prep.epochs
@@ -138,8 +175,9 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
                 metric=cfg.metric,
                 mode=cfg.mode,
                 num_samples=cfg.num_samples,
-                search_alg=_search(cfg, concurrency(cfg, prep.base["scale"])),
+                search_alg=_search(cfg, concurrency(cfg, *_scales(prep.base))),
                 scheduler=_scheduler(cfg, max_t),
+                trial_dirname_creator=trial_dirname,
             ),
             run_config=tune.RunConfig(
                 name=cfg.name,
@@ -163,6 +201,11 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
     print(top_table(rows, cfg.metric, list(prep.space)), flush=True)
     logger.end()
     return {**summary, "seconds": time.perf_counter() - started}
+
+
+def _scales(base: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``scale`` of each stage of a trial's (plain) config."""
+    return [base[s]["scale"] for s in STAGES] if "scale" not in base else [base["scale"]]
 
 
 def _search(cfg: SweepConfig, concurrent: int) -> Any:
@@ -211,8 +254,8 @@ def publish(
     with staged_dir(cfg.output, overwrite=True) as out:
         results.write_table(rows, keys, out / "results.parquet")
         if best is not None:
-            data = reproducible(cfg.job, prep.base, best["params"])
-            (out / "best.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+            for name, data in reproducible(cfg.job, prep.base, best["params"]).items():
+                (out / name).write_text(yaml.safe_dump(data, sort_keys=False))
         results.figures(rows, keys, cfg.metric, out)
         (out / SWEEP_FILE).write_text(json.dumps({"name": cfg.name, "job": cfg.job}))
     logger.log_artifacts(cfg.output, "sweep")

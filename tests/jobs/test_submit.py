@@ -1,8 +1,9 @@
 """The cluster entry point: `ray job submit --working-dir . -- python -m echoseek.jobs.<job>`.
 
 A real local head (`ray start --head`, dashboard and job server on 127.0.0.1, token auth on),
-and the pretrain and finetune jobs submitted to it exactly as the README says. Run as
-``__main__``, a job's config classes and worker loop must still resolve on the Train workers.
+and a job submitted to it exactly as the README says: a chained sweep, whose one trial
+pretrains and then fine-tunes, so the pretrain and finetune training functions run as
+TorchTrainers under a submitted ``__main__`` driver and a Tune trial.
 """
 
 from __future__ import annotations
@@ -19,8 +20,14 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
+import yaml
 
+from echoseek.config import load_config
+from echoseek.models import load_model
+from echoseek.training.finetune import FinetuneConfig
+from echoseek.training.pretrain import PretrainConfig
 from tests.datasets import ingested_stack, random_stack
 
 pytestmark = pytest.mark.slow
@@ -110,34 +117,63 @@ def submit(address: str, env: dict[str, str], job: str, *overrides: str) -> str:
     return out
 
 
-def test_submitted_jobs_run_as_main_on_a_token_auth_cluster(
+def test_a_submitted_chained_sweep_trains_both_stages_on_a_token_auth_cluster(
     head: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
+    """One submitted job runs the whole stack: the tune job as ``__main__``, a Tune trial, and
+    in it two TorchTrainers (pretraining, then fine-tuning the encoder it exported)."""
+    from mlflow.tracking import MlflowClient
+
     address, env = head
     (tmp_path / "val").mkdir()
     val = ingested_stack(tmp_path / "val", random_stack(16, 16, 24, seed=1), 24, shard_size=12)
     data = ingested_stack(tmp_path, random_stack(16, 16, 48), labelled=48, shard_size=12)
-    common = [
-        f"input={data}",
-        "epochs=1",
-        "batch_size=8",
-        "augment.size=16",
-        "scale.num_workers=1",  # the config classes must resolve on any Train worker
-        "scale.cpus_per_worker=0.5",
-        "scale.data_cpus=0.25",
-        "scale.use_gpu=false",
-        f"run.storage_path={tmp_path / 'ray'}",
-        f"run.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
-    ]
-    out = submit(
-        address, env, "pretrain", *common, f"val={val}", "probe_size=16",
-        "optim.warmup_epochs=0", f"output={tmp_path / 'ssl'}", "run.name=submitted-pretrain",
-    )  # fmt: skip
+    stage = {
+        "epochs": 1,
+        "batch_size": 8,
+        "augment.size": 16,
+        "scale.num_workers": 1,
+        "scale.cpus_per_worker": 0.5,
+        "scale.data_cpus": 0.25,
+        "scale.use_gpu": False,
+    }
+    sweep = {
+        "name": "submitted",
+        "job": "pretrain+finetune",
+        "input": str(data),
+        "output": str(tmp_path / "sweep"),
+        "fixed": {
+            **{f"pretrain.{k}": v for k, v in {**stage, "optim.warmup_epochs": 0}.items()},
+            **{f"finetune.{k}": v for k, v in {**stage, "loss.m": 4, "head.dim": 8}.items()},
+            "finetune.val": str(val),
+        },
+        "space": {"pretrain.augment.crop_scale_min": {"choice": [0.5]}},
+        "num_samples": 1,
+        "scheduler": {"kind": "fifo"},
+        "storage_path": str(tmp_path / "ray"),
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    config = tmp_path / "chain.yaml"
+    config.write_text(yaml.safe_dump(sweep))
+    out = submit(address, env, "tune", str(config))
     assert "succeeded" in out.lower() and "NameError" not in out, out[-3000:]
-    assert (tmp_path / "ssl" / "model.json").is_file()
-    out = submit(
-        address, env, "finetune", *common, f"pretrained={tmp_path / 'ssl'}", "loss.m=4",
-        "head.dim=8", f"output={tmp_path / 'model'}", "run.name=submitted-finetune",
-    )  # fmt: skip
-    assert "succeeded" in out.lower(), out[-3000:]
-    assert (tmp_path / "model" / "model.json").is_file()
+
+    (row,) = pq.read_table(tmp_path / "sweep" / "results.parquet").to_pylist()
+    assert row["status"] == "finished" and row["epochs"] == 1, row
+    models = tmp_path / "ray" / "submitted-models"
+    encoder, model = models / f"{row['trial_id']}-pretrain", models / row["trial_id"]
+    _, meta = load_model(model)
+    assert meta.extra["pretrained"] == str(encoder) and (encoder / "model.json").is_file()
+    best = load_config(FinetuneConfig, tmp_path / "sweep" / "best.yaml")
+    again = load_config(PretrainConfig, tmp_path / "sweep" / "best_pretrain.yaml")
+    assert best.pretrained == again.output and again.augment.crop_scale_min == 0.5
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("echoseek")
+    (parent,) = client.search_runs([exp.experiment_id], "tags.job = 'tune'")
+    children = client.search_runs(
+        [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    names = {c.info.run_name: c.data.tags["job"] for c in children}
+    trial = f"submitted-{row['trial_id']}"
+    assert names == {f"{trial}-pretrain": "pretrain", trial: "finetune"}

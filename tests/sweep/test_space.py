@@ -96,9 +96,10 @@ def test_reproducible_config_reloads_as_the_job_config(tmp_path: Path) -> None:
 
     from echoseek.config import load_config
 
-    data = reproducible("finetune", BASE, {"loss.distance_params.p": math.inf, "optim.lr": 0.01})
+    files = reproducible("finetune", BASE, {"loss.distance_params.p": math.inf, "optim.lr": 0.01})
+    assert list(files) == ["best.yaml"]
     path = tmp_path / "best.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path.write_text(yaml.safe_dump(files["best.yaml"], sort_keys=False))
     cfg = load_config(FinetuneConfig, path)
     assert cfg.optim.lr == 0.01 and cfg.loss.distance_params["p"] == math.inf
     assert cfg.run.name == "" and cfg.input == "/data/ds"
@@ -136,7 +137,7 @@ def test_search_rules_are_checked_before_ray(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("job", "embed", "job: must be pretrain or finetune"),
+        ("job", "embed", "job: must be one of"),
         ("search", "bayes", "search: must be one of"),
         ("mode", "best", "mode: must be max or min"),
         ("num_samples", 0, "num_samples >= 1"),

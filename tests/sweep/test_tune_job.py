@@ -1,5 +1,6 @@
 """`echoseek tune` on a real local Ray cluster: Tune trials that are TorchTrainers, nested MLflow
-runs, a failing trial that does not stop the sweep, results, best.yaml, registry, resume."""
+runs, a worker crash retried from its checkpoint, a failing trial that does not stop the sweep,
+results, best.yaml, registry, resume."""
 
 from __future__ import annotations
 
@@ -67,8 +68,13 @@ def test_sweep_runs_trials_records_them_and_resumes(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
+    from echoseek.sweep import SweepConfig, run_sweep
+    from tests.faults import FailOnce
+
     config = sweep_file(tmp_path)
-    assert cli(["tune", str(config)]) == 0
+    crash = tmp_path / "crashed-once"  # the first trial's worker dies at the start of epoch 1
+    summary = run_sweep(load_config(SweepConfig, config), hooks=[FailOnce(crash, epoch=1)])
+    assert crash.exists() and summary["failed"] == 1 and summary["trials"] == 3
     out = capsys.readouterr().out
     assert "epoch 1/2  val_map" in out and "best" in out and "failed:" in out
 
@@ -79,7 +85,9 @@ def test_sweep_runs_trials_records_them_and_resumes(
     assert "not found" in failed[0]["error"]
     ran = [r for r in table if r["status"] != "failed"]
     assert {r["status"] for r in ran} <= {"finished", "stopped"}
-    assert any(r["status"] == "finished" and len(r["history"]) == 2 for r in ran)
+    # the crashed trial went on from its epoch-0 checkpoint: no trial reported an epoch twice
+    assert all(len(r["history"]) == r["epochs"] <= 2 for r in ran)
+    assert any(r["status"] == "finished" and r["epochs"] == 2 for r in ran)
     assert all(0.0 <= r["best"] <= 1.0 and r["rankme"] for r in ran)
 
     best = load_config(FinetuneConfig, tmp_path / "sweep" / "best.yaml")
