@@ -242,11 +242,11 @@ def finetune(
     tags = {**run_tags("finetune", desc, pretrained=source), **(trial.tags() if trial else {})}
     params = {**plain(cfg), "pretrained": source, "validation": validation.record}
     params.update(trial.params() if trial else {})
-    run_id = logger.start(cfg.run.name, params, tags)
     index = label_index(cfg.input, keep=validation.train_ids)
-    val = eval_dataset(
+    val = eval_dataset(  # transformed once: every epoch's validation reads these blocks
         validation.path, cfg.augment, num_cpus=cfg.scale.data_cpus, keep=validation.val_ids
-    )
+    ).materialize()
+    run_id = logger.start(cfg.run.name, params, tags)
     printer, callbacks = progress(trial, cfg.epochs, "val_map")
     trainer = make_trainer(
         finetune_loop,

@@ -158,9 +158,8 @@ def pretrain(
     cfg.run.name = cfg.run.name or f"pretrain-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     logger = RunLogger(cfg.run.tracking_uri, cfg.run.experiment)
     ensure_ray()
-    nested = trial.tags() if trial else {}
-    params = {**plain(cfg), **(trial.params() if trial else {})}
-    run_id = logger.start(cfg.run.name, params, {**run_tags("pretrain", desc), **nested})
+    # the eval views are transformed once, before training: each epoch's RankMe and val mAP
+    # read these blocks instead of starting a Ray Data pipeline (seconds) every epoch
     datasets = {
         "train": two_view_dataset(
             cfg.input,
@@ -170,12 +169,17 @@ def pretrain(
             epochs=cfg.epochs,
             seed=cfg.seed,
         ),
-        "probe": eval_dataset(
-            cfg.val or cfg.input, cfg.augment, num_cpus=cfg.scale.data_cpus
-        ).limit(cfg.probe_size),
+        "probe": eval_dataset(cfg.val or cfg.input, cfg.augment, num_cpus=cfg.scale.data_cpus)
+        .limit(cfg.probe_size)
+        .materialize(),
     }
     if cfg.val:
-        datasets["val"] = eval_dataset(cfg.val, cfg.augment, num_cpus=cfg.scale.data_cpus)
+        datasets["val"] = eval_dataset(
+            cfg.val, cfg.augment, num_cpus=cfg.scale.data_cpus
+        ).materialize()
+    nested = trial.tags() if trial else {}
+    params = {**plain(cfg), **(trial.params() if trial else {})}
+    run_id = logger.start(cfg.run.name, params, {**run_tags("pretrain", desc), **nested})
     score, mode = ("val_map", "max") if cfg.val else ("loss", "min")
     printer, callbacks = progress(trial, cfg.epochs, score if cfg.val else "rankme")
     trainer = make_trainer(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -69,17 +70,16 @@ def head() -> Iterator[tuple[str, dict[str, str]]]:
         "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dashboard}", f"--temp-dir={temp}", "--disable-usage-stats",
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(  # its own process group: every process of this head, to kill
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     address = f"http://127.0.0.1:{dashboard}"
     try:
         _wait_for(address, proc)
         yield address, env
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    finally:  # a throwaway head: no graceful shutdown (30 s), nothing of it is kept
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
         shutil.rmtree(temp, ignore_errors=True)
 
 
