@@ -1,14 +1,17 @@
-"""Hyperparameter sweeps on Ray Tune over the pretrain or finetune job, tracked in MLflow.
+"""Hyperparameter sweeps on Ray Tune over the pretrain or finetune job (or the chain
+pretrain+finetune), tracked in MLflow.
 
     echoseek tune tune/loss.local.yaml input=work/dataset fixed.pretrained=work/model_ssl
     echoseek tune tune/loss.local.yaml search=optuna num_samples=8 name=tpe output=work/sweeps/tpe
+    echoseek tune tune/chain.local.yaml input=work/demo/train_dataset
     ray job submit --working-dir . -- python -m echoseek.jobs.tune tune/loss.yaml
 
 Each trial runs the job's own training function (its own Ray Train workers) on the base
 config with ``fixed`` and one draw of ``space`` applied, reports its held-out validation
 metric every epoch, and is stopped early by ASHA. The sweep is one MLflow parent run with one
 child run per trial. ``output`` gets ``results.parquet`` (one row per trial), ``best.yaml``
-(``echoseek finetune best.yaml`` reruns the best trial) and the figures. Re-running the same
+(``echoseek finetune best.yaml`` reruns the best trial; a chain adds ``best_pretrain.yaml``)
+and the figures. Re-running the same
 ``name`` resumes the sweep: finished trials are not run again.
 """
 
@@ -41,7 +44,8 @@ def summarize(s: dict[str, Any]) -> str:
         f"best: trial {s['best_trial'] or '-'}  held-out {metric[5:]} "
         + (f"{value:.4f}" if math.isfinite(value) else "-")
         + f"  {s['best_params']}",
-        f"RankMe vs held-out {metric[5:]}: Spearman rho {s['rankme_spearman']:.2f}",
+        f"RankMe vs held-out {metric[5:]}: Spearman rho {s['rankme_spearman']:.2f}, "
+        f"RankMe {s['rankme_verdict']} here",
         f"results: {s['output']}  (MLflow parent run {s['run_id']})",
     ]
     if s.get("registered"):

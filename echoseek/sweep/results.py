@@ -103,6 +103,19 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+def rankme_verdict(rho: float, pairs: int) -> str:
+    """Whether RankMe tracked the held-out metric over a sweep's trials, in words: Spearman's
+    rho >= 0.5 "tracks", <= -0.5 "runs against", else "does not track"; fewer than 4 trials
+    with both values, or a constant side, cannot tell."""
+    if pairs < 4:
+        return f"too few trials ({pairs}) to tell"
+    if not math.isfinite(rho):
+        return "cannot tell (RankMe or the metric is constant)"
+    if rho >= 0.5:
+        return "tracks"
+    return "runs against" if rho <= -0.5 else "does not track"
+
+
 def rankme_pairs(rows: Sequence[dict[str, Any]]) -> tuple[list[float], list[float]]:
     """(final RankMe, best metric) of every trial that reported both."""
     pairs = [(r["rankme"][-1], r["best"]) for r in rows if r["rankme"] and math.isfinite(r["best"])]

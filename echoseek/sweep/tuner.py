@@ -260,7 +260,8 @@ def publish(
         (out / SWEEP_FILE).write_text(json.dumps({"name": cfg.name, "job": cfg.job}))
     logger.log_artifacts(cfg.output, "sweep")
     tags = {"best_trial": best["trial_id"], "best_run_id": best["run_id"]} if best else {}
-    logger.set_tags({**tags, "rankme_spearman": f"{rho:.3f}"})
+    verdict = results.rankme_verdict(rho, len(ranks))
+    logger.set_tags({**tags, "rankme_spearman": f"{rho:.3f}", "rankme_tracks_metric": verdict})
     if best is not None:
         logger.log_metrics({f"best_{cfg.metric}": best["best"], "rankme_spearman": rho}, 0)
     registered = register(cfg, best, logger) if cfg.register and best else ""
@@ -274,6 +275,7 @@ def publish(
         f"best_{cfg.metric}": best["best"] if best else math.nan,
         "best_params": best["params"] if best else {},
         "rankme_spearman": rho,
+        "rankme_verdict": verdict,
         "registered": registered,
     }
 

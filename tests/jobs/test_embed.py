@@ -114,7 +114,9 @@ def test_embed_from_an_mlflow_registered_model(
 
     from echoseek.tracking import register_model_dir
 
-    meta = ModelMeta(backbone="resnet18", in_channels=1, small_stem=True, head_dim=8)
+    meta = ModelMeta(  # 16 px: the default 224 px through a small stem takes a minute on CPU
+        backbone="resnet18", in_channels=1, small_stem=True, head_dim=8, input_size=(16, 16)
+    )
     torch.manual_seed(1)
     save_model(build_model(meta), tmp_path / "model", meta)
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"

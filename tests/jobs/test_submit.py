@@ -120,8 +120,8 @@ def submit(address: str, env: dict[str, str], job: str, *overrides: str) -> str:
 def test_a_submitted_chained_sweep_trains_both_stages_on_a_token_auth_cluster(
     head: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
-    """One submitted job runs the whole stack: the tune job as ``__main__``, a Tune trial, and
-    in it two TorchTrainers (pretraining, then fine-tuning the encoder it exported)."""
+    """One submitted job runs the whole stack: the tune job as ``__main__``, Optuna's draw, a
+    Tune trial, and in it two TorchTrainers (pretraining, then fine-tuning its encoder)."""
     from mlflow.tracking import MlflowClient
 
     address, env = head
@@ -147,7 +147,8 @@ def test_a_submitted_chained_sweep_trains_both_stages_on_a_token_auth_cluster(
             **{f"finetune.{k}": v for k, v in {**stage, "loss.m": 4, "head.dim": 8}.items()},
             "finetune.val": str(val),
         },
-        "space": {"pretrain.augment.crop_scale_min": {"choice": [0.5]}},
+        "space": {"pretrain.augment.crop_scale_min": {"uniform": [0.4, 0.6]}},
+        "search": "optuna",  # TPE draws the one trial's value
         "num_samples": 1,
         "scheduler": {"kind": "fifo"},
         "storage_path": str(tmp_path / "ray"),
@@ -166,7 +167,9 @@ def test_a_submitted_chained_sweep_trains_both_stages_on_a_token_auth_cluster(
     assert meta.extra["pretrained"] == str(encoder) and (encoder / "model.json").is_file()
     best = load_config(FinetuneConfig, tmp_path / "sweep" / "best.yaml")
     again = load_config(PretrainConfig, tmp_path / "sweep" / "best_pretrain.yaml")
-    assert best.pretrained == again.output and again.augment.crop_scale_min == 0.5
+    drawn = float(row["param.pretrain.augment.crop_scale_min"])  # stored as text
+    assert 0.4 <= drawn <= 0.6 and again.augment.crop_scale_min == drawn
+    assert best.pretrained == again.output
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.get_experiment_by_name("echoseek")

@@ -73,3 +73,19 @@ def test_table_and_figures(tmp_path: Path) -> None:
         "rankme_vs_metric.png",
     }
     assert all(f.stat().st_size > 1000 for f in files)
+
+
+@pytest.mark.parametrize(
+    ("rho", "pairs", "verdict"),
+    [
+        (0.8, 6, "tracks"),
+        (0.5, 4, "tracks"),
+        (0.1, 6, "does not track"),
+        (-0.49, 6, "does not track"),
+        (-0.9, 6, "runs against"),
+        (0.9, 3, "too few trials (3) to tell"),
+        (math.nan, 8, "cannot tell (RankMe or the metric is constant)"),
+    ],
+)
+def test_rankme_verdict_reads_rho_in_words(rho: float, pairs: int, verdict: str) -> None:
+    assert results.rankme_verdict(rho, pairs) == verdict
