@@ -14,7 +14,7 @@ Similarity is the inner product (cosine on normalised vectors); higher ranks fir
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,10 +46,15 @@ def leave_one_out_metrics(
     labels: np.ndarray,
     ks: Sequence[int],
     positive_label: int | None = 1,
+    distance: str = "",
+    distance_params: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """mAP, mean P@K and lift@K with each selected item as a query, itself ignored.
 
-    ``labels`` uses -1 for unlabelled items: they are never relevant and never queries.
+    Items are ranked by the inner product ``score = q·x`` (cosine for L2-normalised rows), or
+    with ``distance`` (a name of :mod:`echoseek.distances`) by ``score = -d(q, x)``: an exact
+    ranking of every item, as an exhaustive re-rank would give. ``labels`` uses -1 for
+    unlabelled items: they are never relevant and never queries.
     """
     if positive_label is None:
         queries = np.flatnonzero(labels >= 0)
@@ -57,7 +62,12 @@ def leave_one_out_metrics(
         queries = np.flatnonzero(labels == positive_label)
     if queries.size == 0:
         raise InputError("no items to use as leave-one-out queries (no positive labels)")
-    scores = vectors[queries] @ vectors.T
+    if distance:
+        from echoseek.distances import pairwise_numpy
+
+        scores = -pairwise_numpy(vectors[queries], vectors, distance, **(distance_params or {}))
+    else:
+        scores = vectors[queries] @ vectors.T
     relevant = labels[None, :] == labels[queries][:, None]
     ignore = np.zeros_like(relevant)
     ignore[np.arange(queries.size), queries] = True

@@ -9,6 +9,7 @@ not a test score.
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -87,7 +88,13 @@ def write_table(rows: Sequence[dict[str, Any]], keys: Sequence[str], path: Path)
 
 
 def _text(value: Any) -> str:
-    """A parameter value as text (one column type whatever the values: 0.1, 'cosine', inf)."""
+    """A parameter value as text (one column type whatever the values: 0.1, 'cosine', inf, a
+    list of one value per field of a comma key)."""
+    from echoseek.sweep.space import decode
+
+    value = decode(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
     return "" if value is None else str(value)
 
 

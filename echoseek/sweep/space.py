@@ -8,6 +8,9 @@ A space maps a dotted field of the trial's job config to one distribution::
       optim.lr: {loguniform: [1.0e-4, 1.0e-2]}
       loss.m: {randint: [2, 9]}          # 2..8 (high exclusive, as Tune's randint)
       augment.crop_scale_min: {quniform: [0.1, 0.9, 0.1]}
+      # a key naming several fields: one drawn value for all, or a list of one value per field
+      augment.brightness,augment.contrast: {grid: [0.0, 0.4, 0.8]}
+      loss.distance,loss.distance_params: {choice: [[cosine, {}], [soart3_gamma, {p: 1}]]}
 
 :func:`parse_space` validates the shape, :func:`check_space` builds the job config with every
 value a trial could draw at the edges (each choice, each range's ends) so a bad field or value
@@ -17,6 +20,7 @@ knows Tune's sampling API.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -97,13 +101,31 @@ def has_grid(space: Mapping[str, Param]) -> bool:
     return any(p.kind == "grid" for p in space.values())
 
 
+JSON_PREFIX = "json:"
+
+
+def encode(value: Any) -> Any:
+    """A choice value as a search algorithm can hold it: scalars as they are, a list or mapping
+    (one value per field of a comma key) as ``"json:<JSON>"`` (Optuna takes only scalars)."""
+    if isinstance(value, (list, tuple, dict)):
+        return JSON_PREFIX + json.dumps(value)
+    return value
+
+
+def decode(value: Any) -> Any:
+    """The inverse of :func:`encode`."""
+    if isinstance(value, str) and value.startswith(JSON_PREFIX):
+        return json.loads(value[len(JSON_PREFIX) :])
+    return value
+
+
 def to_tune(space: Mapping[str, Param]) -> dict[str, Any]:
     """The space as Tune sampling objects, keyed by the dotted field."""
     from ray import tune
 
     make: dict[str, Callable[..., Any]] = {
-        "choice": lambda *a: tune.choice(list(a)),
-        "grid": lambda *a: tune.grid_search(list(a)),
+        "choice": lambda *a: tune.choice([encode(v) for v in a]),
+        "grid": lambda *a: tune.grid_search([encode(v) for v in a]),
         "uniform": tune.uniform,
         "loguniform": tune.loguniform,
         "randint": tune.randint,

@@ -16,6 +16,7 @@ from typing import Any
 
 from echoseek.config import from_dict, with_values
 from echoseek.sweep.chain import STAGES, stages
+from echoseek.sweep.space import decode
 from echoseek.training.ray import Trial, absolute, plain
 
 
@@ -43,9 +44,19 @@ def job(name: str) -> Job:
 
 
 def expand(draw: Mapping[str, Any]) -> dict[str, Any]:
-    """A draw as dotted field -> value; a key naming several fields (``"augment.brightness,
-    augment.contrast"``) sets each of them to the one drawn value."""
-    return {part.strip(): value for key, value in draw.items() for part in key.split(",") if part}
+    """A draw as dotted field -> value. A key naming several fields (``"augment.brightness,
+    augment.contrast"``) sets each of them to the one drawn value, or, when the value is a
+    list of one value per field (``[soart3_gamma, {p: 2}]`` for ``"loss.distance,
+    loss.distance_params"``), each field to its own."""
+    out: dict[str, Any] = {}
+    for key, raw in draw.items():
+        fields = [part.strip() for part in key.split(",") if part.strip()]
+        value = decode(raw)
+        if len(fields) > 1 and isinstance(value, list) and len(value) == len(fields):
+            out.update(zip(fields, value, strict=True))
+        else:
+            out.update(dict.fromkeys(fields, value))
+    return out
 
 
 def base_config(job_name: str, base: Mapping[str, Any], fixed: Mapping[str, Any]) -> Any:
@@ -85,6 +96,15 @@ def run_trial(config: dict[str, Any]) -> None:
         stage.overwrite = True  # a retried trial rewrites its own model
     trial = Trial(sweep["parent_run_id"], expand(draw), [TuneReportCallback()])
     job(sweep["job"]).train(cfg, hooks=sweep.get("hooks", ()), trial=trial)
+
+
+def reported(cfg: Any) -> tuple[str, ...]:
+    """The metrics a trial of ``cfg`` reports to Tune each epoch (its last stage's)."""
+    from echoseek.training import finetune, pretrain
+
+    last = stages(cfg)[-1]
+    module = pretrain if isinstance(last, pretrain.PretrainConfig) else finetune
+    return module.reported(last)
 
 
 def trial_dirname(trial: Any) -> str:

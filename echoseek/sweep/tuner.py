@@ -31,6 +31,7 @@ from echoseek.sweep.space import Param, check_space, has_grid, parse_space, to_t
 from echoseek.sweep.trial import (
     base_config,
     expand,
+    reported,
     reproducible,
     run_trial,
     trial_config,
@@ -64,6 +65,12 @@ def prepare(cfg: SweepConfig) -> Prepared:
         raise ConfigError(
             "finetune.val: a chained trial needs a held-out labelled dataset (pretraining "
             "sees every row of input, so no split of input would be held out)"
+        )
+    metrics = reported(common)
+    if cfg.metric not in metrics:
+        raise ConfigError(
+            f"metric: {cfg.job} trials of this config do not report '{cfg.metric}' "
+            f"(they report: {', '.join(metrics)})"
         )
     base = plain(common)
     space = parse_space(cfg.space)

@@ -31,6 +31,7 @@ from echoseek.config import from_dict
 from echoseek.data.augment import AugmentConfig
 from echoseek.data.dataset import read_descriptor, shard_paths, validation_descriptor
 from echoseek.distances import NAMES as DISTANCES
+from echoseek.distances import resolve_params
 from echoseek.errors import ConfigError
 from echoseek.models.finetune import TRAINABLE, build_finetune_model
 
@@ -92,6 +93,10 @@ class LossOptions:
     def __post_init__(self) -> None:
         if self.distance not in DISTANCES:
             raise ConfigError(f"loss.distance: unknown '{self.distance}' ({', '.join(DISTANCES)})")
+        try:
+            resolve_params(self.distance, **self.distance_params)
+        except ConfigError as exc:
+            raise ConfigError(f"loss.distance_params: {exc}") from None
         if self.num_bins < 1 or self.m < 2:
             raise ConfigError("loss.num_bins >= 1 and loss.m >= 2 are required")
 
@@ -120,6 +125,9 @@ class FinetuneConfig:
     pretrained: str = ""  # model dir, models:/NAME/VERSION, models:/NAME@ALIAS or runs:/ID/PATH
     val: str = ""  # another labelled dataset for validation; default: a held-out split of input
     val_fraction: float = 0.2  # held out of every class of input when val is empty
+    # what held-out retrieval (val_map) ranks with, an exact re-rank of the val set: cosine,
+    # any echoseek.distances name, or "loss" (loss.distance with loss.distance_params)
+    val_distance: str = "cosine"
     epochs: int = 10
     batch_size: int = 32  # per worker; FastAP ranks against batch_size x workers
     seed: int = 0  # model init, batch order and the held-out split
@@ -136,6 +144,10 @@ class FinetuneConfig:
             raise ConfigError(f"epochs: must be >= 1, got {self.epochs}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction: must be in (0, 1), got {self.val_fraction}")
+        if self.val_distance not in (*DISTANCES, "loss"):
+            raise ConfigError(
+                f"val_distance: unknown '{self.val_distance}' ({', '.join(DISTANCES)}, loss)"
+            )
         if self.optim.warmup_epochs >= self.epochs:
             raise ConfigError(
                 f"optim.warmup_epochs: {self.optim.warmup_epochs} must be less than "
@@ -212,6 +224,16 @@ def check(cfg: FinetuneConfig, tracking: str) -> tuple[dict[str, Any], Validatio
             f"{classes}; use m >= {-(-cfg.batch_size // classes)}"
         )
     return desc, held_out(cfg, desc)
+
+
+# what every epoch reports (to Ray Train, Tune and MLflow); a sweep's ``metric`` is one of them
+REPORTED = ("epoch", "loss", "images_per_s", "data_wait_fraction", "peak_rss_mb",
+            "fastap_batch", "val_map", "val_p@10", "rankme")  # fmt: skip
+
+
+def reported(cfg: FinetuneConfig) -> tuple[str, ...]:
+    """The metric names each epoch of a run of ``cfg`` reports."""
+    return REPORTED
 
 
 def finetune(
@@ -353,7 +375,8 @@ def finetune_loop(config: dict[str, Any]) -> None:
         if rank == 0:
             batches = ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=64)
             vectors, labels = embed_batches(base, batches, device, amp_dtype=dtype)
-            found = retrieval_metrics(vectors, labels, positive_label=None)
+            by, params = val_ranking(cfg)
+            found = retrieval_metrics(vectors, labels, 10, None, by, params)
             metrics.update(
                 {"val_map": found["map"], "val_p@10": found["p@10"], "rankme": rankme(vectors)}
             )
@@ -361,6 +384,14 @@ def finetune_loop(config: dict[str, Any]) -> None:
             metrics, stats, rank=rank, model=model, optimizer=optimizer, scaler=scaler,
             epoch=epoch, steps_per_epoch=steps_per_epoch, lr_at=lr_at, logger=logger,
         )  # fmt: skip
+
+
+def val_ranking(cfg: FinetuneConfig) -> tuple[str, dict[str, float]]:
+    """The distance (and its parameters) held-out retrieval ranks with."""
+    if cfg.val_distance == "loss":
+        return cfg.loss.distance, dict(cfg.loss.distance_params)
+    same = cfg.val_distance == cfg.loss.distance
+    return cfg.val_distance, dict(cfg.loss.distance_params) if same else {}
 
 
 def export(
@@ -396,6 +427,9 @@ def export(
             "pretrained": source,
             "best_epoch": int(state["epoch"]),
             "validation": validation,
+            # what val_map (and so the choice of this checkpoint) ranked the held-out rows by
+            "val_distance": val_ranking(cfg)[0],
+            "val_distance_params": val_ranking(cfg)[1],
         },
     )
     save_model(model, cfg.output, meta, overwrite=cfg.overwrite)

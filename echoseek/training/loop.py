@@ -185,15 +185,22 @@ def retrieval_metrics(
     labels: np.ndarray,
     k: int = 10,
     positive_label: int | None = 1,
+    distance: str = "cosine",
+    distance_params: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """Leave-one-out retrieval on cosine similarity: ``map``, ``p@k``, ``lift@k``, ``num_queries``.
+    """Leave-one-out retrieval: ``map``, ``p@k``, ``lift@k``, ``num_queries``.
 
-    Rows are L2-normalised, then :func:`echoseek.evaluation.retrieval.leave_one_out_metrics` lets
-    each item labelled ``positive_label`` (every labelled item when None) query the others, itself
-    ignored; relevant = same label.
+    Rows are L2-normalised and ranked by cosine similarity, or by ``-distance`` (any name of
+    :mod:`echoseek.distances`, e.g. a SOART3 variant), then
+    :func:`echoseek.evaluation.retrieval.leave_one_out_metrics` lets each item labelled
+    ``positive_label`` (every labelled item when None) query the others, itself ignored;
+    relevant = same label.
     """
     vectors = F.normalize(torch.from_numpy(np.asarray(embeddings, dtype=np.float32)), dim=1)
-    return leave_one_out_metrics(vectors.numpy(), np.asarray(labels), (k,), positive_label)
+    by = "" if distance == "cosine" else distance
+    return leave_one_out_metrics(
+        vectors.numpy(), np.asarray(labels), (k,), positive_label, by, distance_params
+    )
 
 
 def representation_metrics(embeddings: np.ndarray) -> dict[str, float]:

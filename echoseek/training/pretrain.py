@@ -138,6 +138,18 @@ def check(cfg: PretrainConfig) -> dict[str, Any]:
     return desc
 
 
+# what every epoch reports (to Ray Train, Tune and MLflow); with a ``val`` dataset also
+# REPORTED_WITH_VAL. A sweep's ``metric`` must be one of them.
+REPORTED = ("epoch", "loss", "images_per_s", "data_wait_fraction", "peak_rss_mb", "lr",
+            "rankme", "collapse_std")  # fmt: skip
+REPORTED_WITH_VAL = ("val_map", "val_p@10")
+
+
+def reported(cfg: PretrainConfig) -> tuple[str, ...]:
+    """The metric names each epoch of a run of ``cfg`` reports."""
+    return REPORTED + (REPORTED_WITH_VAL if cfg.val else ())
+
+
 def pretrain(
     cfg: PretrainConfig, hooks: Sequence[EpochHook] = (), trial: Trial | None = None
 ) -> dict[str, Any]:

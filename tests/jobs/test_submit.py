@@ -1,13 +1,14 @@
 """The cluster entry point: `ray job submit --working-dir . -- python -m echoseek.jobs.<job>`.
 
 A real local head (`ray start --head`, dashboard and job server on 127.0.0.1, token auth on),
-and a job submitted to it exactly as the README says: a chained sweep, whose one trial
-pretrains and then fine-tunes, so the pretrain and finetune training functions run as
-TorchTrainers under a submitted ``__main__`` driver and a Tune trial.
+and the jobs submitted to it exactly as the README says: pretrain, finetune and a chained
+sweep, at once (the head offers 4 logical CPUs so they run side by side). Run as ``__main__``,
+a job's config classes and worker loop must still resolve on the Train workers.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -20,13 +21,14 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from echoseek.config import load_config
-from echoseek.models import load_model
+from echoseek.models import ModelMeta, build_model, load_model, save_model
 from echoseek.training.finetune import FinetuneConfig
 from echoseek.training.pretrain import PretrainConfig
 from tests.datasets import ingested_stack, random_stack
@@ -67,7 +69,7 @@ def head() -> Iterator[tuple[str, dict[str, str]]]:
     )
     cmd = [
         str(BIN / "ray"), "start", "--head", "--block", *(f"--{p}={free_port()}" for p in ports),
-        "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+        "--num-cpus=4", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dashboard}", f"--temp-dir={temp}", "--disable-usage-stats",
     ]  # fmt: skip
     proc = subprocess.Popen(  # its own process group: every process of this head, to kill
@@ -98,80 +100,126 @@ def _wait_for(address: str, proc: subprocess.Popen[bytes], timeout_s: float = 12
     raise RuntimeError(f"no Ray job server at {address} after {timeout_s} s")
 
 
-def submit(address: str, env: dict[str, str], job: str, *overrides: str) -> str:
-    """`ray job submit --working-dir . -- python -m echoseek.jobs.<job> ...`; its output.
+def submit(address: str, env: dict[str, str], job_id: str, job: str, *args: str) -> None:
+    """`ray job submit --no-wait --working-dir . -- python -m echoseek.jobs.<job> ...`.
 
     Retried while the head's job agent is still starting (the job server answers before it)."""
     cmd = [
         str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".",
-        "--", "python", "-m", f"echoseek.jobs.{job}", *overrides,
+        "--submission-id", job_id, "--no-wait",
+        "--", "python", "-m", f"echoseek.jobs.{job}", *args,
     ]  # fmt: skip
     for _ in range(30):
         done = subprocess.run(
-            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
         )
         out = done.stdout + done.stderr
         if "No available agent to submit job" not in out:
-            break
+            assert done.returncode == 0, out[-3000:]
+            return
         time.sleep(3)
-    return out
+    raise AssertionError(f"{job}: the head never took the job")
 
 
-def test_a_submitted_chained_sweep_trains_both_stages_on_a_token_auth_cluster(
+def finished(address: str, env: dict[str, str], job_ids: list[str]) -> dict[str, str]:
+    """Wait for every job (the job server's REST API, the token as a bearer header); each
+    job's status and logs."""
+
+    def get(path: str) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{address}{path}", headers={"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return dict(json.loads(answer.read()))
+
+    deadline, status = time.monotonic() + 900, {}
+    while time.monotonic() < deadline:
+        status = {j: str(get(f"/api/jobs/{j}")["status"]) for j in job_ids}
+        if all(s in ("SUCCEEDED", "FAILED", "STOPPED") for s in status.values()):
+            return {j: f"{status[j]}\n{get(f'/api/jobs/{j}/logs')['logs']}" for j in job_ids}
+        time.sleep(5)
+    raise AssertionError(f"jobs still running after 900 s: {status}")
+
+
+def test_submitted_jobs_run_as_main_on_a_token_auth_cluster(
     head: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
-    """One submitted job runs the whole stack: the tune job as ``__main__``, Optuna's draw, a
-    Tune trial, and in it two TorchTrainers (pretraining, then fine-tuning its encoder)."""
+    """The pretrain and finetune jobs, and a chained sweep (Optuna's draw, a Tune trial that
+    pretrains and then fine-tunes its encoder), submitted at once and run side by side."""
     from mlflow.tracking import MlflowClient
 
     address, env = head
     (tmp_path / "val").mkdir()
     val = ingested_stack(tmp_path / "val", random_stack(16, 16, 24, seed=1), 24, shard_size=12)
     data = ingested_stack(tmp_path, random_stack(16, 16, 48), labelled=48, shard_size=12)
+    meta = ModelMeta(backbone="resnet18", small_stem=True, head_dim=None, head_hidden=None,
+                     input_size=(16, 16), mean=(0.5,), std=(0.5,))  # fmt: skip
+    save_model(build_model(meta), tmp_path / "encoder", meta)
     stage = {
         "epochs": 1,
         "batch_size": 8,
         "augment.size": 16,
-        "scale.num_workers": 1,
+        "scale.num_workers": 1,  # the config classes must resolve on any Train worker
         "scale.cpus_per_worker": 0.5,
         "scale.data_cpus": 0.25,
         "scale.use_gpu": False,
     }
+    pre = {**stage, "optim.warmup_epochs": 0}
+    fine = {**stage, "loss.m": 4, "head.dim": 8}
+    # own MLflow stores: two processes creating one sqlite store's tables at once can collide
+    common = {"input": data, "run.storage_path": tmp_path / "ray"}
+    store = {j: {"run.tracking_uri": f"sqlite:///{tmp_path / j}.db"} for j in ("pre", "fine")}
+    jobs = {
+        "pretrain": {**common, **store["pre"], **pre, "val": val, "probe_size": 16,
+                     "output": tmp_path / "ssl", "run.name": "submitted-pretrain"},
+        "finetune": {**common, **store["fine"], **fine, "pretrained": tmp_path / "encoder",
+                     "output": tmp_path / "model", "run.name": "submitted-finetune",
+                     # SOART3 gamma (p = 2) for FastAP and for ranking the held-out rows
+                     "loss.distance": "soart3_gamma", "loss.distance_params.p": 2,
+                     "val_distance": "loss"},
+    }  # fmt: skip
     sweep = {
         "name": "submitted",
         "job": "pretrain+finetune",
         "input": str(data),
         "output": str(tmp_path / "sweep"),
         "fixed": {
-            **{f"pretrain.{k}": v for k, v in {**stage, "optim.warmup_epochs": 0}.items()},
-            **{f"finetune.{k}": v for k, v in {**stage, "loss.m": 4, "head.dim": 8}.items()},
+            **{f"pretrain.{k}": v for k, v in pre.items()},
+            **{f"finetune.{k}": v for k, v in fine.items()},
             "finetune.val": str(val),
         },
         "space": {"pretrain.augment.crop_scale_min": {"uniform": [0.4, 0.6]}},
         "search": "optuna",  # TPE draws the one trial's value
         "num_samples": 1,
         "scheduler": {"kind": "fifo"},
-        "storage_path": str(tmp_path / "ray"),
-        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "storage_path": str(tmp_path / "ray-tune"),
+        "tracking_uri": f"sqlite:///{tmp_path / 'tune.db'}",
     }
     config = tmp_path / "chain.yaml"
     config.write_text(yaml.safe_dump(sweep))
-    out = submit(address, env, "tune", str(config))
-    assert "succeeded" in out.lower() and "NameError" not in out, out[-3000:]
+    for job, values in jobs.items():
+        submit(address, env, f"es-{job}", job, *(f"{k}={v}" for k, v in values.items()))
+    submit(address, env, "es-tune", "tune", str(config))
+    logs = finished(address, env, ["es-pretrain", "es-finetune", "es-tune"])
+    for job_id, out in logs.items():
+        assert out.startswith("SUCCEEDED") and "NameError" not in out, f"{job_id}: {out[-3000:]}"
+    assert (tmp_path / "ssl" / "model.json").is_file()
+    _, tuned = load_model(tmp_path / "model")
+    assert tuned.distance == "soart3_gamma" and tuned.extra["val_distance"] == "soart3_gamma"
 
     (row,) = pq.read_table(tmp_path / "sweep" / "results.parquet").to_pylist()
     assert row["status"] == "finished" and row["epochs"] == 1, row
-    models = tmp_path / "ray" / "submitted-models"
+    models = tmp_path / "ray-tune" / "submitted-models"
     encoder, model = models / f"{row['trial_id']}-pretrain", models / row["trial_id"]
-    _, meta = load_model(model)
-    assert meta.extra["pretrained"] == str(encoder) and (encoder / "model.json").is_file()
+    _, model_meta = load_model(model)
+    assert model_meta.extra["pretrained"] == str(encoder) and (encoder / "model.json").is_file()
     best = load_config(FinetuneConfig, tmp_path / "sweep" / "best.yaml")
     again = load_config(PretrainConfig, tmp_path / "sweep" / "best_pretrain.yaml")
     drawn = float(row["param.pretrain.augment.crop_scale_min"])  # stored as text
     assert 0.4 <= drawn <= 0.6 and again.augment.crop_scale_min == drawn
     assert best.pretrained == again.output
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'tune.db'}")
     exp = client.get_experiment_by_name("echoseek")
     (parent,) = client.search_runs([exp.experiment_id], "tags.job = 'tune'")
     children = client.search_runs(

@@ -58,6 +58,10 @@ def test_bad_shapes_name_the_field(space: dict[str, Any], message: str) -> None:
             r"epochs: 'many' is refused .*expected an integer",
         ),
         ({"loss.m": {"randint": [3, 6]}}, r"space\.loss\.m: 3 is refused .*multiple of loss\.m"),
+        (  # the base distance (sqeuclidean) has no p: draw the pair instead
+            {"loss.distance_params.p": {"grid": [1, 2]}},
+            r"space\.loss\.distance_params\.p: 1 is refused .*sqeuclidean takes no param",
+        ),
         ({"optim.lr": {"uniform": [-1.0, 0.1]}}, r"space\.optim\.lr: -1\.0 is refused"),
     ],
 )
@@ -69,10 +73,11 @@ def test_values_the_job_refuses_fail_before_any_trial(space: dict[str, Any], mes
 def test_a_good_space_becomes_tune_objects_and_trial_configs() -> None:
     from ray.tune.search.sample import Categorical, Float, Integer
 
+    pairs = [["cosine", {}], ["soart3_gamma", {"p": 1}], ["soart3_gamma", {"p": math.inf}]]
     space = parse_space(
         {
             "loss.distance": {"choice": ["cosine", "soart3_gamma"]},
-            "loss.distance_params.p": {"grid": [1, 2, ".inf"]},
+            "loss.distance,loss.distance_params": {"grid": pairs},
             "optim.lr": {"loguniform": [1e-4, 1e-2]},
             "loss.m": {"randint": [2, 5]},
             "augment.brightness,augment.contrast": {"quniform": [0.0, 0.8, 0.2]},
@@ -81,7 +86,11 @@ def test_a_good_space_becomes_tune_objects_and_trial_configs() -> None:
     check_space(space, build)
     tuned = to_tune(space)
     assert isinstance(tuned["loss.distance"], Categorical)
-    assert tuned["loss.distance_params.p"] == {"grid_search": [1, 2, ".inf"]}
+    grid = tuned["loss.distance,loss.distance_params"]["grid_search"]
+    assert all(isinstance(v, str) for v in grid)  # Optuna's categories must be scalars
+    spread = expand({"loss.distance,loss.distance_params": grid[2]})
+    assert spread == {"loss.distance": "soart3_gamma", "loss.distance_params": {"p": math.inf}}
+    assert build(spread).loss.distance_params == {"p": math.inf}
     assert isinstance(tuned["optim.lr"], Float) and isinstance(tuned["loss.m"], Integer)
     draw = {"optim.lr": 0.003, "augment.brightness,augment.contrast": 0.6, "loss.m": 4}
     cfg = build(draw)
@@ -96,7 +105,13 @@ def test_reproducible_config_reloads_as_the_job_config(tmp_path: Path) -> None:
 
     from echoseek.config import load_config
 
-    files = reproducible("finetune", BASE, {"loss.distance_params.p": math.inf, "optim.lr": 0.01})
+    drawn = to_tune(
+        parse_space(
+            {"loss.distance,loss.distance_params": {"grid": [["soart3_gamma", {"p": math.inf}]]}}
+        )
+    )["loss.distance,loss.distance_params"]
+    draw = {"loss.distance,loss.distance_params": drawn["grid_search"][0], "optim.lr": 0.01}
+    files = reproducible("finetune", BASE, draw)
     assert list(files) == ["best.yaml"]
     path = tmp_path / "best.yaml"
     path.write_text(yaml.safe_dump(files["best.yaml"], sort_keys=False))
@@ -159,3 +174,13 @@ def test_searches_cap_their_own_concurrency(tmp_path: Path) -> None:
     assert isinstance(tpe.searcher, OptunaSearch)
     basic = _search(sweep(tmp_path), 2)  # Tune ignores TuneConfig's cap for a passed-in search
     assert isinstance(basic, BasicVariantGenerator) and basic.max_concurrent == 2
+
+
+def test_the_metric_must_be_one_the_trials_report(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"metric: finetune trials .* do not report 'val_mapp'"):
+        prepare(sweep(tmp_path, metric="val_mapp"))
+    pre = {"job": "pretrain", "fixed": {}, "space": {"optim.base_lr": {"choice": [0.05]}}}
+    with pytest.raises(ConfigError, match=r"do not report 'val_map' .*rankme, collapse_std"):
+        prepare(sweep(tmp_path, **pre))  # no val= dataset: no retrieval metric
+    assert prepare(sweep(tmp_path, **pre, metric="rankme")).epochs >= 1
+    assert prepare(sweep(tmp_path, **{**pre, "fixed": {"val": str(tmp_path)}})).epochs >= 1

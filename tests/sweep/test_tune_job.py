@@ -4,6 +4,7 @@ results, best.yaml, registry, resume."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import yaml
 from echoseek.cli import main as cli
 from echoseek.config import load_config
 from echoseek.models import ModelMeta, build_model, save_model
+from echoseek.training.finetune import REPORTED as FINETUNE_REPORTED
 from echoseek.training.finetune import FinetuneConfig
 from tests.datasets import ingested_stack, random_stack
 
@@ -89,6 +91,11 @@ def test_sweep_runs_trials_records_them_and_resumes(
     assert all(len(r["history"]) == r["epochs"] <= 2 for r in ran)
     assert any(r["status"] == "finished" and r["epochs"] == 2 for r in ran)
     assert all(0.0 <= r["best"] <= 1.0 and r["rankme"] for r in ran)
+
+    # every metric a sweep may name (metric=) is really reported by a trial's epochs
+    done = next(r["trial_id"] for r in ran if r["status"] == "finished")
+    first = json.loads((tmp_path / "ray" / "t" / done / "result.json").read_text().splitlines()[0])
+    assert set(FINETUNE_REPORTED) <= set(first), set(FINETUNE_REPORTED) - set(first)
 
     best = load_config(FinetuneConfig, tmp_path / "sweep" / "best.yaml")
     top = max((r for r in ran if r["status"] == "finished"), key=lambda r: r["best"])
