@@ -93,7 +93,7 @@ def test_two_workers_survive_a_crash_export_track_and_resume(
         assert np.array_equal(registered.state_dict()[key].numpy(), value.numpy()), key
 
     # re-running the same name with more epochs resumes after epoch 1 instead of restarting
-    more = config(dataset, tmp_path, epochs=3, val="", overwrite="true")
+    more = config(dataset, tmp_path, epochs=3, val="", overwrite="true", **{"scale.num_workers": 1})
     assert cli(["pretrain", *more]) == 0
     last = sorted((tmp_path / "ray" / "t").glob("epoch-*"))[-1]
     assert json.loads((last / "state.json").read_text())["epoch"] == 2
