@@ -16,10 +16,7 @@ export RAY_TRAIN_ENABLE_PREEMPTION_WATCHER := 0
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q -c constraints.txt uv
-	# uv installs the pinned set in about a minute from its cache (pip: about 4; torch's CUDA
-	# wheels are large)
-	$(BIN)/uv pip install --python $(BIN)/python -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	@touch $@
 
 install: $(STAMP)
