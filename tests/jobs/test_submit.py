@@ -132,13 +132,13 @@ def finished(address: str, env: dict[str, str], job_ids: list[str]) -> dict[str,
         with urllib.request.urlopen(request, timeout=30) as answer:
             return dict(json.loads(answer.read()))
 
-    deadline, status = time.monotonic() + 900, {}
+    deadline, status = time.monotonic() + 1500, {}
     while time.monotonic() < deadline:
         status = {j: str(get(f"/api/jobs/{j}")["status"]) for j in job_ids}
         if all(s in ("SUCCEEDED", "FAILED", "STOPPED") for s in status.values()):
             return {j: f"{status[j]}\n{get(f'/api/jobs/{j}/logs')['logs']}" for j in job_ids}
         time.sleep(5)
-    raise AssertionError(f"jobs still running after 900 s: {status}")
+    raise AssertionError(f"jobs still running after 1500 s: {status}")
 
 
 def test_submitted_jobs_run_as_main_on_a_token_auth_cluster(
