@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,6 +152,9 @@ def load_model(
     refused, never executed. Missing, corrupt or mismatching files raise InputError naming
     the file.
     """
+    if is_mlflow_uri(str(path)):
+        with tempfile.TemporaryDirectory(prefix="echoseek-model-") as tmp:
+            return load_model(resolve_model_path(path, dst=tmp), device)
     directory = resolve_model_path(path)
     meta = read_meta(directory / META_FILE)
     model = build_model(meta)
