@@ -34,7 +34,7 @@ rejects a version whose files do not match, naming the file.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -224,19 +224,26 @@ def write_manifest(version_dir: str | Path, manifest: dict[str, Any]) -> None:
     write_json_atomic(Path(version_dir) / MANIFEST, manifest)
 
 
-def listed_files(manifest: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """Every ``(file, sha256)`` the manifest lists: trained index, shards, vectors, metadata."""
+def listed_files(
+    manifest: dict[str, Any], shards: Sequence[int] | None = None
+) -> Iterator[tuple[str, str]]:
+    """Every ``(file, sha256)`` the manifest lists: trained index, shards, vectors, metadata
+    (of the shard numbers ``shards`` only, when given)."""
     yield manifest["trained"]["file"], manifest["trained"]["sha256"]
-    for shard in manifest["shards"]:
+    listed = manifest["shards"]
+    for shard in listed if shards is None else [listed[i] for i in shards]:
         yield shard["file"], shard["sha256"]
         for part in ("vectors", "metadata"):
             yield shard[part]["file"], shard[part]["sha256"]
 
 
-def verify_files(version_dir: str | Path, manifest: dict[str, Any]) -> None:
-    """Check every listed file exists and matches its SHA-256; name the first that does not."""
+def verify_files(
+    version_dir: str | Path, manifest: dict[str, Any], shards: Sequence[int] | None = None
+) -> None:
+    """Check every listed file (of ``shards`` only, when given) exists and matches its
+    SHA-256; name the first that does not."""
     root = Path(version_dir)
-    for name, digest in listed_files(manifest):
+    for name, digest in listed_files(manifest, shards):
         path = contained(root, name, f"{root / MANIFEST} entry")
         if not path.is_file():
             raise InputError(f"{path}: file listed in {MANIFEST} is missing")

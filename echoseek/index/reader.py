@@ -24,6 +24,7 @@ and the float16 re-rank vectors (``np.load(mmap_mode="r")``).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -46,31 +47,58 @@ MIN_RERANK_DEPTH = 100
 PARALLEL_WORK = 200_000  # codes/vectors scanned per call above which shards run concurrently
 
 
-def open_index(path: str | Path, verify: bool = True) -> IndexReader:
-    """Open the version at ``path`` (a version dir, or an index root via ``LATEST``)."""
+def open_index(
+    path: str | Path, verify: bool = True, shards: Sequence[int] | None = None
+) -> IndexReader:
+    """Open the version at ``path`` (a version dir, or an index root via ``LATEST``).
+
+    ``shards`` (shard numbers of the manifest) opens only those shards: a reader that
+    searches, fetches and looks up the ids they hold (a service's shard searcher).
+    """
     version_dir = resolve_version_dir(path)
     manifest = read_manifest(version_dir)
+    numbers = check_shard_numbers(manifest, shards)
     if verify:
-        verify_files(version_dir, manifest)
-    return IndexReader(version_dir, manifest)
+        verify_files(version_dir, manifest, numbers)
+    return IndexReader(version_dir, manifest, numbers)
+
+
+def check_shard_numbers(manifest: dict[str, Any], shards: Sequence[int] | None) -> list[int]:
+    """``shards`` as a sorted list of distinct shard numbers of ``manifest`` (all when None)."""
+    total = len(manifest["shards"])
+    if shards is None:
+        return list(range(total))
+    numbers = sorted({int(i) for i in shards})
+    if not numbers or numbers[0] < 0 or numbers[-1] >= total:
+        raise InputError(
+            f"shards: expected shard numbers in 0..{total - 1} of index version "
+            f"{manifest['version']}, got {list(shards)}"
+        )
+    return numbers
 
 
 class IndexReader:
-    """Searches every shard of one published index version. Thread-safe for searching."""
+    """Searches every shard (or the shards numbered ``shards``) of one published index
+    version. Thread-safe for searching."""
 
-    def __init__(self, version_dir: Path, manifest: dict[str, Any]) -> None:
+    def __init__(
+        self, version_dir: Path, manifest: dict[str, Any], shards: Sequence[int] | None = None
+    ) -> None:
         self.path = Path(version_dir)
         self.manifest = manifest
         self.params = IndexParams.from_dict(manifest["params"])
-        shards = manifest["shards"]
-        self._shards = [self._shard_index(i, s) for i, s in enumerate(shards)]
+        self.shard_numbers = check_shard_numbers(manifest, shards)
+        listed = [(i, manifest["shards"][i]) for i in self.shard_numbers]
+        self._shards = [self._shard_index(i, s) for i, s in listed]
         # plain ndarray views of the memory maps (np.memmap's __getitem__ is slow per call)
-        self._vectors = [self._shard_vectors(i, s) for i, s in enumerate(shards)]
-        for i, s in enumerate(shards):
+        self._vectors = [self._shard_vectors(i, s) for i, s in listed]
+        for i, s in listed:
             self._check_metadata_ids(i, s)
-        self._id_starts = np.array([s["id_start"] for s in manifest["shards"]], dtype=np.int64)
-        self._counts = np.array([s["count"] for s in manifest["shards"]], dtype=np.int64)
-        self._tombstones = np.asarray(manifest.get("tombstones", []), dtype=np.int64)
+        self._listed = [s for _, s in listed]
+        self._id_starts = np.array([s["id_start"] for s in self._listed], dtype=np.int64)
+        self._counts = np.array([s["count"] for s in self._listed], dtype=np.int64)
+        tombstones = np.asarray(manifest.get("tombstones", []), dtype=np.int64)
+        self._tombstones = tombstones[self._holds(tombstones)]
         self._ivfs = [_extract_ivf(index) for index in self._shards]
         self._is_ivf = all(ivf is not None for ivf in self._ivfs) and bool(self._shards)
         trained = _read_index(self._file(manifest["trained"]["file"], "trained.file"))
@@ -99,8 +127,8 @@ class IndexReader:
 
     @property
     def ntotal(self) -> int:
-        """Vectors stored, tombstoned ones included."""
-        return int(self.manifest["ntotal"])
+        """Vectors stored in the opened shards, tombstoned ones included."""
+        return int(self._counts.sum())
 
     @property
     def live(self) -> int:
@@ -364,10 +392,16 @@ class IndexReader:
             raise EchoseekError(f"rerank_depth: must be a positive integer, got {depth!r}")
         return max(k, int(depth))
 
+    def _holds(self, ids: np.ndarray) -> np.ndarray:
+        """Which of ``ids`` lie in the opened shards' id ranges (a boolean mask)."""
+        shard = np.searchsorted(self._id_starts, ids, side="right") - 1
+        ok = shard >= 0
+        return ok & (ids - self._id_starts[np.maximum(shard, 0)] < self._counts[shard])
+
     def _locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids = np.asarray(ids, dtype=np.int64)
         shard = np.searchsorted(self._id_starts, ids, side="right") - 1
-        bad = (shard < 0) | (ids - self._id_starts[np.maximum(shard, 0)] >= self._counts[shard])
+        bad = ~self._holds(ids)
         if bad.any():
             raise InputError(f"id {int(ids[np.argmax(bad)])}: not in index version {self.version}")
         return shard, ids - self._id_starts[shard]
@@ -393,7 +427,7 @@ class IndexReader:
 
     def _metadata_table(self, shard: int) -> pa.Table:
         if shard not in self._metadata:
-            name = self.manifest["shards"][shard]["metadata"]["file"]
+            name = self._listed[shard]["metadata"]["file"]
             path = self._file(name, f"shards[{shard}].metadata.file")
             self._metadata[shard] = pq.read_table(path, memory_map=True)
         return self._metadata[shard]

@@ -218,3 +218,32 @@ def test_numpy_rerank_kernels_match_echoseek_distances(name: str) -> None:
     got = candidate_distances(q, refs, name)
     want = pairwise_rows(np.repeat(q, 7, axis=0), refs.reshape(28, 16), name).reshape(4, 7)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_shard_subsets_merge_to_the_whole_index(reader, index_root, queries) -> None:  # type: ignore[no-untyped-def]
+    """Readers of disjoint shard subsets (a service's shard searchers) each re-rank their own
+    best candidates: merged, they re-rank a superset of the full reader's candidates, so the
+    exact score at every rank is at least the full reader's. Each holds only its own ids."""
+    from echoseek.index.merge import merge_topk
+
+    parts = [open_index(index_root, shards=s) for s in ([0, 2], [1])]
+    try:
+        assert [p.shard_numbers for p in parts] == [[0, 2], [1]]
+        assert sum(p.ntotal for p in parts) == reader.ntotal
+        found = [p.search(queries, 10, nprobe=16, rerank=True) for p in parts]
+        scores, ids = merge_topk([f[0] for f in found], [f[1] for f in found], 10)
+        want_scores, want = reader.search(queries, 10, nprobe=16, rerank=True)
+        assert (scores >= want_scores - 1e-6).all()
+        assert (ids == want).mean() > 0.9  # mostly the same hits; some better ones found
+        plain = [p.search(queries, 10, nprobe=16, rerank=False) for p in parts]
+        _, plain_ids = merge_topk([f[0] for f in plain], [f[1] for f in plain], 10)
+        assert (plain_ids == reader.search(queries, 10, nprobe=16, rerank=False)[1]).all()
+        start = reader.manifest["shards"][1]["id_start"]
+        assert parts[1].lookup([start])[0]["internal_id"] == start
+        with pytest.raises(InputError, match="not in index version"):
+            parts[0].lookup([start])
+    finally:
+        for p in parts:
+            p.close()
+    with pytest.raises(InputError, match="shards: expected shard numbers in 0..2"):
+        open_index(index_root, shards=[3])

@@ -1,0 +1,50 @@
+"""The Serve application: ``serve run echoseek.service.app:build index=work/index``.
+
+:func:`build` is a Serve application builder: ``serve/*.yaml`` name it as ``import_path``
+and pass :class:`~echoseek.service.config.ServiceConfig` fields as ``args``. It composes one
+``ShardSearcher<g>`` deployment per shard group, the ``Embedder`` (when the index or config
+names a model) and the ``SearchIngress``, each overridable by name in the YAML's
+``deployments:`` (replicas, autoscaling, GPUs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ray.serve import Application
+
+from echoseek.config import from_dict
+from echoseek.service.auth import check_bind, load_tokens
+from echoseek.service.backend import model_spec
+from echoseek.service.config import ServiceConfig
+from echoseek.service.deployments import Embedder, SearchIngress, ShardSearcher
+from echoseek.service.versions import load_served
+
+
+def build(args: dict[str, Any]) -> Application:
+    """The application for ``args`` (ServiceConfig fields; ConfigError names a bad one)."""
+    cfg = args if isinstance(args, ServiceConfig) else from_dict(ServiceConfig, dict(args))
+    return compose(cfg)
+
+
+def compose(cfg: ServiceConfig) -> Application:
+    cfg.check()
+    check_bind(cfg.host, load_tokens(cfg.tokens_file))
+    served = load_served(cfg.index, cfg.version)  # refuse a corrupt first version here
+    cfg = dataclasses.replace(cfg, version=served.version)  # every deployment starts on it
+    groups = cfg.shard_groups or served.shard_count
+    searchers = [
+        ShardSearcher.options(name=f"ShardSearcher{g}", num_replicas=cfg.searcher_replicas)
+        .bind(cfg.index, g, groups, served.version)
+        for g in range(groups)
+    ]
+    spec = model_spec(cfg, served)
+    embedder = (
+        Embedder.options(num_replicas=cfg.embedder_replicas).bind(
+            spec, cfg.pixel_size, cfg.tracking_uri, served.dim, cfg.batch_size, cfg.batch_wait_ms
+        )
+        if spec
+        else None
+    )
+    return SearchIngress.bind(dataclasses.asdict(cfg), embedder, searchers, spec)

@@ -1,0 +1,287 @@
+"""The search service's logic, shared by the Ray Serve ingress and the in-process server.
+
+A :class:`Backend` answers the HTTP layer (:mod:`echoseek.service.http`): it checks queries,
+fans a search out to every shard group, merges their hits, and swaps index versions. Only how
+a shard group or the embedder is called differs: :class:`LocalBackend` calls them in this
+process (``echoseek serve local=true``, and the single-process peer in ``bench/``); the Serve
+ingress (:mod:`echoseek.service.deployments`) calls deployments through their handles.
+
+Every request reads ``self.served`` once, so it searches one version from start to end; a swap
+loads and verifies the new version, warms every group, and then replaces ``self.served`` in
+one assignment. A group that fails is retried once; if it fails again the request is answered
+503, or, when the request allows it (``partial``), marked partial with the missing shards.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from echoseek.errors import EchoseekError, InputError
+from echoseek.service.config import ServiceConfig
+from echoseek.service.images import QueryError
+from echoseek.service.metrics import ServiceMetrics
+from echoseek.service.searcher import ShardGroup, merge_hits
+from echoseek.service.thumbnails import Thumbnails
+from echoseek.service.versions import Served, check_replaceable, load_served
+
+log = logging.getLogger("echoseek.service")
+ATTEMPTS = 2  # a failed shard call is retried once (Serve routes it to a healthy replica)
+
+
+class Backend(abc.ABC):
+    """Search, lookup and swap over ``groups`` shard groups of the versions under the root."""
+
+    def __init__(self, cfg: ServiceConfig, groups: int) -> None:
+        cfg.check()
+        self.cfg = cfg
+        self.groups = groups
+        self.metrics = ServiceMetrics()
+        self.served: Served = load_served(cfg.index, cfg.version)
+        self.thumbnails = Thumbnails(cfg.dataset) if cfg.dataset else None
+        sha = self.served.manifest.get("dataset_sha256")
+        if self.thumbnails is not None and sha and self.thumbnails.sha256 != sha:
+            raise InputError(
+                f"dataset: {cfg.dataset} is not the dataset index version "
+                f"{self.served.version} was built from (sha256 differs)"
+            )
+        self._swap_lock = asyncio.Lock()
+
+    # --- what differs between Serve and in-process ------------------------------------------
+
+    @abc.abstractmethod
+    async def call_group(self, group: int, method: str, *args: Any) -> Any:
+        """Call ``ShardGroup.<method>(*args)`` on shard group ``group``."""
+
+    @abc.abstractmethod
+    async def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, dim) unit vectors of query images."""
+
+    @property
+    @abc.abstractmethod
+    def model(self) -> str:
+        """The query-image model's URI ("" when the service embeds no images)."""
+
+    @property
+    @abc.abstractmethod
+    def embed_dim(self) -> int | None:
+        """The embedder's dimension (None without one)."""
+
+    # --- shared logic -----------------------------------------------------------------------
+
+    def check_embedder(self) -> None:
+        if self.embed_dim is not None and self.embed_dim != self.served.dim:
+            raise InputError(
+                f"model: {self.model} embeds into {self.embed_dim} dimensions but index "
+                f"version {self.served.version} has dim {self.served.dim}"
+            )
+
+    def index_document(self) -> dict[str, Any]:
+        return self.served.document(self.model)
+
+    async def search(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        nprobe: int | None = None,
+        rerank: str | bool | None = None,
+        partial: bool = False,
+        from_images: bool = False,
+    ) -> dict[str, Any]:
+        """Top-``k`` hits per query vector: ``{"results", "index_version", "model",
+        "partial", "missing_shards"}``."""
+        served = self.served
+        q = check_vectors(vectors, served.dim)
+        check_options(k, nprobe, rerank, self.cfg.limits.max_k)
+        calls = [
+            self._ask(g, "search", served.version, q, k, nprobe, rerank)
+            for g in range(self.groups)
+        ]
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        for a in answers:
+            if isinstance(a, EchoseekError):  # the query itself (every group says the same)
+                raise QueryError(str(a)) from None
+        failed = [g for g, a in enumerate(answers) if isinstance(a, BaseException)]
+        for g in failed:
+            log.warning("shard group %d failed: %s", g, _first_line(answers[g]))
+        if failed and not partial:
+            raise QueryError(
+                f"shard groups {failed} of index version {served.version} cannot answer; "
+                "retry, or allow a partial result with partial=true",
+                503,
+                "unavailable",
+            )
+        parts = [a for a in answers if not isinstance(a, BaseException)]
+        return {
+            "results": merge_hits(parts, k),
+            "index_version": served.version,
+            "model": self.model if from_images else served.manifest.get("model_uri") or "",
+            "partial": bool(failed),
+            "missing_shards": [
+                s for s in range(served.shard_count) if s % self.groups in set(failed)
+            ],
+        }
+
+    async def item(self, internal_id: int) -> dict[str, Any]:
+        """Metadata of one stored item by its internal id (404 when there is none)."""
+        served = self.served
+        shard = served.shard_of(internal_id)
+        tombstoned = internal_id in set(served.manifest.get("tombstones") or [])
+        if shard is None or tombstoned:
+            raise QueryError(
+                f"id {internal_id}: not in index version {served.version}", 404, "not_found"
+            )
+        found = await self._ask(shard % self.groups, "lookup", served.version, internal_id)
+        return {**found, "index_version": served.version}
+
+    async def thumbnail(self, internal_id: int) -> bytes:
+        if self.thumbnails is None:
+            raise QueryError("thumbnails: this service has no dataset configured", 404, "not_found")
+        item = await self.item(internal_id)
+        try:
+            return await asyncio.to_thread(self.thumbnails.png, str(item["item"]))
+        except InputError as exc:
+            raise QueryError(str(exc), 404, "not_found") from None
+
+    async def swap(self, version: str) -> dict[str, Any]:
+        """Serve ``version`` from now on, once it is verified and every group has opened it;
+        a refused version changes nothing (the error says why)."""
+        async with self._swap_lock:
+            try:
+                new = await asyncio.to_thread(load_served, self.cfg.index, version)
+                check_replaceable(self.served, new, self.embed_dim)
+            except QueryError:
+                raise
+            except EchoseekError as exc:
+                raise QueryError(f"refused, still serving {self.served.version}: {exc}", 409,
+                                 "refused") from None  # fmt: skip
+            await asyncio.gather(*(self._ask(g, "load", new.version) for g in range(self.groups)))
+            old, self.served = self.served, new
+            log.info("index version %s -> %s", old.version, new.version)
+        return self.index_document()
+
+    def ready(self) -> bool:
+        return self.served is not None
+
+    async def _ask(self, group: int, method: str, *args: Any) -> Any:
+        """One shard-group call with a timeout, retried once, timed per group."""
+        for attempt in range(ATTEMPTS):
+            start = time.perf_counter()
+            try:
+                result = await asyncio.wait_for(
+                    self.call_group(group, method, *args), self.cfg.shard_timeout_s
+                )
+            except EchoseekError as exc:
+                if isinstance(exc, InputError) and method == "lookup":
+                    raise QueryError(str(exc), 404, "not_found") from None
+                raise
+            except Exception:
+                self.metrics.shard_failures.labels(str(group)).inc()
+                if attempt + 1 == ATTEMPTS:
+                    raise
+                await asyncio.sleep(0.05)
+                continue
+            self.metrics.shard_latency.labels(str(group)).observe(time.perf_counter() - start)
+            return result
+        raise AssertionError("unreachable")
+
+
+class LocalBackend(Backend):
+    """Every shard group and the embedder in this process (no Ray)."""
+
+    def __init__(self, cfg: ServiceConfig, groups: int = 1) -> None:
+        super().__init__(cfg, groups)
+        self._groups = [ShardGroup(cfg.index, g, groups) for g in range(groups)]
+        for g in self._groups:
+            g.load(self.served.version)
+        self._embedder = make_embedder(cfg, self.served)
+        self.check_embedder()
+
+    async def call_group(self, group: int, method: str, *args: Any) -> Any:
+        return await asyncio.to_thread(getattr(self._groups[group], method), *args)
+
+    async def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        if self._embedder is None:
+            raise no_model_error()
+        return await asyncio.to_thread(self._embedder, list(images))
+
+    @property
+    def model(self) -> str:
+        return "" if self._embedder is None else str(self._embedder.uri)
+
+    @property
+    def embed_dim(self) -> int | None:
+        return None if self._embedder is None else int(self._embedder.dim)
+
+
+def model_spec(cfg: ServiceConfig, served: Served) -> str:
+    """The model query images are embedded with: ``cfg.model``, else the index's own."""
+    return cfg.model or str(served.manifest.get("model_uri") or "")
+
+
+def make_embedder(cfg: ServiceConfig, served: Served) -> Any:
+    """The embedder of :func:`model_spec` (None when neither names one)."""
+    from echoseek.embedding import build_embedder
+
+    spec = model_spec(cfg, served)
+    if not spec:
+        return None
+    return build_embedder(spec, cfg.pixel_size, tracking=cfg.tracking_uri)
+
+
+def no_model_error() -> QueryError:
+    return QueryError(
+        "image: this service has no query-image model (the index records none and no "
+        "model is configured); query by vector",
+        400,
+        "no_model",
+    )
+
+
+def check_vectors(vectors: Any, dim: int) -> np.ndarray:
+    """A (Q, dim) finite float32 array, or a 400 naming what is wrong."""
+    try:
+        with np.errstate(over="ignore"):  # too large for float32: inf, refused below
+            q = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise QueryError("vector: expected a list of numbers") from None
+    if q.ndim == 1:
+        q = q[None, :]
+    if q.ndim != 2 or q.shape[1] != dim or q.shape[0] == 0:
+        got = q.shape[-1] if q.ndim else 0
+        raise QueryError(f"vector: expected {dim} numbers, got {got}")
+    if not np.isfinite(q).all():
+        raise QueryError("vector: contains NaN or infinite values (or values too large)")
+    if not (np.abs(q).sum(axis=1) > 0).all():
+        raise QueryError("vector: is all zeros")
+    return q
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_options(k: Any, nprobe: Any, rerank: Any, max_k: int) -> None:
+    """``k`` in 1..max_k, ``nprobe`` a positive int or None, ``rerank`` None, a bool or a
+    distance name; a 400 naming the field otherwise."""
+    from echoseek.distances import resolve_params
+
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k:
+        raise QueryError(f"k: must be an integer in 1..{max_k}, got {k!r}")
+    if nprobe is not None and (isinstance(nprobe, bool) or not isinstance(nprobe, int)
+                               or nprobe < 1):  # fmt: skip
+        raise QueryError(f"nprobe: must be a positive integer or null, got {nprobe!r}")
+    if isinstance(rerank, str):
+        try:
+            resolve_params(rerank)
+        except EchoseekError as exc:
+            raise QueryError(f"rerank: {exc}") from None
+    elif rerank is not None and not isinstance(rerank, bool):
+        raise QueryError(f"rerank: expected a distance name, true, false or null, got {rerank!r}")

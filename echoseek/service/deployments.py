@@ -1,0 +1,145 @@
+"""The Ray Serve deployments: query-image embedder, shard searchers, and the HTTP ingress.
+
+``Embedder`` batches concurrent query images (``@serve.batch``) through the model's own eval
+transform (GPU and AMP when the replica has a GPU). ``ShardSearcher`` holds one
+:class:`~echoseek.service.searcher.ShardGroup` (memory-mapped shards of the versions it is
+asked for); each group is its own deployment, so replicas and autoscaling are set per group.
+``SearchIngress`` is the FastAPI app of :mod:`echoseek.service.http` over a
+:class:`~echoseek.service.backend.Backend` whose calls go through deployment handles.
+
+Swaps: ``reconfigure`` of the ingress (a ``serve deploy`` with a changed ``user_config:
+{version: ...}``) and ``POST /v1/admin/index`` both verify the new version, warm every group,
+then switch; the embedder's ``reconfigure({model: ...})`` loads a new model before switching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from echoseek.config import from_dict
+from echoseek.errors import InputError
+from echoseek.service.auth import load_tokens
+from echoseek.service.backend import Backend, no_model_error
+from echoseek.service.config import ServiceConfig
+from echoseek.service.searcher import ShardGroup
+from echoseek.service.versions import load_served
+
+LIGHT = {"num_cpus": 0.1}  # a replica's reservation on CPU machines (serve/*.yaml override it)
+
+
+def quiet_replica() -> None:
+    from echoseek.ray_session import quiet_worker
+
+    quiet_worker()
+
+
+@serve.deployment(ray_actor_options=LIGHT, max_ongoing_requests=64)
+class ShardSearcher:
+    """Shards ``i % groups == group`` of the versions under ``root``."""
+
+    def __init__(self, root: str, group: int, groups: int, version: str) -> None:
+        quiet_replica()
+        self.group = ShardGroup(root, group, groups)
+        self.group.load(version)
+
+    def search(self, version: str, queries: np.ndarray, k: int, nprobe: int | None,
+               rerank: str | bool | None) -> Any:  # fmt: skip
+        return self.group.search(version, queries, k, nprobe, rerank)
+
+    def lookup(self, version: str, internal_id: int) -> dict[str, Any]:
+        return self.group.lookup(version, internal_id)
+
+    def load(self, version: str) -> list[int]:
+        return self.group.load(version)
+
+
+@serve.deployment(ray_actor_options=LIGHT, max_ongoing_requests=64)
+class Embedder:
+    """Query images -> unit vectors with one model, ``batch_size`` images per model call."""
+
+    def __init__(self, spec: str, pixel_size: int, tracking: str, dim: int, batch_size: int,
+                 batch_wait_ms: float) -> None:  # fmt: skip
+        quiet_replica()
+        self.pixel_size, self.tracking, self.dim = pixel_size, tracking, dim
+        self.embedder = self._load(spec)
+        self.embed.set_max_batch_size(batch_size)  # type: ignore[attr-defined]
+        self.embed.set_batch_wait_timeout_s(batch_wait_ms / 1000)  # type: ignore[attr-defined]
+
+    def _load(self, spec: str) -> Any:
+        from echoseek.embedding import build_embedder
+
+        embedder = build_embedder(spec, self.pixel_size, tracking=self.tracking)
+        if embedder.dim != self.dim:
+            raise InputError(f"model: {spec} embeds into {embedder.dim} dimensions, "
+                             f"the index has {self.dim}")  # fmt: skip
+        return embedder
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def embed(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        return list(await asyncio.to_thread(self.embedder, images))
+
+    def uri(self) -> str:
+        return str(self.embedder.uri)
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """``{model: URI}``: load and check the new model, then switch to it."""
+        spec = (user_config or {}).get("model")
+        if spec and spec != self.embedder.uri:
+            self.embedder = await asyncio.to_thread(self._load, str(spec))
+
+
+@serve.deployment(ray_actor_options=LIGHT, max_ongoing_requests=256)
+@serve.ingress()
+class SearchIngress(Backend):
+    """The HTTP API over shard-group and embedder handles."""
+
+    def __init__(self, cfg: dict[str, Any], embedder: DeploymentHandle | None,
+                 groups: list[DeploymentHandle], model: str) -> None:  # fmt: skip
+        quiet_replica()
+        config = from_dict(ServiceConfig, cfg)
+        super().__init__(config, len(groups))
+        self._handles, self._embedder, self._model = groups, embedder, model
+        self.tokens = load_tokens(config.tokens_file)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        from echoseek.service.http import create_app
+
+        return create_app(self, self.tokens)
+
+    async def call_group(self, group: int, method: str, *args: Any) -> Any:
+        return await getattr(self._handles[group], method).remote(*args)
+
+    async def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        if self._embedder is None:
+            raise no_model_error()
+        vectors = await asyncio.gather(*(self._embedder.embed.remote(i) for i in images))
+        return np.stack(vectors)
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @property
+    def embed_dim(self) -> int | None:
+        return None  # the Embedder checks its dim against the index when it starts
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """``{version: ID | latest}`` from a ``serve deploy``: swap to it (a refused
+        version leaves the served one and fails the deploy with the reason)."""
+        version = (user_config or {}).get("version")
+        if version and version != self.served.version:
+            await self.swap(str(version))
+
+
+def group_version(root: str, version: str) -> str:
+    """The concrete version id every deployment starts with (``latest`` resolved once)."""
+    return load_served(root, version, verify=False).version
+
+
+__all__ = ["Embedder", "SearchIngress", "ShardSearcher", "group_version", "ShardGroup"]

@@ -1,0 +1,118 @@
+"""A shard group: the shards ``i`` with ``i % groups == group`` of whichever version is asked.
+
+Each shard searcher deployment (and the in-process service) holds one :class:`ShardGroup`.
+Requests name the version they search, so one request never mixes versions while a swap is
+under way: a group opens a version the first time it is asked for it (memory-mapped, its own
+files checksummed) and keeps the ``keep`` most recently used. Taking shards by modulo keeps
+the grouping valid when ``index add`` appends shards to a new version.
+
+A group re-ranks its own best candidates exactly (``IndexReader.search``), so the ingress
+merges exact scores: a superset of the candidates one reader of all shards would re-rank.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from echoseek.index.manifest import read_manifest
+from echoseek.index.merge import MISSING_ID
+from echoseek.index.reader import IndexReader, open_index
+from echoseek.service.versions import version_dir
+
+Hits = list[list[dict[str, Any]]]  # per query: {"id", "item", "score", "label", ...}
+
+
+class ShardGroup:
+    """Shards ``group, group + groups, ...`` of the versions under ``root``."""
+
+    def __init__(self, root: str | Path, group: int = 0, groups: int = 1, keep: int = 2) -> None:
+        if not 0 <= group < groups:
+            raise ValueError(f"group {group} is not in 0..{groups - 1}")
+        self.root, self.group, self.groups, self.keep = Path(root), group, groups, keep
+        self._readers: OrderedDict[str, IndexReader | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def shards_of(self, manifest: dict[str, Any]) -> list[int]:
+        return [i for i in range(len(manifest["shards"])) if i % self.groups == self.group]
+
+    def reader(self, version: str) -> IndexReader | None:
+        """This group's reader of ``version`` (None when the version has no shard for it)."""
+        with self._lock:
+            if version in self._readers:
+                self._readers.move_to_end(version)
+                return self._readers[version]
+            path = version_dir(self.root, version)
+            mine = self.shards_of(read_manifest(path))
+            reader = open_index(path, verify=True, shards=mine) if mine else None
+            self._readers[version] = reader
+            while len(self._readers) > self.keep:
+                _, old = self._readers.popitem(last=False)
+                if old is not None:
+                    old.close()  # in-flight searches keep their own reference
+            return reader
+
+    def load(self, version: str) -> list[int]:
+        """Open ``version`` now (a swap warms every group before switching); its shards."""
+        reader = self.reader(version)
+        return [] if reader is None else reader.shard_numbers
+
+    def search(
+        self,
+        version: str,
+        queries: np.ndarray,
+        k: int,
+        nprobe: int | None,
+        rerank: str | bool | None,
+    ) -> Hits:
+        """Top-``k`` hits of this group's shards for each query, with their metadata."""
+        reader = self.reader(version)
+        if reader is None:
+            return [[] for _ in range(len(queries))]
+        scores, ids = reader.search(queries, k, nprobe=nprobe, rerank=rerank)
+        found = ids[ids != MISSING_ID]
+        meta = {int(r["internal_id"]): r for r in reader.lookup(np.unique(found))}
+        return [
+            [hit(meta[int(i)], float(s)) for s, i in zip(row_s, row_i, strict=True) if i >= 0]
+            for row_s, row_i in zip(scores, ids, strict=True)
+        ]
+
+    def lookup(self, version: str, internal_id: int) -> dict[str, Any]:
+        """The metadata of one id held by this group (InputError when it holds none)."""
+        reader = self.reader(version)
+        if reader is None:
+            from echoseek.errors import InputError
+
+            raise InputError(f"id {internal_id}: not in index version {version}")
+        return hit(reader.lookup([internal_id])[0], None)
+
+
+def hit(meta: dict[str, Any], score: float | None) -> dict[str, Any]:
+    """One result as the HTTP API returns it: internal ``id``, dataset ``item`` id, ``score``,
+    ``label``, ``source``, ``frame_index``."""
+    out = {
+        "id": int(meta["internal_id"]),
+        "item": meta.get("id"),
+        "label": meta.get("label"),
+        "source": meta.get("source"),
+        "frame_index": meta.get("frame_index"),
+    }
+    if score is not None:
+        out["score"] = score
+    return out
+
+
+def merge_hits(parts: list[Hits], k: int) -> Hits:
+    """The global top-``k`` of per-group hit lists (score descending, then id ascending, as
+    :func:`echoseek.index.merge.merge_topk` orders)."""
+    queries = len(parts[0]) if parts else 0
+    out = []
+    for q in range(queries):
+        row = [h for part in parts for h in part[q]]
+        row.sort(key=lambda h: (-h["score"], h["id"]))
+        out.append(row[:k])
+    return out

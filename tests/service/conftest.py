@@ -1,0 +1,65 @@
+"""A small searchable corpus for the service tests: a labelled dataset of 60 frames, its raw
+pixel vectors (8×8, the model ``pixels``), and a 2-shard index of them (built without Ray)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from echoseek.baseline import pixel_embed
+from echoseek.data.dataset import decode_png, iter_batches, read_descriptor
+from echoseek.data.vectors import write_vectors
+from echoseek.index import build_index, choose_params
+from tests.datasets import ingested_stack, random_stack
+
+PIXELS = 8
+FRAMES = 60
+
+
+@pytest.fixture(scope="session")
+def service_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("service")
+    return ingested_stack(tmp, random_stack(24, 20, FRAMES, seed=3), FRAMES, shard_size=25)
+
+
+def pixel_vectors(dataset: Path, out: Path) -> Path:
+    rows = [r for b in iter_batches(dataset) for r in b.to_pylist()]
+    vectors = pixel_embed([decode_png(r["image"]) for r in rows], PIXELS)
+    meta = {"label": [r["label"] for r in rows], "frame_index": [r["frame_index"] for r in rows],
+            "source": [r["source"] for r in rows]}  # fmt: skip
+    sha = read_descriptor(dataset)["sha256"]
+    write_vectors(out, [([r["id"] for r in rows], vectors, meta)], dim=PIXELS * PIXELS,
+                  model_uri="pixels", extra={"dataset_sha256": sha})  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="session")
+def service_index(service_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An index root with one published 2-shard IVF version of the pixel vectors."""
+    tmp = tmp_path_factory.mktemp("service_index")
+    vectors = pixel_vectors(service_dataset, tmp / "vectors")
+    params = choose_params(FRAMES, PIXELS * PIXELS, nlist=4, train_size=FRAMES)
+    build_index(vectors, tmp / "index", params, num_shards=2, use_ray=False)
+    return tmp / "index"
+
+
+@pytest.fixture
+def index_root_copy(service_index: Path, tmp_path: Path) -> Path:
+    """A private copy for tests that publish or corrupt versions."""
+    shutil.copytree(service_index, tmp_path / "index")
+    return tmp_path / "index"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def frame(dataset: Path, index: int) -> np.ndarray:
+    rows = [r for b in iter_batches(dataset) for r in b.to_pylist()]
+    return decode_png(rows[index]["image"])
