@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_TRAIN_ENABLE_PREEMPTION_WATCHER := 0
 
-.PHONY: install demo test test-fast lint format bench lock clean
+.PHONY: install browser demo test test-fast lint format bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,10 +21,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Headless Chromium and its WebDriver, for the web page's test (Debian packages; needs root).
+CHROMEDRIVER := /usr/bin/chromedriver
+$(CHROMEDRIVER):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
+	apt-get clean
+
+browser: $(CHROMEDRIVER)
+
 demo: $(STAMP)
 	$(BIN)/echoseek demo work_dir=$(WORK)/demo
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMEDRIVER)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

@@ -10,6 +10,7 @@ names a model) and the ``SearchIngress``, each overridable by name in the YAML's
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from ray.serve import Application
@@ -29,6 +30,8 @@ def build(args: dict[str, Any]) -> Application:
 
 
 def compose(cfg: ServiceConfig) -> Application:
+    """The application for ``cfg``: its first version is checked here (the caller's process)."""
+    cfg = absolute_paths(cfg)
     cfg.check()
     check_bind(cfg.host, load_tokens(cfg.tokens_file))
     served = load_served(cfg.index, cfg.version)  # refuse a corrupt first version here
@@ -39,7 +42,7 @@ def compose(cfg: ServiceConfig) -> Application:
         .bind(cfg.index, g, groups, served.version)
         for g in range(groups)
     ]
-    spec = model_spec(cfg, served)
+    spec = local_absolute(model_spec(cfg, served))
     embedder = (
         Embedder.options(num_replicas=cfg.embedder_replicas).bind(
             spec, cfg.pixel_size, cfg.tracking_uri, served.dim, cfg.batch_size, cfg.batch_wait_ms
@@ -48,3 +51,16 @@ def compose(cfg: ServiceConfig) -> Application:
         else None
     )
     return SearchIngress.bind(dataclasses.asdict(cfg), embedder, searchers, spec)
+
+
+def local_absolute(path: str) -> str:
+    """``path`` made absolute when it is a local path (replicas may run elsewhere)."""
+    if not path or path == "pixels" or "://" in path or path.startswith(("models:/", "runs:/")):
+        return path
+    return str(Path(path).resolve())
+
+
+def absolute_paths(cfg: ServiceConfig) -> ServiceConfig:
+    """``cfg`` with its local paths (index, dataset, tokens file, model) made absolute."""
+    fields = ("index", "dataset", "tokens_file", "model")
+    return dataclasses.replace(cfg, **{f: local_absolute(getattr(cfg, f)) for f in fields})

@@ -8,7 +8,7 @@ ingress (:mod:`echoseek.service.deployments`) calls deployments through their ha
 
 Every request reads ``self.served`` once, so it searches one version from start to end; a swap
 loads and verifies the new version, warms every group, and then replaces ``self.served`` in
-one assignment. A group that fails is retried once; if it fails again the request is answered
+one assignment. A group that fails is tried up to three times; if it still fails the request is answered
 503, or, when the request allows it (``partial``), marked partial with the missing shards.
 """
 
@@ -32,7 +32,7 @@ from echoseek.service.thumbnails import Thumbnails
 from echoseek.service.versions import Served, check_replaceable, load_served
 
 log = logging.getLogger("echoseek.service")
-ATTEMPTS = 2  # a failed shard call is retried once (Serve routes it to a healthy replica)
+ATTEMPTS = 3  # a failed shard call is retried (Serve routes it to a healthy replica)
 
 
 class Backend(abc.ABC):
@@ -128,17 +128,32 @@ class Backend(abc.ABC):
             ],
         }
 
-    async def item(self, internal_id: int) -> dict[str, Any]:
-        """Metadata of one stored item by its internal id (404 when there is none)."""
-        served = self.served
+    def group_of(self, served: Served, internal_id: int) -> int:
+        """The shard group holding a live ``internal_id`` (404 when none does)."""
         shard = served.shard_of(internal_id)
         tombstoned = internal_id in set(served.manifest.get("tombstones") or [])
         if shard is None or tombstoned:
             raise QueryError(
                 f"id {internal_id}: not in index version {served.version}", 404, "not_found"
             )
-        found = await self._ask(shard % self.groups, "lookup", served.version, internal_id)
+        return shard % self.groups
+
+    async def item(self, internal_id: int) -> dict[str, Any]:
+        """Metadata of one stored item by its internal id (404 when there is none)."""
+        served = self.served
+        group = self.group_of(served, internal_id)
+        found = await self._ask(group, "lookup", served.version, internal_id)
         return {**found, "index_version": served.version}
+
+    async def stored_vectors(self, ids: Sequence[int]) -> np.ndarray:
+        """The stored vectors of corpus items (queries "more like this item")."""
+        served = self.served
+        groups = [self.group_of(served, i) for i in ids]
+        out = np.zeros((len(ids), served.dim), dtype=np.float32)
+        for g in sorted(set(groups)):
+            rows = [j for j, h in enumerate(groups) if h == g]
+            out[rows] = await self._ask(g, "vectors", served.version, [ids[j] for j in rows])
+        return out
 
     async def thumbnail(self, internal_id: int) -> bytes:
         if self.thumbnails is None:
@@ -170,7 +185,7 @@ class Backend(abc.ABC):
         return self.served is not None
 
     async def _ask(self, group: int, method: str, *args: Any) -> Any:
-        """One shard-group call with a timeout, retried once, timed per group."""
+        """One shard-group call with a timeout, tried up to ATTEMPTS times, timed per group."""
         for attempt in range(ATTEMPTS):
             start = time.perf_counter()
             try:
@@ -178,7 +193,7 @@ class Backend(abc.ABC):
                     self.call_group(group, method, *args), self.cfg.shard_timeout_s
                 )
             except EchoseekError as exc:
-                if isinstance(exc, InputError) and method == "lookup":
+                if isinstance(exc, InputError) and method in ("lookup", "vectors"):
                     raise QueryError(str(exc), 404, "not_found") from None
                 raise
             except Exception:

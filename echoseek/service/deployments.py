@@ -28,7 +28,6 @@ from echoseek.service.auth import load_tokens
 from echoseek.service.backend import Backend, no_model_error
 from echoseek.service.config import ServiceConfig
 from echoseek.service.searcher import ShardGroup
-from echoseek.service.versions import load_served
 
 LIGHT = {"num_cpus": 0.1}  # a replica's reservation on CPU machines (serve/*.yaml override it)
 
@@ -54,6 +53,9 @@ class ShardSearcher:
 
     def lookup(self, version: str, internal_id: int) -> dict[str, Any]:
         return self.group.lookup(version, internal_id)
+
+    def vectors(self, version: str, ids: list[int]) -> np.ndarray:
+        return self.group.vectors(version, ids)
 
     def load(self, version: str) -> list[int]:
         return self.group.load(version)
@@ -135,11 +137,3 @@ class SearchIngress(Backend):
         version = (user_config or {}).get("version")
         if version and version != self.served.version:
             await self.swap(str(version))
-
-
-def group_version(root: str, version: str) -> str:
-    """The concrete version id every deployment starts with (``latest`` resolved once)."""
-    return load_served(root, version, verify=False).version
-
-
-__all__ = ["Embedder", "SearchIngress", "ShardSearcher", "group_version", "ShardGroup"]

@@ -34,11 +34,12 @@ CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_fo
 
 
 class Query_(BaseModel):
-    """One query: a vector, or a base64 PNG/JPEG image."""
+    """One query: a vector, a base64 PNG/JPEG image, or the id of a stored item."""
 
     model_config = ConfigDict(extra="forbid")
     vector: list[float] | None = None
     image: str | None = None
+    id: StrictInt | None = None  # "more like this stored item"
 
 
 class SearchBody(Query_):
@@ -122,12 +123,15 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
             raise QueryError(f"queries: at most {limits.max_batch} per batch, got {len(queries)}")
         images: dict[int, np.ndarray] = {}
         vectors: dict[int, list[float]] = {}
+        items: dict[int, int] = {}
         for i, q in enumerate(queries):
-            if (q.vector is None) == (q.image is None):
-                raise QueryError(f"queries[{i}]: give exactly one of 'vector' or 'image'")
+            if sum(x is not None for x in (q.vector, q.image, q.id)) != 1:
+                raise QueryError(f"queries[{i}]: give exactly one of 'vector', 'image' or 'id'")
             if q.image is not None:
                 data = decode_base64(q.image, limits.max_body_bytes)
                 images[i] = decode_image(data, limits.max_image_pixels)
+            elif q.id is not None:
+                items[i] = q.id
             else:
                 vectors[i] = q.vector or []
         dim = backend.served.dim
@@ -137,9 +141,10 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
                 raise QueryError(f"queries[{i}].vector: expected {dim} numbers, got {len(v)}")
             with np.errstate(over="ignore"):  # too large for float32: inf, refused below
                 out[i] = np.asarray(v, dtype=np.float32)
+        if items:
+            out[list(items)] = await backend.stored_vectors(list(items.values()))
         if images:
-            embedded = await backend.embed(list(images.values()))
-            out[list(images)] = embedded
+            out[list(images)] = await backend.embed(list(images.values()))
         return out, bool(images)
 
     async def answer(vectors: np.ndarray, from_images: bool, k: int, nprobe: int | None,
@@ -156,7 +161,8 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
     @app.post("/v1/search", dependencies=search_scope)
     async def search(body: SearchBody) -> dict[str, Any]:
         """Top-k of one query (a vector, or a base64 PNG/JPEG image)."""
-        vectors, from_images = await vectors_of([Query_(vector=body.vector, image=body.image)])
+        one = Query_(vector=body.vector, image=body.image, id=body.id)
+        vectors, from_images = await vectors_of([one])
         return await answer(vectors, from_images, body.k, body.nprobe, body.rerank,
                             body.partial, single=True)  # fmt: skip
 

@@ -81,6 +81,16 @@ class ShardGroup:
             for row_s, row_i in zip(scores, ids, strict=True)
         ]
 
+    def vectors(self, version: str, ids: list[int]) -> np.ndarray:
+        """The stored vectors of ids held by this group (a query by a corpus item)."""
+        reader = self.reader(version)
+        if reader is None:
+            from echoseek.errors import InputError
+
+            raise InputError(f"id {ids[0]}: not in index version {version}")
+        reader.resolve_ids(ids)  # InputError for an id this group does not hold
+        return reader.fetch_vectors(np.asarray(ids, dtype=np.int64))
+
     def lookup(self, version: str, internal_id: int) -> dict[str, Any]:
         """The metadata of one id held by this group (InputError when it holds none)."""
         reader = self.reader(version)

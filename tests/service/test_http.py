@@ -107,6 +107,15 @@ def test_image_query_finds_its_own_frame_with_metadata(client, service_dataset, 
     assert [h["id"] for h in by_vec["results"]] == [h["id"] for h in body["results"]]
 
 
+def test_query_by_a_stored_item(client) -> None:  # type: ignore[no-untyped-def]
+    found = client.post("/v1/search", json={"id": 33, "k": 3}).json()
+    assert found["results"][0]["id"] == 33
+    assert found["results"][0]["score"] == pytest.approx(1.0, abs=1e-3)  # float16 stored
+    batch = client.post("/v1/search/batch", json={"queries": [{"id": 40}, {"id": 2}], "k": 1})
+    assert [row[0]["id"] for row in batch.json()["results"]] == [40, 2]
+    assert_error(client.post("/v1/search", json={"id": 60}), 404, "not in index version")
+
+
 def test_results_equal_the_library_reader(client, service_index) -> None:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(0)
     q = rng.normal(size=(3, PIXELS * PIXELS)).astype(np.float32)
@@ -157,8 +166,8 @@ BAD_BODIES = [
     ({"vector": [1.0] * 64, "k": True}, 422, "k"),
     ({"vector": [1.0] * 64, "nprobe": 0}, 400, "nprobe"),
     ({"vector": [1.0] * 64, "rerank": "chebyshev"}, 400, "unknown name 'chebyshev'"),
-    ({"vector": [1.0] * 64, "image": "aGk="}, 400, "exactly one"),
-    ({}, 400, "exactly one"),
+    ({"vector": [1.0] * 64, "image": "aGk="}, 400, "exactly one of"),
+    ({}, 400, "exactly one of"),
     ({"vector": [1.0] * 64, "color": "red"}, 422, "color"),
     ({"image": "not base64!"}, 400, "not valid base64"),
     ({"image": base64.b64encode(b"GIF89a" + b"\0" * 30).decode()}, 400, "not a PNG or JPEG"),
@@ -261,7 +270,7 @@ def test_a_group_that_cannot_answer_is_503_or_marked_partial(service_index) -> N
             with open_index(service_index) as reader:
                 held = reader.manifest["shards"][0]["count"]
             assert len(part["results"]) == held  # only shard 0's items, never silently
-        assert backend.metrics.shard_failures.labels("1")._value.get() == 4  # 2 tries each
+        assert backend.metrics.shard_failures.labels("1")._value.get() == 6  # 3 tries each
     finally:
         running.stop()
 

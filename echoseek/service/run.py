@@ -1,0 +1,166 @@
+"""Start the search service and wait until it answers: on Ray Serve, or in this process.
+
+:func:`start_service` is what ``echoseek serve`` and the demo call; it returns a
+:class:`Running` service (its URL and a ``stop``) once ``/readyz`` answers 200.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from echoseek.errors import EchoseekError
+from echoseek.service.auth import check_bind, load_tokens
+from echoseek.service.config import ServiceConfig
+
+APP_NAME = "echoseek"
+READY_TIMEOUT_S = 300.0
+
+
+@dataclass
+class Running:
+    """A started service: where it answers and how to stop it."""
+
+    url: str
+    stop: Callable[[], None]
+    version: str
+    ntotal: int
+
+
+def start_service(cfg: ServiceConfig, use_ray: bool = True, serve_config: str = "") -> Running:
+    """Start the service for ``cfg`` and return once it is ready.
+
+    ``serve_config``: a Ray Serve config file deployed as ``serve run`` deploys it (its
+    deployment options, replicas and autoscaling included), with ``cfg`` as the first
+    application's ``args``.
+    """
+    cfg.check()
+    tokens = load_tokens(cfg.tokens_file)
+    check_bind(cfg.host, tokens)
+    check_port(cfg.host, cfg.port)
+    if serve_config:
+        url, stop = _deploy_config(cfg, serve_config)
+    elif use_ray:
+        url, stop = _start_serve(cfg)
+    else:
+        url, stop = _start_uvicorn(cfg)
+    try:
+        doc = wait_ready(url, tokens_header(tokens))
+    except BaseException:
+        stop()
+        raise
+    return Running(url, stop, doc["version"], int(doc["ntotal"]))
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port another process already listens on (before anything starts)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise EchoseekError(f"port: cannot listen on {host}:{port} ({exc.strerror})") from None
+
+
+def url_of(host: str, port: int) -> str:
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+def tokens_header(tokens: Any) -> dict[str, str]:
+    """An Authorization header with one of the configured tokens (for the readiness probe
+    that reads ``/v1/index``); empty when auth is off."""
+    if not tokens.enabled:
+        return {}
+    return {"Authorization": "Bearer " + tokens.entries[0][0].decode()}
+
+
+def wait_ready(url: str, headers: dict[str, str], timeout_s: float = READY_TIMEOUT_S) -> Any:
+    """Poll ``/readyz`` until it answers 200; then the ``/v1/index`` document."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return httpx.get(f"{url}/v1/index", headers=headers, timeout=10).json()
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise EchoseekError(f"the service at {url} did not become ready in {timeout_s:.0f} s")
+        time.sleep(0.25)
+
+
+def _start_serve(cfg: ServiceConfig) -> tuple[str, Callable[[], None]]:
+    from ray import serve
+
+    from echoseek.ray_session import ensure_ray
+    from echoseek.service.app import compose
+
+    ensure_ray()
+    app = compose(cfg)  # a bad index or config fails here, before Serve starts
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+    return url_of(cfg.host, cfg.port), serve.shutdown
+
+
+def _deploy_config(cfg: ServiceConfig, path: str) -> tuple[str, Callable[[], None]]:
+    """Deploy a Serve config file's applications, the first with ``cfg`` as its args."""
+    import dataclasses
+
+    from ray import serve
+    from ray.serve._private import api as serve_api
+    from ray.serve.schema import ServeDeploySchema
+
+    from echoseek.config import read_yaml
+    from echoseek.ray_session import ensure_ray
+    from echoseek.service.app import absolute_paths, compose
+
+    data = read_yaml(path)
+    fields = {f.name for f in dataclasses.fields(ServiceConfig)}
+    args = {k: v for k, v in dataclasses.asdict(cfg).items() if k in fields}
+    args.update(dataclasses.asdict(absolute_paths(cfg)))  # replicas may run elsewhere
+    args = {k: v for k, v in args.items() if k in fields}
+    data["applications"][0]["args"] = args
+    data["http_options"] = {**(data.get("http_options") or {}), "host": cfg.host,
+                            "port": cfg.port}  # fmt: skip
+    try:
+        schema = ServeDeploySchema.model_validate(data)
+    except ValueError as exc:
+        raise EchoseekError(f"{path}: not a valid Ray Serve config ({_first_line(exc)})") from None
+    compose(ServiceConfig(**{**args, "limits": cfg.limits}))  # fail here, not in a replica
+    ensure_ray()
+    client = serve_api.serve_start(http_options=schema.http_options.model_dump(),
+                                   proxy_location=schema.proxy_location)  # fmt: skip
+    client.deploy_apps(schema, _blocking=False)
+    return url_of(cfg.host, cfg.port), serve.shutdown
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _start_uvicorn(cfg: ServiceConfig) -> tuple[str, Callable[[], None]]:
+    import uvicorn
+
+    from echoseek.service.backend import LocalBackend
+    from echoseek.service.http import create_app
+
+    backend = LocalBackend(cfg, groups=cfg.shard_groups or 1)
+    app = create_app(backend, load_tokens(cfg.tokens_file))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, name="echoseek-http", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(10)
+
+    return url_of(cfg.host, cfg.port), stop

@@ -1,0 +1,80 @@
+"""Every Serve YAML in serve/ passes Ray Serve's own config schema and describes the app
+that ``echoseek.service.app:build`` composes (its args are ServiceConfig fields, its
+deployment names the ones the builder creates); the RayService embeds serve/cluster.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from echoseek.config import from_dict
+from echoseek.jobs.serve import serve_config_args
+from echoseek.service.auth import load_tokens, parse_tokens
+from echoseek.service.config import ServiceConfig, is_local
+
+SERVE = Path(__file__).resolve().parents[2] / "serve"
+RAYSERVICE = SERVE / "rayservice.yaml"
+
+
+def serve_configs() -> dict[str, dict[str, Any]]:
+    out = {p.name: yaml.safe_load(p.read_text()) for p in sorted(SERVE.glob("*.yaml"))
+           if p != RAYSERVICE}  # fmt: skip
+    service = yaml.safe_load(RAYSERVICE.read_text())
+    out["rayservice.yaml serveConfigV2"] = yaml.safe_load(service["spec"]["serveConfigV2"])
+    return out
+
+
+CONFIGS = serve_configs()
+
+
+def test_the_deploy_files_are_there() -> None:
+    assert {"local.yaml", "cluster.yaml", "rayservice.yaml serveConfigV2"} <= set(CONFIGS)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_serve_schema_and_app_agree(name: str) -> None:
+    data = CONFIGS[name]
+    schema = ServeDeploySchema.model_validate(data)  # Ray Serve's own validation
+    (app,) = schema.applications
+    assert app.import_path == "echoseek.service.app:build"
+    cfg = from_dict(ServiceConfig, app.args)
+    groups = cfg.shard_groups
+    assert groups > 0, "deploy files name their shard groups, so deployments can be listed"
+    built = {"SearchIngress", "Embedder"} | {f"ShardSearcher{g}" for g in range(groups)}
+    listed = {d.name for d in app.deployments}
+    assert listed == built, f"{name}: deployments {sorted(listed ^ built)} do not match"
+    host = data["http_options"]["host"]
+    assert host == cfg.host
+    if not is_local(host):
+        assert cfg.tokens_file, f"{name}: binds {host} without tokens"
+    ingress = next(d for d in app.deployments if d.name == "SearchIngress")
+    assert ingress.user_config == {"version": "latest"}  # the in-place swap knob
+
+
+def test_rayservice_serves_the_cluster_file() -> None:
+    assert CONFIGS["rayservice.yaml serveConfigV2"] == CONFIGS["cluster.yaml"]
+    gpu = CONFIGS["cluster.yaml"]["applications"][0]["deployments"]
+    assert next(d for d in gpu if d["name"] == "Embedder")["ray_actor_options"]["num_gpus"] == 1
+
+
+def test_echoseek_serve_reads_a_serve_file_as_overrides() -> None:
+    words = serve_config_args(str(SERVE / "local.yaml"))
+    assert words is not None
+    assert 'index="work/demo/index"' in words and "limits.max_k=1000" in words
+    assert words[-1] == f"serve_config={SERVE / 'local.yaml'}"
+    assert serve_config_args(str(SERVE.parent / "tune" / "loss.local.yaml")) is None
+
+
+def test_tokens_file(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    path.write_text("# team tokens\n" + "a" * 20 + ":admin\n\n" + "s" * 20 + ":search  # ci\n")
+    tokens = load_tokens(str(path), {})
+    assert tokens.scope_of("a" * 20) == "admin" and tokens.scope_of("s" * 20) == "search"
+    assert tokens.allows("Bearer " + "s" * 20, "admin") is False
+    assert tokens.allows("Bearer " + "a" * 20, "search") is True
+    assert tokens.allows("Basic " + "a" * 20, "search") is None
+    assert parse_tokens("", "x") == []

@@ -1,0 +1,122 @@
+"""The Serve application on the test session's Ray: real deployments, real HTTP on 127.0.0.1.
+
+Two shard groups of two replicas each, the embedder and the ingress. Checked: answers equal
+the in-process backend's, a swap while requests run (no errors; each answer names the old or
+the new version), and a killed shard replica (the request goes to the other replica).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from echoseek.index.publish import read_latest
+from echoseek.index.update import add_vectors
+from tests.service.conftest import PIXELS, frame, free_port
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def endpoint(
+    ray_session: Any, index_root_copy_module: Path, service_dataset: Path, tmp_path_factory: Any
+) -> Iterator[str]:
+    """serve/local.yaml with two shard groups of two replicas each, deployed as
+    ``echoseek serve`` deploys a Serve config file."""
+    from echoseek.service.config import ServiceConfig
+    from echoseek.service.run import start_service
+
+    data = yaml.safe_load((ROOT / "serve" / "local.yaml").read_text())
+    deployments = data["applications"][0]["deployments"]
+    searcher = next(d for d in deployments if d["name"] == "ShardSearcher0")
+    searcher.update(num_replicas=2, ray_actor_options={"num_cpus": 0.05})
+    deployments.append({**searcher, "name": "ShardSearcher1"})
+    for d in deployments:
+        d["ray_actor_options"] = {"num_cpus": 0.05}  # the session's 2 CPUs stay for others
+    path = tmp_path_factory.mktemp("serve_cfg") / "serve.yaml"
+    path.write_text(yaml.safe_dump(data))
+    cfg = ServiceConfig(index=str(index_root_copy_module), dataset=str(service_dataset),
+                        pixel_size=PIXELS, shard_groups=2, port=free_port())  # fmt: skip
+    running = start_service(cfg, serve_config=str(path))
+    yield running.url
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def index_root_copy_module(service_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import shutil
+
+    root = tmp_path_factory.mktemp("serve_index") / "index"
+    shutil.copytree(service_index, root)
+    return root
+
+
+def png_b64(image: np.ndarray) -> str:
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def test_image_query_over_serve(endpoint: str, service_dataset: Path, index_root_copy_module: Path) -> None:
+    body = {"image": png_b64(frame(service_dataset, 9)), "k": 4}
+    r = httpx.post(f"{endpoint}/v1/search", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    found = r.json()
+    assert found["results"][0]["frame_index"] == 9 and found["model"] == "pixels"
+    assert found["index_version"] == read_latest(index_root_copy_module)
+    assert httpx.get(f"{endpoint}/v1/items/9/thumbnail").headers["content-type"] == "image/png"
+    bad = httpx.post(f"{endpoint}/v1/search", json={"vector": [1.0]})
+    assert bad.status_code == 400 and "expected 64 numbers" in bad.json()["error"]["message"]
+
+
+def test_swap_under_load_then_a_killed_shard_replica(endpoint: str, index_root_copy_module: Path) -> None:
+    import ray
+
+    old = read_latest(index_root_copy_module)
+    add_vectors(index_root_copy_module, np.ones((4, 64), np.float32), ids=[f"b:{i}" for i in range(4)])
+    new = read_latest(index_root_copy_module)
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=endpoint, timeout=30) as c:
+            while not stop.is_set():
+                r = c.post("/v1/search", json={"vector": [1.0] * 64, "k": 3})
+                seen.append((r.status_code, r.json().get("index_version", r.text)))
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for w in workers:
+        w.start()
+    time.sleep(1.0)
+    doc = httpx.post(f"{endpoint}/v1/admin/index", json={"version": "latest"}, timeout=60).json()
+    time.sleep(1.0)
+    stop.set()
+    for w in workers:
+        w.join()
+    assert doc["version"] == new and doc["ntotal"] == 64
+    assert seen and {s for s, _ in seen} == {200}, seen[:5]
+    versions = [v for _, v in seen]
+    assert set(versions) == {old, new}
+    first_new = versions.index(new)
+    assert old not in versions[first_new + 8 :]  # 4 clients: at most one old answer in flight each
+
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                if "ShardSearcher1" in a["name"]]  # fmt: skip
+    assert len(replicas) == 2
+    ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=True)
+    answers = [httpx.post(f"{endpoint}/v1/search", json={"vector": [1.0] * 64, "k": 64}, timeout=60)
+               for _ in range(10)]  # fmt: skip
+    assert [a.status_code for a in answers] == [200] * 10
+    assert all(len(a.json()["results"]) == 64 and not a.json()["partial"] for a in answers)
