@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "index eval": ("echoseek.jobs.index_eval", "recall/QPS of an index over an nprobe sweep"),
     "index add": ("echoseek.jobs.index_add", "add vectors to an index as a new version"),
     "index delete": ("echoseek.jobs.index_delete", "tombstone ids in a new index version"),
+    "serve": ("echoseek.jobs.serve", "run the search service (Ray Serve) in the foreground"),
+    "search": ("echoseek.jobs.search", "query a running search service: the top-K table"),
     "demo": ("echoseek.jobs.demo", "run the whole pipeline on phantom data and summarise"),
 }
 

@@ -1,0 +1,66 @@
+"""`echoseek serve` in the foreground (one process, ray=false) and `echoseek search` against it,
+as a user runs them; their one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from echoseek.jobs import search
+from tests.service.conftest import PIXELS, frame, free_port
+
+
+def echoseek(*args: str) -> list[str]:
+    return [sys.executable, "-m", "echoseek.cli", *args]
+
+
+def test_serve_in_the_foreground_and_search_from_the_command_line(
+    service_index: Path, service_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        echoseek("serve", f"index={service_index}", f"dataset={service_dataset}", "ray=false",
+                 f"pixel_size={PIXELS}", f"port={port}", "for_s=120"),  # fmt: skip
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        url = f"http://127.0.0.1:{port}"
+        assert first.startswith("serving index version v") and first.rstrip().endswith(url), first
+        assert "web page" in proc.stdout.readline()
+        Image.fromarray(frame(service_dataset, 5)).save(tmp_path / "q.png")
+        assert search.main([f"url={url}", f"image={tmp_path / 'q.png'}", "k=4"]) == 0
+        table = capsys.readouterr().out.splitlines()
+        assert table[0].split() == ["rank", "id", "item", "score", "label", "source", "frame_index"]
+        assert len(table) == 6 and table[1].split()[-1] == "5" and "model pixels" in table[-1]
+        np.save(tmp_path / "v.npy", np.ones((2, PIXELS * PIXELS), np.float32))
+        assert search.main([f"url={url}", f"vector={tmp_path / 'v.npy'}", "k=2"]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 4
+        assert search.main([f"url={url}", "item=99999"]) == 2
+        assert "404 id 99999: not in index version" in capsys.readouterr().err
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert "stopped the service" in (proc.stdout.read() if proc.stdout else "")
+
+
+def test_command_line_errors(service_index: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert search.main(["k=3"]) == 2
+    assert "exactly one of image=PATH" in capsys.readouterr().err
+    assert search.main([f"url=http://127.0.0.1:{free_port()}", "item=1"]) == 2
+    assert "cannot reach the service" in capsys.readouterr().err
+    env = {**os.environ, "ECHOSEEK_TOKENS": ""}
+    r = subprocess.run(echoseek("serve", f"index={service_index}", "host=0.0.0.0", "ray=false"),
+                       capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "not a loopback address; configure tokens" in r.stderr
+    r = subprocess.run(echoseek("serve", "index=/nowhere", "ray=false"), capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "/nowhere" in r.stderr and "Traceback" not in r.stderr
