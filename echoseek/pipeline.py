@@ -3,7 +3,8 @@
 :func:`stage` runs and times one step with a start and an end line; :func:`cine` is
 ``echoseek phantom`` then ``echoseek ingest``; :func:`training_stages` pretrains and fine-tunes
 on a second cine (another subject); :func:`index_stages` embeds, indexes and measures the
-index. :mod:`echoseek.jobs.demo` strings them together and prints the summary.
+index; :func:`service_stage` starts the search endpoint on it, sends one image query over HTTP
+and stops it. :mod:`echoseek.jobs.demo` strings them together and prints the summary.
 """
 
 from __future__ import annotations
@@ -163,6 +164,49 @@ def index_stages(
     }
 
 
+def service_stage(
+    work: Path, dataset: Path, query: Path, timings: dict[str, float], port: int = 8000
+) -> dict[str, Any]:
+    """Start the endpoint (Ray Serve) on the demo's index, query it with ``query`` over HTTP
+    (``/v1/search/image``, top-5) and stop it; the answer and where the page was."""
+    from echoseek.jobs import search
+    from echoseek.service.config import ServiceConfig
+    from echoseek.service.run import check_port, start_service
+
+    def run() -> dict[str, Any]:
+        cfg = ServiceConfig(index=str(work / "index"), dataset=str(dataset), port=_port(port))
+        running = start_service(cfg)
+        try:
+            found = search.run(search.Config(url=running.url, image=str(query), k=5))
+        finally:
+            running.stop()
+        return {"url": running.url, "answer": found}
+
+    def _port(wanted: int) -> int:
+        try:
+            check_port("127.0.0.1", wanted)
+            return wanted
+        except Exception:  # taken (an `echoseek serve` already up): any free port
+            import socket
+
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                return int(s.getsockname()[1])
+
+    return stage("search endpoint", run, timings)
+
+
+def service_lines(service: dict[str, Any]) -> list[str]:
+    """The endpoint's top-5 table and how to keep it up."""
+    from echoseek.jobs import search
+
+    url = service["url"]
+    lines = ["", f"  search endpoint (Ray Serve) at {url}: the query image over HTTP, top-5"]
+    lines += [f"    {line}" for line in search.summarize(service["answer"]).splitlines()]
+    lines.append(f"  web page {url}/ (stopped now; `echoseek serve serve/local.yaml` keeps it up)")
+    return lines
+
+
 def data_protocol(
     seed: int, labels: str, validation: dict[str, Any], scored_rows: int
 ) -> dict[str, str]:
@@ -202,6 +246,10 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
         f"recall@10 {i['recall@10']:.3f} vs brute force at nprobe {i['nprobe']}"
         f" (rerank {i['rerank'] or 'off'}), {i['latency_ms']:.2f} ms/query; "
         f"embedded at {i['embed_images_per_s']:.0f} img/s",
+    ]
+    if s.get("service"):
+        rows += service_lines(s["service"])
+    rows += [
         "",
         "outputs:",
     ]

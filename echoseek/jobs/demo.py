@@ -7,8 +7,9 @@ Stages (:mod:`echoseek.pipeline`, each the job a user runs by hand): phantom cin
 -> raw-pixel baseline evaluation -> (``train=true``) a second cine of another "subject" with
 its respiratory-phase classes -> SimSiam pretraining and FastAP fine-tuning on it (2 Ray Train
 CPU workers; checkpoint chosen on a held-out part of it) -> evaluation on the first cine, next
-to the baseline -> embed -> index build -> index eval, then a summary of what was measured,
-on which data, and where every output went.
+to the baseline -> embed -> index build -> index eval -> the search endpoint (Ray Serve)
+answering one image query over HTTP, then a summary of what was measured, on which data, and
+where every output went.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from echoseek.pipeline import (
     data_protocol,
     index_stages,
     scores,
+    service_stage,
     stage,
     summary_lines,
     training_stages,
@@ -48,6 +50,8 @@ class Config:
     pretrain_epochs: int = 1  # the fine-tune trains the whole backbone: see BENCHMARKS.md
     finetune_epochs: int = 3
     train_labels: str = "phase"  # phase: respiratory-phase classes; breath_hold: 0/1 labels
+    serve: bool = True  # end by querying the search endpoint over HTTP
+    port: int = 8000  # the endpoint's port (another free one when taken)
 
     def __post_init__(self) -> None:
         if self.frames < 20:
@@ -100,6 +104,9 @@ def run(cfg: Config) -> dict[str, Any]:
         outputs.update(trained)
         outputs["trained_metrics"] = str(work / "eval_trained" / "metrics.json")
     index = index_stages(work, dataset, model, timings)
+    service = (
+        service_stage(work, dataset, raw / "invivo.png", timings, cfg.port) if cfg.serve else {}
+    )
     return {
         "work_dir": str(work),
         "frames": desc["count"],
@@ -109,6 +116,7 @@ def run(cfg: Config) -> dict[str, Any]:
         "protocol": protocol,
         "baseline": models["raw pixels (baseline)"],
         "index": index["summary"],
+        "service": service,
         "outputs": {**outputs, **index["outputs"]},
         "timings_s": timings,
     }

@@ -66,14 +66,21 @@ def run(cfg: Config) -> dict[str, Any]:
 
     token = cfg.token or os.environ.get(TOKEN_ENV, "")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    options: dict[str, Any] = {"k": cfg.k, "nprobe": cfg.nprobe, "rerank": _rerank(cfg.rerank),
-                               "partial": cfg.partial}  # fmt: skip
+    options: dict[str, Any] = {
+        "k": cfg.k,
+        "nprobe": cfg.nprobe,
+        "rerank": _rerank(cfg.rerank),
+        "partial": cfg.partial,
+    }
     try:
         with httpx.Client(base_url=cfg.url, headers=headers, timeout=cfg.timeout_s) as client:
             if cfg.image:
                 data = _read(cfg.image)
-                params = {k: str(v).lower() if isinstance(v, bool) else v
-                          for k, v in options.items() if v is not None}  # fmt: skip
+                params = {
+                    k: str(v).lower() if isinstance(v, bool) else v
+                    for k, v in options.items()
+                    if v is not None
+                }
                 files = {"file": (Path(cfg.image).name, data)}
                 r = client.post("/v1/search/image", files=files, params=params)
             else:
@@ -103,16 +110,27 @@ def _message(r: Any) -> str:
 def summarize(s: dict[str, Any]) -> str:
     """The top-K table, then where it came from."""
     cols = ("rank", "id", "item", "score", "label", "source", "frame_index")
-    rows = [(str(i + 1), str(h["id"]), str(h.get("item") or ""), f"{h['score']:.4f}",
-             _cell(h.get("label")), str(h.get("source") or ""), _cell(h.get("frame_index")))
-            for i, h in enumerate(s["results"])]  # fmt: skip
-    widths = [max(len(c), *(len(r[j]) for r in rows)) if rows else len(c)
-              for j, c in enumerate(cols)]  # fmt: skip
+    rows = [
+        (
+            str(i + 1),
+            str(h["id"]),
+            str(h.get("item") or ""),
+            f"{h['score']:.4f}",
+            _cell(h.get("label")),
+            str(h.get("source") or ""),
+            _cell(h.get("frame_index")),
+        )
+        for i, h in enumerate(s["results"])
+    ]
+    widths = [
+        max(len(c), *(len(r[j]) for r in rows)) if rows else len(c) for j, c in enumerate(cols)
+    ]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
     note = f" PARTIAL: shards {s['missing_shards']} missing" if s.get("partial") else ""
-    lines.append(f"index {s['index_version']}, model {s['model'] or '-'}, "
-                 f"{s['took_ms']:.1f} ms{note}")  # fmt: skip
+    lines.append(
+        f"index {s['index_version']}, model {s['model'] or '-'}, {s['took_ms']:.1f} ms{note}"
+    )
     return "\n".join(lines)
 
 

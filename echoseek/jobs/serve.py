@@ -63,7 +63,11 @@ def serve_config_args(path: str) -> list[str] | None:
         return None
     app = (data.get("applications") or [{}])[0]
     http = data.get("http_options") or {}
-    words = [f"{k}={json.dumps(v)}" for k, v in (app.get("args") or {}).items() if not isinstance(v, dict)]
+    words = [
+        f"{k}={json.dumps(v)}"
+        for k, v in (app.get("args") or {}).items()
+        if not isinstance(v, dict)
+    ]
     for section, values in (app.get("args") or {}).items():
         if isinstance(values, dict):
             words += [f"{section}.{k}={json.dumps(v)}" for k, v in values.items()]
@@ -74,8 +78,11 @@ def serve_config_args(path: str) -> list[str] | None:
 def main(argv: Sequence[str] | None = None, prog: str = "echoseek serve") -> int:
     """Command-line entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and "=" not in args[0] and not args[0].startswith("-") and args[0].endswith(
-        (".yaml", ".yml")
+    if (
+        args
+        and "=" not in args[0]
+        and not args[0].startswith("-")
+        and args[0].endswith((".yaml", ".yml"))
     ):
         try:
             words = serve_config_args(args[0])

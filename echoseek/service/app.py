@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from echoseek.config import from_dict
 from echoseek.service.auth import check_bind, load_tokens
@@ -37,20 +37,24 @@ def compose(cfg: ServiceConfig) -> Application:
     served = load_served(cfg.index, cfg.version)  # refuse a corrupt first version here
     cfg = dataclasses.replace(cfg, version=served.version)  # every deployment starts on it
     groups = cfg.shard_groups or served.shard_count
+    searcher, embedding, ingress = (
+        cast(Deployment, d) for d in (ShardSearcher, Embedder, SearchIngress)
+    )
     searchers = [
-        ShardSearcher.options(name=f"ShardSearcher{g}", num_replicas=cfg.searcher_replicas)
-        .bind(cfg.index, g, groups, served.version)
+        searcher.options(name=f"ShardSearcher{g}", num_replicas=cfg.searcher_replicas).bind(
+            cfg.index, g, groups, served.version
+        )
         for g in range(groups)
     ]
     spec = local_absolute(model_spec(cfg, served))
     embedder = (
-        Embedder.options(num_replicas=cfg.embedder_replicas).bind(
+        embedding.options(num_replicas=cfg.embedder_replicas).bind(
             spec, cfg.pixel_size, cfg.tracking_uri, served.dim, cfg.batch_size, cfg.batch_wait_ms
         )
         if spec
         else None
     )
-    return SearchIngress.bind(dataclasses.asdict(cfg), embedder, searchers, spec)
+    return ingress.bind(dataclasses.asdict(cfg), embedder, searchers, spec)
 
 
 def local_absolute(path: str) -> str:
@@ -62,5 +66,10 @@ def local_absolute(path: str) -> str:
 
 def absolute_paths(cfg: ServiceConfig) -> ServiceConfig:
     """``cfg`` with its local paths (index, dataset, tokens file, model) made absolute."""
-    fields = ("index", "dataset", "tokens_file", "model")
-    return dataclasses.replace(cfg, **{f: local_absolute(getattr(cfg, f)) for f in fields})
+    return dataclasses.replace(
+        cfg,
+        index=local_absolute(cfg.index),
+        dataset=local_absolute(cfg.dataset),
+        tokens_file=local_absolute(cfg.tokens_file),
+        model=local_absolute(cfg.model),
+    )

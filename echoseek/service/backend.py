@@ -8,8 +8,9 @@ ingress (:mod:`echoseek.service.deployments`) calls deployments through their ha
 
 Every request reads ``self.served`` once, so it searches one version from start to end; a swap
 loads and verifies the new version, warms every group, and then replaces ``self.served`` in
-one assignment. A group that fails is tried up to three times; if it still fails the request is answered
-503, or, when the request allows it (``partial``), marked partial with the missing shards.
+one assignment. A group that fails is tried up to three times; if it still fails, the request
+is answered 503, or, when the request allows it (``partial``), marked partial with the missing
+shards.
 """
 
 from __future__ import annotations
@@ -100,8 +101,7 @@ class Backend(abc.ABC):
         q = check_vectors(vectors, served.dim)
         check_options(k, nprobe, rerank, self.cfg.limits.max_k)
         calls = [
-            self._ask(g, "search", served.version, q, k, nprobe, rerank)
-            for g in range(self.groups)
+            self._ask(g, "search", served.version, q, k, nprobe, rerank) for g in range(self.groups)
         ]
         answers = await asyncio.gather(*calls, return_exceptions=True)
         for a in answers:
@@ -174,8 +174,9 @@ class Backend(abc.ABC):
             except QueryError:
                 raise
             except EchoseekError as exc:
-                raise QueryError(f"refused, still serving {self.served.version}: {exc}", 409,
-                                 "refused") from None  # fmt: skip
+                raise QueryError(
+                    f"refused, still serving {self.served.version}: {exc}", 409, "refused"
+                ) from None
             await asyncio.gather(*(self._ask(g, "load", new.version) for g in range(self.groups)))
             old, self.served = self.served, new
             log.info("index version %s -> %s", old.version, new.version)
@@ -290,8 +291,9 @@ def check_options(k: Any, nprobe: Any, rerank: Any, max_k: int) -> None:
 
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k:
         raise QueryError(f"k: must be an integer in 1..{max_k}, got {k!r}")
-    if nprobe is not None and (isinstance(nprobe, bool) or not isinstance(nprobe, int)
-                               or nprobe < 1):  # fmt: skip
+    if nprobe is not None and (
+        isinstance(nprobe, bool) or not isinstance(nprobe, int) or nprobe < 1
+    ):
         raise QueryError(f"nprobe: must be a positive integer or null, got {nprobe!r}")
     if isinstance(rerank, str):
         try:

@@ -47,8 +47,14 @@ class ShardSearcher:
         self.group = ShardGroup(root, group, groups)
         self.group.load(version)
 
-    def search(self, version: str, queries: np.ndarray, k: int, nprobe: int | None,
-               rerank: str | bool | None) -> Any:  # fmt: skip
+    def search(
+        self,
+        version: str,
+        queries: np.ndarray,
+        k: int,
+        nprobe: int | None,
+        rerank: str | bool | None,
+    ) -> Any:
         return self.group.search(version, queries, k, nprobe, rerank)
 
     def lookup(self, version: str, internal_id: int) -> dict[str, Any]:
@@ -65,8 +71,15 @@ class ShardSearcher:
 class Embedder:
     """Query images -> unit vectors with one model, ``batch_size`` images per model call."""
 
-    def __init__(self, spec: str, pixel_size: int, tracking: str, dim: int, batch_size: int,
-                 batch_wait_ms: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spec: str,
+        pixel_size: int,
+        tracking: str,
+        dim: int,
+        batch_size: int,
+        batch_wait_ms: float,
+    ) -> None:
         quiet_replica()
         self.pixel_size, self.tracking, self.dim = pixel_size, tracking, dim
         self.embedder = self._load(spec)
@@ -78,8 +91,9 @@ class Embedder:
 
         embedder = build_embedder(spec, self.pixel_size, tracking=self.tracking)
         if embedder.dim != self.dim:
-            raise InputError(f"model: {spec} embeds into {embedder.dim} dimensions, "
-                             f"the index has {self.dim}")  # fmt: skip
+            raise InputError(
+                f"model: {spec} embeds into {embedder.dim} dimensions, the index has {self.dim}"
+            )
         return embedder
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
@@ -101,8 +115,13 @@ class Embedder:
 class SearchIngress(Backend):
     """The HTTP API over shard-group and embedder handles."""
 
-    def __init__(self, cfg: dict[str, Any], embedder: DeploymentHandle | None,
-                 groups: list[DeploymentHandle], model: str) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        embedder: DeploymentHandle | None,
+        groups: list[DeploymentHandle],
+        model: str,
+    ) -> None:
         quiet_replica()
         config = from_dict(ServiceConfig, cfg)
         super().__init__(config, len(groups))

@@ -28,12 +28,21 @@ from echoseek.service.images import QueryError, decode_base64, decode_image
 from echoseek.service.metrics import CONTENT_TYPE
 
 Rerank = str | StrictBool | None
-CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-         405: "method_not_allowed", 409: "refused", 413: "too_large", 415: "unsupported",
-         422: "invalid", 503: "unavailable"}  # fmt: skip
+CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "refused",
+    413: "too_large",
+    415: "unsupported",
+    422: "invalid",
+    503: "unavailable",
+}
 
 
-class Query_(BaseModel):
+class OneQuery(BaseModel):
     """One query: a vector, a base64 PNG/JPEG image, or the id of a stored item."""
 
     model_config = ConfigDict(extra="forbid")
@@ -42,7 +51,7 @@ class Query_(BaseModel):
     id: StrictInt | None = None  # "more like this stored item"
 
 
-class SearchBody(Query_):
+class SearchBody(OneQuery):
     k: StrictInt = 10
     nprobe: StrictInt | None = None
     rerank: Rerank = None
@@ -51,7 +60,7 @@ class SearchBody(Query_):
 
 class BatchBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    queries: list[Query_] = Field(min_length=1)
+    queries: list[OneQuery] = Field(min_length=1)
     k: StrictInt = 10
     nprobe: StrictInt | None = None
     rerank: Rerank = None
@@ -79,8 +88,12 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
         max_body_size=limits.max_body_bytes,
     )
     if cfg.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=cfg.cors_origins,
-                           allow_methods=["GET", "POST"], allow_headers=["Authorization"])  # fmt: skip
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cfg.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization"],
+        )
 
     @app.exception_handler(QueryError)
     async def _query_error(request: Request, exc: QueryError) -> JSONResponse:
@@ -97,7 +110,9 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
         return error(exc.status_code, str(exc.detail))
 
     @app.middleware("http")
-    async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def _observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         start = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")
@@ -109,8 +124,11 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
         def check(authorization: Annotated[str | None, Header()] = None) -> None:
             allowed = tokens.allows(authorization, needed)
             if allowed is None:
-                raise QueryError("a valid 'Authorization: Bearer <token>' header is required",
-                                 401, "unauthorized")  # fmt: skip
+                raise QueryError(
+                    "a valid 'Authorization: Bearer <token>' header is required",
+                    401,
+                    "unauthorized",
+                )
             if not allowed:
                 raise QueryError(f"this token lacks the '{needed}' scope", 403, "forbidden")
 
@@ -118,7 +136,7 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
 
     search_scope = [Depends(scope("search"))]
 
-    async def vectors_of(queries: list[Query_]) -> tuple[np.ndarray, bool]:
+    async def vectors_of(queries: list[OneQuery]) -> tuple[np.ndarray, bool]:
         if len(queries) > limits.max_batch:
             raise QueryError(f"queries: at most {limits.max_batch} per batch, got {len(queries)}")
         images: dict[int, np.ndarray] = {}
@@ -147,8 +165,15 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
             out[list(images)] = await backend.embed(list(images.values()))
         return out, bool(images)
 
-    async def answer(vectors: np.ndarray, from_images: bool, k: int, nprobe: int | None,
-                     rerank: Any, partial: bool, single: bool) -> dict[str, Any]:  # fmt: skip
+    async def answer(
+        vectors: np.ndarray,
+        from_images: bool,
+        k: int,
+        nprobe: int | None,
+        rerank: Any,
+        partial: bool,
+        single: bool,
+    ) -> dict[str, Any]:
         start = time.perf_counter()
         found = await backend.search(vectors, k, nprobe, rerank, partial, from_images)
         if single:
@@ -161,10 +186,11 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
     @app.post("/v1/search", dependencies=search_scope)
     async def search(body: SearchBody) -> dict[str, Any]:
         """Top-k of one query (a vector, or a base64 PNG/JPEG image)."""
-        one = Query_(vector=body.vector, image=body.image, id=body.id)
+        one = OneQuery(vector=body.vector, image=body.image, id=body.id)
         vectors, from_images = await vectors_of([one])
-        return await answer(vectors, from_images, body.k, body.nprobe, body.rerank,
-                            body.partial, single=True)  # fmt: skip
+        return await answer(
+            vectors, from_images, body.k, body.nprobe, body.rerank, body.partial, single=True
+        )
 
     @app.post("/v1/search/image", dependencies=search_scope)
     async def search_image(
@@ -183,16 +209,21 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
     async def search_batch(body: BatchBody) -> dict[str, Any]:
         """Top-k of each query of a batch, in order."""
         vectors, from_images = await vectors_of(body.queries)
-        return await answer(vectors, from_images, body.k, body.nprobe, body.rerank,
-                            body.partial, single=False)  # fmt: skip
+        return await answer(
+            vectors, from_images, body.k, body.nprobe, body.rerank, body.partial, single=False
+        )
 
     @app.get("/v1/items/{item_id}", dependencies=search_scope)
     async def item(item_id: int) -> dict[str, Any]:
         """Metadata of one stored item by its (internal, integer) id."""
         return await backend.item(item_id)
 
-    @app.get("/v1/items/{item_id}/thumbnail", dependencies=search_scope,
-             response_class=Response, responses={200: {"content": {"image/png": {}}}})  # fmt: skip
+    @app.get(
+        "/v1/items/{item_id}/thumbnail",
+        dependencies=search_scope,
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}},
+    )
     async def thumbnail(item_id: int) -> Response:
         """A PNG thumbnail of one stored item, read from the dataset."""
         return Response(await backend.thumbnail(item_id), media_type="image/png")
@@ -215,8 +246,9 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
     async def readyz() -> JSONResponse:
         if not backend.ready():
             return error(503, "not ready: no index version loaded")
-        return JSONResponse({"ready": True, "index_version": backend.served.version,
-                             "model": backend.model})  # fmt: skip
+        return JSONResponse(
+            {"ready": True, "index_version": backend.served.version, "model": backend.model}
+        )
 
     @app.get("/metrics", response_class=Response)
     async def metrics() -> Response:

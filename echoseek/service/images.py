@@ -62,6 +62,11 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         raise QueryError("image: not a PNG or JPEG image (or too large to decode)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise QueryError(f"image: cannot be decoded ({type(exc).__name__})") from None
-    if img.mode not in ("L", "RGB"):
-        img = img.convert("RGB" if "A" in img.mode or img.mode in ("P", "CMYK") else "L")
-    return np.asarray(img, dtype=np.uint8)
+    if img.mode in ("L", "RGB"):
+        return np.asarray(img, dtype=np.uint8)
+    color = "A" in img.mode or img.mode in ("P", "CMYK", "YCbCr")
+    try:
+        converted = img.convert("RGB" if color else "L")
+    except (OSError, ValueError) as exc:
+        raise QueryError(f"image: mode {img.mode} cannot be converted ({exc})") from None
+    return np.asarray(converted, dtype=np.uint8)

@@ -126,16 +126,16 @@ def _deploy_config(cfg: ServiceConfig, path: str) -> tuple[str, Callable[[], Non
     args.update(dataclasses.asdict(absolute_paths(cfg)))  # replicas may run elsewhere
     args = {k: v for k, v in args.items() if k in fields}
     data["applications"][0]["args"] = args
-    data["http_options"] = {**(data.get("http_options") or {}), "host": cfg.host,
-                            "port": cfg.port}  # fmt: skip
+    data["http_options"] = {**(data.get("http_options") or {}), "host": cfg.host, "port": cfg.port}
     try:
         schema = ServeDeploySchema.model_validate(data)
     except ValueError as exc:
         raise EchoseekError(f"{path}: not a valid Ray Serve config ({_first_line(exc)})") from None
     compose(ServiceConfig(**{**args, "limits": cfg.limits}))  # fail here, not in a replica
     ensure_ray()
-    client = serve_api.serve_start(http_options=schema.http_options.model_dump(),
-                                   proxy_location=schema.proxy_location)  # fmt: skip
+    client = serve_api.serve_start(
+        http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
+    )
     client.deploy_apps(schema, _blocking=False)
     return url_of(cfg.host, cfg.port), serve.shutdown
 

@@ -23,6 +23,11 @@ def test_demo_runs_every_stage(
     out = capsys.readouterr().out
     assert code == 0, out
     assert "raw pixels (baseline)" in out and "recall@10" in out
+    # the endpoint answered the query image over HTTP with its top-5
+    assert "search endpoint (Ray Serve) at http://127.0.0.1:" in out
+    table = out[out.index("search endpoint (Ray Serve)") :].splitlines()[1:7]
+    assert table[0].split()[:4] == ["rank", "id", "item", "score"] and len(table[1:]) == 5
+    assert "web page http://127.0.0.1:" in out
     metrics = json.loads((tmp_path / "demo" / "eval" / "metrics.json").read_text())
     assert metrics["items"] == 60 and 0 < metrics["positives"] < 60
     with open_index(tmp_path / "demo" / "index") as reader:
@@ -32,7 +37,8 @@ def test_demo_runs_every_stage(
 
 
 def test_demo_index_summary_is_exact_for_a_flat_index(ray_session: Any, tmp_path: Path) -> None:
-    s = demo.run(demo.Config(work_dir=str(tmp_path / "d"), frames=40, seed=1, train=False))
+    cfg = demo.Config(work_dir=str(tmp_path / "d"), frames=40, seed=1, train=False, serve=False)
+    s = demo.run(cfg)
     assert s["frames"] == 40
     assert s["index"]["ntotal"] == 40
     assert s["index"]["recall@10"] == pytest.approx(1.0)  # exact index, exact re-rank

@@ -29,11 +29,19 @@ def service_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pixel_vectors(dataset: Path, out: Path) -> Path:
     rows = [r for b in iter_batches(dataset) for r in b.to_pylist()]
     vectors = pixel_embed([decode_png(r["image"]) for r in rows], PIXELS)
-    meta = {"label": [r["label"] for r in rows], "frame_index": [r["frame_index"] for r in rows],
-            "source": [r["source"] for r in rows]}  # fmt: skip
+    meta = {
+        "label": [r["label"] for r in rows],
+        "frame_index": [r["frame_index"] for r in rows],
+        "source": [r["source"] for r in rows],
+    }
     sha = read_descriptor(dataset)["sha256"]
-    write_vectors(out, [([r["id"] for r in rows], vectors, meta)], dim=PIXELS * PIXELS,
-                  model_uri="pixels", extra={"dataset_sha256": sha})  # fmt: skip
+    write_vectors(
+        out,
+        [([r["id"] for r in rows], vectors, meta)],
+        dim=PIXELS * PIXELS,
+        model_uri="pixels",
+        extra={"dataset_sha256": sha},
+    )
     return out
 
 

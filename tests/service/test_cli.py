@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +25,19 @@ def test_serve_in_the_foreground_and_search_from_the_command_line(
 ) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        echoseek("serve", f"index={service_index}", f"dataset={service_dataset}", "ray=false",
-                 f"pixel_size={PIXELS}", f"port={port}", "for_s=120"),  # fmt: skip
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        echoseek(
+            "serve",
+            f"index={service_index}",
+            f"dataset={service_dataset}",
+            "ray=false",
+            f"pixel_size={PIXELS}",
+            f"port={port}",
+            "for_s=120",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
@@ -58,9 +66,18 @@ def test_command_line_errors(service_index: Path, capsys: pytest.CaptureFixture[
     assert search.main([f"url=http://127.0.0.1:{free_port()}", "item=1"]) == 2
     assert "cannot reach the service" in capsys.readouterr().err
     env = {**os.environ, "ECHOSEEK_TOKENS": ""}
-    r = subprocess.run(echoseek("serve", f"index={service_index}", "host=0.0.0.0", "ray=false"),
-                       capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        echoseek("serve", f"index={service_index}", "host=0.0.0.0", "ray=false"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode == 2 and "not a loopback address; configure tokens" in r.stderr
-    r = subprocess.run(echoseek("serve", "index=/nowhere", "ray=false"), capture_output=True,
-                       text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        echoseek("serve", "index=/nowhere", "ray=false"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "/nowhere" in r.stderr and "Traceback" not in r.stderr

@@ -21,8 +21,11 @@ RAYSERVICE = SERVE / "rayservice.yaml"
 
 
 def serve_configs() -> dict[str, dict[str, Any]]:
-    out = {p.name: yaml.safe_load(p.read_text()) for p in sorted(SERVE.glob("*.yaml"))
-           if p != RAYSERVICE}  # fmt: skip
+    out = {
+        p.name: yaml.safe_load(p.read_text())
+        for p in sorted(SERVE.glob("*.yaml"))
+        if p != RAYSERVICE
+    }
     service = yaml.safe_load(RAYSERVICE.read_text())
     out["rayservice.yaml serveConfigV2"] = yaml.safe_load(service["spec"]["serveConfigV2"])
     return out

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -38,8 +36,9 @@ class Running:
 
     def __init__(self, app: Any) -> None:
         port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                                    log_level="warning"))  # fmt: skip
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30
@@ -53,17 +52,19 @@ class Running:
         self.thread.join(10)
 
 
-def serve_local(cfg: ServiceConfig, env: dict[str, str] | None = None,
-                groups: int = 2) -> Running:  # fmt: skip
+def serve_local(cfg: ServiceConfig, env: dict[str, str] | None = None, groups: int = 2) -> Running:
     backend = LocalBackend(cfg, groups=groups)
     return Running(create_app(backend, load_tokens(cfg.tokens_file, env or {})))
 
 
 @pytest.fixture(scope="module")
 def open_server(service_index: Path, service_dataset: Path) -> Iterator[Running]:
-    cfg = ServiceConfig(index=str(service_index), dataset=str(service_dataset),
-                        pixel_size=PIXELS, limits=Limits(max_k=50, max_batch=4,
-                        max_body_bytes=200_000, max_image_pixels=1_000_000))  # fmt: skip
+    cfg = ServiceConfig(
+        index=str(service_index),
+        dataset=str(service_dataset),
+        pixel_size=PIXELS,
+        limits=Limits(max_k=50, max_batch=4, max_body_bytes=200_000, max_image_pixels=1_000_000),
+    )
     running = serve_local(cfg)
     yield running
     running.stop()
@@ -87,7 +88,9 @@ def assert_error(r: httpx.Response, status: int, needle: str) -> None:
     assert set(body) == {"code", "message"} and needle in body["message"], body
 
 
-def test_image_query_finds_its_own_frame_with_metadata(client, service_dataset, service_index) -> None:  # type: ignore[no-untyped-def]
+def test_image_query_finds_its_own_frame_with_metadata(
+    client, service_dataset, service_index
+) -> None:  # type: ignore[no-untyped-def]
     query = frame(service_dataset, 7)
     r = client.post("/v1/search", json={"image": png_b64(query), "k": 5})
     assert r.status_code == 200, r.text
@@ -95,12 +98,16 @@ def test_image_query_finds_its_own_frame_with_metadata(client, service_dataset, 
     top = body["results"][0]
     assert top["frame_index"] == 7 and top["label"] == 7 % 2 and top["item"] == "d:000007"
     assert top["score"] == pytest.approx(1.0, abs=1e-5)  # cosine of a frame with itself
-    assert [h["score"] for h in body["results"]] == sorted((h["score"] for h in body["results"]), reverse=True)
+    assert [h["score"] for h in body["results"]] == sorted(
+        (h["score"] for h in body["results"]), reverse=True
+    )
     assert body["index_version"] == read_latest(service_index) and body["model"] == "pixels"
     assert len(body["results"]) == 5 and body["took_ms"] > 0 and body["partial"] is False
     # the same image as a multipart upload, and its vector, give the same hits
     png = base64.b64decode(png_b64(query))
-    up = client.post("/v1/search/image", files={"file": ("q.png", png, "image/png")}, params={"k": 5})
+    up = client.post(
+        "/v1/search/image", files={"file": ("q.png", png, "image/png")}, params={"k": 5}
+    )
     assert [h["id"] for h in up.json()["results"]] == [h["id"] for h in body["results"]]
     vector = pixel_embed([query], PIXELS)[0].tolist()
     by_vec = client.post("/v1/search", json={"vector": vector, "k": 5}).json()
@@ -119,7 +126,9 @@ def test_query_by_a_stored_item(client) -> None:  # type: ignore[no-untyped-def]
 def test_results_equal_the_library_reader(client, service_index) -> None:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(0)
     q = rng.normal(size=(3, PIXELS * PIXELS)).astype(np.float32)
-    r = client.post("/v1/search/batch", json={"queries": [{"vector": v.tolist()} for v in q], "k": 7})
+    r = client.post(
+        "/v1/search/batch", json={"queries": [{"vector": v.tolist()} for v in q], "k": 7}
+    )
     assert r.status_code == 200, r.text
     with open_index(service_index) as reader:
         scores, ids = reader.search(q, 7)
@@ -194,13 +203,17 @@ def test_limits_and_malformed_requests(client) -> None:  # type: ignore[no-untyp
     deep = "[" * 5000 + "]" * 5000
     r = client.post("/v1/search", content=deep, headers={"content-type": "application/json"})
     assert 400 <= r.status_code < 500
-    r = client.post("/v1/search", content=b"{not json", headers={"content-type": "application/json"})
+    r = client.post(
+        "/v1/search", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert_error(r, 422, "JSON")
     assert_error(client.get("/v1/items/99999"), 404, "not in index version")
     assert_error(client.get("/v1/items/-3"), 404, "not in index version")
     assert client.get("/v1/items/abc").status_code == 422
     assert client.get("/v1/items/../../etc/passwd").status_code == 404
-    assert_error(client.post("/v1/search/image", files={"file": ("q", b"junk", "image/png")}), 400, "PNG")
+    assert_error(
+        client.post("/v1/search/image", files={"file": ("q", b"junk", "image/png")}), 400, "PNG"
+    )
     assert client.get("/v1/nothing").status_code == 404
     assert client.put("/v1/search").status_code == 405
 
@@ -240,8 +253,14 @@ def test_swap_to_a_new_version_and_refusals(index_root_copy, service_dataset, tm
             assert doc["version"] == new and doc["ntotal"] == 70 and doc["shards"] == 3
             hit = c.post("/v1/search", json={"vector": [1.0] * 64, "k": 2}).json()
             assert hit["index_version"] == new
-            assert_error(c.post("/v1/admin/index", json={"version": "../../etc"}), 400, "version id")
-            assert_error(c.post("/v1/admin/index", json={"version": "v20990101T000000000000-abcdef"}), 404, "not published")
+            assert_error(
+                c.post("/v1/admin/index", json={"version": "../../etc"}), 400, "version id"
+            )
+            assert_error(
+                c.post("/v1/admin/index", json={"version": "v20990101T000000000000-abcdef"}),
+                404,
+                "not published",
+            )
             # a corrupt version is refused and the served one keeps answering
             shard = index_root_copy / old / "shard-00000.faiss"
             shard.write_bytes(shard.read_bytes()[:-8] + b"\0" * 8)

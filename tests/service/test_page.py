@@ -25,8 +25,9 @@ SCREENSHOT = ROOT / "work" / "screenshots" / "search_page.png"
 
 @pytest.fixture(scope="module")
 def page_url(service_index: Path, service_dataset: Path) -> Iterator[str]:
-    cfg = ServiceConfig(index=str(service_index), dataset=str(service_dataset),
-                        pixel_size=PIXELS, port=free_port())  # fmt: skip
+    cfg = ServiceConfig(
+        index=str(service_index), dataset=str(service_dataset), pixel_size=PIXELS, port=free_port()
+    )
     running = start_service(cfg, use_ray=False)
     yield running.url
     running.stop()
@@ -39,11 +40,18 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,900"):  # fmt: skip
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+    ):
         options.add_argument(arg)
-    options.add_experimental_option("prefs", {"download.default_directory": str(tmp_path),
-                                              "download.prompt_for_download": False})  # fmt: skip
+    options.add_experimental_option(
+        "prefs",
+        {"download.default_directory": str(tmp_path), "download.prompt_for_download": False},
+    )
     service = Service(shutil.which("chromedriver") or "/usr/bin/chromedriver")
     driver = webdriver.Chrome(options=options, service=service)
     driver.implicitly_wait(0)
@@ -79,8 +87,12 @@ def test_upload_relabel_and_download(browser, page_url, service_dataset, tmp_pat
     assert "8 results for query.png" in browser.find_element(By.ID, "status").text
     first = cards[0].find_element(By.CSS_SELECTOR, ".frame").text
     assert first == "5"  # the frame itself ranks first
-    wait_for(lambda: all(c.find_element(By.TAG_NAME, "img").get_attribute("src").startswith("blob:")
-                         for c in cards))  # fmt: skip
+    wait_for(
+        lambda: all(
+            c.find_element(By.TAG_NAME, "img").get_attribute("src").startswith("blob:")
+            for c in cards
+        )
+    )
     second = cards[1]
     second.find_element(By.CSS_SELECTOR, ".mark-negative").click()
     assert "negative" in second.get_attribute("class")
@@ -92,7 +104,9 @@ def test_upload_relabel_and_download(browser, page_url, service_dataset, tmp_pat
     time.sleep(0.2)  # the download completes
     rows = list(csv.DictReader(path.read_text().splitlines()))
     assert [int(r["rank"]) for r in rows] == list(range(1, 9))
-    assert rows[0]["frame_index"] == "5" and rows[0]["mark"] == "positive" and rows[0]["label"] == "1"
+    assert (
+        rows[0]["frame_index"] == "5" and rows[0]["mark"] == "positive" and rows[0]["label"] == "1"
+    )
     assert rows[1]["mark"] == "negative" and rows[1]["label"] == "0"
     assert rows[1]["id"] == second.get_attribute("data-id")
     assert all(r["mark"] == "" and r["label"] == r["stored_label"] for r in rows[2:])

@@ -47,8 +47,13 @@ def endpoint(
         d["ray_actor_options"] = {"num_cpus": 0.05}  # the session's 2 CPUs stay for others
     path = tmp_path_factory.mktemp("serve_cfg") / "serve.yaml"
     path.write_text(yaml.safe_dump(data))
-    cfg = ServiceConfig(index=str(index_root_copy_module), dataset=str(service_dataset),
-                        pixel_size=PIXELS, shard_groups=2, port=free_port())  # fmt: skip
+    cfg = ServiceConfig(
+        index=str(index_root_copy_module),
+        dataset=str(service_dataset),
+        pixel_size=PIXELS,
+        shard_groups=2,
+        port=free_port(),
+    )
     running = start_service(cfg, serve_config=str(path))
     yield running.url
     running.stop()
@@ -69,7 +74,9 @@ def png_b64(image: np.ndarray) -> str:
     return base64.b64encode(out.getvalue()).decode()
 
 
-def test_image_query_over_serve(endpoint: str, service_dataset: Path, index_root_copy_module: Path) -> None:
+def test_image_query_over_serve(
+    endpoint: str, service_dataset: Path, index_root_copy_module: Path
+) -> None:
     body = {"image": png_b64(frame(service_dataset, 9)), "k": 4}
     r = httpx.post(f"{endpoint}/v1/search", json=body, timeout=30)
     assert r.status_code == 200, r.text
@@ -81,11 +88,15 @@ def test_image_query_over_serve(endpoint: str, service_dataset: Path, index_root
     assert bad.status_code == 400 and "expected 64 numbers" in bad.json()["error"]["message"]
 
 
-def test_swap_under_load_then_a_killed_shard_replica(endpoint: str, index_root_copy_module: Path) -> None:
+def test_swap_under_load_then_a_killed_shard_replica(
+    endpoint: str, index_root_copy_module: Path
+) -> None:
     import ray
 
     old = read_latest(index_root_copy_module)
-    add_vectors(index_root_copy_module, np.ones((4, 64), np.float32), ids=[f"b:{i}" for i in range(4)])
+    add_vectors(
+        index_root_copy_module, np.ones((4, 64), np.float32), ids=[f"b:{i}" for i in range(4)]
+    )
     new = read_latest(index_root_copy_module)
     seen: list[tuple[int, str]] = []
     stop = threading.Event()
@@ -112,11 +123,16 @@ def test_swap_under_load_then_a_killed_shard_replica(endpoint: str, index_root_c
     first_new = versions.index(new)
     assert old not in versions[first_new + 8 :]  # 4 clients: at most one old answer in flight each
 
-    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
-                if "ShardSearcher1" in a["name"]]  # fmt: skip
+    replicas = [
+        a for a in ray.util.list_named_actors(all_namespaces=True) if "ShardSearcher1" in a["name"]
+    ]
     assert len(replicas) == 2
-    ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=True)
-    answers = [httpx.post(f"{endpoint}/v1/search", json={"vector": [1.0] * 64, "k": 64}, timeout=60)
-               for _ in range(10)]  # fmt: skip
+    ray.kill(
+        ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=True
+    )
+    answers = [
+        httpx.post(f"{endpoint}/v1/search", json={"vector": [1.0] * 64, "k": 64}, timeout=60)
+        for _ in range(10)
+    ]
     assert [a.status_code for a in answers] == [200] * 10
     assert all(len(a.json()["results"]) == 64 and not a.json()["partial"] for a in answers)
