@@ -48,7 +48,12 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix echoseek tests bench
 	$(BIN)/ruff format echoseek tests bench
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,bench]"
+	@touch $@
+
+bench: $(BENCH_STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # Re-pin every dependency after changing pyproject.toml.
