@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_index import exact_top, mixture, recall10  # noqa: E402
+from bench_index import exact_top, mixture, recall10
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 128
@@ -196,8 +196,13 @@ async def _http_load(
         return summary(latencies, failed, time.perf_counter() - start)
 
 
-def http_load(url: str, make: Callable[[int], dict[str, Any]], concurrency: int,
-              seconds: float, on_answer: Any = None) -> dict[str, float]:  # fmt: skip
+def http_load(
+    url: str,
+    make: Callable[[int], dict[str, Any]],
+    concurrency: int,
+    seconds: float,
+    on_answer: Any = None,
+) -> dict[str, float]:
     return asyncio.run(_http_load(url, make, concurrency, seconds, on_answer))
 
 
@@ -211,18 +216,31 @@ def image_request(png: bytes, nprobe: int) -> Callable[[int], dict[str, Any]]:
     return lambda i: {"url": "/v1/search", "json": body}
 
 
-def endpoint_rows(name: str, url: str, q: np.ndarray, nprobe: int, png: bytes,
-                  seconds: float) -> list[dict[str, Any]]:  # fmt: skip
+def endpoint_rows(
+    name: str, url: str, q: np.ndarray, nprobe: int, png: bytes, seconds: float
+) -> list[dict[str, Any]]:
     rows = []
     http_load(url, vector_request(q, nprobe), 4, 2.0)  # warm up: first calls load pages
     for c in CONCURRENCY:
-        rows.append({"target": name, "query": "vector", "concurrency": c,
-                     **http_load(url, vector_request(q, nprobe), c, seconds)})  # fmt: skip
+        rows.append(
+            {
+                "target": name,
+                "query": "vector",
+                "concurrency": c,
+                **http_load(url, vector_request(q, nprobe), c, seconds),
+            }
+        )
         print(f"  {name} vector c={c}: {rows[-1]}", flush=True)
     http_load(url, image_request(png, nprobe), 2, 2.0)
     for c in IMAGE_CONCURRENCY:
-        rows.append({"target": name, "query": "image", "concurrency": c,
-                     **http_load(url, image_request(png, nprobe), c, seconds)})  # fmt: skip
+        rows.append(
+            {
+                "target": name,
+                "query": "image",
+                "concurrency": c,
+                **http_load(url, image_request(png, nprobe), c, seconds),
+            }
+        )
         print(f"  {name} image c={c}: {rows[-1]}", flush=True)
     return rows
 
@@ -245,32 +263,47 @@ def in_process_rows(root: Path, q: np.ndarray, nprobe: int, seconds: float) -> l
     with open_index(root) as reader:
         for c in CONCURRENCY:
             res = thread_load(lambda i: reader.search(q[i % len(q)], 10, nprobe=nprobe), c, seconds)
-            rows.append({"target": "in-process open_index().search", "query": "vector",
-                         "concurrency": c, **res})  # fmt: skip
+            rows.append(
+                {
+                    "target": "in-process open_index().search",
+                    "query": "vector",
+                    "concurrency": c,
+                    **res,
+                }
+            )
             print(f"  in-process c={c}: {rows[-1]}", flush=True)
     return rows
 
 
-def uvicorn_rows(root: Path, model: Path, q: np.ndarray, nprobe: int, png: bytes,
-                 seconds: float) -> list[dict[str, Any]]:  # fmt: skip
+def uvicorn_rows(
+    root: Path, model: Path, q: np.ndarray, nprobe: int, png: bytes, seconds: float
+) -> list[dict[str, Any]]:
     port = free_port()
-    cmd = [str(Path(sys.executable).parent / "echoseek"), "serve", f"index={root}",
-           f"model={model}", "ray=false", f"port={port}"]  # fmt: skip
+    cmd = [
+        str(Path(sys.executable).parent / "echoseek"),
+        "serve",
+        f"index={root}",
+        f"model={model}",
+        "ray=false",
+        f"port={port}",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if not line.startswith("serving"):
             raise SystemExit(f"echoseek serve ray=false did not start: {line}")
-        return endpoint_rows("uvicorn, one process", f"http://127.0.0.1:{port}", q, nprobe,
-                             png, seconds)  # fmt: skip
+        return endpoint_rows(
+            "uvicorn, one process", f"http://127.0.0.1:{port}", q, nprobe, png, seconds
+        )
     finally:
         proc.terminate()
         proc.wait(30)
 
 
-def serve_rows(root: Path, model: Path, q: np.ndarray, nprobe: int, png: bytes,
-               seconds: float) -> list[dict[str, Any]]:  # fmt: skip
+def serve_rows(
+    root: Path, model: Path, q: np.ndarray, nprobe: int, png: bytes, seconds: float
+) -> list[dict[str, Any]]:
     from echoseek.service.config import ServiceConfig
     from echoseek.service.run import start_service
 
@@ -282,8 +315,9 @@ def serve_rows(root: Path, model: Path, q: np.ndarray, nprobe: int, png: bytes,
         running.stop()
 
 
-def milvus_rows(x: np.ndarray, q: np.ndarray, truth: np.ndarray, target: float, seconds: float,
-                work: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+def milvus_rows(
+    x: np.ndarray, q: np.ndarray, truth: np.ndarray, target: float, seconds: float, work: Path
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from pymilvus import MilvusClient
 
     client = MilvusClient(str(work / "milvus.db"))
@@ -303,8 +337,13 @@ def milvus_rows(x: np.ndarray, q: np.ndarray, truth: np.ndarray, target: float, 
     build_s = time.perf_counter() - start
 
     def search(v: np.ndarray, nprobe: int, limit: int = 10) -> Any:
-        return client.search("bench", data=v.tolist(), limit=limit, output_fields=[],
-                             search_params={"params": {"nprobe": nprobe}})  # fmt: skip
+        return client.search(
+            "bench",
+            data=v.tolist(),
+            limit=limit,
+            output_fields=[],
+            search_params={"params": {"nprobe": nprobe}},
+        )
 
     chosen = None
     for nprobe in PROBES:
@@ -319,8 +358,14 @@ def milvus_rows(x: np.ndarray, q: np.ndarray, truth: np.ndarray, target: float, 
     rows = []
     for c in CONCURRENCY:
         res = thread_load(lambda i: search(q[i % len(q)][None, :], nprobe), c, seconds)
-        rows.append({"target": f"milvus-lite IVF_FLAT nlist={nlist}", "query": "vector",
-                     "concurrency": c, **res})  # fmt: skip
+        rows.append(
+            {
+                "target": f"milvus-lite IVF_FLAT nlist={nlist}",
+                "query": "vector",
+                "concurrency": c,
+                **res,
+            }
+        )
         print(f"  milvus-lite c={c}: {rows[-1]}", flush=True)
     client.close()
     return rows, {"nprobe": nprobe, "recall@10": rec, "build_s": build_s, "nlist": nlist}
@@ -341,8 +386,9 @@ def fault_run(
     from echoseek.service.config import ServiceConfig
     from echoseek.service.run import start_service
 
-    cfg = ServiceConfig(index=str(root), model=str(model), shard_groups=4, searcher_replicas=2,
-                        port=free_port())  # fmt: skip
+    cfg = ServiceConfig(
+        index=str(root), model=str(model), shard_groups=4, searcher_replicas=2, port=free_port()
+    )
     running = start_service(cfg)
     old = running.version
     events: dict[str, float] = {}
@@ -353,8 +399,11 @@ def fault_run(
 
     def faults() -> None:
         time.sleep(seconds / 3)
-        name = next(a for a in ray.util.list_named_actors(all_namespaces=True)
-                    if "ShardSearcher0" in a["name"])  # fmt: skip
+        name = next(
+            a
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if "ShardSearcher0" in a["name"]
+        )
         ray.kill(ray.get_actor(name["name"], namespace=name["namespace"]), no_restart=True)
         events["kill"] = time.perf_counter() - t0
         time.sleep(seconds / 3 - 2)
@@ -401,18 +450,18 @@ BAD_BODIES: list[tuple[str, bytes, str]] = [
         "k = 10^9",
         b'{"vector": [' + b",".join([b"1"] * DIM) + b'], "k": 1000000000}',
         "application/json",
-    ),  # fmt: skip
+    ),
     (
         "unknown distance",
         b'{"vector": [' + b",".join([b"1"] * DIM) + b'], "rerank": "nope"}',
         "application/json",
-    ),  # fmt: skip
+    ),
     ("deep JSON", b"[" * 100_000 + b"]" * 100_000, "application/json"),
     (
         "non-image bytes",
         b'{"image": "' + base64.b64encode(b"\0" * 300) + b'"}',
         "application/json",
-    ),  # fmt: skip
+    ),
     ("oversized body", b'{"vector": [' + b"1," * 5_000_000 + b"1]}", "application/json"),
     ("wrong content type", b"vector=1", "text/plain"),
 ]
@@ -432,9 +481,22 @@ def fuzz(url: str, examples: int, work: Path) -> dict[str, Any]:
 
     schemathesis = shutil.which("schemathesis") or str(Path(sys.executable).parent / "schemathesis")
     report = work / "fuzz"
-    cmd = [schemathesis, "run", f"{url}/openapi.json", "--checks", "not_a_server_error",
-           "--max-examples", str(examples), "--report", "har", "--report-dir", str(report),
-           "--no-color", "--seed", "0"]  # fmt: skip
+    cmd = [
+        schemathesis,
+        "run",
+        f"{url}/openapi.json",
+        "--checks",
+        "not_a_server_error",
+        "--max-examples",
+        str(examples),
+        "--report",
+        "har",
+        "--report-dir",
+        str(report),
+        "--no-color",
+        "--seed",
+        "0",
+    ]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     seconds = time.perf_counter() - start
@@ -467,12 +529,16 @@ def fuzz(url: str, examples: int, work: Path) -> dict[str, Any]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| target | query | concurrency | requests | failed | QPS | p50 ms | p95 ms | p99 ms |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| target | query | concurrency | requests | failed | QPS | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['target']} | {r['query']} | {r['concurrency']} | {r['requests']} | "
-                     f"{r['failed']} | {r['qps']:.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
-                     f"{r['p99_ms']:.2f} |")  # fmt: skip
+        lines.append(
+            f"| {r['target']} | {r['query']} | {r['concurrency']} | {r['requests']} | "
+            f"{r['failed']} | {r['qps']:.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
+            f"{r['p99_ms']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -518,21 +584,33 @@ def main() -> None:
             from echoseek.service.config import ServiceConfig
             from echoseek.service.run import start_service
 
-            running = start_service(ServiceConfig(index=str(root), model=str(model),
-                                                  shard_groups=4, port=free_port()))  # fmt: skip
+            running = start_service(
+                ServiceConfig(index=str(root), model=str(model), shard_groups=4, port=free_port())
+            )
             try:
                 fuzzed = fuzz(running.url, args.fuzz_examples, work)
             finally:
                 running.stop()
-        result = {"n": args.n, "dim": DIM, "shards": 4, "nprobe": nprobe, "recall@10": rec,
-                  "build_s": build_s, "rows": rows, "milvus": milvus, "faults": faults,
-                  "fuzz": fuzzed, "cpus": os.cpu_count()}  # fmt: skip
+        result = {
+            "n": args.n,
+            "dim": DIM,
+            "shards": 4,
+            "nprobe": nprobe,
+            "recall@10": rec,
+            "build_s": build_s,
+            "rows": rows,
+            "milvus": milvus,
+            "faults": faults,
+            "fuzz": fuzzed,
+            "cpus": os.cpu_count(),
+        }
         out = ROOT / "bench" / "results"
         out.mkdir(parents=True, exist_ok=True)
         (out / "service.json").write_text(json.dumps(result, indent=2, default=str))
         print(table(rows))
-        print(json.dumps({"milvus": milvus, "faults": faults, "fuzz": fuzzed}, indent=2,
-                         default=str))  # fmt: skip
+        print(
+            json.dumps({"milvus": milvus, "faults": faults, "fuzz": fuzzed}, indent=2, default=str)
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
