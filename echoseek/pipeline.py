@@ -169,7 +169,7 @@ def service_stage(
 ) -> dict[str, Any]:
     """Start the endpoint (Ray Serve) on the demo's index, query it with ``query`` over HTTP
     (``/v1/search/image``, top-5) and stop it; the answer and where the page was."""
-    from echoseek.jobs import search
+    from echoseek.service.client import search_image
     from echoseek.service.config import ServiceConfig
     from echoseek.service.run import check_port, start_service
 
@@ -177,7 +177,7 @@ def service_stage(
         cfg = ServiceConfig(index=str(work / "index"), dataset=str(dataset), port=_port(port))
         running = start_service(cfg)
         try:
-            found = search.run(search.Config(url=running.url, image=str(query), k=5))
+            found = search_image(running.url, str(query), {"k": 5})
         finally:
             running.stop()
         return {"url": running.url, "answer": found}
@@ -198,11 +198,11 @@ def service_stage(
 
 def service_lines(service: dict[str, Any]) -> list[str]:
     """The endpoint's top-5 table and how to keep it up."""
-    from echoseek.jobs import search
+    from echoseek.service.client import top_k_table
 
     url = service["url"]
     lines = ["", f"  search endpoint (Ray Serve) at {url}: the query image over HTTP, top-5"]
-    lines += [f"    {line}" for line in search.summarize(service["answer"]).splitlines()]
+    lines += [f"    {line}" for line in top_k_table(service["answer"]).splitlines()]
     lines.append(f"  web page {url}/ (stopped now; `echoseek serve serve/local.yaml` keeps it up)")
     return lines
 

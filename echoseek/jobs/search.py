@@ -14,13 +14,13 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from echoseek.errors import ConfigError, EchoseekError, InputError
+from echoseek.errors import ConfigError, InputError
 from echoseek.jobs.runner import run_job
+from echoseek.service.client import search_image, search_json, top_k_table
 
 TOKEN_ENV = "ECHOSEEK_TOKEN"
 
@@ -56,86 +56,20 @@ def _vector(path: str) -> list[float]:
     return [float(x) for x in row]
 
 
-def _rerank(text: str) -> str | bool | None:
-    return {"": None, "true": True, "false": False}.get(text.lower(), text)
-
-
 def run(cfg: Config) -> dict[str, Any]:
     """Send the query and return the service's answer."""
-    import httpx
-
     token = cfg.token or os.environ.get(TOKEN_ENV, "")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    options: dict[str, Any] = {
-        "k": cfg.k,
-        "nprobe": cfg.nprobe,
-        "rerank": _rerank(cfg.rerank),
-        "partial": cfg.partial,
-    }
-    try:
-        with httpx.Client(base_url=cfg.url, headers=headers, timeout=cfg.timeout_s) as client:
-            if cfg.image:
-                data = _read(cfg.image)
-                params = {
-                    k: str(v).lower() if isinstance(v, bool) else v
-                    for k, v in options.items()
-                    if v is not None
-                }
-                files = {"file": (Path(cfg.image).name, data)}
-                r = client.post("/v1/search/image", files=files, params=params)
-            else:
-                query = {"vector": _vector(cfg.vector)} if cfg.vector else {"id": cfg.item}
-                r = client.post("/v1/search", json={**query, **options})
-    except httpx.HTTPError as exc:
-        raise EchoseekError(f"{cfg.url}: cannot reach the service ({exc})") from None
-    if r.status_code != 200:
-        raise EchoseekError(f"{cfg.url}: {r.status_code} {_message(r)}")
-    return dict(r.json())
-
-
-def _read(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-
-
-def _message(r: Any) -> str:
-    try:
-        return str(r.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return r.text[:200]
+    rerank = {"": None, "true": True, "false": False}.get(cfg.rerank.lower(), cfg.rerank)
+    options = {"k": cfg.k, "nprobe": cfg.nprobe, "rerank": rerank, "partial": cfg.partial}
+    if cfg.image:
+        return search_image(cfg.url, cfg.image, options, token, cfg.timeout_s)
+    query = {"vector": _vector(cfg.vector)} if cfg.vector else {"id": cfg.item}
+    return search_json(cfg.url, query, options, token, cfg.timeout_s)
 
 
 def summarize(s: dict[str, Any]) -> str:
     """The top-K table, then where it came from."""
-    cols = ("rank", "id", "item", "score", "label", "source", "frame_index")
-    rows = [
-        (
-            str(i + 1),
-            str(h["id"]),
-            str(h.get("item") or ""),
-            f"{h['score']:.4f}",
-            _cell(h.get("label")),
-            str(h.get("source") or ""),
-            _cell(h.get("frame_index")),
-        )
-        for i, h in enumerate(s["results"])
-    ]
-    widths = [
-        max(len(c), *(len(r[j]) for r in rows)) if rows else len(c) for j, c in enumerate(cols)
-    ]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
-    note = f" PARTIAL: shards {s['missing_shards']} missing" if s.get("partial") else ""
-    lines.append(
-        f"index {s['index_version']}, model {s['model'] or '-'}, {s['took_ms']:.1f} ms{note}"
-    )
-    return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    return "-" if value is None else str(value)
+    return top_k_table(s)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "echoseek search") -> int:
