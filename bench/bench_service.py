@@ -301,6 +301,20 @@ def uvicorn_rows(
         proc.wait(30)
 
 
+def serve_file(work: Path, replicas: int) -> str:
+    """serve/local.yaml with 4 shard-group deployments of ``replicas`` replicas each."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "serve" / "local.yaml").read_text())
+    deployments = data["applications"][0]["deployments"]
+    searcher = next(d for d in deployments if d["name"] == "ShardSearcher0")
+    searcher.update(num_replicas=replicas, ray_actor_options={"num_cpus": 0.1})
+    deployments += [{**searcher, "name": f"ShardSearcher{g}"} for g in range(1, 4)]
+    path = work / f"serve-{replicas}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
 def serve_rows(
     root: Path, model: Path, q: np.ndarray, nprobe: int, png: bytes, seconds: float
 ) -> list[dict[str, Any]]:
@@ -308,7 +322,7 @@ def serve_rows(
     from echoseek.service.run import start_service
 
     cfg = ServiceConfig(index=str(root), model=str(model), shard_groups=4, port=free_port())
-    running = start_service(cfg)
+    running = start_service(cfg, serve_config=serve_file(root.parent, 1))
     try:
         return endpoint_rows("Ray Serve, 4 shard groups", running.url, q, nprobe, png, seconds)
     finally:
@@ -386,10 +400,8 @@ def fault_run(
     from echoseek.service.config import ServiceConfig
     from echoseek.service.run import start_service
 
-    cfg = ServiceConfig(
-        index=str(root), model=str(model), shard_groups=4, searcher_replicas=2, port=free_port()
-    )
-    running = start_service(cfg)
+    cfg = ServiceConfig(index=str(root), model=str(model), shard_groups=4, port=free_port())
+    running = start_service(cfg, serve_config=serve_file(root.parent, 2))
     old = running.version
     events: dict[str, float] = {}
     answers: list[tuple[float, int, str]] = []

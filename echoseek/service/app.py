@@ -41,14 +41,12 @@ def compose(cfg: ServiceConfig) -> Application:
         cast(Deployment, d) for d in (ShardSearcher, Embedder, SearchIngress)
     )
     searchers = [
-        searcher.options(name=f"ShardSearcher{g}", num_replicas=cfg.searcher_replicas).bind(
-            cfg.index, g, groups, served.version
-        )
+        searcher.options(name=f"ShardSearcher{g}").bind(cfg.index, g, groups, served.version)
         for g in range(groups)
     ]
     spec = local_absolute(model_spec(cfg, served))
     embedder = (
-        embedding.options(num_replicas=cfg.embedder_replicas).bind(
+        embedding.bind(
             spec, cfg.pixel_size, cfg.tracking_uri, served.dim, cfg.batch_size, cfg.batch_wait_ms
         )
         if spec

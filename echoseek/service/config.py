@@ -31,7 +31,11 @@ class Limits:
 
 @dataclass
 class ServiceConfig:
-    """Options of the search service (``echoseek serve``, ``serve run serve/local.yaml``)."""
+    """Options of the search service (``echoseek serve``, ``serve run serve/local.yaml``).
+
+    Replicas, autoscaling and resources of each deployment are the Serve YAML's
+    (``deployments:``); without one, every deployment runs one light replica.
+    """
 
     index: str = ""  # an index root (versions + LATEST), from echoseek index build
     version: str = "latest"  # the version served first: a version id under index, or latest
@@ -43,8 +47,6 @@ class ServiceConfig:
     tokens_file: str = ""  # lines "token:scope"; also ECHOSEEK_TOKENS="token:scope,..."
     cors_origins: list[str] = field(default_factory=list)  # empty: CORS off
     shard_groups: int = 0  # shard searcher deployments; 0: one per shard
-    searcher_replicas: int = 1
-    embedder_replicas: int = 1
     batch_size: int = 16  # images per embedder call (@serve.batch)
     batch_wait_ms: float = 2.0
     shard_timeout_s: float = 10.0  # a shard call slower than this counts as failed
@@ -57,9 +59,8 @@ class ServiceConfig:
         for name in ("shard_groups",):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
-        for name in ("searcher_replicas", "embedder_replicas", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.batch_size <= 0:
+            raise ConfigError(f"batch_size: must be positive, got {self.batch_size}")
         if self.batch_wait_ms < 0 or self.shard_timeout_s <= 0:
             raise ConfigError("batch_wait_ms must be >= 0 and shard_timeout_s positive")
 

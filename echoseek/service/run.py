@@ -108,35 +108,53 @@ def _start_serve(cfg: ServiceConfig) -> tuple[str, Callable[[], None]]:
     return url_of(cfg.host, cfg.port), serve.shutdown
 
 
-def _deploy_config(cfg: ServiceConfig, path: str) -> tuple[str, Callable[[], None]]:
-    """Deploy a Serve config file's applications, the first with ``cfg`` as its args."""
+def serve_schema(cfg: ServiceConfig, path: str) -> Any:
+    """The ``ServeDeploySchema`` of a Serve config file with ``cfg`` (local paths made
+    absolute: replicas may run in another directory) as its first application's ``args``."""
     import dataclasses
 
-    from ray import serve
-    from ray.serve._private import api as serve_api
     from ray.serve.schema import ServeDeploySchema
 
     from echoseek.config import read_yaml
-    from echoseek.ray_session import ensure_ray
-    from echoseek.service.app import absolute_paths, compose
+    from echoseek.service.app import absolute_paths
 
     data = read_yaml(path)
     fields = {f.name for f in dataclasses.fields(ServiceConfig)}
-    args = {k: v for k, v in dataclasses.asdict(cfg).items() if k in fields}
-    args.update(dataclasses.asdict(absolute_paths(cfg)))  # replicas may run elsewhere
-    args = {k: v for k, v in args.items() if k in fields}
-    data["applications"][0]["args"] = args
-    data["http_options"] = {**(data.get("http_options") or {}), "host": cfg.host, "port": cfg.port}
+    args = {k: v for k, v in dataclasses.asdict(absolute_paths(cfg)).items() if k in fields}
     try:
-        schema = ServeDeploySchema.model_validate(data)
-    except ValueError as exc:
+        data["applications"][0]["args"] = args
+        data["http_options"] = {
+            **(data.get("http_options") or {}),
+            "host": cfg.host,
+            "port": cfg.port,
+        }
+        return ServeDeploySchema.model_validate(data)
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise EchoseekError(f"{path}: not a valid Ray Serve config ({_first_line(exc)})") from None
-    compose(ServiceConfig(**{**args, "limits": cfg.limits}))  # fail here, not in a replica
+
+
+def deploy(schema: Any) -> None:
+    """Deploy (or update in place: a changed ``user_config`` only reconfigures) ``schema``."""
+    from ray.serve._private import api as serve_api
+
+    from echoseek.ray_session import ensure_ray
+
     ensure_ray()
     client = serve_api.serve_start(
         http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
     )
     client.deploy_apps(schema, _blocking=False)
+
+
+def _deploy_config(cfg: ServiceConfig, path: str) -> tuple[str, Callable[[], None]]:
+    """Deploy a Serve config file's applications, the first with ``cfg`` as its args."""
+    from ray import serve
+
+    from echoseek.service.app import compose
+
+    schema = serve_schema(cfg, path)
+    compose(cfg)  # a bad index or config fails here, not in a replica
+    deploy(schema)
     return url_of(cfg.host, cfg.port), serve.shutdown
 
 

@@ -3,7 +3,7 @@
 Each shard searcher deployment (and the in-process service) holds one :class:`ShardGroup`.
 Requests name the version they search, so one request never mixes versions while a swap is
 under way: a group opens a version the first time it is asked for it (memory-mapped, its own
-files checksummed) and keeps the ``keep`` most recently used. Taking shards by modulo keeps
+files checksummed) and keeps the ``keep`` most recently opened. Taking shards by modulo keeps
 the grouping valid when ``index add`` appends shards to a new version.
 
 A group re-ranks its own best candidates exactly (``IndexReader.search``), so the ingress
@@ -41,20 +41,24 @@ class ShardGroup:
         return [i for i in range(len(manifest["shards"])) if i % self.groups == self.group]
 
     def reader(self, version: str) -> IndexReader | None:
-        """This group's reader of ``version`` (None when the version has no shard for it)."""
+        """This group's reader of ``version`` (None when the version has no shard for it).
+
+        Opening a version holds a lock so it happens once; searches of versions already open
+        never wait for it. An evicted reader is dropped, not closed: a search still running
+        on it keeps its own reference.
+        """
+        try:
+            return self._readers[version]
+        except KeyError:
+            pass
         with self._lock:
-            if version in self._readers:
-                self._readers.move_to_end(version)
-                return self._readers[version]
-            path = version_dir(self.root, version)
-            mine = self.shards_of(read_manifest(path))
-            reader = open_index(path, verify=True, shards=mine) if mine else None
-            self._readers[version] = reader
-            while len(self._readers) > self.keep:
-                _, old = self._readers.popitem(last=False)
-                if old is not None:
-                    old.close()  # in-flight searches keep their own reference
-            return reader
+            if version not in self._readers:
+                path = version_dir(self.root, version)
+                mine = self.shards_of(read_manifest(path))
+                self._readers[version] = open_index(path, shards=mine) if mine else None
+                while len(self._readers) > self.keep:
+                    self._readers.popitem(last=False)
+            return self._readers[version]
 
     def load(self, version: str) -> list[int]:
         """Open ``version`` now (a swap warms every group before switching); its shards."""

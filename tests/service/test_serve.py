@@ -27,6 +27,7 @@ from tests.service.conftest import PIXELS, frame, free_port
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
+ENDPOINT: dict[str, Any] = {}  # the fixture's config and Serve file, for redeploying
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,7 @@ def endpoint(
         port=free_port(),
     )
     running = start_service(cfg, serve_config=str(path))
+    ENDPOINT.update(cfg=cfg, path=str(path))
     yield running.url
     running.stop()
 
@@ -136,3 +138,34 @@ def test_swap_under_load_then_a_killed_shard_replica(
     ]
     assert [a.status_code for a in answers] == [200] * 10
     assert all(len(a.json()["results"]) == 64 and not a.json()["partial"] for a in answers)
+
+
+def requests_served(url: str) -> float:
+    """The ingress replica's count of answered /v1/search requests (from /metrics)."""
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith('echoseek_requests_total{route="/v1/search",status="200"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_serve_deploy_with_a_changed_user_config_swaps_in_place(
+    endpoint: str, index_root_copy_module: Path
+) -> None:
+    from echoseek.index.publish import list_versions
+    from echoseek.service.run import deploy, serve_schema
+
+    serving = httpx.get(f"{endpoint}/v1/index").json()["version"]
+    other = next(v for v in list_versions(index_root_copy_module) if v != serving)
+    before = requests_served(endpoint)
+    assert before > 0
+    schema = serve_schema(ENDPOINT["cfg"], ENDPOINT["path"])
+    ingress = next(d for d in schema.applications[0].deployments if d.name == "SearchIngress")
+    ingress.user_config = {"version": other}
+    deploy(schema)
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{endpoint}/v1/index").json()["version"] != other:
+        assert time.monotonic() < deadline, "the new user_config was not applied"
+        time.sleep(0.5)
+    found = httpx.post(f"{endpoint}/v1/search", json={"vector": [1.0] * 64, "k": 3}).json()
+    assert found["index_version"] == other
+    assert requests_served(endpoint) > before  # the same replica: reconfigured, not restarted
