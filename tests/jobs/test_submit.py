@@ -7,6 +7,7 @@ a job's config classes and worker loop must still resolve on the Train workers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -56,6 +57,28 @@ def head() -> Iterator[tuple[str, dict[str, str]]]:
         "RAY_USAGE_STATS_ENABLED": "0",
     }
     env.pop("RAY_ADDRESS", None)
+    proc, address = None, ""
+    try:
+        for attempt in range(3):  # a port picked free may be taken before Ray binds it
+            proc, address = _start_head(temp, env, attempt)
+            if _wait_for(address, proc):
+                break
+            with contextlib.suppress(ProcessLookupError):  # what it left of its process group
+                os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            log = (Path(temp) / "start.log").read_text()[-2000:]
+            raise RuntimeError(f"ray start exited three times; last output:\n{log}")
+        yield address, env
+    finally:  # a throwaway head: no graceful shutdown (30 s), nothing of it is kept
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _start_head(
+    temp: str, env: dict[str, str], attempt: int
+) -> tuple[subprocess.Popen[bytes], str]:
     dashboard = free_port()
     # every port its own: the test session's Ray already holds the defaults (agent: 52365)
     ports = (
@@ -69,32 +92,27 @@ def head() -> Iterator[tuple[str, dict[str, str]]]:
     cmd = [
         str(BIN / "ray"), "start", "--head", "--block", *(f"--{p}={free_port()}" for p in ports),
         "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dashboard}", f"--temp-dir={temp}", "--disable-usage-stats",
+        f"--dashboard-port={dashboard}", f"--temp-dir={temp}/{attempt}", "--disable-usage-stats",
     ]  # fmt: skip
-    proc = subprocess.Popen(  # its own process group: every process of this head, to kill
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    address = f"http://127.0.0.1:{dashboard}"
-    try:
-        _wait_for(address, proc)
-        yield address, env
-    finally:  # a throwaway head: no graceful shutdown (30 s), nothing of it is kept
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-        shutil.rmtree(temp, ignore_errors=True)
+    with open(Path(temp) / "start.log", "wb") as log:
+        proc = subprocess.Popen(  # its own process group: every process of this head, to kill
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return proc, f"http://127.0.0.1:{dashboard}"
 
 
-def _wait_for(address: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+def _wait_for(address: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> bool:
+    """True once the head's job server answers; False when ``ray start`` exited."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"ray start exited with {proc.returncode}")
+            return False
         try:
             urllib.request.urlopen(f"{address}/api/version", timeout=2)
-            return
+            return True
         except OSError as exc:  # 401 (token auth) also means the job server is up
             if getattr(exc, "code", None) == 401:
-                return
+                return True
             time.sleep(1)
     raise RuntimeError(f"no Ray job server at {address} after {timeout_s} s")
 
