@@ -8,6 +8,7 @@ live beside it in ``mlflow/artifacts/`` (see ``mlflow/README.md``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -60,13 +61,58 @@ def check_reachable(uri: str) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        seed_sqlite_store(Path(uri[len("sqlite:///") :]))
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:
         raise InputError(
             f"MLflow tracking store {uri} is not reachable: {_first_line(exc)}"
         ) from None
+
+
+def seed_sqlite_store(path: Path) -> None:
+    """Create a missing local store as a copy of an empty one kept per MLflow version.
+
+    MLflow creates a new sqlite store by running its schema migrations, which takes seconds
+    each time (every job with its own store pays it). The copy is that same migrated, empty
+    database; the Default experiment's artifact location is then set to what MLflow itself
+    would have chosen here (``<cwd>/mlruns/0``). A store that exists is never touched, and two
+    processes seeding one path at once leave one complete copy (link, not overwrite).
+    """
+    import shutil
+    import sqlite3
+
+    import mlflow
+
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "echoseek"
+    empty = cache / f"mlflow-{mlflow.__version__}-empty.db"
+    staging = path.with_name(f".{path.name}.{os.getpid()}.seed")
+    try:
+        if not empty.is_file():
+            from mlflow.tracking import MlflowClient
+
+            cache.mkdir(parents=True, exist_ok=True)
+            fresh = cache / f".{empty.name}.{os.getpid()}"
+            MlflowClient(f"sqlite:///{fresh}").search_experiments(max_results=1)
+            os.replace(fresh, empty)
+        shutil.copyfile(empty, staging)
+        with sqlite3.connect(staging) as db:
+            now = int(time.time() * 1000)
+            db.execute(
+                "UPDATE experiments SET artifact_location = ?, creation_time = ?, "
+                "last_update_time = ? WHERE experiment_id = 0",
+                (str(Path.cwd() / "mlruns" / "0"), now, now),
+            )
+        db.close()
+        with contextlib.suppress(FileExistsError):  # another process seeded it first: keep it
+            os.link(staging, path)
+    except (OSError, sqlite3.Error):
+        pass  # no cache: MLflow creates the store itself, only slower
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def git_commit(cwd: str | Path | None = None) -> str:

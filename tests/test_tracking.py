@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,3 +120,41 @@ def test_log_series_logs_each_step_in_batches(tmp_path: Path) -> None:
     got = sorted((m.step, m.value) for m in history)
     assert len(got) == 1202 and (45, values[5]) not in got  # the NaN step is skipped
     assert got[0] == (40, 0.0) and got[-1] == (40 + 1202, 120.2)
+
+
+def test_a_new_local_store_is_seeded_with_mlflows_own_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    from echoseek.tracking import seed_sqlite_store
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    MlflowClient(f"sqlite:///{tmp_path / 'own.db'}").search_experiments()  # MLflow's own
+
+    def schema(path: Path) -> list[Any]:
+        """Tables, indexes and migration version (a table's constraint order varies between
+        processes, so each statement's lines are compared as a sorted list)."""
+        with sqlite3.connect(path) as db:
+            rows = db.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+            version = db.execute("SELECT version_num FROM alembic_version").fetchall()
+        lines = [
+            (name, sorted((sql or "").replace(", \n", "\n").splitlines())) for name, sql in rows
+        ]
+        return [*lines, *version]
+
+    seeded = tmp_path / "store" / "mlflow.db"
+    seed_sqlite_store(seeded)
+    assert schema(seeded) == schema(tmp_path / "own.db")
+    with sqlite3.connect(seeded) as db:
+        (location,) = db.execute("SELECT artifact_location FROM experiments").fetchone()
+    assert location == str(tmp_path / "mlruns" / "0")  # where MLflow would have put it
+    client = MlflowClient(f"sqlite:///{seeded}")
+    exp = client.create_experiment("echoseek")
+    client.create_run(exp)
+    before = seeded.read_bytes()
+    seed_sqlite_store(seeded)  # an existing store is never replaced
+    assert seeded.read_bytes() == before and len(client.search_runs([exp])) == 1
