@@ -16,6 +16,8 @@ Targets, measured side by side in this run on 127.0.0.1 only:
   reader in one process, what a user would write without Ray;
 * ``Ray Serve``: ``echoseek serve`` with 4 shard-group deployments, an embedder and the
   ingress (one replica each);
+* ``Ray Serve floor``: a FastAPI ingress making one handle call to a no-op deployment (what
+  any Serve app with one hop pays on this machine);
 * ``milvus-lite``: an IVF_FLAT collection of the same vectors (milvus-lite's IVF index), its
   nprobe the smallest power of two reaching the same recall@10.
 
@@ -315,6 +317,54 @@ def serve_file(work: Path, replicas: int) -> str:
     return str(path)
 
 
+def serve_floor_rows(q: np.ndarray, seconds: float) -> list[dict[str, Any]]:
+    """Ray Serve's own floor here: a FastAPI ingress that makes one handle call to a
+    deployment returning at once (HTTP proxy -> ingress -> one hop), the same load."""
+    from fastapi import FastAPI
+    from ray import serve
+
+    from echoseek.ray_session import ensure_ray
+
+    app = FastAPI()
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.1})
+    class Echo:
+        def search(self, vector: list[float]) -> int:
+            return len(vector)
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
+    @serve.ingress(app)
+    class Floor:
+        def __init__(self, echo: Any) -> None:
+            self.echo = echo
+
+        @app.post("/v1/search")
+        async def search(self, body: dict[str, Any]) -> dict[str, Any]:
+            return {"n": await self.echo.search.remote(body["vector"])}
+
+    ensure_ray()
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(Floor.bind(Echo.bind()), name="floor", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        http_load(url, vector_request(q, 1), 4, 2.0)
+        rows = []
+        for c in CONCURRENCY:
+            rows.append(
+                {
+                    "target": "Ray Serve floor: ingress + 1 no-op hop",
+                    "query": "vector",
+                    "concurrency": c,
+                    **http_load(url, vector_request(q, 1), c, seconds),
+                }
+            )
+            print(f"  serve floor c={c}: {rows[-1]}", flush=True)
+        return rows
+    finally:
+        serve.shutdown()
+
+
 def serve_rows(
     root: Path, model: Path, q: np.ndarray, nprobe: int, png: bytes, seconds: float
 ) -> list[dict[str, Any]]:
@@ -332,13 +382,13 @@ def serve_rows(
 def milvus_rows(
     x: np.ndarray, q: np.ndarray, truth: np.ndarray, target: float, seconds: float, work: Path
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from pymilvus import MilvusClient
+    from pymilvus import DataType, MilvusClient
 
     client = MilvusClient(str(work / "milvus.db"))
     start = time.perf_counter()
     schema = client.create_schema(auto_id=False)
-    schema.add_field("id", "INT64", is_primary=True)
-    schema.add_field("vector", "FLOAT_VECTOR", dim=DIM)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
     index = client.prepare_index_params()
     nlist = int(4 * np.sqrt(len(x)))
     index.add_index("vector", index_type="IVF_FLAT", metric_type="IP", params={"nlist": nlist})
@@ -583,6 +633,7 @@ def main() -> None:
         png = query_png()
         rows = in_process_rows(root, q, nprobe, args.seconds)
         rows += uvicorn_rows(root, model, q, nprobe, png, args.seconds)
+        rows += serve_floor_rows(q, args.seconds)
         rows += serve_rows(root, model, q, nprobe, png, args.seconds)
         milvus: dict[str, Any] = {}
         if "milvus" not in args.skip:
