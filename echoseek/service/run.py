@@ -30,6 +30,18 @@ class Running:
     ntotal: int
 
 
+def quiet_serve() -> None:
+    """No Serve INFO lines (started, connecting, ready) on the terminal unless ``-v``."""
+    import logging
+
+    import ray.serve  # noqa: F401  (Serve sets its logger up on import: quiet it after)
+
+    from echoseek.ray_session import is_verbose
+
+    if not is_verbose():
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+
+
 def start_service(cfg: ServiceConfig, use_ray: bool = True, serve_config: str = "") -> Running:
     """Start the service for ``cfg`` and return once it is ready.
 
@@ -41,6 +53,7 @@ def start_service(cfg: ServiceConfig, use_ray: bool = True, serve_config: str = 
     tokens = load_tokens(cfg.tokens_file)
     check_bind(cfg.host, tokens)
     check_port(cfg.host, cfg.port)
+    quiet_serve()
     if serve_config:
         url, stop = _deploy_config(cfg, serve_config)
     elif use_ray:
