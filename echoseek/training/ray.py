@@ -328,8 +328,12 @@ def end_epoch(
     lr_at: Callable[[int], float],
     logger: Any,
 ) -> None:
-    """Report the epoch (rank 0 attaches the checkpoint) and log it to MLflow (rank 0)."""
-    report_epoch(metrics, rank=rank, model=model, optimizer=optimizer, epoch=epoch, scaler=scaler)
+    """Log the epoch to MLflow (rank 0), then report it (rank 0 attaches the checkpoint).
+
+    In this order a committed checkpoint implies its epoch is in MLflow: once every rank has
+    reported, a worker that dies may take rank 0 down with it before anything after the
+    report runs, and the restart resumes after that checkpoint.
+    """
     log_epoch(
         logger,
         metrics,
@@ -338,6 +342,7 @@ def end_epoch(
         step_losses=stats.step_losses,
         lr_at=lr_at,
     )
+    report_epoch(metrics, rank=rank, model=model, optimizer=optimizer, epoch=epoch, scaler=scaler)
 
 
 def run_hooks(hooks: Sequence[EpochHook], epoch: int, rank: int, world: int) -> None:
