@@ -1,5 +1,7 @@
 # echoseek: two commands for a new user: `make demo` and `make test`.
 # Each creates .venv and installs the project (pinned by constraints.txt) when needed.
+# --no-compile: Python compiles each module when it is first imported instead of pip compiling
+# all of site-packages (torch, ray, ...) up front; it halves the install (206 s -> 99 s here).
 
 PY      ?= python3
 VENV    := .venv
@@ -16,7 +18,7 @@ export RAY_TRAIN_ENABLE_PREEMPTION_WATCHER := 0
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-compile -c constraints.txt -e ".[dev]"
 	@touch $@
 
 install: $(STAMP)
@@ -50,7 +52,7 @@ format: $(STAMP)
 
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,bench]"
+	$(BIN)/python -m pip install -q --no-compile -c constraints.txt -e ".[dev,bench]"
 	@touch $@
 
 bench: $(BENCH_STAMP)

@@ -16,6 +16,9 @@ os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# Train's controller polls its workers every 2 s by default: a finished or crashed worker group
+# is noticed up to 2 s late, several times per training test
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +38,25 @@ def ray_session() -> Iterator[Any]:
         )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def submitted_sweep(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """The job of tests/jobs/test_submit.py, submitted to its own Ray head when the session
+    starts (None when that test is not selected).
+
+    Most of its minutes are worker processes starting on the second head; submitted first,
+    they overlap the other tests instead of adding to the suite's time.
+    """
+    selected = any(
+        item.nodeid.startswith("tests/jobs/test_submit.py") for item in request.session.items
+    )
+    if not selected:
+        yield None
+        return
+    from tests.cluster_job import submitted_chain
+
+    with submitted_chain(tmp_path_factory.mktemp("submitted")) as submitted:
+        yield submitted

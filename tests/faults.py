@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,14 +16,23 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 @dataclass
 class FailOnce:
-    """At the start of ``epoch``, raise in the last rank, once per ``marker`` file."""
+    """At the start of ``epoch``, raise in the last rank, once per ``marker`` file.
+
+    It waits ``settle_s`` first: Ray Train's controller takes a reported checkpoint when it
+    next polls the workers (every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``), and a crash seen in
+    the same poll wins, so a worker dying right after the report can lose the previous
+    epoch's checkpoint and the restart repeats that epoch. The tests assert resumption from
+    the checkpoint, so the crash comes once the controller has surely taken it.
+    """
 
     marker: Path
     epoch: int
+    settle_s: float = 3.0
 
     def __call__(self, epoch: int, rank: int, world: int) -> None:
         if epoch != self.epoch or rank != world - 1 or self.marker.exists():
             return
+        time.sleep(self.settle_s)
         self.marker.parent.mkdir(parents=True, exist_ok=True)
         self.marker.write_text(f"failed at epoch {epoch}, pid {os.getpid()}\n")
         raise RuntimeError(f"injected failure at epoch {epoch} (test only)")

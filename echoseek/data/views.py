@@ -1,7 +1,7 @@
 """Training inputs on Ray Data: decoded, augmented two-view batches built outside the step.
 
 :func:`two_view_dataset` is one continuous stream over all training epochs: a work list of
-(epoch, shard) pairs, ``ray.data.range(epochs x shards)``, mapped by CPU tasks that read the
+(epoch, shard) pairs, ``epochs x shards`` items from the driver, mapped by CPU tasks that read the
 shard's Parquet rows, decode each PNG once and draw two independent augmentations of it
 (:func:`echoseek.data.augment.build_transform`). A Ray Train worker iterates
 ``get_dataset_shard("train").iter_torch_batches(...)`` once and counts epochs in steps, so
@@ -17,7 +17,7 @@ Order: each epoch visits the shards in its own permutation and each shard's rows
 permutation, both seeded by ``(seed, epoch, ...)``; the passes meet at a step boundary, not a
 block boundary, so a batch may straddle two passes. Augmentations are fresh every pass and
 come from each task's torch generator (not seeded: Ray schedules tasks in any order).
-:func:`eval_dataset` is the deterministic counterpart (``image``, ``label``) for validation.
+:func:`eval_view` is the deterministic counterpart (``image``, ``label``) for validation.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -34,7 +35,6 @@ from echoseek.data.augment import AugmentConfig, build_transform, eval_transform
 from echoseek.data.dataset import (
     decode_png,
     iter_batches,
-    read_dataset,
     read_descriptor,
     shard_paths,
 )
@@ -139,8 +139,10 @@ def two_view_dataset(
     num_cpus: float = 1.0,
     epochs: int = 1,
     seed: int = 0,
+    tasks: int | None = None,
 ) -> Any:
-    """The lazy ``ray.data.Dataset`` of ``epochs`` passes of two-view training batches."""
+    """The lazy ``ray.data.Dataset`` of ``epochs`` passes of two-view training batches
+    (``tasks``: at most this many map tasks at once; None lets Ray Data choose)."""
     import ray.data
 
     files = [str(f) for f in shard_paths(path)]
@@ -153,29 +155,51 @@ def two_view_dataset(
         offsets=shard_offsets(path),
         batch_size=batch_size,
     )
-    return ray.data.range(work, override_num_blocks=min(work, MAX_WORK_BLOCKS)).map_batches(
+    # the work list comes from the driver (no read task: one worker process less to start)
+    items = [{"id": i} for i in range(work)]
+    return ray.data.from_items(items, override_num_blocks=min(work, MAX_WORK_BLOCKS)).map_batches(
         read,
         batch_size=1,
         batch_format="numpy",
         num_cpus=num_cpus,
+        compute=ray.data.TaskPoolStrategy(size=tasks),
     )
 
 
-def eval_dataset(
+def eval_view(
     path: str,
     augment: AugmentConfig,
-    batch_size: int = 64,
-    num_cpus: float = 1.0,
     keep: frozenset[str] | None = None,
+    limit: int | None = None,
 ) -> Any:
-    """The lazy ``ray.data.Dataset`` of evaluation batches of the dataset at ``path``
-    (``keep``: only these row ids)."""
-    return read_dataset(path).map_batches(
-        partial(eval_batch, augment=augment, keep=keep),
-        batch_size=batch_size,
-        batch_format="numpy",
-        num_cpus=num_cpus,
-    )
+    """The evaluation view (``image``, ``label``) of the dataset at ``path``, transformed in
+    this process and put in the object store as one ``ray.data.Dataset`` of Arrow blocks.
+
+    What every epoch's RankMe probe and val mAP read. Built here, it starts no Ray task: a
+    Ray Data pipeline would start a file-listing task of one whole CPU and map tasks whose
+    processes import torch, 10-20 s on a 2-core laptop before the first epoch (BENCHMARKS.md).
+    ``keep``: only these row ids (a held-out split); ``limit``: the first rows only.
+    """
+    import ray.data
+    from ray.data.extensions import ArrowTensorArray
+
+    images, labels, rows = [], [], 0
+    for batch in iter_batches(path, batch_size=64, columns=["id", "image", "label"]):
+        cols = {name: np.array(batch.column(name).to_pylist(), dtype=object)
+                for name in ("id", "image", "label")}  # fmt: skip
+        out = eval_batch(cols, augment=augment, keep=keep)
+        images.append(out["image"])
+        labels.append(out["label"])
+        rows += len(out["label"])
+        if limit is not None and rows >= limit:
+            break
+    shape = (0, augment.in_channels, augment.size, augment.size)
+    image = np.concatenate(images) if images else np.zeros(shape, np.float32)
+    label = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+    if limit is not None:
+        image, label = image[:limit], label[:limit]
+    table = pa.table({"image": ArrowTensorArray.from_numpy(image), "label": label})
+    return ray.data.from_arrow(table)
 
 
 def _labels(values: np.ndarray) -> np.ndarray:

@@ -118,21 +118,21 @@ class Backend(abc.ABC):
                 "unavailable",
             )
         parts = [a for a in answers if not isinstance(a, BaseException)]
+        missing = set(failed)
         return {
             "results": merge_hits(parts, k),
             "index_version": served.version,
             "model": self.model if from_images else served.manifest.get("model_uri") or "",
             "partial": bool(failed),
             "missing_shards": [
-                s for s in range(served.shard_count) if s % self.groups in set(failed)
+                s for s in range(served.shard_count) if s % self.groups in missing
             ],
         }
 
     def group_of(self, served: Served, internal_id: int) -> int:
         """The shard group holding a live ``internal_id`` (404 when none does)."""
         shard = served.shard_of(internal_id)
-        tombstoned = internal_id in set(served.manifest.get("tombstones") or [])
-        if shard is None or tombstoned:
+        if shard is None or internal_id in served.tombstones:
             raise QueryError(
                 f"id {internal_id}: not in index version {served.version}", 404, "not_found"
             )
@@ -182,8 +182,22 @@ class Backend(abc.ABC):
             log.info("index version %s -> %s", old.version, new.version)
         return self.index_document()
 
-    def ready(self) -> bool:
-        return self.served is not None
+    async def unready_groups(self) -> list[int]:
+        """The shard groups that cannot answer for the served version right now (one try
+        each, within the shard timeout): what ``/readyz`` reports."""
+        served = self.served
+
+        async def down(group: int) -> bool:
+            try:
+                await asyncio.wait_for(
+                    self.call_group(group, "load", served.version), self.cfg.shard_timeout_s
+                )
+            except Exception:
+                return True
+            return False
+
+        flags = await asyncio.gather(*(down(g) for g in range(self.groups)))
+        return [g for g, failed in enumerate(flags) if failed]
 
     async def _ask(self, group: int, method: str, *args: Any) -> Any:
         """One shard-group call with a timeout, tried up to ATTEMPTS times, timed per group."""

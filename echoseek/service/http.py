@@ -244,8 +244,9 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        if not backend.ready():
-            return error(503, "not ready: no index version loaded")
+        down = await backend.unready_groups()
+        if down:
+            return error(503, f"not ready: shard groups {down} cannot answer")
         return JSONResponse(
             {"ready": True, "index_version": backend.served.version, "model": backend.model}
         )

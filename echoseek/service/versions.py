@@ -9,7 +9,7 @@ differ from what the service embeds and searches with.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,11 @@ class Served:
 
     version: str
     manifest: dict[str, Any]
+    tombstones: frozenset[int] = field(init=False, repr=False)  # deleted ids, read once
+
+    def __post_init__(self) -> None:
+        deleted = frozenset(int(i) for i in self.manifest.get("tombstones") or [])
+        object.__setattr__(self, "tombstones", deleted)
 
     @property
     def dim(self) -> int:
@@ -43,7 +48,7 @@ class Served:
     def document(self, model: str) -> dict[str, Any]:
         """The ``GET /v1/index`` answer."""
         m = self.manifest
-        live = int(m["ntotal"]) - len(m.get("tombstones") or [])
+        live = int(m["ntotal"]) - len(self.tombstones)
         return {
             "version": self.version,
             "ntotal": int(m["ntotal"]),

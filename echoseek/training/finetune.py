@@ -247,7 +247,7 @@ def finetune(
     import ray
 
     from echoseek.data.labelled import label_index
-    from echoseek.data.views import eval_dataset
+    from echoseek.data.views import eval_view
     from echoseek.models.artifact import load_model, model_input
     from echoseek.ray_session import ensure_ray
     from echoseek.tracking import RunLogger, tracking_uri
@@ -265,9 +265,8 @@ def finetune(
     params = {**plain(cfg), "pretrained": source, "validation": validation.record}
     params.update(trial.params() if trial else {})
     index = label_index(cfg.input, keep=validation.train_ids)
-    val = eval_dataset(  # transformed once: every epoch's validation reads these blocks
-        validation.path, cfg.augment, num_cpus=cfg.scale.data_cpus, keep=validation.val_ids
-    ).materialize()
+    # transformed once: every epoch's validation reads these blocks
+    val = eval_view(validation.path, cfg.augment, keep=validation.val_ids)
     run_id = logger.start(cfg.run.name, params, tags)
     printer, callbacks = progress(trial, cfg.epochs, "val_map")
     trainer = make_trainer(

@@ -36,6 +36,8 @@ from echoseek.training.ray import (
     ScaleOptions,
     Trial,
     absolute,
+    cluster_cpus,
+    data_task_limit,
     end_epoch,
     epoch_metrics,
     fit_tracked,
@@ -158,7 +160,7 @@ def pretrain(
     ``hooks`` are called on every worker at the start of every epoch (see :func:`run_hooks`);
     ``trial`` makes it a sweep trial (nested MLflow run, epochs reported to Tune).
     """
-    from echoseek.data.views import eval_dataset, two_view_dataset
+    from echoseek.data.views import eval_view, two_view_dataset
     from echoseek.ray_session import ensure_ray
     from echoseek.tracking import RunLogger
 
@@ -180,15 +182,12 @@ def pretrain(
             num_cpus=cfg.scale.data_cpus,
             epochs=cfg.epochs,
             seed=cfg.seed,
+            tasks=data_task_limit(cfg.scale, cluster_cpus()),
         ),
-        "probe": eval_dataset(cfg.val or cfg.input, cfg.augment, num_cpus=cfg.scale.data_cpus)
-        .limit(cfg.probe_size)
-        .materialize(),
+        "probe": eval_view(cfg.val or cfg.input, cfg.augment, limit=cfg.probe_size),
     }
     if cfg.val:
-        datasets["val"] = eval_dataset(
-            cfg.val, cfg.augment, num_cpus=cfg.scale.data_cpus
-        ).materialize()
+        datasets["val"] = eval_view(cfg.val, cfg.augment)
     nested = trial.tags() if trial else {}
     params = {**plain(cfg), **(trial.params() if trial else {})}
     run_id = logger.start(cfg.run.name, params, {**run_tags("pretrain", desc), **nested})

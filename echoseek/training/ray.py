@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import tempfile
 import threading
@@ -42,6 +43,7 @@ class ScaleOptions:
     use_gpu: bool | None = None  # None: GPUs when the cluster has them
     cpus_per_worker: float = 0.5  # fractional on a laptop so Ray Data tasks still schedule
     data_cpus: float = 0.5  # CPUs per Ray Data decode/augment task
+    data_tasks: int = 0  # most decode/augment tasks at once; 0: see data_task_limit
     sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm across workers
     amp: bool = True  # bf16 where supported, else fp16 + GradScaler; always off on CPU
     compile: bool = False  # torch.compile the model
@@ -53,6 +55,8 @@ class ScaleOptions:
             raise ConfigError(f"scale.num_workers: must be >= 1, got {self.num_workers}")
         if self.cpus_per_worker <= 0 or self.data_cpus <= 0:
             raise ConfigError("scale.cpus_per_worker and scale.data_cpus must be positive")
+        if self.data_tasks < 0:
+            raise ConfigError(f"scale.data_tasks: must be >= 0, got {self.data_tasks}")
 
 
 @dataclass
@@ -136,6 +140,27 @@ def make_trainer(
         datasets=dict(datasets),
         dataset_config=DataConfig(datasets_to_split=split),
     )
+
+
+def data_task_limit(scale: ScaleOptions, cluster_cpus: float) -> int:
+    """How many decode/augment tasks a job's Ray Data stream runs at once.
+
+    ``scale.data_tasks`` when set, else the cluster's CPUs left after the Train workers'
+    reservations, at least 1: ``max(1, floor(cpus - num_workers x cpus_per_worker))``.
+    Uncapped, Ray Data starts a task (a worker process that imports torch) per fraction of a
+    CPU; on a 2-core laptop the imports alone starve the step (3 passes over 48 frames: 38 s
+    uncapped, 11 s with 1 task; BENCHMARKS.md).
+    """
+    if scale.data_tasks:
+        return scale.data_tasks
+    return max(1, math.floor(cluster_cpus - scale.num_workers * scale.cpus_per_worker))
+
+
+def cluster_cpus() -> float:
+    """The CPUs of the Ray cluster this process is connected to."""
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1.0))
 
 
 def worker_threads(requested: int, node_cpus: int, local_workers: int) -> int:

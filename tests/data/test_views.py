@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from echoseek.data.dataset import iter_batches, shard_paths
 from echoseek.data.views import (
     UNLABELLED,
     eval_batch,
-    eval_dataset,
+    eval_view,
     row_numbers,
     shard_offsets,
     two_view_batch,
@@ -108,7 +109,25 @@ def test_ray_data_pipelines_yield_torch_batches(dataset: Path, ray_session: obje
         assert batch["view1"].shape[1:] == (1, 16, 16) and batch["index"].dtype == torch.int64
         seen += len(batch["index"])
     assert seen == 10
-    labels = np.concatenate(
-        [b["label"] for b in eval_dataset(str(dataset), AUG).iter_batches(batch_format="numpy")]
-    )
+
+
+@pytest.mark.slow
+def test_eval_view_is_eval_batch_of_every_kept_row(dataset: Path, ray_session: object) -> None:
+    direct = eval_batch(numpy_batch(dataset), augment=AUG)
+
+    def rows(view: Any) -> tuple[np.ndarray, np.ndarray]:
+        parts = list(view.iter_batches(batch_size=3, batch_format="numpy"))
+        images = np.concatenate([p["image"] for p in parts])
+        return images, np.concatenate([p["label"] for p in parts])
+
+    images, labels = rows(eval_view(str(dataset), AUG))
+    assert images.dtype == np.float32 and images.shape == (10, 1, 16, 16)
+    np.testing.assert_array_equal(images, direct["image"])  # same transform, stored order
+    assert labels.tolist() == direct["label"].tolist()
     assert sorted(labels.tolist()) == sorted([0, 1] * 4 + [UNLABELLED] * 2)
+    ids = [str(i) for i in numpy_batch(dataset)["id"]]
+    kept_images, kept = rows(eval_view(str(dataset), AUG, keep=frozenset(ids[3:6])))
+    assert kept.tolist() == direct["label"][3:6].tolist()
+    np.testing.assert_array_equal(kept_images, direct["image"][3:6])
+    first, _ = rows(eval_view(str(dataset), AUG, limit=7))
+    np.testing.assert_array_equal(first, direct["image"][:7])

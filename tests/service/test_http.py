@@ -274,7 +274,7 @@ def test_swap_to_a_new_version_and_refusals(index_root_copy, service_dataset, tm
 def test_a_group_that_cannot_answer_is_503_or_marked_partial(service_index) -> None:  # type: ignore[no-untyped-def]
     class OneGroupDown(LocalBackend):
         async def call_group(self, group: int, method: str, *args: Any) -> Any:
-            if group == 1 and method == "search":
+            if group == 1 and method in ("search", "load"):
                 raise ConnectionError("replica gone")
             return await super().call_group(group, method, *args)
 
@@ -289,6 +289,7 @@ def test_a_group_that_cannot_answer_is_503_or_marked_partial(service_index) -> N
             with open_index(service_index) as reader:
                 held = reader.manifest["shards"][0]["count"]
             assert len(part["results"]) == held  # only shard 0's items, never silently
+            assert_error(c.get("/readyz"), 503, "shard groups [1] cannot answer")
         assert backend.metrics.shard_failures.labels("1")._value.get() == 6  # 3 tries each
     finally:
         running.stop()

@@ -131,3 +131,16 @@ def test_worker_threads_share_the_node() -> None:
     assert worker_threads(0, node_cpus=2, local_workers=1) == 2
     assert worker_threads(0, node_cpus=2, local_workers=4) == 1
     assert worker_threads(3, node_cpus=2, local_workers=4) == 3  # an explicit value wins
+
+
+def test_data_tasks_are_the_cpus_left_after_the_workers() -> None:
+    from echoseek.training.ray import ScaleOptions, data_task_limit
+
+    laptop = ScaleOptions(num_workers=2, cpus_per_worker=0.5)
+    assert data_task_limit(laptop, cluster_cpus=2) == 1  # floor(2 - 2 x 0.5)
+    assert data_task_limit(laptop, cluster_cpus=3.5) == 2
+    assert data_task_limit(ScaleOptions(num_workers=8, cpus_per_worker=8), 64) == 1  # at least 1
+    assert data_task_limit(ScaleOptions(num_workers=4, cpus_per_worker=4), 64) == 48
+    assert data_task_limit(ScaleOptions(data_tasks=3), cluster_cpus=2) == 3  # set: it wins
+    with pytest.raises(ConfigError, match=r"scale\.data_tasks"):
+        ScaleOptions(data_tasks=-1)

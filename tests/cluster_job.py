@@ -1,0 +1,212 @@
+"""A second, throwaway Ray head (`ray start --head`, token auth on) and a job submitted to it
+exactly as the README says: `ray job submit --working-dir . -- python -m echoseek.jobs.<job>`.
+
+tests/jobs/test_submit.py checks the job; tests/conftest.py submits it when the session starts
+(:func:`submitted_chain`), so its minutes of CPU-light waiting on worker start-ups overlap the
+other tests instead of adding to them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.datasets import ingested_stack, random_stack
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_head() -> Iterator[tuple[str, dict[str, str]]]:
+    """A Ray head in its own temp dir and ports, token auth on; yields (address, env)."""
+    temp = tempfile.mkdtemp(prefix="es-ray-")  # short: Ray's socket paths have a length limit
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # `python` = this venv's
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(16),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    env.pop("RAY_ADDRESS", None)
+    proc, address = None, ""
+    try:
+        for attempt in range(3):  # a port picked free may be taken before Ray binds it
+            proc, address = _start_head(temp, env, attempt)
+            if _wait_for(address, proc):
+                break
+            with contextlib.suppress(ProcessLookupError):  # what it left of its process group
+                os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            log = (Path(temp) / "start.log").read_text()[-2000:]
+            raise RuntimeError(f"ray start exited three times; last output:\n{log}")
+        yield address, env
+    finally:  # a throwaway head: no graceful shutdown (30 s), nothing of it is kept
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _start_head(
+    temp: str, env: dict[str, str], attempt: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    dashboard = free_port()
+    # every port its own: the test session's Ray already holds the defaults (agent: 52365)
+    ports = (
+        "port",
+        "ray-client-server-port",
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "runtime-env-agent-port",
+        "metrics-export-port",
+    )
+    cmd = [
+        str(BIN / "ray"), "start", "--head", "--block", *(f"--{p}={free_port()}" for p in ports),
+        "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}", f"--temp-dir={temp}/{attempt}", "--disable-usage-stats",
+    ]  # fmt: skip
+    with open(Path(temp) / "start.log", "wb") as log:
+        proc = subprocess.Popen(  # its own process group: every process of this head, to kill
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return proc, f"http://127.0.0.1:{dashboard}"
+
+
+def _wait_for(address: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> bool:
+    """True once the head's job server answers; False when ``ray start`` exited."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            urllib.request.urlopen(f"{address}/api/version", timeout=2)
+            return True
+        except OSError as exc:  # 401 (token auth) also means the job server is up
+            if getattr(exc, "code", None) == 401:
+                return True
+            time.sleep(1)
+    raise RuntimeError(f"no Ray job server at {address} after {timeout_s} s")
+
+
+def submit(address: str, env: dict[str, str], job_id: str, job: str, *args: str) -> None:
+    """`ray job submit --no-wait --working-dir . -- python -m echoseek.jobs.<job> ...`.
+
+    Retried while the head's job agent is still starting (the job server answers before it)."""
+    cmd = [
+        str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".",
+        "--submission-id", job_id, "--no-wait",
+        "--", "python", "-m", f"echoseek.jobs.{job}", *args,
+    ]  # fmt: skip
+    for _ in range(30):
+        done = subprocess.run(
+            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+        out = done.stdout + done.stderr
+        if "No available agent to submit job" not in out:
+            assert done.returncode == 0, out[-3000:]
+            return
+        time.sleep(3)
+    raise AssertionError(f"{job}: the head never took the job")
+
+
+def finished(address: str, env: dict[str, str], job_ids: list[str]) -> dict[str, str]:
+    """Wait for every job (the job server's REST API, the token as a bearer header); each
+    job's status and logs."""
+
+    def get(path: str) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{address}{path}", headers={"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return dict(json.loads(answer.read()))
+
+    deadline, status = time.monotonic() + 1500, {}
+    while time.monotonic() < deadline:
+        status = {j: str(get(f"/api/jobs/{j}")["status"]) for j in job_ids}
+        if all(s in ("SUCCEEDED", "FAILED", "STOPPED") for s in status.values()):
+            return {j: f"{status[j]}\n{get(f'/api/jobs/{j}/logs')['logs']}" for j in job_ids}
+        time.sleep(5)
+    raise AssertionError(f"jobs still running after 1500 s: {status}")
+
+
+@dataclass
+class Submitted:
+    """A job submitted to its own head: where to ask for it and what it writes."""
+
+    address: str
+    env: dict[str, str]
+    job_id: str
+    tmp: Path
+    stop: Callable[[], None]
+
+
+def submit_chain(address: str, env: dict[str, str], tmp_path: Path) -> tuple[str, Path]:
+    """Submit the chained sweep of tests/jobs/test_submit.py; (its job id, its files' dir)."""
+    (tmp_path / "val").mkdir()
+    val = ingested_stack(tmp_path / "val", random_stack(16, 16, 24, seed=1), 24, shard_size=12)
+    data = ingested_stack(tmp_path, random_stack(16, 16, 48), labelled=48, shard_size=12)
+    stage = {
+        "epochs": 1,
+        "batch_size": 8,
+        "augment.size": 16,
+        "scale.num_workers": 1,  # the config classes must resolve on any Train worker
+        "scale.cpus_per_worker": 0.5,
+        "scale.data_cpus": 0.25,
+        "scale.use_gpu": False,
+    }
+    pre = {**stage, "optim.warmup_epochs": 0}
+    fine = {**stage, "loss.m": 4, "head.dim": 8, "loss.distance": "soart3_gamma",
+            "loss.distance_params.p": 2, "val_distance": "loss"}  # fmt: skip
+    sweep = {
+        "name": "submitted",
+        "job": "pretrain+finetune",
+        "input": str(data),
+        "output": str(tmp_path / "sweep"),
+        "fixed": {
+            **{f"pretrain.{k}": v for k, v in pre.items()},
+            **{f"finetune.{k}": v for k, v in fine.items()},
+            "finetune.val": str(val),
+        },
+        "space": {"pretrain.augment.crop_scale_min": {"uniform": [0.4, 0.6]}},
+        "search": "optuna",  # TPE draws the one trial's value
+        "num_samples": 1,
+        "scheduler": {"kind": "fifo"},
+        "storage_path": str(tmp_path / "ray-tune"),
+        "tracking_uri": f"sqlite:///{tmp_path / 'tune.db'}",
+    }
+    config = tmp_path / "chain.yaml"
+    config.write_text(yaml.safe_dump(sweep))
+    submit(address, env, "es-tune", "tune", str(config))
+    return "es-tune", tmp_path
+
+
+@contextlib.contextmanager
+def submitted_chain(tmp_path: Path) -> Iterator[Submitted]:
+    """A head with the chained sweep submitted to it, until the caller stops it or leaves."""
+    with contextlib.ExitStack() as stack:
+        address, env = stack.enter_context(running_head())
+        job_id, tmp = submit_chain(address, env, tmp_path)
+        yield Submitted(address, env, job_id, tmp, stack.close)
