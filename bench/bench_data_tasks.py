@@ -72,7 +72,7 @@ def main() -> int:
         for _ in range(args.rounds):
             times["uncapped"].append(one_pass(dataset, augment, args.epochs, None))
             times["capped"].append(one_pass(dataset, augment, args.epochs, cap))
-    print(f"\n{args.frames} frames, {args.size} px, {args.epochs} passes, {cpus} CPUs, ")
+    print(f"\n{args.frames} frames, {args.size} px, {args.epochs} passes, {cpus} CPUs;")
     print(f"tasks of 0.25 CPU; cap = {cap} (2 Train workers x 0.5 CPU reserved)\n")
     print("| map tasks at once | first batch s | whole stream s | ratio vs uncapped |")
     print("|---|---:|---:|---:|")

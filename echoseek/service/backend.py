@@ -124,9 +124,7 @@ class Backend(abc.ABC):
             "index_version": served.version,
             "model": self.model if from_images else served.manifest.get("model_uri") or "",
             "partial": bool(failed),
-            "missing_shards": [
-                s for s in range(served.shard_count) if s % self.groups in missing
-            ],
+            "missing_shards": [s for s in range(served.shard_count) if s % self.groups in missing],
         }
 
     def group_of(self, served: Served, internal_id: int) -> int:
