@@ -11,6 +11,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 WORK    ?= work
 PYTEST_ARGS ?=
+COMPILE := $(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null || true  # as pip: bad files skipped
 
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_TRAIN_ENABLE_PREEMPTION_WATCHER := 0
@@ -21,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install -q --no-compile -c constraints.txt -e ".[dev]"
-	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null || true  # as pip: bad files skipped
+	$(COMPILE)
 	@touch $@
 
 install: $(STAMP)
@@ -56,7 +57,7 @@ format: $(STAMP)
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q --no-compile -c constraints.txt -e ".[dev,bench]"
-	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null || true
+	$(COMPILE)
 	@touch $@
 
 bench: $(BENCH_STAMP)

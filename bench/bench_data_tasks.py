@@ -23,7 +23,7 @@ from pathlib import Path
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from bench_eval_views import prepare
+from bench_eval_views import prepare, start_ray  # phantom shards, a quiet local Ray
 
 from echoseek.data.augment import AugmentConfig
 from echoseek.data.views import two_view_dataset
@@ -34,15 +34,7 @@ def one_pass(dataset: Path, augment: AugmentConfig, epochs: int, tasks: int | No
     """(seconds to the first batch, seconds for the whole stream, batches) in a fresh Ray."""
     import ray
 
-    from echoseek.ray_session import local_system_config, quiet_ray_data
-
-    ray.init(
-        num_cpus=os.cpu_count(),
-        include_dashboard=False,
-        log_to_driver=False,
-        _system_config=local_system_config(),
-    )
-    quiet_ray_data()
+    start_ray()
     try:
         start, first, batches = time.perf_counter(), 0.0, 0
         stream = two_view_dataset(

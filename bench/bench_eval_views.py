@@ -50,6 +50,21 @@ def prepare(work: Path, frames: int, size: int) -> Path:
     return work / "ds"
 
 
+def start_ray() -> None:
+    """A quiet local Ray of this machine's CPUs, with the project's raylet settings."""
+    import ray
+
+    from echoseek.ray_session import local_system_config, quiet_ray_data
+
+    ray.init(
+        num_cpus=os.cpu_count(),
+        include_dashboard=False,
+        log_to_driver=False,
+        _system_config=local_system_config(),
+    )
+    quiet_ray_data()
+
+
 def eval_dataset(path: str, augment: AugmentConfig) -> Any:
     """The evaluation view as a lazy Ray Data pipeline (map tasks of 0.25 CPU)."""
     return read_dataset(path).map_batches(
@@ -68,17 +83,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args()
-    import ray
-
-    from echoseek.ray_session import local_system_config, quiet_ray_data
-
-    ray.init(
-        num_cpus=os.cpu_count(),
-        include_dashboard=False,
-        log_to_driver=False,
-        _system_config=local_system_config(),
-    )
-    quiet_ray_data()
+    start_ray()
     augment = AugmentConfig(size=args.size)
     with tempfile.TemporaryDirectory() as tmp:
         dataset = prepare(Path(tmp), args.frames, args.size)

@@ -97,6 +97,15 @@ def eval_batch(
     return {"image": stacked, "label": _labels(batch["label"])}
 
 
+ROW_COLUMNS = ("id", "image", "label")  # what the two-view and eval transforms read of a row
+
+
+def object_columns(rows: pa.Table | pa.RecordBatch) -> dict[str, np.ndarray]:
+    """The :data:`ROW_COLUMNS` of Arrow rows as the numpy object arrays a Ray Data batch of
+    numpy format holds (what :func:`two_view_batch` and :func:`eval_batch` take)."""
+    return {name: np.array(rows.column(name).to_pylist(), dtype=object) for name in ROW_COLUMNS}
+
+
 def pass_order(shards: int, epoch: int, seed: int) -> np.ndarray:
     """The shard order of pass ``epoch``: a permutation seeded by ``(seed, epoch)``."""
     return np.random.default_rng([seed, epoch]).permutation(shards)
@@ -122,13 +131,11 @@ def two_view_shards(
     for item in work["id"]:
         epoch, slot = divmod(int(item), len(files))
         shard = int(pass_order(len(files), epoch, seed)[slot])
-        table = pq.read_table(files[shard], columns=["id", "image", "label"])
+        table = pq.read_table(files[shard], columns=list(ROW_COLUMNS))
         order = np.random.default_rng([seed, epoch, shard]).permutation(table.num_rows)
         for start in range(0, table.num_rows, batch_size):
             picked = order[start : start + batch_size]
-            part = table.take(picked)
-            cols = {name: np.array(part.column(name).to_pylist(), dtype=object)
-                    for name in ("id", "image", "label")}  # fmt: skip
+            cols = object_columns(table.take(picked))
             yield two_view_batch(cols, augment=augment, index=offsets[shard] + picked)
 
 
@@ -184,10 +191,8 @@ def eval_view(
     from ray.data.extensions import ArrowTensorArray
 
     images, labels, rows = [], [], 0
-    for batch in iter_batches(path, batch_size=64, columns=["id", "image", "label"]):
-        cols = {name: np.array(batch.column(name).to_pylist(), dtype=object)
-                for name in ("id", "image", "label")}  # fmt: skip
-        out = eval_batch(cols, augment=augment, keep=keep)
+    for batch in iter_batches(path, batch_size=64, columns=list(ROW_COLUMNS)):
+        out = eval_batch(object_columns(batch), augment=augment, keep=keep)
         images.append(out["image"])
         labels.append(out["label"])
         rows += len(out["label"])

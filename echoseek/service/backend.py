@@ -183,19 +183,13 @@ class Backend(abc.ABC):
     async def unready_groups(self) -> list[int]:
         """The shard groups that cannot answer for the served version right now (one try
         each, within the shard timeout): what ``/readyz`` reports."""
-        served = self.served
-
-        async def down(group: int) -> bool:
-            try:
-                await asyncio.wait_for(
-                    self.call_group(group, "load", served.version), self.cfg.shard_timeout_s
-                )
-            except Exception:
-                return True
-            return False
-
-        flags = await asyncio.gather(*(down(g) for g in range(self.groups)))
-        return [g for g, failed in enumerate(flags) if failed]
+        version, timeout = self.served.version, self.cfg.shard_timeout_s
+        calls = (
+            asyncio.wait_for(self.call_group(g, "load", version), timeout)
+            for g in range(self.groups)
+        )
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        return [g for g, a in enumerate(answers) if isinstance(a, BaseException)]
 
     async def _ask(self, group: int, method: str, *args: Any) -> Any:
         """One shard-group call with a timeout, tried up to ATTEMPTS times, timed per group."""

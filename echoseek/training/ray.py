@@ -148,8 +148,8 @@ def data_task_limit(scale: ScaleOptions, cluster_cpus: float) -> int:
     ``scale.data_tasks`` when set, else the cluster's CPUs left after the Train workers'
     reservations, at least 1: ``max(1, floor(cpus - num_workers x cpus_per_worker))``.
     Uncapped, Ray Data starts a task (a worker process that imports torch) per fraction of a
-    CPU; on a 2-core laptop the imports alone starve the step (3 passes over 48 frames: 38 s
-    uncapped, 11 s with 1 task; BENCHMARKS.md).
+    CPU; on a 2-core laptop the imports alone starve the step (3 passes over 480 frames:
+    46.6 s uncapped, 15.9 s with 1 task; bench/bench_data_tasks.py, BENCHMARKS.md).
     """
     if scale.data_tasks:
         return scale.data_tasks
