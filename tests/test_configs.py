@@ -32,13 +32,21 @@ def test_config_loads(path: Path, module: str) -> None:
     assert cfg.input and cfg.output, f"{path}: a job config names its input and output"
 
 
-@pytest.mark.parametrize("name", ["pretrain.local.yaml", "finetune.local.yaml"])
-def test_local_profiles_use_the_phase_retrieval_augmentation(name: str) -> None:
+@pytest.mark.parametrize("job_name", ["pretrain", "finetune"])
+def test_only_the_phase_profiles_use_the_phase_retrieval_augmentation(job_name: str) -> None:
     from echoseek.data.augment import PHASE_RETRIEVAL
 
-    job = importlib.import_module(f"echoseek.jobs.{name.split('.')[0]}")
-    augment = load_config(job.Config, ROOT / "ray_jobs" / name, []).augment
-    assert {k: getattr(augment, k) for k in PHASE_RETRIEVAL} == PHASE_RETRIEVAL
+    job = importlib.import_module(f"echoseek.jobs.{job_name}")
+
+    def augment(profile: str) -> dict[str, object]:
+        found = load_config(job.Config, ROOT / "ray_jobs" / f"{job_name}.{profile}.yaml", [])
+        return {k: getattr(found.augment, k) for k in PHASE_RETRIEVAL}
+
+    assert augment("phase") == PHASE_RETRIEVAL
+    general = augment("local")  # nobody inherits phase's lateral-shift recipe by accident
+    assert general != PHASE_RETRIEVAL and general["translate_x"] == 0
+    if job_name == "pretrain":  # SimSiam's crops and flips
+        assert general["crop_scale_min"] < 1 and general["hflip_prob"] > 0
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "tune").glob("*.yaml")), ids=lambda p: p.name)

@@ -33,7 +33,7 @@ from echoseek.errors import ConfigError, InputError
 # Respiratory-phase retrieval (the phantom, breath-hold cines): no crop or vertical shift (the
 # axial position of the anatomy is the signal), lateral shift and a small rotation (hand
 # jitter), brightness/contrast kept. Overrides of AugmentConfig's defaults; the ``augment``
-# block of ray_jobs/*.local.yaml spells the same values (tests/test_configs.py checks it).
+# block of ray_jobs/*.phase.yaml spells the same values (tests/test_configs.py checks it).
 PHASE_RETRIEVAL = {
     "crop_scale_min": 1.0,
     "translate_x": 0.06,

@@ -42,7 +42,13 @@ def summarize(s: dict[str, Any]) -> str:
         f"fine-tuned in {s['seconds']:.0f} s: best epoch {s['best_epoch']}, "
         f"val mAP {s['val_map']:.3f}, P@10 {s['val_p@10']:.2f} (on {on})"
     )
-    return "\n".join([head, *output_lines(s)])
+    start = (
+        f"the pretrained encoder scored {s['start_val_map']:.3f} before fine-tuning "
+        f"({s['val_map_gain']:+.3f})"
+    )
+    if not s["beat_start"]:
+        start = f"warning: no epoch beat the pretrained encoder: {start}"
+    return "\n".join([head, start, *output_lines(s)])
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "echoseek finetune") -> int:

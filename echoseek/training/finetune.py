@@ -105,13 +105,18 @@ class LossOptions:
 class AdamWOptions:
     """AdamW with warmup and cosine decay."""
 
-    lr: float = 1e-3
+    lr: float = 1e-3  # the head's peak rate
+    backbone_lr_scale: float = 1.0  # the trained backbone's rate, as a fraction of lr
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
             raise ConfigError(f"optim.lr: must be > 0, got {self.lr}")
+        if not 0 < self.backbone_lr_scale <= 1:
+            raise ConfigError(
+                f"optim.backbone_lr_scale: must be in (0, 1], got {self.backbone_lr_scale}"
+            )
         if self.weight_decay < 0 or self.warmup_epochs < 0:
             raise ConfigError("optim.weight_decay and optim.warmup_epochs must be >= 0")
 
@@ -227,8 +232,10 @@ def check(cfg: FinetuneConfig, tracking: str) -> tuple[dict[str, Any], Validatio
 
 
 # what every epoch reports (to Ray Train, Tune and MLflow); a sweep's ``metric`` is one of them
+# start_*: the pretrained encoder's own embedding, measured before the first step
 REPORTED = ("epoch", "loss", "images_per_s", "data_wait_fraction", "peak_rss_mb",
-            "fastap_batch", "val_map", "val_p@10", "rankme")  # fmt: skip
+            "fastap_batch", "val_map", "val_p@10", "rankme",
+            "start_val_map", "start_val_p@10")  # fmt: skip
 
 
 def reported(cfg: FinetuneConfig) -> tuple[str, ...]:
@@ -314,15 +321,12 @@ def finetune_loop(config: dict[str, Any]) -> None:
     from echoseek.data.labelled import LabelIndex, RowReader, decoded_batches
     from echoseek.data.samplers import MPerClassBatchSampler
     from echoseek.losses import FastAPLoss, GatherLoss
-    from echoseek.metrics import rankme
     from echoseek.models.artifact import ModelMeta, build_model
     from echoseek.tracking import RunLogger
     from echoseek.training import (
         amp_dtype,
-        embed_batches,
         fastap_step,
         make_scaler,
-        retrieval_metrics,
         train_epoch,
         unwrap_model,
         warmup_cosine,
@@ -332,15 +336,22 @@ def finetune_loop(config: dict[str, Any]) -> None:
     rank, world, device = worker_context(cfg.seed)
     pretrained = build_model(ModelMeta.from_json(config["meta"]))
     pretrained.load_state_dict(ray.get(config["weights"]))
+    dtype = amp_dtype(device, cfg.scale.amp)
+    start: dict[str, float] = {}
+    if rank == 0:  # before any step (and before a resume loads trained weights into it)
+        found = held_out_metrics(pretrained.to(device), cfg, device, dtype)
+        start = {"start_val_map": found["val_map"], "start_val_p@10": found["val_p@10"]}
     h = cfg.head
     fresh = build_finetune_model(pretrained, dim=h.dim, hidden=h.hidden, trainable=h.trainable)
     model = prepare(fresh, cfg.scale, world)
     base = unwrap_model(model)
     fastap = FastAPLoss(cfg.loss.num_bins, cfg.loss.distance, **cfg.loss.distance_params)
     loss_fn = GatherLoss(fastap)
-    trainable = [p for p in base.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    dtype = amp_dtype(device, cfg.scale.amp)
+    optimizer = torch.optim.AdamW(
+        finetune_groups(fresh, cfg.optim.backbone_lr_scale),  # the parameters DDP wraps
+        lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay,
+    )
     scaler = make_scaler(dtype)
     start_epoch = resume_epoch(base, optimizer, scaler)
     index: LabelIndex = config["index"]
@@ -372,17 +383,35 @@ def finetune_loop(config: dict[str, Any]) -> None:
         )
         metrics = epoch_metrics(epoch, stats, fastap_batch=fastap.last_batch_size, val_map=0.0)
         if rank == 0:
-            batches = ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=64)
-            vectors, labels = embed_batches(base, batches, device, amp_dtype=dtype)
-            by, params = val_ranking(cfg)
-            found = retrieval_metrics(vectors, labels, 10, None, by, params)
-            metrics.update(
-                {"val_map": found["map"], "val_p@10": found["p@10"], "rankme": rankme(vectors)}
-            )
+            metrics.update({**held_out_metrics(base, cfg, device, dtype), **start})
         end_epoch(
             metrics, stats, rank=rank, model=model, optimizer=optimizer, scaler=scaler,
             epoch=epoch, steps_per_epoch=steps_per_epoch, lr_at=lr_at, logger=logger,
         )  # fmt: skip
+
+
+def held_out_metrics(model: Any, cfg: FinetuneConfig, device: Any, dtype: Any) -> dict[str, float]:
+    """Leave-one-out ``val_map``, ``val_p@10`` (ranked by :func:`val_ranking`) and RankMe of
+    ``model`` on the held-out rows (this worker's ``val`` shard: rank 0 holds them all)."""
+    import ray.train
+
+    from echoseek.metrics import rankme
+    from echoseek.training import embed_batches, retrieval_metrics
+
+    batches = ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=64)
+    vectors, labels = embed_batches(model, batches, device, amp_dtype=dtype)
+    by, params = val_ranking(cfg)
+    found = retrieval_metrics(vectors, labels, 10, None, by, params)
+    return {"val_map": found["map"], "val_p@10": found["p@10"], "rankme": rankme(vectors)}
+
+
+def finetune_groups(model: EmbeddingModel, backbone_lr_scale: float) -> list[dict[str, Any]]:
+    """AdamW groups: the head at the scheduled rate, the trainable backbone at
+    ``backbone_lr_scale`` of it (:func:`~echoseek.training.schedule.set_lr` applies the scale)."""
+    head = [p for p in model.head.parameters() if p.requires_grad] if model.head else []
+    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
+    groups = [{"params": head, "lr_scale": 1.0}]
+    return groups + ([{"params": backbone, "lr_scale": backbone_lr_scale}] if backbone else [])
 
 
 def val_ranking(cfg: FinetuneConfig) -> tuple[str, dict[str, float]]:
@@ -435,13 +464,28 @@ def export(
     logger.log_artifacts(cfg.output, "model")
     version = logger.register(cfg.run.register, "model") if cfg.run.register else ""
     metrics = state.get("metrics") or {}
+    gain = judge_gain(metrics, logger)
     return {
         "output": cfg.output,
         "best_epoch": int(state["epoch"]),
         "val_map": float(metrics.get("val_map", float("nan"))),
         "val_p@10": float(metrics.get("val_p@10", float("nan"))),
+        **gain,
         "validation": validation,
         "checkpoint": str(best.path),
         "storage": storage_uri(cfg.run.storage_path),
         "registered": f"models:/{cfg.run.register}/{version}" if version else "",
     }
+
+
+def judge_gain(best: dict[str, Any], logger: Any) -> dict[str, Any]:
+    """Did the best held-out epoch beat the pretrained encoder it started from? Returns
+    ``start_val_map``, ``val_map_gain`` and ``beat_start``, also logged to the MLflow run (the
+    tag ``echoseek.finetune.beat_start``) so that a run that made things worse never ends
+    silently: the job's summary says so too."""
+    start = float(best.get("start_val_map", float("nan")))
+    gain = float(best.get("val_map", float("nan"))) - start
+    beat = bool(gain > 0)
+    logger.log_metrics({"start_val_map": start, "val_map_gain": gain}, step=0)
+    logger.set_tags({"echoseek.finetune.beat_start": str(beat).lower()})
+    return {"start_val_map": start, "val_map_gain": gain, "beat_start": beat}

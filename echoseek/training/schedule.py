@@ -94,7 +94,9 @@ def param_groups(
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set ``lr`` on every parameter group except those flagged ``fixed_lr``, which keep theirs."""
+    """Set ``lr x lr_scale`` on every parameter group (``lr_scale`` 1 when absent) except those
+    flagged ``fixed_lr``, which keep theirs. ``lr_scale`` gives discriminative learning rates:
+    a pretrained backbone at a fraction of a new head's rate."""
     for group in optimizer.param_groups:
         if not group.get("fixed_lr", False):
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)

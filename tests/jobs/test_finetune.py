@@ -79,6 +79,38 @@ def test_two_workers_rank_the_global_batch_and_export_the_best(
     assert out["best_epoch"] == max(maps, key=maps.get)  # type: ignore[arg-type]
     assert np.isfinite([m.value for m in client.get_metric_history(out["run_id"], "loss")]).all()
 
+    # the starting point: the pretrained encoder itself on the same held-out rows, before a step
+    from echoseek.data.dataset import labelled_ids
+    from echoseek.data.split import stratified_split
+    from echoseek.data.views import eval_view
+    from echoseek.models.artifact import eval_augment
+    from echoseek.training import embed_batches, retrieval_metrics
+
+    split = stratified_split(*labelled_ids(data[0]), 0.2, 0)
+    pretrained_meta = load_model(data[1])[1]
+    view = eval_view(str(data[0]), eval_augment(pretrained_meta), keep=split.val)
+    batches = view.iter_torch_batches(batch_size=64)
+    vectors, labels = embed_batches(pretrained, batches, torch.device("cpu"))
+    start = retrieval_metrics(vectors, labels, 10, None)["map"]
+    assert out["start_val_map"] == pytest.approx(start, abs=1e-5)
+    assert out["val_map_gain"] == pytest.approx(out["val_map"] - start, abs=1e-5)
+    starts = [m.value for m in client.get_metric_history(out["run_id"], "start_val_map")]
+    assert len(starts) >= 2 and starts == pytest.approx([start] * len(starts), abs=1e-5)
+    tag = client.get_run(out["run_id"]).data.tags["echoseek.finetune.beat_start"]
+    assert tag == str(out["val_map_gain"] > 0).lower() and out["beat_start"] == (tag == "true")
+
+
+@pytest.mark.parametrize("gain", [0.2, -0.1])
+def test_summary_warns_when_no_epoch_beat_the_pretrained_encoder(gain: float) -> None:
+    summary = {
+        "seconds": 10.0, "best_epoch": 1, "val_map": 0.5, "val_p@10": 0.6, "output": "/m",
+        "validation": {"kind": "dataset", "val": "/v"}, "run_id": "r", "storage": "/s",
+        "start_val_map": 0.5 - gain, "val_map_gain": gain, "beat_start": gain > 0,
+    }  # fmt: skip
+    text = finetune.summarize(summary)
+    assert f"scored {0.5 - gain:.3f} before fine-tuning ({gain:+.3f})" in text
+    assert text.count("warning: no epoch beat the pretrained encoder") == (gain < 0)
+
 
 @pytest.mark.parametrize(
     ("override", "message"),

@@ -107,6 +107,26 @@ def test_set_lr_leaves_fixed_lr_groups_at_their_initial_lr() -> None:
     assert lrs == {False: 0.01, True: 0.05}
 
 
+def test_set_lr_scales_each_group_by_its_lr_scale() -> None:
+    from echoseek.models.backbones import build_backbone
+    from echoseek.models.finetune import build_finetune_model
+    from echoseek.models.head import EmbeddingModel
+    from echoseek.training.finetune import finetune_groups
+
+    base = EmbeddingModel(build_backbone("resnet18", 1, True, "avg"))
+    model = build_finetune_model(base, dim=8, hidden=16, trainable="last_stage")
+    groups = finetune_groups(model, 0.1)
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    head, layer4 = model.head.parameters(), model.backbone.layer4.parameters()
+    assert [len(g["params"]) for g in groups] == [len(list(head)), len(list(layer4))]
+    assert {id(p) for g in groups for p in g["params"]} == trainable  # each exactly once
+    optimizer = torch.optim.AdamW(groups, lr=1.0)
+    set_lr(optimizer, 2e-3)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([2e-3, 2e-4])
+    frozen = finetune_groups(build_finetune_model(base, dim=8, hidden=16, trainable="head"), 0.1)
+    assert len(frozen) == 1 and frozen[0]["lr_scale"] == 1.0  # no empty backbone group
+
+
 def test_unwrap_model_strips_nested_wrappers_only() -> None:
     model = Tiny()
     assert unwrap_model(Wrapper(Wrapper(model))) is model
