@@ -79,41 +79,40 @@ def test_scores(model: str, test: Path, work: Path) -> dict[str, float]:
     return {"map": float(loo["map"]), "p@10": float(loo["p@10"])}
 
 
-def common(work: Path, name: str) -> list[str]:
-    return [
-        f"run.storage_path={work / 'ray'}",
-        f"run.tracking_uri=sqlite:///{work / 'mlflow.db'}",
-        f"run.experiment=bench-quality-real-{name}",
-        "overwrite=true",
-    ]
+def run_profile(job: Any, overrides: list[str], work: Path, name: str) -> tuple[Any, float]:
+    """``job`` (pretrain or finetune) with its shipped laptop profile plus ``overrides``,
+    tracked under ``work``; returns (its summary, wall seconds)."""
+    profile = ROOT / "ray_jobs" / f"{job.__name__.rsplit('.', 1)[-1]}.local.yaml"
+    tracked = [f"run.storage_path={work / 'ray'}", f"run.experiment=bench-quality-real-{name}",
+               f"run.tracking_uri=sqlite:///{work / 'mlflow.db'}", "overwrite=true"]  # fmt: skip
+    cfg = load_config(job.Config, profile, [*overrides, *tracked])
+    start = time.perf_counter()
+    summary = job.run(cfg)
+    return summary, time.perf_counter() - start
 
 
 def run_pretrain(data: dict[str, Path], method: str, work: Path, name: str) -> tuple[Path, float]:
     out = work / f"ssl-{method}"
-    cfg = load_config(
-        pretrain.Config,
-        ROOT / "ray_jobs" / "pretrain.local.yaml",
+    _, seconds = run_profile(
+        pretrain,
         [f"input={data['train']}", f"val={data['val']}", f"output={out}", f"method={method}",
-         f"run.name={name}-pretrain-{method}", *common(work, name)],
+         f"run.name={name}-pretrain-{method}"],
+        work, name,
     )  # fmt: skip
-    start = time.perf_counter()
-    pretrain.run(cfg)
-    return out, time.perf_counter() - start
+    return out, seconds
 
 
 def run_finetune(
     data: dict[str, Path], part: str, encoder: Path, tag: str, work: Path, name: str
 ) -> tuple[Path, dict[str, Any], float]:
     out = work / f"ft-{tag}-{part}"
-    cfg = load_config(
-        finetune.Config,
-        ROOT / "ray_jobs" / "finetune.local.yaml",
+    summary, seconds = run_profile(
+        finetune,
         [f"input={data[part]}", f"val={data['val']}", f"pretrained={encoder}", f"output={out}",
-         f"run.name={name}-finetune-{tag}-{part}", *common(work, name)],
+         f"run.name={name}-finetune-{tag}-{part}"],
+        work, name,
     )  # fmt: skip
-    start = time.perf_counter()
-    summary = finetune.run(cfg)
-    return out, summary, time.perf_counter() - start
+    return out, summary, seconds
 
 
 def random_encoder(like: Path, out: Path) -> Path:
