@@ -114,9 +114,7 @@ def scores(model: torch.nn.Module, batches: Iterable[dict[str, Any]]) -> float:
     return float(retrieval_metrics(vectors, labels, 10, None)["map"])
 
 
-def fine_tune(
-    encoder_dir: Path, data: dict[str, Path], v: Variant, epochs: int
-) -> dict[str, Any]:
+def fine_tune(encoder_dir: Path, data: dict[str, Path], v: Variant, epochs: int) -> dict[str, Any]:
     torch.manual_seed(0)
     encoder, meta = load_model(encoder_dir)
     val, test = (eval_batches(data[p], eval_augment(meta)) for p in ("val", "test"))
