@@ -10,10 +10,12 @@ the variant), 3 epochs at 64 px. Each row reports the held-out (val) mAP of the 
 encoder before the first step, the val mAP after each epoch and the **test** mAP of the last
 epoch (test is never trained on or used to choose anything). The candidates are those issue 13
 lists: the learning rate of the backbone against the head (with warmup), BatchNorm statistics
-kept at the pretrained values, the head's form, the augmentation profile, and the batch
-(classes per batch). FastAP's histogram range is not a candidate: both distances it supports
-on unit vectors are bounded (squared Euclidean in [0, 4], the range :mod:`echoseek.losses.fastap`
-bins over).
+kept at the pretrained values, the head's form and initialisation, the augmentation profile,
+the batch (classes per batch) and FastAP's bins against the distances' actual range. FastAP
+bins the whole range the distance can take on unit vectors (squared Euclidean: [0, 4]); each
+row also reports the 1st-99th percentile of the squared distances the model starts from on
+the training rows, and a variant with 4x finer bins tests whether the distances crowding
+into a few of the 10 bins is what hurts.
 """
 
 from __future__ import annotations
@@ -67,7 +69,9 @@ class Variant:
     backbone_lr_scale: float = 1.0
     warmup_epochs: float = 0.0
     hidden: int | None = 512
+    head_init_scale: float = 1.0
     frozen_bn: bool = False
+    num_bins: int = 10
 
 
 VARIANTS = [
@@ -80,6 +84,8 @@ VARIANTS = [
     Variant("1 warmup epoch", warmup_epochs=1.0),
     Variant("lr 3e-3", lr=3e-3),
     Variant("linear head (no hidden layer)", hidden=None),
+    Variant("head output layer initialised x 0.1", head_init_scale=0.1),
+    Variant("FastAP 40 bins (4x finer over [0, 4])", num_bins=40),
     Variant("BatchNorm statistics frozen at the encoder's", frozen_bn=True),
 ]
 
@@ -114,23 +120,45 @@ def scores(model: torch.nn.Module, batches: Iterable[dict[str, Any]]) -> float:
     return float(retrieval_metrics(vectors, labels, 10, None)["map"])
 
 
+def distance_spread(model: torch.nn.Module, batches: Iterable[dict[str, Any]]) -> list[float]:
+    """1st and 99th percentiles of the squared Euclidean distances between distinct rows."""
+    vectors, _ = embed_batches(model, batches, torch.device("cpu"))
+    v = torch.as_tensor(vectors, dtype=torch.float32)
+    d = (2 - 2 * v @ v.T)[~torch.eye(len(v), dtype=torch.bool)]
+    return [
+        float(x)
+        for x in torch.quantile(d[:: max(1, len(d) // 100_000)], torch.tensor([0.01, 0.99]))
+    ]
+
+
+def scale_output_layer(model: torch.nn.Module, factor: float) -> None:
+    """Multiply the head's last Linear layer (weights and bias) by ``factor``."""
+    last = [m for m in model.head.modules() if isinstance(m, torch.nn.Linear)][-1]  # type: ignore[union-attr]
+    with torch.no_grad():
+        last.weight.mul_(factor)
+        last.bias.mul_(factor)
+
+
 def fine_tune(encoder_dir: Path, data: dict[str, Path], v: Variant, epochs: int) -> dict[str, Any]:
     torch.manual_seed(0)
     encoder, meta = load_model(encoder_dir)
     val, test = (eval_batches(data[p], eval_augment(meta)) for p in ("val", "test"))
     start = scores(encoder, val)
     model = build_finetune_model(encoder, dim=128, hidden=v.hidden, trainable="all")
+    if v.head_init_scale != 1.0:
+        scale_output_layer(model, v.head_init_scale)
     if v.frozen_bn:
         model.train = freeze_batchnorm(model)  # type: ignore[method-assign]
     groups = finetune_groups(model, v.backbone_lr_scale)
     optimizer = torch.optim.AdamW(groups, lr=v.lr, weight_decay=1e-4)
+    spread = distance_spread(model, eval_batches(data["train"], eval_augment(meta)))
     index: LabelIndex = label_index(data["train"])
     sampler = MPerClassBatchSampler(index.labels, v.m, v.batch, 0, num_replicas=1, rank=0)
     augment = AugmentConfig(**{**v.augment, **model_input(meta)})
     transform, reader = build_transform(augment), RowReader(index.files)
     steps = len(sampler)
     total, warmup = steps * epochs, int(v.warmup_epochs * steps)
-    loss = FastAPLoss(10, "sqeuclidean")
+    loss = FastAPLoss(v.num_bins, "sqeuclidean")
     curve, started = [], time.perf_counter()
     for epoch in range(epochs):
         sampler.set_epoch(epoch)
@@ -144,8 +172,9 @@ def fine_tune(encoder_dir: Path, data: dict[str, Path], v: Variant, epochs: int)
             device=torch.device("cpu"),
         )
         curve.append(scores(model, val))
-    return {"variant": v.name, "start_val_map": start, "val_map": curve,
-            "test_map": scores(model, test), "train_s": time.perf_counter() - started}  # fmt: skip
+    seconds = time.perf_counter() - started
+    return {"variant": v.name, "start_sqdist_p1_p99": spread, "start_val_map": start,
+            "val_map": curve, "test_map": scores(model, test), "train_s": seconds}  # fmt: skip
 
 
 def main() -> int:
@@ -171,11 +200,13 @@ def main() -> int:
     (out / "finetune_recipe.json").write_text(json.dumps(results, indent=2))
     for name, rows in results.items():
         print(f"\n{name}: SimSiam encoder (ray_jobs/pretrain.local.yaml), {args.epochs} epochs")
-        print("| variant | val mAP before | val mAP per epoch | test mAP | s |")
-        print("|---|---:|---|---:|---:|")
+        print("| variant | start sq. dist. p1-p99 | val mAP before | val mAP per epoch "
+              "| test mAP | s |")  # fmt: skip
+        print("|---|---|---:|---|---:|---:|")
         for r in rows:
             curve = " → ".join(f"{x:.3f}" for x in r["val_map"])
-            print(f"| {r['variant']} | {r['start_val_map']:.3f} | {curve} | "
+            lo, hi = r["start_sqdist_p1_p99"]
+            print(f"| {r['variant']} | {lo:.2f}-{hi:.2f} | {r['start_val_map']:.3f} | {curve} | "
                   f"{r['test_map']:.3f} | {r['train_s']:.0f} |")  # fmt: skip
     return 0
 

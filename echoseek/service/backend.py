@@ -61,13 +61,19 @@ class Backend(abc.ABC):
         """Call ``ShardGroup.<method>(*args)`` on shard group ``group``."""
 
     @abc.abstractmethod
-    async def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """(N, dim) unit vectors of query images."""
+    async def embed(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, str]:
+        """(N, dim) unit vectors of query images and the URI of the one model that embedded
+        them all (a model swap never mixes two models in one answer)."""
 
     @property
     @abc.abstractmethod
     def model(self) -> str:
         """The query-image model's URI ("" when the service embeds no images)."""
+
+    async def current_model(self) -> str:
+        """The model query images are embedded with now (asks the embedder where it runs
+        apart, so a model swap shows at once)."""
+        return self.model
 
     @property
     @abc.abstractmethod
@@ -83,8 +89,8 @@ class Backend(abc.ABC):
                 f"version {self.served.version} has dim {self.served.dim}"
             )
 
-    def index_document(self) -> dict[str, Any]:
-        return self.served.document(self.model)
+    async def index_document(self) -> dict[str, Any]:
+        return self.served.document(await self.current_model())
 
     async def search(
         self,
@@ -93,10 +99,11 @@ class Backend(abc.ABC):
         nprobe: int | None = None,
         rerank: str | bool | None = None,
         partial: bool = False,
-        from_images: bool = False,
+        model: str | None = None,
     ) -> dict[str, Any]:
         """Top-``k`` hits per query vector: ``{"results", "index_version", "model",
-        "partial", "missing_shards"}``."""
+        "partial", "missing_shards"}``; ``model`` is the one that embedded query images
+        (None: the vectors came from the client or the index, whose model is named)."""
         served = self.served
         q = check_vectors(vectors, served.dim)
         check_options(k, nprobe, rerank, self.cfg.limits.max_k)
@@ -122,7 +129,7 @@ class Backend(abc.ABC):
         return {
             "results": merge_hits(parts, k),
             "index_version": served.version,
-            "model": self.model if from_images else served.manifest.get("model_uri") or "",
+            "model": model if model is not None else served.manifest.get("model_uri") or "",
             "partial": bool(failed),
             "missing_shards": [s for s in range(served.shard_count) if s % self.groups in missing],
         }
@@ -178,7 +185,7 @@ class Backend(abc.ABC):
             await asyncio.gather(*(self._ask(g, "load", new.version) for g in range(self.groups)))
             old, self.served = self.served, new
             log.info("index version %s -> %s", old.version, new.version)
-        return self.index_document()
+        return await self.index_document()
 
     async def unready_groups(self) -> list[int]:
         """The shard groups that cannot answer for the served version right now (one try
@@ -228,10 +235,11 @@ class LocalBackend(Backend):
     async def call_group(self, group: int, method: str, *args: Any) -> Any:
         return await asyncio.to_thread(getattr(self._groups[group], method), *args)
 
-    async def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        if self._embedder is None:
+    async def embed(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, str]:
+        embedder = self._embedder
+        if embedder is None:
             raise no_model_error()
-        return await asyncio.to_thread(self._embedder, list(images))
+        return await asyncio.to_thread(embedder, list(images)), str(embedder.uri)
 
     @property
     def model(self) -> str:

@@ -27,6 +27,7 @@ from echoseek.errors import InputError
 from echoseek.service.auth import load_tokens
 from echoseek.service.backend import Backend, no_model_error
 from echoseek.service.config import ServiceConfig
+from echoseek.service.images import QueryError
 from echoseek.service.searcher import ShardGroup
 
 LIGHT = {"num_cpus": 0.1}  # a replica's reservation on CPU machines (serve/*.yaml override it)
@@ -97,8 +98,11 @@ class Embedder:
         return embedder
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
-    async def embed(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        return list(await asyncio.to_thread(self.embedder, images))
+    async def embed(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, str]]:
+        """Each image's unit vector and the URI of the model that embedded it."""
+        embedder = self.embedder  # one model for the whole batch, even across a swap
+        vectors = await asyncio.to_thread(embedder, images)
+        return [(v, str(embedder.uri)) for v in vectors]
 
     def uri(self) -> str:
         return str(self.embedder.uri)
@@ -136,14 +140,27 @@ class SearchIngress(Backend):
     async def call_group(self, group: int, method: str, *args: Any) -> Any:
         return await getattr(self._handles[group], method).remote(*args)
 
-    async def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+    async def embed(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, str]:
+        """The images embedded by one model: when a model swap lands between the images of
+        one request (they may be batched apart), the request is embedded again, once."""
         if self._embedder is None:
             raise no_model_error()
-        vectors = await asyncio.gather(*(self._embedder.embed.remote(i) for i in images))
-        return np.stack(vectors)
+        for _ in range(2):
+            answers = await asyncio.gather(*(self._embedder.embed.remote(i) for i in images))
+            models = {uri for _, uri in answers}
+            if len(models) == 1:
+                self._model = models.pop()
+                return np.stack([v for v, _ in answers]), self._model
+        raise QueryError("model: the query-image model changed during the request; retry", 503,
+                         "unavailable")  # fmt: skip
 
     @property
     def model(self) -> str:
+        return self._model
+
+    async def current_model(self) -> str:
+        if self._embedder is not None:
+            self._model = str(await self._embedder.uri.remote())
         return self._model
 
     @property

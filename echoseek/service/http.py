@@ -136,7 +136,7 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
 
     search_scope = [Depends(scope("search"))]
 
-    async def vectors_of(queries: list[OneQuery]) -> tuple[np.ndarray, bool]:
+    async def vectors_of(queries: list[OneQuery]) -> tuple[np.ndarray, str | None]:
         if len(queries) > limits.max_batch:
             raise QueryError(f"queries: at most {limits.max_batch} per batch, got {len(queries)}")
         images: dict[int, np.ndarray] = {}
@@ -161,13 +161,14 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
                 out[i] = np.asarray(v, dtype=np.float32)
         if items:
             out[list(items)] = await backend.stored_vectors(list(items.values()))
+        model = None
         if images:
-            out[list(images)] = await backend.embed(list(images.values()))
-        return out, bool(images)
+            out[list(images)], model = await backend.embed(list(images.values()))
+        return out, model
 
     async def answer(
         vectors: np.ndarray,
-        from_images: bool,
+        model: str | None,
         k: int,
         nprobe: int | None,
         rerank: Any,
@@ -175,7 +176,7 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
         single: bool,
     ) -> dict[str, Any]:
         start = time.perf_counter()
-        found = await backend.search(vectors, k, nprobe, rerank, partial, from_images)
+        found = await backend.search(vectors, k, nprobe, rerank, partial, model)
         if single:
             found["results"] = found["results"][0]
         found["took_ms"] = round((time.perf_counter() - start) * 1000, 3)
@@ -187,9 +188,9 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
     async def search(body: SearchBody) -> dict[str, Any]:
         """Top-k of one query (a vector, or a base64 PNG/JPEG image)."""
         one = OneQuery(vector=body.vector, image=body.image, id=body.id)
-        vectors, from_images = await vectors_of([one])
+        vectors, model = await vectors_of([one])
         return await answer(
-            vectors, from_images, body.k, body.nprobe, body.rerank, body.partial, single=True
+            vectors, model, body.k, body.nprobe, body.rerank, body.partial, single=True
         )
 
     @app.post("/v1/search/image", dependencies=search_scope)
@@ -202,15 +203,15 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
     ) -> dict[str, Any]:
         """Top-k of an uploaded image (multipart field ``file``)."""
         image = decode_image(await file.read(), limits.max_image_pixels)
-        vectors = await backend.embed([image])
-        return await answer(vectors, True, k, nprobe, _rerank_param(rerank), partial, single=True)
+        vectors, model = await backend.embed([image])
+        return await answer(vectors, model, k, nprobe, _rerank_param(rerank), partial, single=True)
 
     @app.post("/v1/search/batch", dependencies=search_scope)
     async def search_batch(body: BatchBody) -> dict[str, Any]:
         """Top-k of each query of a batch, in order."""
-        vectors, from_images = await vectors_of(body.queries)
+        vectors, model = await vectors_of(body.queries)
         return await answer(
-            vectors, from_images, body.k, body.nprobe, body.rerank, body.partial, single=False
+            vectors, model, body.k, body.nprobe, body.rerank, body.partial, single=False
         )
 
     @app.get("/v1/items/{item_id}", dependencies=search_scope)
@@ -231,7 +232,7 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
     @app.get("/v1/index", dependencies=search_scope)
     async def index() -> dict[str, Any]:
         """The index version being served."""
-        return backend.index_document()
+        return await backend.index_document()
 
     @app.post("/v1/admin/index", dependencies=[Depends(scope("admin"))])
     async def swap(body: SwapBody) -> dict[str, Any]:
@@ -248,7 +249,11 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
         if down:
             return error(503, f"not ready: shard groups {down} cannot answer")
         return JSONResponse(
-            {"ready": True, "index_version": backend.served.version, "model": backend.model}
+            {
+                "ready": True,
+                "index_version": backend.served.version,
+                "model": await backend.current_model(),
+            }
         )
 
     @app.get("/metrics", response_class=Response)

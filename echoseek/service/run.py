@@ -118,7 +118,37 @@ def _start_serve(cfg: ServiceConfig) -> tuple[str, Callable[[], None]]:
     app = compose(cfg)  # a bad index or config fails here, before Serve starts
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
-    return url_of(cfg.host, cfg.port), serve.shutdown
+    return url_of(cfg.host, cfg.port), stop_serve
+
+
+def stop_serve(timeout_s: float = 30.0) -> None:
+    """``serve.shutdown()`` without Ray's ``(raylet) Task ServeController.graceful_shutdown
+    failed`` line on the terminal.
+
+    ``serve.shutdown`` waits on a ``graceful_shutdown`` call that only ends when the
+    controller kills itself, so the call fails, and the controller's infinite task retries make
+    the driver print that warning. Here the controller is told to shut down without waiting
+    (``wait=False`` returns at once), the driver polls until its named actor is gone, and then
+    ``serve.shutdown()`` finds nothing left to stop.
+    """
+    import ray
+    from ray import serve
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        ray.get(controller.graceful_shutdown.remote(wait=False), timeout=timeout_s)
+    except (ValueError, ray.exceptions.RayError):
+        pass  # no controller, or it is already going: serve.shutdown() below copes
+    else:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+            except ValueError:
+                break
+            time.sleep(0.1)
+    serve.shutdown()
 
 
 def serve_schema(cfg: ServiceConfig, path: str) -> Any:
@@ -161,14 +191,12 @@ def deploy(schema: Any) -> None:
 
 def _deploy_config(cfg: ServiceConfig, path: str) -> tuple[str, Callable[[], None]]:
     """Deploy a Serve config file's applications, the first with ``cfg`` as its args."""
-    from ray import serve
-
     from echoseek.service.app import compose
 
     schema = serve_schema(cfg, path)
     compose(cfg)  # a bad index or config fails here, not in a replica
     deploy(schema)
-    return url_of(cfg.host, cfg.port), serve.shutdown
+    return url_of(cfg.host, cfg.port), stop_serve
 
 
 def _first_line(exc: BaseException) -> str:

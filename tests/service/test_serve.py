@@ -169,3 +169,33 @@ def test_serve_deploy_with_a_changed_user_config_swaps_in_place(
     found = httpx.post(f"{endpoint}/v1/search", json={"vector": [1.0] * 64, "k": 3}).json()
     assert found["index_version"] == other
     assert requests_served(endpoint) > before  # the same replica: reconfigured, not restarted
+
+
+def test_serve_deploy_with_a_new_embedder_model_swaps_the_query_model(
+    endpoint: str, service_dataset: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from echoseek.models.artifact import ModelMeta, build_model, save_model
+    from echoseek.service.run import deploy, serve_schema
+
+    meta = ModelMeta(small_stem=True, head_dim=64, head_hidden=None, input_size=(16, 16))
+    torch.manual_seed(0)
+    save_model(build_model(meta), tmp_path / "model", meta)
+    body = {"image": png_b64(frame(service_dataset, 9)), "k": 60}
+    before = httpx.post(f"{endpoint}/v1/search", json=body, timeout=30).json()
+    assert before["model"] == "pixels"
+    schema = serve_schema(ENDPOINT["cfg"], ENDPOINT["path"])
+    embedder = next(d for d in schema.applications[0].deployments if d.name == "Embedder")
+    embedder.user_config = {"model": str(tmp_path / "model")}
+    deploy(schema)
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{endpoint}/v1/index").json()["model"] != str(tmp_path / "model"):
+        assert time.monotonic() < deadline, "the Embedder's new model was not applied"
+        time.sleep(0.5)
+    after = httpx.post(f"{endpoint}/v1/search", json=body, timeout=30).json()
+    assert after["model"] == str(tmp_path / "model")
+    scores = [[h["score"] for h in r["results"]] for r in (before, after)]
+    assert not np.allclose(scores[0], scores[1])  # another model embedded the same image
+    vector = httpx.post(f"{endpoint}/v1/search", json={"vector": [1.0] * 64, "k": 3}).json()
+    assert vector["model"] == "pixels"  # vectors given by the client: the index's own model
