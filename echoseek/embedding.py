@@ -79,11 +79,15 @@ class ModelEmbedder:
         tensors = [self.transform(to_chw(image, self.channels)) for image in images]
         return torch.stack(tensors)  # NxCxSxS
 
-    @torch.no_grad()
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return self.forward(self.preprocess(images))
+
+    @torch.no_grad()
+    def forward(self, batch: torch.Tensor) -> np.ndarray:
+        """(N, D) unit vectors of a :meth:`preprocess` ed batch."""
         from echoseek.training.precision import autocast
 
-        x = self.preprocess(images).to(self.device, non_blocking=True)
+        x = batch.to(self.device, non_blocking=True)
         with autocast(self.device, self.dtype):
             z = self.model(x)  # NxD
         z = torch.nn.functional.normalize(z.float(), dim=1)

@@ -38,7 +38,7 @@ class Config:
     model: str = "pixels"  # model dir, models:/NAME/VERSION, runs:/ID/PATH, or pixels
     pixel_size: int = 32  # for model=pixels
     batch_size: int = 64  # images per model call
-    actors: int = 1  # size of the actor pool (one model replica each)
+    actors: int = 0  # actor pool size (a model replica each); 0: one per GPU, else per actor_cpus
     actor_cpus: float = 1.0  # CPUs reserved per actor when it runs on CPU
     torch_threads: int = 0  # intra-op threads per actor; 0: Ray's default (= reserved CPUs)
     use_gpu: bool | None = None  # None: a GPU per actor when the cluster has GPUs
@@ -47,8 +47,8 @@ class Config:
     tracking_uri: str = ""  # MLflow store for models:/ and runs:/ URIs; default: see tracking
 
     def __post_init__(self) -> None:
-        if self.batch_size <= 0 or self.actors <= 0 or self.actor_cpus <= 0:
-            raise ConfigError("batch_size, actors and actor_cpus must be positive")
+        if self.batch_size <= 0 or self.actors < 0 or self.actor_cpus <= 0:
+            raise ConfigError("batch_size and actor_cpus must be positive, actors >= 0")
         if self.torch_threads < 0:
             raise ConfigError(f"torch_threads: must be >= 0, got {self.torch_threads}")
 
@@ -69,7 +69,7 @@ def run(cfg: Config) -> dict[str, Any]:
         probe if isinstance(probe, ModelEmbedder) else None,
         pixel_size=cfg.pixel_size,
         batch_size=cfg.batch_size,
-        actors=cfg.actors,
+        actors=cfg.actors or pool_size(gpu, cfg.actor_cpus),
         resources={"num_gpus": 1} if gpu else {"num_cpus": cfg.actor_cpus},
         amp=cfg.amp,
         threads=cfg.torch_threads,
@@ -92,6 +92,20 @@ def run(cfg: Config) -> dict[str, Any]:
         "images_per_s": out["count"] / max(seconds, 1e-9),
         "device": "gpu" if gpu else "cpu",
     }
+
+
+def pool_size(gpu: bool, actor_cpus: float) -> int:
+    """Actors when ``actors=0``: one per GPU free in the cluster now, else as many as its free
+    CPUs hold at ``actor_cpus`` each, at least one (on 2 cores, one actor per CPU embedded at
+    1.03x a plain loop and one actor with both CPUs at 0.78x; BENCHMARKS.md, "Embedding
+    throughput"). Free, not total: a pool larger than the free resources would wait for them.
+    """
+    import ray
+
+    free = ray.available_resources()
+    if gpu:
+        return max(1, int(free.get("GPU", 0)))
+    return max(1, int(free.get("CPU", 0) // actor_cpus))
 
 
 def summarize(s: dict[str, Any]) -> str:
