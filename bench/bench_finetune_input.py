@@ -33,7 +33,10 @@ from echoseek.models.artifact import ModelMeta, build_model, save_model
 
 
 def cine(work: Path, frames: int, seed: int) -> Path:
-    """A phantom cine with its phase classes, ingested; returns the dataset dir."""
+    """A phantom cine with its phase classes, ingested (once per size); returns the dataset
+    dir."""
+    if (work / f"ds-{frames}" / "dataset.json").exists():
+        return work / f"ds-{frames}"
     raw = work / f"raw-{frames}"
     phantom.run(phantom.Config(output=str(raw), frames=frames, seed=seed))
     ingest.run(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -128,14 +129,19 @@ def git_commit(cwd: str | Path | None = None) -> str:
 
 def flat_params(params: Mapping[str, Any]) -> dict[str, str]:
     """``{"train.lr": "0.05", ...}``: nested mappings flattened, values stringified, long
-    values cut to MLflow's limit."""
+    values cut to MLflow's limit, and characters MLflow refuses in a key (the comma of a
+    sweep's ``"a,b"`` field) replaced by a space: one bad key fails the whole batch."""
     out: dict[str, str] = {}
     for key, value in params.items():
+        name = BAD_KEY_CHARS.sub(" ", str(key))
         if isinstance(value, Mapping):
-            out.update({f"{key}.{k}": v for k, v in flat_params(value).items()})
+            out.update({f"{name}.{k}": v for k, v in flat_params(value).items()})
         else:
-            out[str(key)] = str(value)[:MAX_PARAM_CHARS]
+            out[name] = str(value)[:MAX_PARAM_CHARS]
     return out
+
+
+BAD_KEY_CHARS = re.compile(r"[^\w\-. :/]")  # MLflow keys: alphanumerics, _ - . space : /
 
 
 class RunLogger:

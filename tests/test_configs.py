@@ -58,5 +58,11 @@ def test_sweep_presets_pass_every_check_before_a_trial(
 
     monkeypatch.chdir(ROOT)  # presets name their base config relative to the repository
     cfg = load_config(tune.Config, path, ["output=/nonexistent/sweep-check"])
+    if cfg.job == "rerank":  # no training: every setting of the grid is checked
+        from echoseek.sweep.rerank import settings
+
+        space, draws, _ = settings(cfg)
+        assert set(space) == set(cfg.space) and len(draws) == 8 * 3
+        return
     prep = prepare(cfg)
     assert set(prep.space) == set(cfg.space) and prep.epochs >= 1

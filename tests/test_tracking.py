@@ -46,6 +46,8 @@ def test_flat_params_and_git_commit(tmp_path: Path) -> None:
     flat = flat_params({"train": {"lr": 0.05, "epochs": 3}, "name": "x", "long": "y" * 9000})
     assert flat["train.lr"] == "0.05" and flat["train.epochs"] == "3" and flat["name"] == "x"
     assert len(flat["long"]) == 6000
+    # a sweep's comma key: MLflow refuses commas in keys (one bad key fails the whole batch)
+    assert flat_params({"space": {"a,b": {"grid": [1]}}}) == {"space.a b.grid": "[1]"}
     here = git_commit(Path(__file__).parent)
     assert len(here) == 40 and all(c in "0123456789abcdef" for c in here)
     assert git_commit(tmp_path) == ""

@@ -1,9 +1,11 @@
 """Hyperparameter sweeps on Ray Tune over the pretrain or finetune job (or the chain
-pretrain+finetune), tracked in MLflow.
+pretrain+finetune), or over the re-ranking of an index version (``job: rerank``), tracked in
+MLflow.
 
     echoseek tune tune/loss.local.yaml input=work/dataset fixed.pretrained=work/model_ssl
     echoseek tune tune/loss.local.yaml search=optuna num_samples=8 name=tpe output=work/sweeps/tpe
     echoseek tune tune/chain.local.yaml input=work/demo/train_dataset
+    echoseek tune tune/rerank.yaml index=work/demo/index input=work/demo/val_vectors
     ray job submit --working-dir . -- python -m echoseek.jobs.tune tune/loss.yaml
 
 Each trial runs the job's own training function (its own Ray Train workers) on the base
@@ -30,12 +32,18 @@ __all__ = ["Config", "main", "run"]
 
 
 def run(cfg: Config) -> dict[str, Any]:
-    """Run or resume the sweep; returns a summary."""
+    """Run or resume the sweep (``job: rerank``: score re-rank settings); returns a summary."""
+    if cfg.job == "rerank":
+        from echoseek.sweep.rerank import run_rerank_sweep
+
+        return run_rerank_sweep(cfg)
     return run_sweep(cfg)
 
 
 def summarize(s: dict[str, Any]) -> str:
     """The closing lines for the terminal."""
+    if "settings" in s:
+        return summarize_rerank(s)
     metric = next(k for k in s if k.startswith("best_") and k not in ("best_trial", "best_params"))
     value = s[metric]
     lines = [
@@ -51,6 +59,18 @@ def summarize(s: dict[str, Any]) -> str:
     if s.get("registered"):
         lines.append(f"registered: {s['registered']}")
     return "\n".join(lines)
+
+
+def summarize_rerank(s: dict[str, Any]) -> str:
+    """The closing lines of a re-ranking sweep."""
+    metric = s["metric"]
+    return (
+        f"scored {s['settings']} re-rank settings of index version {s['index_version']} in "
+        f"{s['seconds']:.0f} s\nbest: {s['best_trial']}  held-out {metric} "
+        f"{s['best_' + metric]:.4f}  "
+        f"p50 {s['best_latency_ms_p50']:.2f} ms  {s['best_params']}\n"
+        f"results: {s['output']}  (MLflow parent run {s['run_id']})"
+    )
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "echoseek tune") -> int:

@@ -8,7 +8,7 @@ from typing import Any
 from echoseek.errors import ConfigError
 
 SEARCHES = ("random", "grid", "optuna")
-JOBS = ("pretrain", "finetune", "pretrain+finetune")  # what a trial runs
+JOBS = ("pretrain", "finetune", "pretrain+finetune", "rerank")  # what a trial runs
 SCHEDULERS = ("asha", "fifo")
 
 
@@ -36,10 +36,11 @@ class SweepConfig:
     draw from ``space`` applied), ranked by the trials' held-out ``metric``."""
 
     name: str = ""  # the sweep; re-running the same name resumes it (default: job + time)
-    job: str = "finetune"  # pretrain | finetune | pretrain+finetune (a chained trial)
+    job: str = "finetune"  # pretrain | finetune | pretrain+finetune (chained) | rerank
     base: str | dict[str, str] = ""  # the job's YAML ("": its defaults); chain: per stage
     fixed: dict[str, Any] = field(default_factory=dict)  # dotted overrides every trial gets
-    input: str = ""  # the trials' input dataset (replaces base's input when set)
+    input: str = ""  # the trials' input dataset (replaces base's); rerank: held-out vectors
+    index: str = ""  # rerank: the index version whose re-ranking is swept (no training)
     output: str = "work/sweep"  # results.parquet, best.yaml, figures; trial models in trials/
     space: dict[str, Any] = field(default_factory=dict)  # field: {choice|grid|...: values}
     search: str = "random"  # random | grid | optuna (TPE)

@@ -71,8 +71,11 @@ def best_finished(rows: Sequence[dict[str, Any]], mode: str) -> dict[str, Any] |
     return done[0] if done else None
 
 
-def write_table(rows: Sequence[dict[str, Any]], keys: Sequence[str], path: Path) -> None:
-    """``results.parquet`` at ``path`` (the sweep publishes its output dir as a whole)."""
+def write_table(
+    rows: Sequence[dict[str, Any]], keys: Sequence[str], path: Path, extra: Sequence[str] = ()
+) -> None:
+    """``results.parquet`` at ``path`` (the sweep publishes its output dir as a whole);
+    ``extra``: more per-row values, one column each."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -82,6 +85,8 @@ def write_table(rows: Sequence[dict[str, Any]], keys: Sequence[str], path: Path)
     }
     columns["history"] = [r["history"] for r in rows]
     columns["rankme"] = [r["rankme"] for r in rows]
+    for name in extra:
+        columns[name] = [r[name] for r in rows]
     for key in keys:
         columns[f"param.{key}"] = [_text(r["params"].get(key)) for r in rows]
     pq.write_table(pa.table(columns), path)

@@ -82,7 +82,7 @@ def prepare(cfg: SweepConfig) -> Prepared:
     if cfg.search == "optuna" and has_grid(space):
         raise ConfigError("space: search=optuna cannot take a grid (use choice)")
     check_space(space, lambda draw: trial_config(cfg.job, base, draw))
-    _check_output(cfg)
+    check_output(cfg)
     return Prepared(space, base, int(stages(common)[-1].epochs))
 
 
@@ -102,7 +102,7 @@ def _base_data(cfg: SweepConfig) -> dict[str, Any]:
     return {stage: read_yaml(path) for stage, path in parts.items() if path}
 
 
-def _check_output(cfg: SweepConfig) -> None:
+def check_output(cfg: SweepConfig) -> None:
     """The output dir is new, or holds an earlier publication of this same sweep."""
     out = Path(cfg.output)
     if out.is_dir() and any(out.iterdir()):
