@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -111,25 +112,45 @@ def embedded_batches(
     ]
     # The actors read their row groups themselves: behind ray.data.read_parquet (which packs
     # small files into one block) the pool returned nothing until every row was embedded.
-    embedded = ray.data.from_items(work, override_num_blocks=len(work)).map_batches(
-        EmbedBatch,
-        fn_constructor_kwargs={
-            "model": shipped,
-            "pixel_size": pixel_size,
-            "amp": amp,
-            "threads": threads,
-        },
-        batch_size=1,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(
-            size=actors,
-            max_concurrent_calls_per_actor=CALLS_PER_ACTOR,
-            enable_true_multi_threading=True,
-        ),
-        **resources,
-    )
+    items = ray.data.from_items(work, override_num_blocks=len(work))
+    with warnings.catch_warnings():  # Ray 2.60 takes max_restarts only in ray_remote_args
+        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
+        embedded = items.map_batches(
+            EmbedBatch,
+            fn_constructor_kwargs={
+                "model": shipped,
+                "pixel_size": pixel_size,
+                "amp": amp,
+                "threads": threads,
+            },
+            batch_size=1,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(
+                size=actors,
+                max_concurrent_calls_per_actor=CALLS_PER_ACTOR,
+                enable_true_multi_threading=True,
+            ),
+            **resources,
+            **restart_policy(),
+        )
     for batch in embedded.iter_batches(batch_size=batch_size, batch_format="pyarrow"):
         yield to_vector_batch(batch)
+
+
+def restart_policy() -> dict[str, Any]:
+    """The actor pool's restarts: none on a one-node cluster, Ray Data's default elsewhere.
+
+    Ray Data restarts a dead pool actor without limit. It passes the actor's constructor
+    arguments through the object store, so when any actor with restarts is created, the
+    driver's core worker prints a C++ warning to the terminal. On one node, a dead actor is
+    a crash (out of memory, a bug) that a restart would only repeat: there the pool gets
+    ``max_restarts=0``, no warning is printed, and the job fails with the actor's error. On a
+    cluster, the actors of a lost node start again on the others.
+    """
+    import ray
+
+    alive = [node for node in ray.nodes() if node.get("Alive")]
+    return {"max_restarts": 0} if len(alive) <= 1 else {}
 
 
 class StreamClock:

@@ -135,3 +135,26 @@ def test_embed_from_an_mlflow_registered_model(
     images = dataset_images(dataset)
     direct = ModelEmbedder(str(tmp_path / "model"), device="cpu")([images[i] for i in ids])
     np.testing.assert_allclose(vecs, direct, rtol=1e-4, atol=1e-5)
+
+
+def test_embed_on_the_command_line_prints_echoseek_lines_only(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """A fresh local Ray in a child process, as a user runs it: no Ray line on the terminal
+    (its core worker warned about the actor pool's constructor arguments before)."""
+    import os
+    import subprocess
+    import sys
+
+    meta = ModelMeta(small_stem=True, head_dim=8, head_hidden=None, input_size=(16, 16))
+    save_model(build_model(meta), tmp_path / "model", meta)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "echoseek.cli", "embed", f"input={dataset}",
+         f"model={tmp_path / 'model'}", f"output={tmp_path / 'v'}"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("embedded 23 images"), done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert [line.split(" [")[0] for line in lines] == ["embed"], done.stderr  # the progress bar
