@@ -97,8 +97,9 @@ def run(cfg: Config) -> dict[str, Any]:
 def pool_size(gpu: bool, actor_cpus: float) -> int:
     """Actors when ``actors=0``: one per GPU free in the cluster now, else as many as its free
     CPUs hold at ``actor_cpus`` each, at least one (on 2 cores, one actor per CPU embedded at
-    1.03x a plain loop and one actor with both CPUs at 0.78x; BENCHMARKS.md, "Embedding
-    throughput"). Free, not total: a pool larger than the free resources would wait for them.
+    1.15x a plain loop after the first batch and one actor with both CPUs at 0.84x;
+    BENCHMARKS.md, "Embedding throughput"). Free, not total: a pool larger than the free
+    resources would wait for them.
     """
     import ray
 
