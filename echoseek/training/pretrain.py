@@ -128,6 +128,7 @@ def check(cfg: PretrainConfig) -> dict[str, Any]:
     shard_paths(cfg.input)  # shard checksums verified on the driver, before any worker reads
     if cfg.val:
         validation_descriptor(cfg.val, desc, "validation metrics need a held-out dataset")
+    size_memory_bank(cfg, int(desc["count"]))
     rows_per_worker = desc["count"] // cfg.scale.num_workers
     if rows_per_worker < cfg.batch_size:
         raise ConfigError(
@@ -138,6 +139,24 @@ def check(cfg: PretrainConfig) -> dict[str, Any]:
     if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
         raise ConfigError(f"output: {out} exists and is not empty (use overwrite=true)")
     return desc
+
+
+def size_memory_bank(cfg: PretrainConfig, rows: int) -> None:
+    """A method with a memory bank (``needs_index``: InstDisc) gets one row per input row:
+    ``model.method_options.num_data`` is set to the dataset's count, or refused when it
+    names another count (the stream's ``index`` runs over every row of ``input``)."""
+    from echoseek.models.ssl import METHODS
+
+    method = METHODS.get(cfg.method)
+    if method is None or not method.needs_index:
+        return
+    given = cfg.model.method_options.get("num_data")
+    if given is not None and given != rows:
+        raise ConfigError(
+            f"model.method_options.num_data: {given}, but {cfg.input} has {rows} rows "
+            f"(leave it out: it is set to the input's count)"
+        )
+    cfg.model.method_options["num_data"] = rows
 
 
 # what every epoch reports (to Ray Train, Tune and MLflow); with a ``val`` dataset also

@@ -110,6 +110,10 @@ def test_two_workers_survive_a_crash_export_track_and_resume(
         ({"method": "nope"}, "method: unknown 'nope'"),
         ({"nonsense": 1}, "unknown config field 'nonsense'"),
         ({"batch_size": 64}, "workers gets only 24 rows"),
+        (
+            {"method": "instdisc", "model.method_options.num_data": 5},
+            "model.method_options.num_data: 5, but",
+        ),
     ],
 )
 def test_bad_configs_fail_before_any_worker(
@@ -129,3 +133,15 @@ def test_missing_dataset_is_a_clear_error(
 ) -> None:
     assert cli(["pretrain", f"input={tmp_path / 'nope'}"]) == 2
     assert "not a dataset directory" in capsys.readouterr().err
+
+
+def test_instdisc_sizes_its_memory_bank_from_the_input(
+    dataset: Path, tmp_path: Path, ray_session: object
+) -> None:
+    """InstDisc needs one memory-bank row per input row; the job sets it from the dataset (a
+    worker used to fail on the missing ``num_data``)."""
+    overrides = {"method": "instdisc", "epochs": 1, "optim.warmup_epochs": 0, "val": "",
+                 "scale.num_workers": 1}  # fmt: skip
+    assert cli(["pretrain", *config(dataset, tmp_path, **overrides)]) == 0
+    _, meta = load_model(tmp_path / "model")
+    assert meta.embedding_dim > 0
