@@ -2,19 +2,23 @@
 
 :func:`stage` runs and times one step with a start and an end line; :func:`cine` is
 ``echoseek phantom`` then ``echoseek ingest``; :func:`training_stages` pretrains and fine-tunes
-on a second cine (another subject); :func:`index_stages` embeds, indexes and measures the
-index; :func:`service_stage` starts the search endpoint on it, sends one image query over HTTP
-and stops it. :mod:`echoseek.jobs.demo` strings them together and prints the summary.
+on a second cine (another subject); :func:`sweep_stage` sweeps FastAP's distance on that
+encoder with Ray Tune (ASHA); :func:`index_stages` embeds, indexes and measures the index;
+:func:`service_stage` starts the search endpoint on it, sends one image query over HTTP and
+stops it. :mod:`echoseek.jobs.demo` strings them together and prints the summary.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from echoseek.config import load_config
+import yaml
+
+from echoseek.config import load_config, to_dict
 from echoseek.data.augment import PHASE_RETRIEVAL
 from echoseek.jobs import embed, finetune, index_build, index_eval, ingest, phantom, pretrain
 
@@ -65,14 +69,50 @@ def training_stages(
     train_labels: str,
     pretrain_epochs: int,
     finetune_epochs: int,
+    sweep: bool = True,
 ) -> tuple[dict[str, Any], str]:
-    """Pretrain and fine-tune on a second cine; returns (outputs, the fine-tuned model dir)."""
+    """Pretrain and fine-tune on a second cine, then (``sweep``) sweep FastAP's distance on
+    the same encoder; returns (outputs, the fine-tuned model dir)."""
     train_raw, train_data = work / "train_phantom", work / "train_dataset"
     stage(
         "training cine",
         lambda: cine(train_raw, train_data, frames, seed + 1, TRAIN_LABELS[train_labels]),
         timings,
     )
+    pre, fine = training_configs(
+        work,
+        train_data,
+        size=size,
+        train_labels=train_labels,
+        pretrain_epochs=pretrain_epochs,
+        finetune_epochs=finetune_epochs,
+    )
+    stage("pretrain (SimSiam)", lambda: pretrain.run(pre), timings)
+    tuned = stage("finetune (FastAP)", lambda: finetune.run(fine), timings)
+    swept = sweep_stage(work, fine, timings) if sweep else {}
+    outputs = {
+        "training_dataset": str(train_data),
+        "pretrained_model": pre.output,
+        "model": fine.output,
+        "checkpoints": fine.run.storage_path,
+        "mlflow": fine.run.tracking_uri,
+        "validation": tuned["validation"],
+        **({"sweep": swept["output"]} if swept else {}),
+    }
+    return {**outputs, "swept": swept}, fine.output
+
+
+def training_configs(
+    work: Path,
+    train_data: Path,
+    *,
+    size: int,
+    train_labels: str,
+    pretrain_epochs: int,
+    finetune_epochs: int,
+) -> tuple[pretrain.Config, finetune.Config]:
+    """The demo's pretrain and fine-tune configs (phase profile, 2 CPU workers, ``size`` px),
+    writing under ``work``: ``model_ssl``, ``model``, ``ray_results``, ``mlflow``."""
     ssl, model, runs = work / "model_ssl", work / "model", work / "ray_results"
     tracking = f"sqlite:///{(work / 'mlflow' / 'mlflow.db').resolve()}"
     common = [
@@ -99,7 +139,6 @@ def training_stages(
             f"run.name=demo-pretrain-{stamp}",
         ],
     )
-    stage("pretrain (SimSiam)", lambda: pretrain.run(pre), timings)
     fine = load_config(
         finetune.Config,
         None,
@@ -114,16 +153,52 @@ def training_stages(
             f"run.name=demo-finetune-{stamp}",
         ],
     )
-    tuned = stage("finetune (FastAP)", lambda: finetune.run(fine), timings)
-    outputs = {
-        "training_dataset": str(train_data),
-        "pretrained_model": str(ssl),
-        "model": str(model),
-        "checkpoints": str(runs),
-        "mlflow": tracking,
-        "validation": tuned["validation"],
-    }
-    return outputs, str(model)
+    return pre, fine
+
+
+DEMO_DISTANCES = [["cosine", {}], ["sqeuclidean", {}], ["soart3_gamma", {"p": 2}]]
+
+
+def sweep_config(work: Path, fine: finetune.Config) -> Any:
+    """The demo's sweep: FastAP's distance (cosine, squared Euclidean, SOART3 gamma p = 2) on
+    the demo's fine-tune config (written to ``sweep_base.yaml``), one Ray Train worker per
+    trial, 2 epochs, ASHA after the first. A new name each run (a same name would resume)."""
+    from echoseek.sweep import SchedulerOptions, SweepConfig
+
+    base = work / "sweep_base.yaml"
+    data = to_dict(fine)
+    data["run"]["name"] = ""
+    base.write_text(yaml.safe_dump(data, sort_keys=False))
+    return SweepConfig(
+        name=f"demo-sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+        job="finetune",
+        base=str(base),
+        output=str(work / "sweep"),
+        fixed={
+            "epochs": 2,
+            "scale.num_workers": 1,
+            "scale.cpus_per_worker": 0.5,
+            "scale.data_cpus": 0.25,
+        },
+        space={"loss.distance,loss.distance_params": {"grid": DEMO_DISTANCES}},
+        search="grid",
+        num_samples=1,
+        metric="val_map",
+        scheduler=SchedulerOptions(kind="asha", grace_period=1, reduction_factor=2),
+        storage_path=fine.run.storage_path,
+        tracking_uri=fine.run.tracking_uri,
+        experiment=fine.run.experiment,
+    )
+
+
+def sweep_stage(work: Path, fine: finetune.Config, timings: dict[str, float]) -> dict[str, Any]:
+    """``echoseek tune`` of :func:`sweep_config` (the previous demo's sweep output replaced);
+    its summary. The sweep prints a line per trial result and its table of trials."""
+    from echoseek.sweep import run_sweep
+
+    cfg = sweep_config(work, fine)
+    shutil.rmtree(cfg.output, ignore_errors=True)
+    return stage("sweep (Ray Tune: FastAP distance, ASHA)", lambda: run_sweep(cfg), timings)
 
 
 def index_stages(
@@ -196,6 +271,22 @@ def service_stage(
     return stage("search endpoint", run, timings)
 
 
+def sweep_lines(sweep: dict[str, Any]) -> list[str]:
+    """The sweep's outcome: trials by state and the best distance (held-out val mAP)."""
+    from echoseek.sweep.trial import expand
+
+    drawn = expand(sweep["best_params"])
+    params = drawn.get("loss.distance_params") or {}
+    best = f"{drawn.get('loss.distance', '-')}{''.join(f' {k}={v}' for k, v in params.items())}"
+    return [
+        "",
+        f"  sweep (Ray Tune) of FastAP's distance: {sweep['trials']} trials, "
+        f"{sweep['stopped']} stopped early by ASHA, {sweep['failed']} failed; best {best} "
+        f"with held-out val mAP {sweep['best_val_map']:.3f} (`echoseek finetune "
+        f"{sweep['output']}/best.yaml` reruns it)",
+    ]
+
+
 def service_lines(service: dict[str, Any]) -> list[str]:
     """The endpoint's top-5 table and how to keep it up."""
     from echoseek.service.client import top_k_table
@@ -247,6 +338,8 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
         f" (rerank {i['rerank'] or 'off'}), {i['latency_ms']:.2f} ms/query; "
         f"embedded at {i['embed_images_per_s']:.0f} img/s",
     ]
+    if s.get("sweep"):
+        rows += sweep_lines(s["sweep"])
     if s.get("service"):
         rows += service_lines(s["service"])
     rows += [

@@ -6,8 +6,9 @@
 Stages (:mod:`echoseek.pipeline`, each the job a user runs by hand): phantom cine -> ingest
 -> raw-pixel baseline evaluation -> (``train=true``) a second cine of another "subject" with
 its respiratory-phase classes -> SimSiam pretraining and FastAP fine-tuning on it (2 Ray Train
-CPU workers; checkpoint chosen on a held-out part of it) -> evaluation on the first cine, next
-to the baseline -> embed -> index build -> index eval -> the search endpoint (Ray Serve)
+CPU workers; checkpoint chosen on a held-out part of it) -> (``sweep=true``) a Ray Tune sweep
+of FastAP's distance on the same encoder, ASHA stopping the worst -> evaluation on the first
+cine, next to the baseline -> embed -> index build -> index eval -> the search endpoint (Ray Serve)
 answering one image query over HTTP, then a summary of what was measured, on which data, and
 where every output went.
 """
@@ -49,6 +50,7 @@ class Config:
     size: int = 32  # model input size for the demo's training (pixels)
     pretrain_epochs: int = 1  # the fine-tune trains the whole backbone: see BENCHMARKS.md
     finetune_epochs: int = 3
+    sweep: bool = True  # with train: sweep FastAP's distance (3 trials, ASHA; about a minute)
     train_labels: str = "phase"  # phase: respiratory-phase classes; breath_hold: 0/1 labels
     serve: bool = True  # end by querying the search endpoint over HTTP
     port: int = 8000  # the endpoint's port (another free one when taken)
@@ -78,7 +80,7 @@ def run(cfg: Config) -> dict[str, Any]:
         "dataset": str(dataset),
         "baseline_metrics": str(evaluation / "metrics.json"),
     }
-    model, protocol = "pixels", {}
+    model, protocol, swept = "pixels", {}, {}
     if cfg.train:
         trained, model = training_stages(
             work,
@@ -89,7 +91,9 @@ def run(cfg: Config) -> dict[str, Any]:
             train_labels=cfg.train_labels,
             pretrain_epochs=cfg.pretrain_epochs,
             finetune_epochs=cfg.finetune_epochs,
+            sweep=cfg.sweep,
         )
+        swept = trained.pop("swept")
         protocol = data_protocol(
             cfg.seed, cfg.train_labels, trained.pop("validation"), desc["count"]
         )
@@ -116,6 +120,7 @@ def run(cfg: Config) -> dict[str, Any]:
         "protocol": protocol,
         "baseline": models["raw pixels (baseline)"],
         "index": index["summary"],
+        "sweep": swept,
         "service": service,
         "outputs": {**outputs, **index["outputs"]},
         "timings_s": timings,

@@ -8,6 +8,8 @@ from typing import Any
 
 from ray.tune import Callback
 
+from echoseek.sweep.results import text
+
 
 class SweepPrinter(Callback):  # type: ignore[misc]
     """Tune callback on the driver: trial, epoch, metric, best so far, trials by state."""
@@ -74,12 +76,13 @@ def top_table(rows: Sequence[dict[str, Any]], metric: str, keys: Sequence[str], 
             str(r["trial_id"]),
             str(r["status"]),
             f"{r['best']:.4f}" if math.isfinite(r["best"]) else "-",
-            *(str(r["params"].get(k, "")) for k in keys),
+            *(text(r["params"].get(k)) for k in keys),
         ]
         for r in rows[:n]
     ]
     widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
     lines = [
-        "  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)) for line in [head, *body]
+        "  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
+        for line in [head, *body]
     ]
     return "\n".join(lines)

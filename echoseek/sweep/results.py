@@ -88,11 +88,11 @@ def write_table(
     for name in extra:
         columns[name] = [r[name] for r in rows]
     for key in keys:
-        columns[f"param.{key}"] = [_text(r["params"].get(key)) for r in rows]
+        columns[f"param.{key}"] = [text(r["params"].get(key)) for r in rows]
     pq.write_table(pa.table(columns), path)
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
     """A parameter value as text (one column type whatever the values: 0.1, 'cosine', inf, a
     list of one value per field of a comma key)."""
     from echoseek.sweep.space import decode
@@ -148,7 +148,7 @@ def figures(
     scored = [r for r in rows if math.isfinite(r["best"])]
     for key in keys:
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        labels = [_text(r["params"].get(key)) for r in scored]
+        labels = [text(r["params"].get(key)) for r in scored]
         order = sorted(set(labels), key=_sort_key)
         ax.scatter([order.index(x) for x in labels], [r["best"] for r in scored])
         ax.set_xticks(range(len(order)), [_short(x) for x in order], rotation=30, ha="right")
@@ -175,15 +175,15 @@ def _heatmap(
     rows: Sequence[dict[str, Any]], x: str, y: str, metric: str, path: Path, plt: Any
 ) -> Path:
     """Mean metric per (x, y) cell; empty cells blank."""
-    xs = sorted({_text(r["params"].get(x)) for r in rows}, key=_sort_key)
-    ys = sorted({_text(r["params"].get(y)) for r in rows}, key=_sort_key)
+    xs = sorted({text(r["params"].get(x)) for r in rows}, key=_sort_key)
+    ys = sorted({text(r["params"].get(y)) for r in rows}, key=_sort_key)
     grid = np.full((len(ys), len(xs)), np.nan)
     for j, yv in enumerate(ys):
         for i, xv in enumerate(xs):
             cell = [
                 r["best"]
                 for r in rows
-                if _text(r["params"].get(x)) == xv and _text(r["params"].get(y)) == yv
+                if text(r["params"].get(x)) == xv and text(r["params"].get(y)) == yv
             ]
             if cell:
                 grid[j, i] = float(np.mean(cell))

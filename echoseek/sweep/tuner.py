@@ -145,13 +145,15 @@ def run_sweep(cfg: SweepConfig, hooks: Sequence[EpochHook] = ()) -> dict[str, An
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
-    from echoseek.ray_session import ensure_ray
+    from echoseek.ray_session import ensure_ray, is_verbose
     from echoseek.sweep.placement import ReleasePlacementGroups
     from echoseek.sweep.progress import SweepPrinter, top_table
     from echoseek.tracking import RunLogger
 
     prep = prepare(cfg)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/TensorBoard files
+    if not is_verbose():  # Tune's own reporter prints its header box even at verbose=0
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     logger = RunLogger(cfg.tracking_uri, cfg.experiment)
     ensure_ray()
     parent = logger.start(cfg.name, plain(cfg), {"job": "tune", "sweep_job": cfg.job})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +51,32 @@ def test_demo_index_summary_is_exact_for_a_flat_index(ray_session: Any, tmp_path
 def test_unknown_training_labels_are_refused() -> None:
     with pytest.raises(ConfigError, match="train_labels: must be one of"):
         demo.Config(train_labels="breath")
+
+
+def test_demo_sweep_is_a_checked_sweep_of_the_demo_finetune(tmp_path: Path) -> None:
+    import yaml
+
+    from echoseek.pipeline import DEMO_DISTANCES, sweep_config, training_configs
+    from echoseek.sweep.trial import trial_config
+    from echoseek.sweep.tuner import prepare
+    from tests.datasets import ingested_stack, random_stack
+
+    dataset = ingested_stack(tmp_path, random_stack(20, 20, 24), labelled=24, shard_size=12)
+    _, fine = training_configs(
+        tmp_path, dataset, size=32, train_labels="phase", pretrain_epochs=1, finetune_epochs=3
+    )
+    cfg = sweep_config(tmp_path, fine)
+    prep = prepare(cfg)  # every check a sweep makes before its first trial
+    assert prep.epochs == 2 and cfg.scheduler.kind == "asha" and cfg.search == "grid"
+    base = yaml.safe_load((tmp_path / "sweep_base.yaml").read_text())
+    assert base["augment"] == yaml.safe_load(yaml.safe_dump(fine.augment.__dict__))
+    assert base["pretrained"] == fine.pretrained and base["run"]["name"] == ""
+    key = "loss.distance,loss.distance_params"
+    for name, params in DEMO_DISTANCES:  # each trial: the demo's fine-tune, one distance
+        trial = trial_config("finetune", prep.base, {key: [name, params]})
+        assert (trial.loss.distance, trial.loss.distance_params) == (name, params)
+        assert trial.scale.num_workers == 1 and trial.epochs == 2
+        assert trial.augment == fine.augment and trial.head.trainable == "all"
+    # a second demo run starts a new sweep (a same name would resume the old one)
+    time.sleep(1.1)
+    assert sweep_config(tmp_path, fine).name != cfg.name

@@ -89,3 +89,17 @@ def test_table_and_figures(tmp_path: Path) -> None:
 )
 def test_rankme_verdict_reads_rho_in_words(rho: float, pairs: int, verdict: str) -> None:
     assert results.rankme_verdict(rho, pairs) == verdict
+
+
+def test_top_table_shows_drawn_values_not_their_encoding() -> None:
+    from echoseek.sweep.progress import top_table
+    from echoseek.sweep.space import encode
+
+    rows = [
+        row("aa", "finished", [0.5, 0.7], d=encode(["soart3_gamma", {"p": 2}])),
+        row("bb", "stopped", [0.4], d=encode(["cosine", {}])),
+    ]
+    lines = top_table(rows, "val_map", ["d"]).splitlines()
+    assert lines[0].split() == ["trial", "status", "val_map", "d"]
+    assert lines[1].split(maxsplit=3) == ["aa", "finished", "0.7000", '["soart3_gamma", {"p": 2}]']
+    assert lines[2].split(maxsplit=3) == ["bb", "stopped", "0.4000", '["cosine", {}]']

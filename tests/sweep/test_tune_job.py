@@ -32,7 +32,11 @@ def sweep_file(tmp: Path) -> Path:
     dataset = ingested_stack(tmp, frames, labelled=48, shard_size=12)
     for seed, name in enumerate(("enc_a", "enc_b")):
         torch.manual_seed(seed)
-        save_model(build_model(META), tmp / name, META)
+        model = build_model(META)
+        if name == "enc_b":  # blind: every image gets the same features, so ASHA stops it
+            for param in model.parameters():
+                torch.nn.init.zeros_(param)
+        save_model(model, tmp / name, META)
     config = {
         "name": "t",
         "job": "finetune",
@@ -44,11 +48,13 @@ def sweep_file(tmp: Path) -> Path:
             "batch_size": 8,
             "head.dim": 16,
             "head.hidden": 32,
+            "head.trainable": "head",  # frozen encoders: enc_b stays blind
             "scale.num_workers": 1,
             "scale.cpus_per_worker": 0.5,
             "scale.data_cpus": 0.25,
         },
-        # two starting encoders and one that does not exist: that trial fails at run time
+        # a seeing encoder, a blind one (run second: ASHA compares it with the first at epoch
+        # 1 and stops it) and one that does not exist: that trial fails at run time
         "space": {
             "pretrained": {"grid": [str(tmp / "enc_a"), str(tmp / "enc_b"), str(tmp / "none")]},
             "loss.distance": {"grid": ["cosine"]},
@@ -79,6 +85,8 @@ def test_sweep_runs_trials_records_them_and_resumes(
     assert crash.exists() and summary["failed"] == 1 and summary["trials"] == 3
     out = capsys.readouterr().out
     assert "epoch 1/2  val_map" in out and "best" in out and "failed:" in out
+    # echoseek's lines only: none of Tune's own reporter (header box, results path, tables)
+    assert not any(s in out for s in ("View detailed results", "Configuration for", "╭")), out
 
     table = pq.read_table(tmp_path / "sweep" / "results.parquet").to_pylist()
     assert len(table) == 3
@@ -90,6 +98,11 @@ def test_sweep_runs_trials_records_them_and_resumes(
     # the crashed trial went on from its epoch-0 checkpoint: no trial reported an epoch twice
     assert all(len(r["history"]) == r["epochs"] <= 2 for r in ran)
     assert any(r["status"] == "finished" and r["epochs"] == 2 for r in ran)
+    # ASHA stopped the worst trial at its first rung (epoch 1 of 2), and said so
+    stopped = [r for r in ran if r["status"] == "stopped"]
+    assert [(r["param.pretrained"], r["epochs"]) for r in stopped] == [(str(tmp_path / "enc_b"), 1)]
+    assert stopped[0]["best"] < min(r["best"] for r in ran if r["status"] == "finished")
+    assert f"trial {stopped[0]['trial_id']}  stopped early after epoch 1" in out
     assert all(0.0 <= r["best"] <= 1.0 and r["rankme"] for r in ran)
 
     # every metric a sweep may name (metric=) is really reported by a trial's epochs
@@ -119,6 +132,7 @@ def test_sweep_runs_trials_records_them_and_resumes(
     assert winner.info.run_id == parent.data.tags["best_run_id"]
     assert winner.data.params["override.pretrained"] == top["param.pretrained"]
     assert {by_id[r["trial_id"]].info.status for r in failed} == {"FAILED"}
+    assert {by_id[r["trial_id"]].info.status for r in stopped} == {"KILLED"}
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")} >= {
         "sweep/results.parquet",
         "sweep/best.yaml",
