@@ -7,15 +7,15 @@ Data (all phantom, respiratory-phase classes): the trials train on the cine of s
 and checkpoint selection read the held-out mAP of the cine of seed 2 (another subject,
 ``val=``), and the findings are scored on the cine of seed 3 (never trained or selected on).
 The encoder is the demo's SimSiam pretraining (1 epoch); every trial is the demo's fine-tune
-(:func:`echoseek.pipeline.training_configs`) with one Ray Train worker, as ``make demo``'s
-sweep runs it.
+(:func:`echoseek.pipeline.training_configs`) with 2 Ray Train workers, one trial at a time, as
+``make demo``'s sweep (:func:`echoseek.pipeline.sweep_config`) runs it.
 
-- **asha**: one grid (FastAP distance x learning rate) run twice, to the full budget (FIFO)
+- **asha**: one grid (3 FastAP distances x 2 learning rates) run twice, to the full budget (FIFO)
   and with ASHA (grace 1 epoch, reduction factor 3). Reported: each sweep's wall time, and the
   time until its best held-out mAP so far is within 0.01 of the full grid's best (from the
   trials' ``result.json`` timestamps). Goal: ASHA >= 3x faster.
-- **overhead**: the same N fine-tunes as N Tune trials (FIFO, one at a time: the CPUs hold
-  one) and as N ``finetune.run`` calls one after another. Goal: Tune / loop <= 1.15.
+- **overhead**: the same N fine-tunes (2 epochs) as N Tune trials (FIFO, one at a time: the
+  CPUs hold one) and as N ``finetune.run`` calls one after another. Goal: Tune / loop <= 1.15.
 - **findings**: per seed, each FastAP distance (cosine, sqeuclidean, SOART3 yita, gamma with
   p = 1, 2, 4, inf) with the whole backbone trained, and cosine with only the head or the head
   and the last stage trained; every exported model's test mAP by cosine and by its own
@@ -58,7 +58,6 @@ DISTANCES = [
     ["soart3_gamma", {"p": math.inf}],
 ]
 DIST_KEY = "loss.distance,loss.distance_params"
-ONE_WORKER = {"scale.num_workers": 1, "scale.cpus_per_worker": 0.5, "scale.data_cpus": 0.25}
 
 
 @dataclasses.dataclass
@@ -87,10 +86,11 @@ def setup(work: Path, epochs: int) -> Setup:
 def sweep(s: Setup, name: str, space: dict[str, Any], **options: Any) -> dict[str, Any]:
     """One sweep of the demo's fine-tune; its summary, rows read back and start time."""
     (s.work / name).mkdir(exist_ok=True)
+    demo = pipeline.sweep_config(s.work / name, s.fine)
     cfg = dataclasses.replace(
-        pipeline.sweep_config(s.work / name, s.fine),
+        demo,
         name=f"bench-{name}-{time.strftime('%H%M%S')}",
-        fixed={**ONE_WORKER, **options.pop("fixed", {})},
+        fixed={**demo.fixed, **options.pop("fixed", {})},
         space=space,
         **options,
     )
@@ -146,7 +146,7 @@ def time_to(root: Path, start: float, target: float) -> float:
 def asha_vs_grid(s: Setup, epochs: int) -> dict[str, Any]:
     space = {
         DIST_KEY: {"grid": DISTANCES[:3]},
-        "optim.lr": {"grid": [1e-4, 1e-3, 1e-2]},
+        "optim.lr": {"grid": [1e-4, 1e-3]},
     }
     fixed = {"epochs": epochs}
     grid = sweep(s, "grid", space, fixed=fixed, scheduler=SchedulerOptions(kind="fifo"))
@@ -180,9 +180,7 @@ def overhead(s: Setup, n: int) -> dict[str, Any]:
             epochs=2,
             output=str(s.work / "loop" / str(i)),
             optim=dataclasses.replace(s.fine.optim, lr=lr),
-            scale=dataclasses.replace(
-                s.fine.scale, num_workers=1, cpus_per_worker=0.5, data_cpus=0.25
-            ),
+            scale=dataclasses.replace(s.fine.scale, cpus_per_worker=0.45),  # as the trials
             run=dataclasses.replace(s.fine.run, name=f"bench-loop-{i}-{time.strftime('%H%M%S')}"),
         )
         finetune.run(cfg)

@@ -5,11 +5,12 @@
 
 Stages (:mod:`echoseek.pipeline`, each the job a user runs by hand): phantom cine -> ingest
 -> raw-pixel baseline evaluation -> (``train=true``) a second cine of another "subject" with
-its respiratory-phase classes -> SimSiam pretraining and FastAP fine-tuning on it (2 Ray Train
-CPU workers; checkpoint chosen on a held-out part of it) -> (``sweep=true``) a Ray Tune sweep
-of FastAP's distance on the same encoder, ASHA stopping the worst -> evaluation on the first
-cine, next to the baseline -> embed -> index build -> index eval -> the search endpoint (Ray Serve)
-answering one image query over HTTP, then a summary of what was measured, on which data, and
+its respiratory-phase classes -> SimSiam pretraining on it -> FastAP fine-tuning (2 Ray Train
+CPU workers; checkpoint chosen on a held-out part of the cine), by default as a Ray Tune sweep
+of FastAP's distance with ASHA whose best trial is the model (``sweep=false``: one fine-tune)
+-> evaluation on the first cine, next to the baseline -> embed -> index build -> index eval ->
+the search endpoint (Ray Serve) answering one image query over HTTP, then a summary of what
+was measured, on which data, and
 where every output went.
 """
 
@@ -50,7 +51,7 @@ class Config:
     size: int = 32  # model input size for the demo's training (pixels)
     pretrain_epochs: int = 1  # the fine-tune trains the whole backbone: see BENCHMARKS.md
     finetune_epochs: int = 3
-    sweep: bool = True  # with train: sweep FastAP's distance (3 trials, ASHA; about a minute)
+    sweep: bool = True  # with train: fine-tune as a sweep of FastAP distances (2 trials, ASHA)
     train_labels: str = "phase"  # phase: respiratory-phase classes; breath_hold: 0/1 labels
     serve: bool = True  # end by querying the search endpoint over HTTP
     port: int = 8000  # the endpoint's port (another free one when taken)

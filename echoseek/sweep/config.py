@@ -66,5 +66,5 @@ class SweepConfig:
             raise ConfigError(f"mode: must be max or min, got '{self.mode}'")
         if self.num_samples < 1 or self.max_concurrent_trials < 0 or self.max_failures < 0:
             raise ConfigError("num_samples >= 1, max_concurrent_trials >= 0, max_failures >= 0")
-        if self.trial_cpus < 0:
-            raise ConfigError(f"trial_cpus: must be >= 0, got {self.trial_cpus}")
+        if self.trial_cpus <= 0:  # Tune places a trial by its driver's resources
+            raise ConfigError(f"trial_cpus: must be > 0, got {self.trial_cpus}")

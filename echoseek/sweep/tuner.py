@@ -283,6 +283,7 @@ def publish(
         "best_trial": best["trial_id"] if best else "",
         f"best_{cfg.metric}": best["best"] if best else math.nan,
         "best_params": best["params"] if best else {},
+        "best_model": f"{cfg.storage_path}/{cfg.name}-models/{best['trial_id']}" if best else "",
         "rankme_spearman": rho,
         "rankme_verdict": verdict,
         "registered": registered,

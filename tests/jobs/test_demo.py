@@ -67,7 +67,7 @@ def test_demo_sweep_is_a_checked_sweep_of_the_demo_finetune(tmp_path: Path) -> N
     )
     cfg = sweep_config(tmp_path, fine)
     prep = prepare(cfg)  # every check a sweep makes before its first trial
-    assert prep.epochs == 2 and cfg.scheduler.kind == "asha" and cfg.search == "grid"
+    assert prep.epochs == 3 and cfg.scheduler.kind == "asha" and cfg.search == "grid"
     base = yaml.safe_load((tmp_path / "sweep_base.yaml").read_text())
     assert base["augment"] == yaml.safe_load(yaml.safe_dump(fine.augment.__dict__))
     assert base["pretrained"] == fine.pretrained and base["run"]["name"] == ""
@@ -75,8 +75,11 @@ def test_demo_sweep_is_a_checked_sweep_of_the_demo_finetune(tmp_path: Path) -> N
     for name, params in DEMO_DISTANCES:  # each trial: the demo's fine-tune, one distance
         trial = trial_config("finetune", prep.base, {key: [name, params]})
         assert (trial.loss.distance, trial.loss.distance_params) == (name, params)
-        assert trial.scale.num_workers == 1 and trial.epochs == 2
+        assert trial.scale.num_workers == fine.scale.num_workers == 2
+        assert trial.epochs == fine.epochs == 3
         assert trial.augment == fine.augment and trial.head.trainable == "all"
+    # one trial at a time, and its driver and workers leave a whole CPU to its data tasks
+    assert cfg.trial_cpus + 2 * trial.scale.cpus_per_worker <= 1.0
     # a second demo run starts a new sweep (a same name would resume the old one)
     time.sleep(1.1)
     assert sweep_config(tmp_path, fine).name != cfg.name

@@ -156,6 +156,7 @@ def test_search_rules_are_checked_before_ray(tmp_path: Path) -> None:
         ("search", "bayes", "search: must be one of"),
         ("mode", "best", "mode: must be max or min"),
         ("num_samples", 0, "num_samples >= 1"),
+        ("trial_cpus", 0.0, "trial_cpus: must be > 0"),
     ],
 )
 def test_bad_sweep_fields(tmp_path: Path, field: str, value: Any, message: str) -> None:

@@ -159,5 +159,6 @@ def test_concurrency_counts_each_trials_driver_workers_and_read(ray_session: Any
 
     scale = {"num_workers": 1, "cpus_per_worker": 0.5, "data_cpus": 0.25, "use_gpu": False}
     assert concurrency(SweepConfig(), scale) == 1  # 0.25 + 0.5 + 1 (the read's listing) of 2
-    assert concurrency(SweepConfig(trial_cpus=0.0), {**scale, "cpus_per_worker": 0.0}) == 2
+    lean = {**scale, "cpus_per_worker": 0.0, "data_cpus": 0.0}
+    assert concurrency(SweepConfig(trial_cpus=1e-3), lean) == 1  # the read's CPU, 2 x 1.001 > 2
     assert concurrency(SweepConfig(max_concurrent_trials=3), scale) == 3
