@@ -303,16 +303,16 @@ def uvicorn_rows(
         proc.wait(30)
 
 
-def serve_file(work: Path, replicas: int) -> str:
-    """serve/local.yaml with 4 shard-group deployments of ``replicas`` replicas each."""
+def serve_file(work: Path, replicas: int, groups: int = 4) -> str:
+    """serve/local.yaml with ``groups`` shard-group deployments of ``replicas`` replicas each."""
     import yaml
 
     data = yaml.safe_load((ROOT / "serve" / "local.yaml").read_text())
     deployments = data["applications"][0]["deployments"]
     searcher = next(d for d in deployments if d["name"] == "ShardSearcher0")
     searcher.update(num_replicas=replicas, ray_actor_options={"num_cpus": 0.1})
-    deployments += [{**searcher, "name": f"ShardSearcher{g}"} for g in range(1, 4)]
-    path = work / f"serve-{replicas}.yaml"
+    deployments += [{**searcher, "name": f"ShardSearcher{g}"} for g in range(1, groups)]
+    path = work / f"serve-{replicas}-{groups}.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)
 
@@ -369,15 +369,23 @@ def serve_floor_rows(q: np.ndarray, seconds: float) -> list[dict[str, Any]]:
 def serve_rows(
     root: Path, model: Path, q: np.ndarray, nprobe: int, png: bytes, seconds: float
 ) -> list[dict[str, Any]]:
+    """The endpoint with the 4 shards in 4 groups (a fan-out of 4 hops per query), then in one
+    group (one hop; the group searches its 4 shards in its own threads)."""
     from echoseek.service.config import ServiceConfig
     from echoseek.service.run import start_service
 
-    cfg = ServiceConfig(index=str(root), model=str(model), shard_groups=4, port=free_port())
-    running = start_service(cfg, serve_config=serve_file(root.parent, 1))
-    try:
-        return endpoint_rows("Ray Serve, 4 shard groups", running.url, q, nprobe, png, seconds)
-    finally:
-        running.stop()
+    rows = []
+    for groups in (4, 1):
+        cfg = ServiceConfig(
+            index=str(root), model=str(model), shard_groups=groups, port=free_port()
+        )
+        running = start_service(cfg, serve_config=serve_file(root.parent, 1, groups))
+        try:
+            name = f"Ray Serve, {groups} shard group{'s' if groups > 1 else ''}"
+            rows += endpoint_rows(name, running.url, q, nprobe, png, seconds)
+        finally:
+            running.stop()
+    return rows
 
 
 def milvus_rows(

@@ -67,12 +67,13 @@ class Setup:
     test: Path
 
 
-def setup(work: Path, epochs: int) -> Setup:
+def setup(work: Path, epochs: int, val_frames: int) -> Setup:
     """Three phase-labelled cines (train, val, test) and the demo's SimSiam encoder."""
     data = {}
     for part, seed in (("train", 1), ("val", 2), ("test", 3)):
         labels = pipeline.TRAIN_LABELS["phase"]
-        pipeline.cine(work / f"{part}_raw", work / part, 445, seed, labels)
+        frames = val_frames if part == "val" else 445
+        pipeline.cine(work / f"{part}_raw", work / part, frames, seed, labels)
         data[part] = work / part
     pre, fine = pipeline.training_configs(
         work, data["train"], size=32, train_labels="phase", pretrain_epochs=1,
@@ -280,13 +281,14 @@ def main() -> int:
     parser.add_argument("--parts", nargs="+", default=["asha", "overhead", "findings"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=4, help="ASHA vs grid budget per trial")
-    parser.add_argument("--findings-epochs", type=int, default=3)
+    parser.add_argument("--findings-epochs", type=int, default=2)
+    parser.add_argument("--val-frames", type=int, default=445, help="frames of the val cine")
     parser.add_argument("--overhead-n", type=int, default=3)
     args = parser.parse_args()
     out: dict[str, Any] = {"machine": f"{os.cpu_count()} CPUs", "parts": args.parts}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        s = setup(Path(tmp), args.findings_epochs)
+        s = setup(Path(tmp), args.findings_epochs, args.val_frames)
         print(f"[bench] setup (3 cines, SimSiam encoder) {time.perf_counter() - start:.0f} s")
         if "overhead" in args.parts:
             out["overhead"] = overhead(s, args.overhead_n)
