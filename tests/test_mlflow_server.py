@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from echoseek.cli import main as cli
-from tests.datasets import ingested_stack, random_stack
+from tests.jobs.test_pretrain import config, pretrain_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -77,25 +77,10 @@ def test_a_training_job_logs_to_a_shared_tracking_server_over_http(
     from mlflow.tracking import MlflowClient
 
     url, artifacts = mlflow_server
-    dataset = ingested_stack(tmp_path, random_stack(20, 20, 32), labelled=32, shard_size=16)
-    args = {
-        "input": dataset,
-        "output": tmp_path / "model",
-        "epochs": 1,
-        "optim.warmup_epochs": 0,
-        "batch_size": 8,
-        "probe_size": 16,
-        "augment.size": 16,
-        "model.small_stem": "true",
-        "scale.num_workers": 2,
-        "scale.cpus_per_worker": 0.5,
-        "scale.data_cpus": 0.25,
-        "run.name": "shared",
-        "run.storage_path": tmp_path / "ray",
-        "run.tracking_uri": url,
-        "run.experiment": "team",
-    }
-    assert cli(["pretrain", *(f"{k}={v}" for k, v in args.items())]) == 0
+    dataset = pretrain_dataset(tmp_path)
+    overrides = {"optim.warmup_epochs": 0, "run.tracking_uri": url, "run.experiment": "team"}
+    args = config(dataset, tmp_path, epochs=1, **{"run.name": "shared", **overrides})
+    assert cli(["pretrain", *args]) == 0
 
     client = MlflowClient(url)  # read back over HTTP, as a teammate would
     runs = client.search_runs([client.get_experiment_by_name("team").experiment_id])

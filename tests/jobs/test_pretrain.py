@@ -18,12 +18,16 @@ from tests.datasets import ingested_stack, random_stack
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("pretrain")
-    (tmp / "val").mkdir()  # a held-out labelled dataset for val_map (see config)
+def pretrain_dataset(tmp: Path) -> Path:
+    """A small labelled stack, with a held-out one beside it for val_map (see config)."""
+    (tmp / "val").mkdir()
     ingested_stack(tmp / "val", random_stack(20, 20, 24, seed=1), labelled=24, shard_size=12)
     return ingested_stack(tmp, random_stack(20, 20, 48), labelled=48, shard_size=12)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return pretrain_dataset(tmp_path_factory.mktemp("pretrain"))
 
 
 def config(dataset: Path, tmp: Path, **overrides: Any) -> list[str]:
