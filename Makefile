@@ -16,7 +16,7 @@ COMPILE := $(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null || true  #
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_TRAIN_ENABLE_PREEMPTION_WATCHER := 0
 
-.PHONY: install browser real-sets demo test test-fast lint format bench lock clean
+.PHONY: install browser fonts report real-sets demo test test-fast lint format bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,10 +36,21 @@ $(CHROMEDRIVER):
 
 browser: $(CHROMEDRIVER)
 
+# CJK fonts for the report's PDF and figures (the team writes in Japanese), and poppler, with
+# which the report's test reads the PDF back (Debian packages; needs root).
+CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
+PDFTOPPM := /usr/bin/pdftoppm
+$(CJK_FONT) $(PDFTOPPM):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fonts-noto-cjk poppler-utils
+	apt-get clean
+
+fonts: $(CJK_FONT) $(PDFTOPPM)
+
 demo: $(STAMP)
 	$(BIN)/echoseek demo work_dir=$(WORK)/demo
 
-test: $(STAMP) $(CHROMEDRIVER)
+test: $(STAMP) $(CHROMEDRIVER) $(CJK_FONT) $(PDFTOPPM)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

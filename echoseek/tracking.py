@@ -339,19 +339,28 @@ def download_artifact_dir(uri: str, tracking: str = "", dst: str | Path | None =
     return Path(local)
 
 
-def model_version_source(uri: str, store: str) -> str:
-    """The artifact URI a ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` version points
-    at, looked up in the registry of ``store`` itself (MLflow's own ``models:/`` resolution
-    consults the process-wide registry URI, whatever store it is given)."""
+def model_version(uri: str, store: str) -> Any:
+    """The registry's ``ModelVersion`` a ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``
+    URI names, looked up in the registry of ``store`` itself (MLflow's own ``models:/``
+    resolution consults the process-wide registry URI, whatever store it is given)."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(store, registry_uri=store)
     ref = uri.removeprefix("models:/")
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return str(client.get_model_version_by_alias(name, alias).source)
-    name, _, version = ref.partition("/")
-    return str(client.get_model_version(name, version).source)
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            return client.get_model_version_by_alias(name, alias)
+        name, _, version = ref.partition("/")
+        return client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise InputError(f"{uri}: cannot fetch from MLflow at {store}: {_first_line(exc)}") from exc
+
+
+def model_version_source(uri: str, store: str) -> str:
+    """The artifact URI the registered version ``uri`` points at (see :func:`model_version`)."""
+    return str(model_version(uri, store).source)
 
 
 def register_model_dir(run_id: str, artifact_path: str, name: str, tracking: str = "") -> str:

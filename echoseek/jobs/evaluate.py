@@ -43,6 +43,7 @@ class Config:
     batch_size: int = 256
     latency_repeats: int = 20
     max_pixels: int = MAX_PIXELS  # a larger query image is refused
+    tracking_uri: str = ""  # MLflow store of a models:/ model (default: $MLFLOW_TRACKING_URI)
 
     def __post_init__(self) -> None:
         if any(k <= 0 for k in self.ks):
@@ -81,16 +82,27 @@ def measure_latency(
     return {"median_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95))}
 
 
-def run(cfg: Config) -> dict[str, Any]:
-    """Evaluate and write ``metrics.json``; returns the metrics."""
+@dataclass
+class Measured:
+    """An evaluation and what it was computed from: the corpus ids, L2-normalised vectors
+    (N, D) and labels (-1 unlabelled), and the query's vector when a query image was given."""
+
+    result: dict[str, Any]
+    ids: list[str]
+    vectors: np.ndarray
+    labels: np.ndarray
+    query: np.ndarray | None
+
+
+def measure(cfg: Config) -> Measured:
+    """Embed the dataset (and the query) with ``cfg.model`` and score retrieval."""
     if not cfg.input:
         raise ConfigError("input is required (a dataset directory from echoseek ingest)")
-    check_output_dir(cfg.output)
     if cfg.query is not None and cfg.positive_label is None:
         raise ConfigError("query= needs positive_label (the class the query belongs to)")
     desc = read_descriptor(cfg.input)
     query_image = None if cfg.query is None else load_image(cfg.query, max_pixels=cfg.max_pixels)
-    embed = build_embedder(cfg.model, cfg.pixel_size)
+    embed = build_embedder(cfg.model, cfg.pixel_size, tracking=cfg.tracking_uri)
     ids, vectors, labels = embed_dataset(cfg.input, embed, cfg.batch_size)
     if (labels < 0).all():
         raise InputError(f"{cfg.input}: dataset has no labels; evaluate needs labelled items")
@@ -102,11 +114,19 @@ def run(cfg: Config) -> dict[str, Any]:
         "leave_one_out": leave_one_out_metrics(vectors, labels, ks, cfg.positive_label),
         "config": asdict(cfg),
     }
+    query = None
     if query_image is not None:
-        relevant = labels == cfg.positive_label
-        result["query"] = query_metrics(embed([query_image])[0], vectors, relevant, ks)
+        query = embed([query_image])[0]
+        result["query"] = query_metrics(query, vectors, labels == cfg.positive_label, ks)
     probe = query_image if query_image is not None else decode_png(_first_image(cfg.input))
     result["latency"] = measure_latency(probe, embed, vectors, cfg.latency_repeats)
+    return Measured(result, ids, vectors, labels, query)
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Evaluate and write ``metrics.json``; returns the metrics."""
+    check_output_dir(cfg.output)
+    result = measure(cfg).result
     make_dirs(Path(cfg.output))
     write_json_atomic(Path(cfg.output) / "metrics.json", result)
     result["output"] = str(Path(cfg.output) / "metrics.json")
