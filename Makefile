@@ -50,6 +50,15 @@ fonts: $(CJK_FONT) $(PDFTOPPM)
 demo: $(STAMP)
 	$(BIN)/echoseek demo work_dir=$(WORK)/demo
 
+# The report PDF of the demo's @champion (after `make demo`), in the team's language.
+DEMO := $(WORK)/demo
+report: $(STAMP) $(CHROMEDRIVER) $(CJK_FONT)
+	$(BIN)/echoseek report input=$(DEMO)/dataset model=models:/echoseek-demo@champion \
+	  query=$(DEMO)/phantom/invivo.png output=$(DEMO)/report overwrite=true \
+	  tracking_uri=sqlite:///$(abspath $(DEMO))/mlflow/mlflow.db \
+	  title='echoseek 検索レポート — 息止めフレーム (phantom demo)' \
+	  'label_names={"1": "息止め (breath-hold)", "0": "その他 (other)"}'
+
 test: $(STAMP) $(CHROMEDRIVER) $(CJK_FONT) $(PDFTOPPM)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

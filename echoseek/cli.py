@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "index delete": ("echoseek.jobs.index_delete", "tombstone ids in a new index version"),
     "serve": ("echoseek.jobs.serve", "run the search service (Ray Serve) in the foreground"),
     "search": ("echoseek.jobs.search", "query a running search service: the top-K table"),
+    "model promote": (
+        "echoseek.jobs.model_promote",
+        "register a model (@candidate); make it @champion if it beats the champion",
+    ),
     "report": ("echoseek.jobs.report", "the team's report set (figures, markdown, HTML, PDF)"),
     "demo": ("echoseek.jobs.demo", "run the whole pipeline on phantom data and summarise"),
 }

@@ -115,16 +115,18 @@ def build_embedder(
 ) -> Embedder:
     """``"pixels"`` -> :class:`PixelEmbedder`; anything else is a model path or an MLflow URI
     (fetched from the store ``tracking`` into a temporary directory that is removed as soon as
-    the model is loaded)."""
+    the model is loaded). ``models:/NAME@ALIAS`` is pinned to the version it names now, and
+    the embedder's ``uri`` is that version's URI."""
     import tempfile
 
     from echoseek.models.artifact import load_model, resolve_model_path
-    from echoseek.tracking import is_mlflow_uri
+    from echoseek.tracking import is_mlflow_uri, pinned_uri, tracking_uri
 
     if spec == "pixels":
         return PixelEmbedder(pixel_size)
     if not is_mlflow_uri(spec):
         return ModelEmbedder(spec, device=device, amp=amp)
+    spec = pinned_uri(spec, tracking_uri(tracking))  # an alias is recorded as its version
     with tempfile.TemporaryDirectory(prefix="echoseek-model-") as tmp:
         loaded = load_model(resolve_model_path(spec, tracking, tmp))
     return ModelEmbedder(spec, device=device, amp=amp, loaded=loaded)

@@ -21,10 +21,20 @@ import yaml
 
 from echoseek.config import load_config, to_dict
 from echoseek.data.augment import PHASE_RETRIEVAL
-from echoseek.jobs import embed, finetune, index_build, index_eval, ingest, phantom, pretrain
+from echoseek.jobs import (
+    embed,
+    finetune,
+    index_build,
+    index_eval,
+    ingest,
+    model_promote,
+    phantom,
+    pretrain,
+)
 from echoseek.models.artifact import META_FILE, read_meta
 
 TRAIN_LABELS = {"phase": "dataset_phase_labels.csv", "breath_hold": "dataset_labels.csv"}
+DEMO_MODEL = "echoseek-demo"  # the demo's registered model; the endpoint serves @champion
 
 
 def stage(name: str, fn: Callable[[], dict[str, Any]], timings: dict[str, float]) -> dict[str, Any]:
@@ -208,12 +218,25 @@ def sweep_stage(work: Path, fine: finetune.Config, timings: dict[str, float]) ->
     return stage("sweep (Ray Tune: FastAP distance, ASHA)", lambda: run_sweep(cfg), timings)
 
 
+def promote_stage(
+    model: str, heldout: Path, tracking: str, timings: dict[str, float]
+) -> dict[str, Any]:
+    """Register ``model`` as the demo's ``@candidate`` and make it ``@champion`` when it beats
+    the champion of an earlier demo run on ``heldout`` (or there is none)."""
+    cfg = model_promote.Config(
+        input=str(heldout), model=model, name=DEMO_MODEL, tracking_uri=tracking
+    )
+    return stage("register + promote", lambda: model_promote.run(cfg), timings)
+
+
 def index_stages(
-    work: Path, dataset: Path, model: str, timings: dict[str, float]
+    work: Path, dataset: Path, model: str, timings: dict[str, float], tracking: str = ""
 ) -> dict[str, Any]:
     """Embed the dataset with ``model``, index the vectors, measure recall and latency."""
     vectors, root, report = work / "vectors", work / "index", work / "index_eval"
-    embed_cfg = embed.Config(input=str(dataset), model=model, output=str(vectors), overwrite=True)
+    embed_cfg = embed.Config(
+        input=str(dataset), model=model, output=str(vectors), overwrite=True, tracking_uri=tracking
+    )
     embedded = stage("embed", lambda: embed.run(embed_cfg), timings)
     build_cfg = index_build.Config(input=str(vectors), output=str(root))
     built = stage("index build", lambda: index_build.run(build_cfg), timings)
@@ -237,6 +260,7 @@ def index_stages(
             "recall@10": best["recall@10"],
             "latency_ms": 1000.0 / best["qps_single"],
             "embed_images_per_s": embedded["images_per_s"],
+            "model": embedded["model_uri"],
         },
         "outputs": {
             "vectors": str(vectors),
@@ -247,7 +271,12 @@ def index_stages(
 
 
 def service_stage(
-    work: Path, dataset: Path, query: Path, timings: dict[str, float], port: int = 8000
+    work: Path,
+    dataset: Path,
+    query: Path,
+    timings: dict[str, float],
+    port: int = 8000,
+    tracking: str = "",
 ) -> dict[str, Any]:
     """Start the endpoint (Ray Serve) on the demo's index, query it with ``query`` over HTTP
     (``/v1/search/image``, top-5) and stop it; the answer and where the page was."""
@@ -256,7 +285,9 @@ def service_stage(
     from echoseek.service.run import check_port, start_service
 
     def run() -> dict[str, Any]:
-        cfg = ServiceConfig(index=str(work / "index"), dataset=str(dataset), port=_port(port))
+        cfg = ServiceConfig(
+            index=str(work / "index"), dataset=str(dataset), port=_port(port), tracking_uri=tracking
+        )
         running = start_service(cfg)
         try:
             found = search_image(running.url, str(query), {"k": 5})
@@ -291,6 +322,20 @@ def sweep_lines(sweep: dict[str, Any]) -> list[str]:
         f"{sweep['stopped']} stopped early by ASHA, {sweep['failed']} failed; the best, "
         f"{best} (held-out val mAP {sweep['best_val_map']:.3f}), is the model above",
         f"  (`echoseek finetune {sweep['output']}/best.yaml` trains it again)",
+    ]
+
+
+def registry_lines(promoted: dict[str, Any], work: Path) -> list[str]:
+    """The registry's decision and the one command that reports on the champion."""
+    sc, name = promoted["scores"], promoted["name"]
+    versus = f" vs champion {sc['champion']:.3f}" if "champion" in sc else " (no champion yet)"
+    verdict = "promoted" if promoted["promoted"] else "kept the champion"
+    return [
+        "",
+        f"  registry: models:/{name}/{promoted['candidate']} is @candidate; {verdict}: "
+        f"LOO mAP {sc['candidate']:.3f}{versus} on the scored cine; "
+        f"@champion = version {promoted['champion']}, which the index and endpoint use",
+        f"  report: `make report` writes {work}/report/report.pdf of models:/{name}@champion",
     ]
 
 
@@ -347,6 +392,8 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
     ]
     if s.get("sweep"):
         rows += sweep_lines(s["sweep"])
+    if s.get("registry"):
+        rows += registry_lines(s["registry"], Path(s["work_dir"]))
     if s.get("service"):
         rows += service_lines(s["service"])
     rows += [

@@ -30,6 +30,7 @@ def set_verbosity(verbose: bool) -> None:
         os.environ[VERBOSE_ENV] = "1"
     else:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # model downloads
 
 
 def is_verbose() -> bool:

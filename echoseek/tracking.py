@@ -358,6 +358,16 @@ def model_version(uri: str, store: str) -> Any:
         raise InputError(f"{uri}: cannot fetch from MLflow at {store}: {_first_line(exc)}") from exc
 
 
+def pinned_uri(uri: str, store: str) -> str:
+    """``models:/NAME@ALIAS`` as the version the alias names now (``models:/NAME/VERSION``);
+    any other URI unchanged. Artifacts record the pinned URI: an alias moves, a version
+    does not, so an index never claims vectors of a model they were not embedded with."""
+    if not (uri.startswith("models:/") and "@" in uri):
+        return uri
+    version = model_version(uri, store)
+    return f"models:/{version.name}/{version.version}"
+
+
 def model_version_source(uri: str, store: str) -> str:
     """The artifact URI the registered version ``uri`` points at (see :func:`model_version`)."""
     return str(model_version(uri, store).source)

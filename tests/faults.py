@@ -36,3 +36,28 @@ class FailOnce:
         self.marker.parent.mkdir(parents=True, exist_ok=True)
         self.marker.write_text(f"failed at epoch {epoch}, pid {os.getpid()}\n")
         raise RuntimeError(f"injected failure at epoch {epoch} (test only)")
+
+
+@dataclass
+class WaitForNodeLoss:
+    """At the start of ``epoch``, the last rank writes its Ray node id to ``marker`` and waits
+    for the test to remove that node (which kills it); once per ``marker`` file.
+
+    Like :class:`FailOnce`, it first waits ``settle_s`` so that the controller has taken the
+    previous epoch's checkpoint.
+    """
+
+    marker: Path
+    epoch: int
+    settle_s: float = 3.0
+    wait_s: float = 300.0
+
+    def __call__(self, epoch: int, rank: int, world: int) -> None:
+        if epoch != self.epoch or rank != world - 1 or self.marker.exists():
+            return
+        import ray
+
+        time.sleep(self.settle_s)
+        self.marker.write_text(ray.get_runtime_context().get_node_id())
+        time.sleep(self.wait_s)  # the node goes away with this process long before
+        raise RuntimeError(f"node of rank {rank} was not removed within {self.wait_s} s")

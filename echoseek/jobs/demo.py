@@ -8,10 +8,12 @@ Stages (:mod:`echoseek.pipeline`, each the job a user runs by hand): phantom cin
 its respiratory-phase classes -> SimSiam pretraining on it -> FastAP fine-tuning (2 Ray Train
 CPU workers; checkpoint chosen on a held-out part of the cine), by default as a Ray Tune sweep
 of FastAP's distance with ASHA whose best trial is the model (``sweep=false``: one fine-tune)
--> evaluation on the first cine, next to the baseline -> embed -> index build -> index eval ->
-the search endpoint (Ray Serve) answering one image query over HTTP, then a summary of what
-was measured, on which data, and
-where every output went.
+-> evaluation on the first cine, next to the baseline -> the model registered in MLflow and
+promoted to ``@champion`` when it beats the champion of an earlier run (scored on the first
+cine) -> embed with ``models:/echoseek-demo@champion`` -> index build -> index eval -> the
+search endpoint (Ray Serve) answering one image query over HTTP, then a summary of what was
+measured, on which data, and where every output went. ``make report`` then writes the
+champion's report PDF.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from echoseek.errors import ConfigError
 from echoseek.jobs import evaluate
 from echoseek.jobs.runner import run_job
 from echoseek.pipeline import (
+    DEMO_MODEL,
     TRAIN_LABELS,
     cine,
     data_protocol,
     index_stages,
+    promote_stage,
     scores,
     service_stage,
     stage,
@@ -81,7 +85,7 @@ def run(cfg: Config) -> dict[str, Any]:
         "dataset": str(dataset),
         "baseline_metrics": str(evaluation / "metrics.json"),
     }
-    model, protocol, swept = "pixels", {}, {}
+    model, protocol, swept, promoted, tracking = "pixels", {}, {}, {}, ""
     if cfg.train:
         trained, model = training_stages(
             work,
@@ -108,9 +112,14 @@ def run(cfg: Config) -> dict[str, Any]:
         models[f"SimSiam+FastAP {cfg.pretrain_epochs}+{cfg.finetune_epochs} ep"] = scores(found)
         outputs.update(trained)
         outputs["trained_metrics"] = str(work / "eval_trained" / "metrics.json")
-    index = index_stages(work, dataset, model, timings)
+        tracking = outputs["mlflow"]
+        promoted = promote_stage(model, dataset, tracking, timings)
+        model = f"models:/{DEMO_MODEL}@champion"  # pinned to its version by embed
+    index = index_stages(work, dataset, model, timings, tracking)
     service = (
-        service_stage(work, dataset, raw / "invivo.png", timings, cfg.port) if cfg.serve else {}
+        service_stage(work, dataset, raw / "invivo.png", timings, cfg.port, tracking)
+        if cfg.serve
+        else {}
     )
     return {
         "work_dir": str(work),
@@ -122,6 +131,7 @@ def run(cfg: Config) -> dict[str, Any]:
         "baseline": models["raw pixels (baseline)"],
         "index": index["summary"],
         "sweep": swept,
+        "registry": promoted,
         "service": service,
         "outputs": {**outputs, **index["outputs"]},
         "timings_s": timings,

@@ -61,19 +61,20 @@ def run(cfg: Config) -> dict[str, Any]:
     from echoseek.report.pdf import find_browser, html_to_pdf
     from echoseek.report.provenance import model_run
     from echoseek.service.thumbnails import Thumbnails
-    from echoseek.tracking import RunLogger, tracking_uri
+    from echoseek.tracking import RunLogger, pinned_uri, tracking_uri
 
     if not (cfg.input and cfg.model and cfg.query):
         raise ConfigError("input, model and query are required (a dataset, a model, an image)")
     check_output_dir(cfg.output)
     browser = find_browser() if cfg.pdf else ""
     store = tracking_uri(cfg.tracking_uri)
-    run_info = model_run(cfg.model, store)
+    model = pinned_uri(cfg.model, store)  # an alias is read once: the version it names now
+    run_info = model_run(model, store)
     measured = evaluate.measure(
         evaluate.Config(
             input=cfg.input,
             query=cfg.query,
-            model=cfg.model,
+            model=model,
             positive_label=cfg.positive_label,
             ks=cfg.ks,
             batch_size=cfg.batch_size,
@@ -114,8 +115,13 @@ def run(cfg: Config) -> dict[str, Any]:
         logged = f"runs:/{run_info.run_id}/report"
     elif cfg.log:
         not_logged = "not logged to MLflow (no training run known for this model)"
-    return {**metrics, "output": cfg.output, "logged": logged, "not_logged": not_logged,
-            "pdf": bool(browser)}  # fmt: skip
+    return {
+        **metrics,
+        "output": cfg.output,
+        "logged": logged,
+        "not_logged": not_logged,
+        "pdf": bool(browser),
+    }
 
 
 def read_items(dataset: str, ids: Sequence[str]) -> dict[str, list[Any]]:

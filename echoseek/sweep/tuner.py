@@ -318,8 +318,9 @@ def close_child(logger: Any, parent: str, name: str, row: dict[str, Any]) -> Non
 
 def register(cfg: SweepConfig, best: dict[str, Any], logger: Any) -> str:
     """Register the best trial's model as ``cfg.register`` and point ``@candidate`` at it."""
-    from echoseek.tracking import register_model_dir
+    from echoseek.registry import CANDIDATE, set_alias
+    from echoseek.registry import register as register_version
 
-    version = register_model_dir(best["run_id"], "model", cfg.register, logger.uri)
-    logger.client.set_registered_model_alias(cfg.register, "candidate", version)
+    version = register_version(f"runs:/{best['run_id']}/model", cfg.register, logger.uri).version
+    set_alias(cfg.register, CANDIDATE, version, logger.uri)
     return f"models:/{cfg.register}@candidate (version {version})"

@@ -49,8 +49,14 @@ class ScaleOptions:
     compile: bool = False  # torch.compile the model
     channels_last: bool = True  # on GPU only
     torch_threads: int = 0  # intra-op threads per worker; 0: node CPUs / workers on the node
+    resources: dict[str, float] = field(default_factory=dict)  # more per worker, e.g. a node type
 
     def __post_init__(self) -> None:
+        if any(name in ("CPU", "GPU") or amount <= 0 for name, amount in self.resources.items()):
+            raise ConfigError(
+                f"scale.resources: custom resources with positive amounts only (CPU and GPU "
+                f"have their own keys), got {self.resources}"
+            )
         if self.num_workers < 1:
             raise ConfigError(f"scale.num_workers: must be >= 1, got {self.num_workers}")
         if self.cpus_per_worker <= 0 or self.data_cpus <= 0:
@@ -120,7 +126,7 @@ def make_trainer(
     from ray.train.torch import TorchTrainer
 
     use_gpu = cluster_has_gpus() if scale.use_gpu is None else scale.use_gpu
-    resources = {"CPU": scale.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    resources = {"CPU": scale.cpus_per_worker, **({"GPU": 1} if use_gpu else {}), **scale.resources}
     return TorchTrainer(
         loop,
         train_loop_config=loop_config,

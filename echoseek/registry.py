@@ -1,0 +1,80 @@
+"""The MLflow model registry as echoseek uses it: versions, the ``@candidate`` and
+``@champion`` aliases, and the lineage tags a version carries.
+
+A version is registered from the ``model`` artifact of the run that trained it (echoseek's
+model directory, see :func:`echoseek.tracking.register_model_dir`) and tagged with the run's
+training dataset (``dataset_sha256``); a run already registered under the name keeps its
+version. Promotion rules live in :mod:`echoseek.jobs.model_promote`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from echoseek.errors import InputError
+from echoseek.report.provenance import model_run_id
+from echoseek.tracking import model_version, register_model_dir
+
+CANDIDATE, CHAMPION = "candidate", "champion"
+MODEL_ARTIFACT = "model"
+
+
+def registry(store: str) -> Any:
+    """An ``MlflowClient`` whose tracking and registry are both ``store``."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(store, registry_uri=store)
+
+
+def register(model: str, name: str, store: str) -> Any:
+    """The ``ModelVersion`` of ``name`` holding ``model``: a ``models:/`` URI of ``name`` as it
+    is; a model directory or ``runs:/ID/...`` by its training run, registering that run's
+    ``model`` artifact unless a version of ``name`` already comes from the run."""
+    if model.startswith("models:/"):
+        version = model_version(model, store)
+        if version.name != name:
+            raise InputError(f"{model}: a version of '{version.name}', not of '{name}'")
+        return version
+    run_id = model_run_id(model, store)
+    if not run_id:
+        raise InputError(f"{model}: no MLflow run recorded for this model; nothing to register")
+    client = registry(store)
+    for version in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
+        return version
+    try:
+        run = client.get_run(run_id)
+    except Exception as exc:
+        raise InputError(f"{model}: its run {run_id} is not in the store {store}") from exc
+    path = model.removeprefix("runs:/").partition("/")[2] if model.startswith("runs:/") else ""
+    artifact = path or MODEL_ARTIFACT
+    number = register_model_dir(run_id, artifact, name, store)
+    client.set_model_version_tag(
+        name, number, "dataset_sha256", run.data.tags.get("dataset_sha256", "")
+    )
+    return client.get_model_version(name, number)
+
+
+def alias_version(name: str, alias: str, store: str) -> Any | None:
+    """The version ``name@alias`` points at, or None (no such model or alias)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return registry(store).get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def set_alias(name: str, alias: str, version: str, store: str) -> None:
+    """Point ``name@alias`` at ``version`` (moved from wherever it pointed)."""
+    registry(store).set_registered_model_alias(name, alias, version)
+
+
+def trained_on(version: Any, store: str) -> str:
+    """The sha256 of the dataset ``version`` trained on ("" when not recorded)."""
+    tagged = (version.tags or {}).get("dataset_sha256", "")
+    if tagged or not version.run_id:
+        return str(tagged)
+    try:
+        return str(registry(store).get_run(version.run_id).data.tags.get("dataset_sha256", ""))
+    except Exception:
+        return ""
