@@ -3,7 +3,7 @@ tests/jobs/test_two_node_resume.py, in its own process: it starts its own Ray cl
 
 ``python -m tests.two_node_resume OUT_DIR`` starts a head (1 CPU, the driver and Ray Data) and
 two worker nodes (1 CPU and 2 ``trainer`` slots each: Train workers need a slot, so they run on
-worker nodes only), pretrains 3 epochs with 2 workers, removes the node of the last rank at
+worker nodes only), pretrains 2 epochs with 2 workers, removes the node of the last rank at
 the start of epoch 1 (:class:`tests.faults.WaitForNodeLoss`), and prints one JSON line: the
 job's summary, the removed node and the nodes alive at the end.
 """
@@ -31,7 +31,7 @@ def remove_when_marked(cluster: Any, nodes: list[Any], marker: Path, removed: li
             return
         time.sleep(0.2)
     node_id = marker.read_text().strip()
-    node = next(n for n in nodes if n.unique_id == node_id)  # never the head: no trainer slot
+    node = next(n for n in nodes if n.node_id == node_id)  # never the head: no trainer slot
     cluster.remove_node(node)
     removed.append(node_id)
 
@@ -48,7 +48,7 @@ def main(out: Path) -> dict[str, Any]:
     ray.init(address=cluster.address, log_to_driver=False)
     try:
         dataset = pretrain_dataset(out)
-        overrides = config(dataset, out, epochs=3, val="", **{
+        overrides = config(dataset, out, epochs=2, val="", **{
             "run.name": "two-node", "scale.resources.trainer": 1, "scale.cpus_per_worker": 0.4,
             "scale.data_cpus": 0.2, "optim.warmup_epochs": 0})  # fmt: skip
         cfg = load_config(pretrain.Config, None, overrides)
@@ -60,7 +60,7 @@ def main(out: Path) -> dict[str, Any]:
         summary = pretrain_fn(cfg, hooks=[WaitForNodeLoss(marker, epoch=1)])
         watcher.join(timeout=5)
         alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
-        workers = sorted(n.unique_id for n in nodes)
+        workers = sorted(n.node_id for n in nodes)
         return {"summary": summary, "removed": removed, "alive": alive, "workers": workers}
     finally:
         ray.shutdown()

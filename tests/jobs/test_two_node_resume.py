@@ -29,10 +29,10 @@ def test_pretraining_resumes_on_the_remaining_node(tmp_path: Path) -> None:
     assert removed in found["workers"] and removed not in found["alive"]
     assert set(found["workers"]) - {removed} <= set(found["alive"])
     assert (tmp_path / "node-of-last-rank").read_text() == removed
-    assert found["summary"]["epochs"] == 3
+    assert found["summary"]["epochs"] == 2
     checkpoints = sorted(p.name for p in (tmp_path / "ray" / "two-node").glob("epoch-*"))
-    assert checkpoints == ["epoch-00000", "epoch-00001", "epoch-00002"]
+    assert checkpoints == ["epoch-00000", "epoch-00001"]
     # resumed from the epoch-0 checkpoint: every epoch logged once, none run twice
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     history = client.get_metric_history(found["summary"]["run_id"], "loss")
-    assert [m.step for m in history] == [0, 1, 2]
+    assert [m.step for m in history] == [0, 1]
