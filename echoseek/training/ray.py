@@ -387,25 +387,34 @@ class EpochPrinter:
 
     It runs in the Train controller, whose output a quiet driver does not forward
     (:func:`echoseek.ray_session.ensure_ray`), so its lines travel through a Ray queue that
-    :meth:`relay` prints on the driver's terminal, unprefixed, while training runs.
+    :meth:`relay` prints on the driver's terminal, unprefixed, while training runs. The queue's
+    actor lives on the driver's node: a run that loses another node (and resumes) keeps its
+    lines; should the queue die anyway, lines are dropped, never the run.
     """
 
     def __init__(self, epochs: int, metric: str) -> None:
+        import ray
         from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         self.epochs = epochs
         self.metric = metric
         self.started = time.perf_counter()
         self.done = 0
-        self.queue = Queue(actor_options={"num_cpus": 0})
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
 
     def emit(self, line: str) -> None:
-        """Send one line to the driver."""
-        self.queue.put(line)
+        """Send one line to the driver (dropped when the queue is gone)."""
+        from ray.exceptions import RayActorError
+
+        with contextlib.suppress(RayActorError):
+            self.queue.put(line)
 
     @contextlib.contextmanager
     def relay(self) -> Iterator[None]:
         """Print the emitted lines on this (the driver's) terminal while the block runs."""
+        from ray.exceptions import RayActorError
         from ray.util.queue import Empty
 
         stop = threading.Event()
@@ -414,7 +423,7 @@ class EpochPrinter:
             while True:
                 try:
                     print(self.queue.get(timeout=timeout), flush=True)
-                except Empty:
+                except (Empty, RayActorError):
                     return
 
         def loop() -> None:
@@ -429,7 +438,8 @@ class EpochPrinter:
             stop.set()
             thread.join(timeout=5)
             drain(0.1)
-            self.queue.shutdown()
+            with contextlib.suppress(RayActorError):
+                self.queue.shutdown()
 
     def after_report(
         self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any
