@@ -37,6 +37,7 @@ from echoseek.index.params import (
 )
 from echoseek.index.recall import CALIBRATION_QUERIES, CALIBRATION_TARGET
 from echoseek.jobs.runner import run_job
+from echoseek.tracking import pinned_uri, tracking_uri
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Config:
     input: str = ""
     output: str = "work/index"
     model_uri: str = ""  # recorded in the manifest; default: the vectors artifact's
+    tracking_uri: str = ""  # MLflow registry of a models:/NAME@ALIAS model_uri (pinned)
     index: IndexOptions = field(default_factory=IndexOptions)
     build: BuildOptions = field(default_factory=BuildOptions)
 
@@ -119,7 +121,7 @@ def run(cfg: Config) -> dict[str, Any]:
         use_ray=b.use_ray,
         cpus_per_shard=b.cpus_per_shard,
         retention=b.retention,
-        model_uri=cfg.model_uri,
+        model_uri=pinned_uri(cfg.model_uri, tracking_uri(cfg.tracking_uri)),
         target_recall=None if cfg.index.nprobe else b.target_recall,
         calibration_queries=b.calibration_queries,
     )

@@ -4,16 +4,18 @@ and an alias is pinned to its version wherever a model URI is recorded."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from echoseek.cli import main as cli
 from echoseek.data.dataset import read_descriptor
 from echoseek.embedding import build_embedder
-from echoseek.jobs import evaluate
+from echoseek.jobs import evaluate, index_build
 from echoseek.models.artifact import ModelMeta, build_model, save_model
 from tests.datasets import ingested_stack, random_stack
 
@@ -70,7 +72,7 @@ def aliases(store: str) -> dict[str, str]:
 
 
 def test_promotion_only_when_the_candidate_beats_the_champion(
-    setup: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    setup: dict[str, Any], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -102,6 +104,14 @@ def test_promotion_only_when_the_candidate_beats_the_champion(
 
     # an alias is recorded as the version it names: an index never claims the wrong model
     assert build_embedder(f"models:/{NAME}@champion", tracking=store).uri == f"models:/{NAME}/2"
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(64, 8)).astype("float32"))
+    built = index_build.run(
+        index_build.Config(input=str(tmp_path / "v.npy"), output=str(tmp_path / "index"),
+                           model_uri=f"models:/{NAME}@champion", tracking_uri=store,
+                           build=index_build.BuildOptions(use_ray=False))
+    )  # fmt: skip
+    manifest = json.loads((tmp_path / "index" / built["version"] / "manifest.json").read_text())
+    assert manifest["model_uri"] == f"models:/{NAME}/2"
 
 
 @pytest.mark.parametrize(
