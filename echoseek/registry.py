@@ -70,11 +70,25 @@ def set_alias(name: str, alias: str, version: str, store: str) -> None:
 
 
 def trained_on(version: Any, store: str) -> str:
-    """The sha256 of the dataset ``version`` trained on ("" when not recorded)."""
+    """The sha256 of the dataset a registered ``version`` trained on ("" when not recorded)."""
     tagged = (version.tags or {}).get("dataset_sha256", "")
-    if tagged or not version.run_id:
-        return str(tagged)
+    return str(tagged) if tagged else run_dataset(version.run_id or "", store)
+
+
+def model_trained_on(model: str, store: str) -> str:
+    """The same for a model that may not be registered yet (a dir, ``runs:/`` or ``models:/``)."""
+    if model.startswith("models:/"):
+        return trained_on(model_version(model, store), store)
+    return run_dataset(model_run_id(model, store), store)
+
+
+def run_dataset(run_id: str, store: str) -> str:
+    """The ``dataset_sha256`` tag of a training run ("" when there is none)."""
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return ""
     try:
-        return str(registry(store).get_run(version.run_id).data.tags.get("dataset_sha256", ""))
-    except Exception:
+        return str(registry(store).get_run(run_id).data.tags.get("dataset_sha256", ""))
+    except MlflowException:
         return ""

@@ -73,6 +73,7 @@ def run(cfg: Config) -> dict[str, Any]:
         CANDIDATE,
         CHAMPION,
         alias_version,
+        model_trained_on,
         register,
         set_alias,
         trained_on,
@@ -84,15 +85,18 @@ def run(cfg: Config) -> dict[str, Any]:
     store = tracking_uri(cfg.tracking_uri)
     check_reachable(store)
     sha = read_descriptor(cfg.input)["sha256"]
-    candidate = register(cfg.model, cfg.name, store)
     champion = alias_version(cfg.name, CHAMPION, store)
-    contenders = {"candidate": candidate, "champion": champion}
-    for role, version in contenders.items():
-        if version is not None and trained_on(version, store) == sha:
+    training_data = {  # checked before anything is registered
+        "candidate": model_trained_on(cfg.model, store),
+        "champion": trained_on(champion, store) if champion is not None else "",
+    }
+    for role, data in training_data.items():
+        if data == sha:
             raise InputError(
-                f"{cfg.input}: the {role} (version {version.version}) trained on "
-                "this dataset; promotion needs data neither model trained on"
+                f"{cfg.input}: the {role} trained on this dataset; promotion needs data "
+                "neither model trained on"
             )
+    candidate = register(cfg.model, cfg.name, store)
     set_alias(cfg.name, CANDIDATE, candidate.version, store)
     logger = RunLogger(store, cfg.experiment)
     logger.start(

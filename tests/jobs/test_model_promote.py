@@ -64,6 +64,13 @@ def promote(setup: dict[str, Any], model: Any, **extra: Any) -> int:
     return cli(["model", "promote", *(f"{k}={v}" for k, v in values.items())])
 
 
+def versions(store: str) -> list[str]:
+    from mlflow.tracking import MlflowClient
+
+    found = MlflowClient(store, registry_uri=store).search_model_versions(f"name = '{NAME}'")
+    return sorted(v.version for v in found)
+
+
 def aliases(store: str) -> dict[str, str]:
     from mlflow.tracking import MlflowClient
 
@@ -134,10 +141,12 @@ def test_refusals_name_the_problem_and_change_nothing(
     if model == "untracked":
         meta = ModelMeta(small_stem=True, head_dim=8, head_hidden=16, input_size=(16, 16))
         model = str(save_model(build_model(meta), tmp_path / "m", meta))
+    # the registry holds a champion whichever test runs first
     before = aliases(setup["store"]) if promote(setup, setup["worse"]) == 0 else {}
+    registered = versions(setup["store"])
     capsys.readouterr()
     values = {k: setup.get(v, v) for k, v in extra.items()}
     assert promote(setup, setup.get(model, model), **values) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
-    assert aliases(setup["store"]) == before
+    assert aliases(setup["store"]) == before and versions(setup["store"]) == registered
