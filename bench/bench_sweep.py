@@ -193,8 +193,8 @@ def overhead(s: Setup, n: int) -> dict[str, Any]:
 def test_map(model: str, test: Path, distance: str = "", params: dict | None = None) -> float:
     """Leave-one-out mAP on the test cine, every labelled frame querying its phase class."""
     from echoseek.embedding import build_embedder
+    from echoseek.evaluation.corpus import embed_dataset
     from echoseek.evaluation.retrieval import leave_one_out_metrics
-    from echoseek.jobs.evaluate import embed_dataset
 
     _, vectors, labels = embed_dataset(test, build_embedder(model), 256)
     loo = leave_one_out_metrics(vectors, labels, [10], None, distance, params or {})

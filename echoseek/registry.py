@@ -75,6 +75,21 @@ def trained_on(version: Any, store: str) -> str:
     return str(tagged) if tagged else run_dataset(version.run_id or "", store)
 
 
+def check_held_out(dataset: str, sha256: str, candidate: str, champion: Any, store: str) -> None:
+    """InputError when the candidate (a model spec) or the champion (a version or None) trained
+    on the dataset whose sha256 is given: a promotion is decided on data neither trained on."""
+    training_data = {
+        "candidate": model_trained_on(candidate, store),
+        "champion": trained_on(champion, store) if champion is not None else "",
+    }
+    for role, data in training_data.items():
+        if data == sha256:
+            raise InputError(
+                f"{dataset}: the {role} trained on this dataset; promotion needs data "
+                "neither model trained on"
+            )
+
+
 def model_trained_on(model: str, store: str) -> str:
     """The same for a model that may not be registered yet (a dir, ``runs:/`` or ``models:/``)."""
     if model.startswith("models:/"):

@@ -11,9 +11,8 @@ of FastAP's distance with ASHA whose best trial is the model (``sweep=false``: o
 -> evaluation on the first cine, next to the baseline -> the model registered in MLflow and
 promoted to ``@champion`` when it beats the champion of an earlier run (scored on the first
 cine) -> embed with ``models:/echoseek-demo@champion`` -> index build -> index eval -> the
-search endpoint (Ray Serve) answering one image query over HTTP, then a summary of what was
-measured, on which data, and where every output went. ``make report`` then writes the
-champion's report PDF.
+search endpoint (Ray Serve) answering one image query over HTTP; then the summary: what was
+measured, on which data, where every output went (``make report``: the champion's PDF).
 """
 
 from __future__ import annotations
@@ -116,11 +115,8 @@ def run(cfg: Config) -> dict[str, Any]:
         promoted = promote_stage(model, dataset, tracking, timings)
         model = f"models:/{DEMO_MODEL}@champion"  # pinned to its version by embed
     index = index_stages(work, dataset, model, timings, tracking)
-    service = (
-        service_stage(work, dataset, raw / "invivo.png", timings, cfg.port, tracking)
-        if cfg.serve
-        else {}
-    )
+    query = raw / "invivo.png"
+    service = service_stage(work, dataset, query, timings, cfg.port, tracking) if cfg.serve else {}
     return {
         "work_dir": str(work),
         "frames": desc["count"],

@@ -12,7 +12,6 @@ image, score every corpus vector, rank), median over ``latency_repeats`` runs.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from echoseek.data.dataset import decode_png, iter_batches, read_descriptor
-from echoseek.embedding import Embedder, build_embedder
+from echoseek.data.dataset import decode_png, read_descriptor
+from echoseek.embedding import build_embedder
 from echoseek.errors import ConfigError, InputError
+from echoseek.evaluation.corpus import embed_dataset, first_image, measure_latency
 from echoseek.evaluation.retrieval import label_summary, leave_one_out_metrics, query_metrics
 from echoseek.ingest.folders import MAX_PIXELS, load_image
 from echoseek.jobs.runner import run_job
@@ -52,34 +52,6 @@ class Config:
             raise ConfigError(f"pixel_size must be positive, got {self.pixel_size}")
         if self.batch_size <= 0 or self.latency_repeats <= 0 or self.max_pixels <= 0:
             raise ConfigError("batch_size, latency_repeats and max_pixels must be positive")
-
-
-def embed_dataset(
-    path: str | Path, embed: Embedder, batch_size: int
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(ids, vectors (N, D), labels (N,) with -1 for unlabelled) of a dataset, streamed."""
-    ids: list[str] = []
-    chunks: list[np.ndarray] = []
-    labels: list[int] = []
-    for batch in iter_batches(path, batch_size, columns=["id", "image", "label"]):
-        cols = batch.to_pydict()
-        ids += cols["id"]
-        chunks.append(embed([decode_png(b) for b in cols["image"]]))
-        labels += [-1 if v is None else int(v) for v in cols["label"]]
-    return ids, np.concatenate(chunks), np.asarray(labels, dtype=np.int64)
-
-
-def measure_latency(
-    image: np.ndarray, embed: Embedder, vectors: np.ndarray, repeats: int
-) -> dict[str, float]:
-    """Median and p95 milliseconds of embed + score + rank for one query image."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        q = embed([image])[0]
-        np.argsort(-(vectors @ q), kind="stable")
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95))}
 
 
 @dataclass
@@ -118,7 +90,7 @@ def measure(cfg: Config) -> Measured:
     if query_image is not None:
         query = embed([query_image])[0]
         result["query"] = query_metrics(query, vectors, labels == cfg.positive_label, ks)
-    probe = query_image if query_image is not None else decode_png(_first_image(cfg.input))
+    probe = query_image if query_image is not None else decode_png(first_image(cfg.input))
     result["latency"] = measure_latency(probe, embed, vectors, cfg.latency_repeats)
     return Measured(result, ids, vectors, labels, query)
 
@@ -131,12 +103,6 @@ def run(cfg: Config) -> dict[str, Any]:
     write_json_atomic(Path(cfg.output) / "metrics.json", result)
     result["output"] = str(Path(cfg.output) / "metrics.json")
     return result
-
-
-def _first_image(path: str | Path) -> bytes:
-    batch = next(iter_batches(path, 1, columns=["image"]))
-    data: bytes = batch.column(0)[0].as_py()
-    return data
 
 
 def summarize(m: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from echoseek.errors import ConfigError, InputError
+from echoseek.errors import ConfigError
 from echoseek.jobs import evaluate
 from echoseek.jobs.runner import run_job
 
@@ -73,10 +73,9 @@ def run(cfg: Config) -> dict[str, Any]:
         CANDIDATE,
         CHAMPION,
         alias_version,
-        model_trained_on,
+        check_held_out,
         register,
         set_alias,
-        trained_on,
     )
     from echoseek.tracking import RunLogger, check_reachable, tracking_uri
 
@@ -86,16 +85,7 @@ def run(cfg: Config) -> dict[str, Any]:
     check_reachable(store)
     sha = read_descriptor(cfg.input)["sha256"]
     champion = alias_version(cfg.name, CHAMPION, store)
-    training_data = {  # checked before anything is registered
-        "candidate": model_trained_on(cfg.model, store),
-        "champion": trained_on(champion, store) if champion is not None else "",
-    }
-    for role, data in training_data.items():
-        if data == sha:
-            raise InputError(
-                f"{cfg.input}: the {role} trained on this dataset; promotion needs data "
-                "neither model trained on"
-            )
+    check_held_out(cfg.input, sha, cfg.model, champion, store)  # before anything is registered
     candidate = register(cfg.model, cfg.name, store)
     set_alias(cfg.name, CANDIDATE, candidate.version, store)
     logger = RunLogger(store, cfg.experiment)
@@ -134,24 +124,19 @@ def run(cfg: Config) -> dict[str, Any]:
 
 def summarize(s: dict[str, Any]) -> str:
     """One line per fact: the scores, the decision, where @champion points."""
-    m, sc = s["metric"], s["scores"]
+    name, m, sc = s["name"], s["metric"], s["scores"]
     lines = [
-        f"candidate models:/{s['name']}/{s['candidate']}: {m} {sc['candidate']:.4f} "
-        f"on {s['dataset']}"
+        f"candidate models:/{name}/{s['candidate']}: {m} {sc['candidate']:.4f} on {s['dataset']}"
     ]
     if "champion" in sc:
-        lines.append(
-            f"champion  models:/{s['name']}/{s['champion_before']}: {m} {sc['champion']:.4f}"
-        )
+        lines.append(f"champion  models:/{name}/{s['champion_before']}: {m} {sc['champion']:.4f}")
     if s["promoted"]:
-        lines.append(f"promoted: models:/{s['name']}@champion -> version {s['champion']}")
+        lines.append(f"promoted: models:/{name}@champion -> version {s['champion']}")
     elif s["champion_before"] == s["candidate"]:
         lines.append(f"kept: version {s['candidate']} is already @champion")
     else:
-        lines.append(
-            f"kept: @champion stays version {s['champion']} (the candidate did not "
-            f"beat it by more than min_gain)"
-        )
+        lines.append(f"kept: @champion stays version {s['champion']} (the candidate did not "
+                     "beat it by more than min_gain)")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -19,13 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from echoseek.data.dataset import iter_batches
-from echoseek.errors import ConfigError, InputError
+from echoseek.errors import ConfigError
 from echoseek.jobs import evaluate
 from echoseek.jobs.runner import run_job
 from echoseek.storage import check_output_dir, staged_dir
-
-ITEM_COLUMNS = ["id", "label", "source", "frame_index"]
 
 
 @dataclass
@@ -57,7 +54,7 @@ def run(cfg: Config) -> dict[str, Any]:
     """Evaluate, draw, write and log the report; returns its metrics and paths."""
     from echoseek.ingest.folders import load_image
     from echoseek.report.analytics import rank
-    from echoseek.report.build import Evidence, write_report
+    from echoseek.report.build import Evidence, read_items, write_report
     from echoseek.report.pdf import find_browser, html_to_pdf
     from echoseek.report.provenance import model_run
     from echoseek.service.thumbnails import Thumbnails
@@ -122,17 +119,6 @@ def run(cfg: Config) -> dict[str, Any]:
         "not_logged": not_logged,
         "pdf": bool(browser),
     }
-
-
-def read_items(dataset: str, ids: Sequence[str]) -> dict[str, list[Any]]:
-    """The corpus rows' id, label, source and frame index, in the order ``ids`` were embedded."""
-    cols: dict[str, list[Any]] = {c: [] for c in ITEM_COLUMNS}
-    for batch in iter_batches(dataset, 4096, columns=ITEM_COLUMNS):
-        for name, values in batch.to_pydict().items():
-            cols[name] += values
-    if cols["id"] != list(ids):
-        raise InputError(f"{dataset}: the dataset changed while the report was being made")
-    return cols
 
 
 def summarize(s: dict[str, Any]) -> str:

@@ -16,12 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from echoseek.data.dataset import decode_png
+from echoseek.data.dataset import decode_png, iter_batches
+from echoseek.errors import InputError
 from echoseek.report import figures
 from echoseek.report.analytics import positives_within, rank, topk_rows
 from echoseek.report.document import Block, cell, markdown, standalone_html
 from echoseek.report.provenance import ModelRun
 
+ITEM_COLUMNS = ["id", "label", "source", "frame_index"]
 FIGURES = {
     "training_loss_curve.png": "Training loss and held-out val mAP by epoch (MLflow history)",
     "label_distribution.png": "Items per label in the corpus",
@@ -104,6 +106,17 @@ def write_report(
     (out / "report.md").write_text(markdown(blocks), encoding="utf-8")
     (out / "report.html").write_text(standalone_html(title, blocks), encoding="utf-8")
     return metrics
+
+
+def read_items(dataset: str, ids: Sequence[str]) -> dict[str, list[Any]]:
+    """The corpus rows' id, label, source and frame index, in the order ``ids`` were embedded."""
+    cols: dict[str, list[Any]] = {c: [] for c in ITEM_COLUMNS}
+    for batch in iter_batches(dataset, 4096, columns=ITEM_COLUMNS):
+        for name, values in batch.to_pydict().items():
+            cols[name] += values
+    if cols["id"] != list(ids):
+        raise InputError(f"{dataset}: the dataset changed while the report was being made")
+    return cols
 
 
 def topk_markdown(query: str, seconds: float, hits: Sequence[Mapping[str, Any]]) -> str:
