@@ -1,7 +1,9 @@
 """Start or join Ray the same way in every job.
 
 A job joins an initialised Ray as is, a cluster when ``RAY_ADDRESS`` names one (``ray job
-submit`` sets it), and otherwise starts a local instance on this machine: no dashboard, no usage
+submit`` sets it), and otherwise starts a local instance on this machine (``address="local"``:
+never the cluster of the last ``ray start`` here, which Ray would otherwise join on its own,
+even when that cluster is gone and only its bootstrap file is left): no dashboard, no usage
 stats, and every worker process runs :func:`quiet_worker` at start. By default (no ``-v``)
 nothing of Ray's own reaches the terminal: worker, controller and GCS output is not forwarded to
 the driver and Ray's driver logging is at ERROR; it all stays in Ray's session logs. echoseek's
@@ -72,6 +74,7 @@ def ensure_ray(num_cpus: int | None = None) -> Any:
         ray.init(**options)
     else:
         ray.init(
+            address="local",
             num_cpus=num_cpus,
             include_dashboard=False,
             runtime_env={"worker_process_setup_hook": "echoseek.ray_session.quiet_worker"},
