@@ -1,5 +1,7 @@
-"""A second, throwaway Ray head (`ray start --head`, token auth on) and a job submitted to it
-exactly as the README says: `ray job submit --working-dir . -- python -m echoseek.jobs.<job>`.
+"""A second, throwaway Ray head (`ray start --head`, token auth on), the team's `mlflow server`
+on 127.0.0.1, and a job submitted to the head exactly as the README says: `ray job submit
+--working-dir . --runtime-env-json '{"env_vars": {"MLFLOW_TRACKING_URI": ...}}' -- python -m
+echoseek.jobs.<job>`.
 
 tests/jobs/test_submit.py checks the job; tests/conftest.py submits it when the session starts
 (:func:`submitted_chain`), so its minutes of CPU-light waiting on worker start-ups overlap the
@@ -111,13 +113,52 @@ def _wait_for(address: str, proc: subprocess.Popen[bytes], timeout_s: float = 12
     raise RuntimeError(f"no Ray job server at {address} after {timeout_s} s")
 
 
-def submit(address: str, env: dict[str, str], job_id: str, job: str, *args: str) -> None:
-    """`ray job submit --no-wait --working-dir . -- python -m echoseek.jobs.<job> ...`.
+@contextlib.contextmanager
+def running_mlflow_server(root: Path) -> Iterator[tuple[str, Path]]:
+    """``mlflow server`` as mlflow/README.md starts it, on a free local port, its store and
+    artifact root under ``root``; yields (its URL, its artifact root)."""
+    port, artifacts = free_port(), root / "server-artifacts"
+    cmd = [
+        str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+        "--artifacts-destination", str(artifacts),
+    ]  # fmt: skip
+    with open(root / "server.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+        yield url, artifacts
+    finally:  # a throwaway server: its schedulers may take a minute to stop on SIGTERM
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+                break
+
+
+def submit(
+    address: str, env: dict[str, str], job_id: str, job: str, *args: str, tracking_uri: str
+) -> None:
+    """`ray job submit --no-wait --working-dir . --runtime-env-json ... -- python -m
+    echoseek.jobs.<job> ...`, the job's environment carrying ``MLFLOW_TRACKING_URI``.
 
     Retried while the head's job agent is still starting (the job server answers before it)."""
+    runtime_env = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": tracking_uri}})
     cmd = [
         str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".",
-        "--submission-id", job_id, "--no-wait",
+        "--submission-id", job_id, "--no-wait", "--runtime-env-json", runtime_env,
         "--", "python", "-m", f"echoseek.jobs.{job}", *args,
     ]  # fmt: skip
     for _ in range(30):
@@ -160,11 +201,16 @@ class Submitted:
     env: dict[str, str]
     job_id: str
     tmp: Path
+    tracking_uri: str  # the mlflow server the job logs to
+    artifacts: Path  # that server's artifact root
     stop: Callable[[], None]
 
 
-def submit_chain(address: str, env: dict[str, str], tmp_path: Path) -> tuple[str, Path]:
-    """Submit the chained sweep of tests/jobs/test_submit.py; (its job id, its files' dir)."""
+def submit_chain(
+    address: str, env: dict[str, str], tmp_path: Path, tracking_uri: str
+) -> tuple[str, Path]:
+    """Submit the chained sweep of tests/jobs/test_submit.py, tracked on ``tracking_uri``;
+    (its job id, its files' dir)."""
     (tmp_path / "val").mkdir()
     val = ingested_stack(tmp_path / "val", random_stack(16, 16, 24, seed=1), 24, shard_size=12)
     data = ingested_stack(tmp_path, random_stack(16, 16, 48), labelled=48, shard_size=12)
@@ -195,18 +241,20 @@ def submit_chain(address: str, env: dict[str, str], tmp_path: Path) -> tuple[str
         "num_samples": 1,
         "scheduler": {"kind": "fifo"},
         "storage_path": str(tmp_path / "ray-tune"),
-        "tracking_uri": f"sqlite:///{tmp_path / 'tune.db'}",
-    }
+    }  # no tracking_uri: the job's $MLFLOW_TRACKING_URI
     config = tmp_path / "chain.yaml"
     config.write_text(yaml.safe_dump(sweep))
-    submit(address, env, "es-tune", "tune", str(config))
+    submit(address, env, "es-tune", "tune", str(config), tracking_uri=tracking_uri)
     return "es-tune", tmp_path
 
 
 @contextlib.contextmanager
 def submitted_chain(tmp_path: Path) -> Iterator[Submitted]:
-    """A head with the chained sweep submitted to it, until the caller stops it or leaves."""
+    """A head and an mlflow server, with the chained sweep submitted to the head and tracked on
+    the server, until the caller stops them or leaves."""
     with contextlib.ExitStack() as stack:
         address, env = stack.enter_context(running_head())
-        job_id, tmp = submit_chain(address, env, tmp_path)
-        yield Submitted(address, env, job_id, tmp, stack.close)
+        (tmp_path / "mlflow").mkdir()
+        url, artifacts = stack.enter_context(running_mlflow_server(tmp_path / "mlflow"))
+        job_id, tmp = submit_chain(address, env, tmp_path, url)
+        yield Submitted(address, env, job_id, tmp, url, artifacts, stack.close)

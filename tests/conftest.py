@@ -30,6 +30,7 @@ def ray_session() -> Iterator[Any]:
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # never a cluster another test started (their bootstrap file)
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,
@@ -38,6 +39,11 @@ def ray_session() -> Iterator[Any]:
         )
     yield ray
     ray.shutdown()
+
+
+def selected(request: pytest.FixtureRequest, path: str) -> bool:
+    """Whether any test of the file ``path`` is in this session."""
+    return any(item.nodeid.startswith(path) for item in request.session.items)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -50,13 +56,26 @@ def submitted_sweep(
     Most of its minutes are worker processes starting on the second head; submitted first,
     they overlap the other tests instead of adding to the suite's time.
     """
-    selected = any(
-        item.nodeid.startswith("tests/jobs/test_submit.py") for item in request.session.items
-    )
-    if not selected:
+    if not selected(request, "tests/jobs/test_submit.py"):
         yield None
         return
     from tests.cluster_job import submitted_chain
 
     with submitted_chain(tmp_path_factory.mktemp("submitted")) as submitted:
         yield submitted
+
+
+@pytest.fixture(scope="session", autouse=True)
+def two_node_run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """The run of tests/jobs/test_two_node_resume.py (its process and output dir), started when
+    the session starts, like :func:`submitted_sweep`: its three nodes start up meanwhile."""
+    if not selected(request, "tests/jobs/test_two_node_resume.py"):
+        yield None
+        return
+    from tests.two_node_resume import started
+
+    out = tmp_path_factory.mktemp("two-node")
+    with started(out) as proc:
+        yield proc, out

@@ -1,9 +1,11 @@
 """The cluster entry point: `ray job submit --working-dir . -- python -m echoseek.jobs.<job>`.
 
 A real local head (`ray start --head`, dashboard and job server on 127.0.0.1, token auth on),
-and a job submitted to it exactly as the README says: a chained sweep. Run as ``__main__``,
-a job's config classes and worker loop must still resolve on the Train workers. The head and
-the submission come from tests/cluster_job.py, started when the test session starts.
+the team's real `mlflow server` (mlflow/README.md), and a job submitted to the head exactly as
+the README says: a chained sweep, its `MLFLOW_TRACKING_URI` in the job's runtime environment.
+Run as ``__main__``, a job's config classes and worker loop must still resolve on the Train
+workers; its params, metrics and models must arrive at the server over HTTP. The head, the
+server and the submission come from tests/cluster_job.py, started when the session starts.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def test_submitted_jobs_run_as_main_on_a_token_auth_cluster(
     assert 0.4 <= drawn <= 0.6 and again.augment.crop_scale_min == drawn
     assert best.pretrained == again.output
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'tune.db'}")
+    client = MlflowClient(submitted_sweep.tracking_uri)  # over HTTP, as a teammate would
     exp = client.get_experiment_by_name("echoseek")
     (parent,) = client.search_runs([exp.experiment_id], "tags.job = 'tune'")
     children = client.search_runs(
@@ -58,4 +60,15 @@ def test_submitted_jobs_run_as_main_on_a_token_auth_cluster(
     names = {c.info.run_name: c.data.tags["job"] for c in children}
     trial = f"submitted-{row['trial_id']}"
     assert names == {f"{trial}-pretrain": "pretrain", trial: "finetune"}
+    (pre,) = (c for c in children if c.data.tags["job"] == "pretrain")
+    assert pre.info.status == "FINISHED" and pre.data.params["batch_size"] == "8"
+    assert [m.step for m in client.get_metric_history(pre.info.run_id, "loss")] == [0]
+    for child in children:
+        assert {a.path for a in client.list_artifacts(child.info.run_id, "model")} >= {
+            "model/model.json",
+            "model/model.pt",
+        }
+        # proxied by the server into its own artifact root, not a path of the job's host
+        assert child.info.artifact_uri.startswith("mlflow-artifacts:")
+    assert len(list(submitted_sweep.artifacts.rglob("model.pt"))) == 2
     submitted_sweep.stop()  # the head is done: its daemons leave the other tests' CPUs

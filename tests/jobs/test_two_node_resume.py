@@ -1,30 +1,30 @@
 """A worker node lost mid-run on a simulated 2-node cluster (``ray.cluster_utils.Cluster``):
-the run resumes from its last checkpoint on the remaining node and completes every epoch."""
+the run resumes from its last checkpoint on the remaining node and completes every epoch.
+
+The run (tests/two_node_resume.py, in its own process) starts with the test session
+(tests/conftest.py); this test waits for it and checks what it left."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_pretraining_resumes_on_the_remaining_node(tmp_path: Path) -> None:
+def test_pretraining_resumes_on_the_remaining_node(
+    two_node_run: tuple[subprocess.Popen[str], Path] | None,
+) -> None:
     from mlflow.tracking import MlflowClient
 
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.two_node_resume", str(tmp_path)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert two_node_run is not None  # tests/conftest.py starts it for this test
+    proc, tmp_path = two_node_run
+    returncode = proc.wait(timeout=600)
+    assert returncode == 0, (tmp_path / "stderr").read_text()[-3000:]
+    found = json.loads((tmp_path / "stdout").read_text().strip().splitlines()[-1])
     (removed,) = found["removed"]  # the last rank's node went away at epoch 1
     assert removed in found["workers"] and removed not in found["alive"]
     assert set(found["workers"]) - {removed} <= set(found["alive"])
