@@ -21,7 +21,7 @@ item querying the others:
 
 ``val`` only chooses each run's checkpoint. The shipped path's wall time (pretrain + fine-tune,
 2 Ray Train CPU workers) is timed per set. Results: a Markdown table on stdout,
-``bench/results/quality_real.json`` and ``bench/results/label_efficiency.png``.
+``bench/results/quality_real-<sets>.json`` and ``bench/results/label_efficiency-<sets>.png``.
 """
 
 from __future__ import annotations
@@ -121,9 +121,9 @@ def random_encoder(like: Path, out: Path) -> Path:
 
     import torch
 
-    from echoseek.models.artifact import build_model, read_meta, save_model
+    from echoseek.models.artifact import META_FILE, build_model, read_meta, save_model
 
-    meta = read_meta(like)
+    meta = read_meta(like / META_FILE)
     torch.manual_seed(0)
     meta = dataclasses.replace(meta, extra={"init": "random (torch.manual_seed(0))"})
     save_model(build_model(meta), out, meta, overwrite=True)
@@ -190,8 +190,9 @@ def main() -> int:
             results[name] = bench_set(name, args.methods, args.fractions, Path(tmp) / name)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "quality_real.json").write_text(json.dumps(results, indent=2))
-    plot(results, out / "label_efficiency.png")
+    stem = "-".join(args.sets)  # one file per selection of sets: runs do not overwrite others
+    (out / f"quality_real-{stem}.json").write_text(json.dumps(results, indent=2))
+    plot(results, out / f"label_efficiency-{stem}.png")
     for name, res in results.items():
         raw = res["rows"]["raw pixels"]["map"]
         sizes = " / ".join(str(res["items"][p]) for p in real_sets.SPLITS)
@@ -205,7 +206,7 @@ def main() -> int:
             pcts = sorted(by_pct, key=int)
             cells = ", ".join(f"{p} %: {by_pct[p]:.3f}" for p in pcts)
             print(f"label efficiency, {tag}: {cells}")
-    print(f"\nwrote {out / 'quality_real.json'} and {out / 'label_efficiency.png'}")
+    print(f"\nwrote {out}/quality_real-{stem}.json and label_efficiency-{stem}.png")
     return 0
 
 
