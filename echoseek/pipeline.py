@@ -83,14 +83,14 @@ def training_stages(
     finetune_epochs: int,
     sweep: bool = True,
 ) -> tuple[dict[str, Any], str]:
-    """Pretrain and fine-tune on a second cine, the fine-tune as a sweep of FastAP's distance
-    (``sweep``: its best trial is the model); returns (outputs, the fine-tuned model dir)."""
+    """Pretrain and fine-tune on a second cine, choosing checkpoints (and the sweep's best
+    trial) on a third: each cine is another subject, as the first cine, where the model is
+    scored, is to both. Returns (outputs, the fine-tuned model dir)."""
     train_raw, train_data = work / "train_phantom", work / "train_dataset"
-    stage(
-        "training cine",
-        lambda: cine(train_raw, train_data, frames, seed + 1, TRAIN_LABELS[train_labels]),
-        timings,
-    )
+    val_raw, val_data = work / "val_phantom", work / "val_dataset"
+    labels = TRAIN_LABELS[train_labels]
+    stage("training cine", lambda: cine(train_raw, train_data, frames, seed + 1, labels), timings)
+    stage("validation cine", lambda: cine(val_raw, val_data, frames, seed + 2, labels), timings)
     pre, fine = training_configs(
         work,
         train_data,
@@ -98,6 +98,7 @@ def training_stages(
         train_labels=train_labels,
         pretrain_epochs=pretrain_epochs,
         finetune_epochs=finetune_epochs,
+        val=val_data,
     )
     stage("pretrain (SimSiam)", lambda: pretrain.run(pre), timings)
     swept: dict[str, Any] = {}
@@ -128,9 +129,12 @@ def training_configs(
     train_labels: str,
     pretrain_epochs: int,
     finetune_epochs: int,
+    val: Path | None = None,
 ) -> tuple[pretrain.Config, finetune.Config]:
     """The demo's pretrain and fine-tune configs (phase profile, 2 CPU workers, ``size`` px),
-    writing under ``work``: ``model_ssl``, ``model``, ``ray_results``, ``mlflow``."""
+    writing under ``work``: ``model_ssl``, ``model``, ``ray_results``, ``mlflow``. The
+    fine-tune chooses its checkpoint on ``val`` (all of ``train_data`` trains), or on a
+    held-out 20 % of ``train_data`` without it."""
     ssl, model, runs = work / "model_ssl", work / "model", work / "ray_results"
     tracking = f"sqlite:///{(work / 'mlflow' / 'mlflow.db').resolve()}"
     common = [
@@ -169,6 +173,7 @@ def training_configs(
             f"loss.m={8 if train_labels == 'phase' else 16}",  # 2 classes: 16 + 16
             "head.trainable=all",
             f"run.name=demo-finetune-{stamp}",
+            *([f"val={val}"] if val else []),
         ],
     )
     return pre, fine
@@ -354,11 +359,16 @@ def data_protocol(
     seed: int, labels: str, validation: dict[str, Any], scored_rows: int
 ) -> dict[str, str]:
     """What the trained model was trained on, selected on and scored on (disjoint data)."""
-    held = validation.get("val_rows", "?")
+    third = validation.get("kind") == "dataset"  # a third cine, as long as the others
+    trained = scored_rows if third else validation.get("train_rows", "?")
+    selected = (
+        f"phantom cine seed {seed + 2} ({labels} classes), {scored_rows} frames: a third subject"
+        if third
+        else f"{validation.get('val_rows', '?')} other frames of that cine, held out"
+    )
     return {
-        "trained on": f"phantom cine seed {seed + 1} ({labels} classes), "
-        f"{validation.get('train_rows', '?')} frames",
-        "selected on": f"{held} other frames of that cine, held out (seeded, per class)",
+        "trained on": f"phantom cine seed {seed + 1} ({labels} classes), {trained} frames",
+        "selected on": selected,
         "scored on": f"phantom cine seed {seed}, {scored_rows} frames: another subject, "
         "never trained or selected on",
     }

@@ -83,3 +83,21 @@ def test_demo_sweep_is_a_checked_sweep_of_the_demo_finetune(tmp_path: Path) -> N
     # a second demo run starts a new sweep (a same name would resume the old one)
     time.sleep(1.1)
     assert sweep_config(tmp_path, fine).name != cfg.name
+
+
+def test_checkpoints_are_chosen_on_a_third_cine_and_the_summary_says_so(tmp_path: Path) -> None:
+    from echoseek.pipeline import data_protocol, training_configs
+
+    train, val = tmp_path / "train_dataset", tmp_path / "val_dataset"
+    kwargs = {"size": 32, "train_labels": "phase", "pretrain_epochs": 1, "finetune_epochs": 3}
+    _, fine = training_configs(tmp_path, train, val=val, **kwargs)
+    assert fine.val == str(val) and fine.input == str(train)
+    assert training_configs(tmp_path, train, **kwargs)[1].val == ""
+
+    third = data_protocol(0, "phase", {"kind": "dataset", "val": str(val)}, 445)
+    assert third["trained on"] == "phantom cine seed 1 (phase classes), 445 frames"
+    assert third["selected on"].startswith("phantom cine seed 2 (phase classes), 445 frames")
+    split = {"kind": "held_out_split", "train_rows": 356, "val_rows": 89}
+    held = data_protocol(0, "phase", split, 445)
+    assert "356 frames" in held["trained on"] and held["selected on"].startswith("89 other")
+    assert "seed 0" in third["scored on"] and "never trained or selected on" in held["scored on"]
