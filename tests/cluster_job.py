@@ -57,7 +57,7 @@ def running_head() -> Iterator[tuple[str, dict[str, str]]]:
     try:
         for attempt in range(3):  # a port picked free may be taken before Ray binds it
             proc, address = _start_head(temp, env, attempt)
-            if _wait_for(address, proc):
+            if _wait_for(f"{address}/api/version", proc):
                 break
             with contextlib.suppress(ProcessLookupError):  # what it left of its process group
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -97,20 +97,21 @@ def _start_head(
     return proc, f"http://127.0.0.1:{dashboard}"
 
 
-def _wait_for(address: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> bool:
-    """True once the head's job server answers; False when ``ray start`` exited."""
+def _wait_for(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> bool:
+    """True once ``url`` answers (401 counts: a server behind token auth is up); False when
+    ``proc``, the server's process, exited first."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
         try:
-            urllib.request.urlopen(f"{address}/api/version", timeout=2)
+            urllib.request.urlopen(url, timeout=2)
             return True
-        except OSError as exc:  # 401 (token auth) also means the job server is up
+        except OSError as exc:
             if getattr(exc, "code", None) == 401:
                 return True
-            time.sleep(1)
-    raise RuntimeError(f"no Ray job server at {address} after {timeout_s} s")
+            time.sleep(0.5)
+    raise RuntimeError(f"nothing answered at {url} after {timeout_s} s")
 
 
 @contextlib.contextmanager
@@ -127,25 +128,15 @@ def running_mlflow_server(root: Path) -> Iterator[tuple[str, Path]]:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
+        if not _wait_for(f"{url}/health", proc):
+            raise RuntimeError(
+                f"mlflow server exited:\n{(root / 'server.log').read_text()[-2000:]}"
+            )
         yield url, artifacts
-    finally:  # a throwaway server: its schedulers may take a minute to stop on SIGTERM
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-                break
+    finally:  # a throwaway server, like the head: no graceful shutdown, nothing of it is kept
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
 
 
 def submit(
