@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_data_tasks.py [--frames 480] [--size 32] [--epochs 3]
 
-The stream (``echoseek.data.views.two_view_dataset``) maps CPU tasks of ``data_cpus`` = 0.25
+The stream (``echoseek.data.views.frame_dataset``) maps CPU tasks of ``data_cpus`` = 0.25
 each. Left alone, Ray Data runs as many at once as the fractions allow, and each one is a new
 worker process that imports torch before it decodes anything; the job caps them at the CPUs
 left after the Train workers' reservations (``scale.data_tasks``, default
@@ -26,7 +26,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 from bench_eval_views import prepare, start_ray  # phantom shards, a quiet local Ray
 
 from echoseek.data.augment import AugmentConfig
-from echoseek.data.views import two_view_dataset
+from echoseek.data.views import frame_dataset
 from echoseek.training.ray import ScaleOptions, data_task_limit
 
 
@@ -37,9 +37,10 @@ def one_pass(dataset: Path, augment: AugmentConfig, epochs: int, tasks: int | No
     start_ray()
     try:
         start, first, batches = time.perf_counter(), 0.0, 0
-        stream = two_view_dataset(
-            str(dataset), augment, batch_size=32, num_cpus=0.25, epochs=epochs, tasks=tasks
-        )
+        stream = frame_dataset(
+            str(dataset), 1, augment.size, batch_size=32, num_cpus=0.25, epochs=epochs,
+            tasks=tasks,
+        )  # fmt: skip
         for _ in stream.iter_batches(batch_size=32):
             first = first or time.perf_counter() - start
             batches += 1

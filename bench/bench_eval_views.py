@@ -4,10 +4,11 @@ and the view built in the driver (``eval_view``, what the jobs use).
     .venv/bin/python bench/bench_eval_views.py [--frames 600] [--size 64] [--epochs 5]
 
 Pretraining's RankMe probe and val mAP, and fine-tuning's val mAP, read the same evaluation
-view (decode, resize, normalise; no random augmentation) every epoch. Lazy, each epoch starts
-a Ray Data execution (file listing, read and map tasks) and transforms every image again;
-materialized, the view is transformed once before training and each epoch reads its blocks
-from the object store. ``eval_view`` transforms the rows in the driver process and puts one
+view (decoded uint8 frames; the worker resizes and normalises them on its device) every
+epoch. Lazy, each epoch starts a Ray Data execution (file listing, read and map tasks) and
+decodes every image again; materialized, the view is decoded once before training and each
+epoch reads its blocks from the object store. ``eval_view`` decodes the rows in the driver
+process and puts one
 Arrow table in the object store, so it starts no Ray task (no file-listing task of a whole
 CPU, no map-task processes importing torch). Every side iterates in one Ray session with the
 batch size the training loops use (64); one-time costs are counted in the totals. The dataset
@@ -30,8 +31,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 from functools import partial
 
 from echoseek.data.augment import AugmentConfig
-from echoseek.data.dataset import read_dataset
-from echoseek.data.views import eval_batch, eval_view
+from echoseek.data.dataset import read_dataset, read_descriptor
+from echoseek.data.frames import frame_shape
+from echoseek.data.views import eval_view, frame_batch
 from echoseek.jobs import ingest, phantom
 
 SHARD = 128
@@ -67,8 +69,10 @@ def start_ray() -> None:
 
 def eval_dataset(path: str, augment: AugmentConfig) -> Any:
     """The evaluation view as a lazy Ray Data pipeline (map tasks of 0.25 CPU)."""
+    shape = frame_shape(read_descriptor(path), augment.size)
+    decode = partial(frame_batch, channels=augment.in_channels, shape=shape)
     return read_dataset(path).map_batches(
-        partial(eval_batch, augment=augment), batch_size=64, batch_format="numpy", num_cpus=0.25
+        decode, batch_size=64, batch_format="numpy", num_cpus=0.25
     )
 
 
@@ -96,7 +100,7 @@ def main() -> int:
         sides = {}
         for name, build in (
             ("materialized pipeline", lambda: eval_dataset(str(dataset), augment).materialize()),
-            ("eval_view (driver)", lambda: eval_view(str(dataset), augment)),
+            ("eval_view (driver)", lambda: eval_view(str(dataset), 1, augment.size)),
         ):
             start = time.perf_counter()
             view = build()

@@ -38,13 +38,21 @@ import numpy as np
 import torch
 from bench_quality_real import prepare, run_pretrain
 
-from echoseek.data.augment import PHASE_RETRIEVAL, AugmentConfig, build_transform
+from echoseek.data.augment import PHASE_RETRIEVAL, AugmentConfig, Augmenter, eval_transform
+from echoseek.data.dataset import read_descriptor
+from echoseek.data.frames import frame_shape
 from echoseek.data.labelled import LabelIndex, RowReader, decoded_batches, label_index
 from echoseek.data.samplers import MPerClassBatchSampler
 from echoseek.losses import FastAPLoss
 from echoseek.models.artifact import eval_augment, load_model, model_input
 from echoseek.models.finetune import build_finetune_model
-from echoseek.training import embed_batches, retrieval_metrics, train_epoch, warmup_cosine
+from echoseek.training import (
+    augmented_inputs,
+    embed_batches,
+    retrieval_metrics,
+    train_epoch,
+    warmup_cosine,
+)
 from echoseek.training.finetune import finetune_groups
 from echoseek.training.loop import fastap_step
 
@@ -106,13 +114,12 @@ def freeze_batchnorm(model: torch.nn.Module) -> Callable[[bool], Any]:
 
 def eval_batches(path: Path, augment: AugmentConfig) -> list[dict[str, Any]]:
     """Every labelled row of a dataset, transformed once for evaluation."""
-    from echoseek.data.augment import eval_transform
-
     index = label_index(path)
     order = np.arange(len(index))
     picks = [list(order[i : i + 128]) for i in range(0, len(order), 128)]
-    transform = eval_transform(augment)
-    return list(decoded_batches(RowReader(index.files), index, picks, transform, 1))
+    shape = frame_shape(read_descriptor(path), augment.size)
+    batches = decoded_batches(RowReader(index.files), index, picks, 1, shape)
+    return [{**b, "image": eval_transform(b["image"], augment)} for b in batches]
 
 
 def scores(model: torch.nn.Module, batches: Iterable[dict[str, Any]]) -> float:
@@ -155,7 +162,8 @@ def fine_tune(encoder_dir: Path, data: dict[str, Path], v: Variant, epochs: int)
     index: LabelIndex = label_index(data["train"])
     sampler = MPerClassBatchSampler(index.labels, v.m, v.batch, 0, num_replicas=1, rank=0)
     augment = AugmentConfig(**{**v.augment, **model_input(meta)})
-    transform, reader = build_transform(augment), RowReader(index.files)
+    reader, augmenter = RowReader(index.files), Augmenter(augment, seed=0)
+    shape = frame_shape(read_descriptor(data["train"]), augment.size)
     steps = len(sampler)
     total, warmup = steps * epochs, int(v.warmup_epochs * steps)
     loss = FastAPLoss(v.num_bins, "sqeuclidean")
@@ -164,7 +172,8 @@ def fine_tune(encoder_dir: Path, data: dict[str, Path], v: Variant, epochs: int)
         sampler.set_epoch(epoch)
         train_epoch(
             model=model,
-            batches=decoded_batches(reader, index, sampler, transform, 1),
+            batches=decoded_batches(reader, index, sampler, 1, shape),
+            prepare=augmented_inputs(augmenter),
             optimizer=optimizer,
             step_fn=fastap_step(loss),
             lr_at=lambda s: v.lr * warmup_cosine(s, total, warmup),

@@ -4,12 +4,12 @@
 
 Same model (SimSiam on ResNet-18 with the small stem, 1 channel), batch size, optimizer
 (SGD, lr 0.05 × batch/256, momentum 0.9, wd 1e-4), augmentation and data (a phantom cine
-ingested into a dataset dir) on both sides. The plain loop decodes and augments each batch in
-its own process (:func:`echoseek.data.views.two_view_batch`) and runs
-:func:`echoseek.training.train_epoch`; ``echoseek pretrain`` runs the same step on Ray Train
-workers fed by Ray Data. Each side reports the img/s of ``train_epoch`` (data wait included)
-for its last epoch (the first one pays start-up costs), and the job's data-wait fraction.
-With 2 workers the aggregate is 2 × rank 0's rate (the workers are symmetric).
+ingested into a dataset dir) on both sides. The plain loop decodes each batch in its own
+process (:func:`echoseek.data.views.frame_batch`) and runs :func:`echoseek.training.train_epoch`
+with the same batched two-view augmentation as the job; ``echoseek pretrain`` runs the same
+step on Ray Train workers fed by Ray Data. Each side reports the img/s of ``train_epoch``
+(data wait included) for its last epoch (the first one pays start-up costs), and the job's
+data-wait fraction. With 2 workers the aggregate is 2 × rank 0's rate (the workers are symmetric).
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 from echoseek.config import load_config
-from echoseek.data.augment import AugmentConfig
+from echoseek.data.augment import AugmentConfig, Augmenter
 from echoseek.data.dataset import iter_batches
-from echoseek.data.views import row_numbers, two_view_batch
+from echoseek.data.views import frame_batch, row_numbers
 from echoseek.jobs import ingest, phantom, pretrain
 from echoseek.models import build_backbone, build_method
-from echoseek.training import param_groups, scaled_lr, ssl_step, train_epoch
+from echoseek.training import param_groups, scaled_lr, ssl_step, train_epoch, two_view_inputs
 
 
 def prepare(work: Path, frames: int) -> Path:
@@ -66,7 +66,7 @@ def plain_loop(dataset: Path, size: int, batch: int, epochs: int) -> float:
             if len(cols["id"]) < batch:
                 continue  # drop_last, as the job does
             index = np.array([rows[str(i)] for i in cols["id"]])
-            out = two_view_batch(cols, augment=augment, index=index)
+            out = frame_batch(cols, channels=1, shape=(64, 64), index=index)
             yield {k: torch.from_numpy(v) for k, v in out.items()}
 
     rate = 0.0
@@ -79,6 +79,7 @@ def plain_loop(dataset: Path, size: int, batch: int, epochs: int) -> float:
             lr_at=lambda step: lr,
             start_step=epoch * 1000,
             device=torch.device("cpu"),
+            prepare=two_view_inputs(Augmenter(augment, seed=epoch)),
         )
         rate = stats.images_per_s
     return rate

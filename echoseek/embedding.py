@@ -7,8 +7,8 @@ array of L2-normalised vectors. Two kinds:
 * a model artifact (a directory, or a URI :func:`echoseek.models.artifact.resolve_model_path`
   understands): images are converted to the model's channel count (luma for RGB -> gray,
   repetition for gray -> RGB) and go through the same deterministic evaluation transform as
-  validation during training (:func:`echoseek.data.augment.eval_transform`), then the model,
-  under autocast on GPU (bf16 where supported, else fp16).
+  validation during training (:func:`echoseek.data.augment.eval_transform`, batched on the
+  model's device), then the model, under autocast on GPU (bf16 where supported, else fp16).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from echoseek.baseline import pixel_embed
+from echoseek.data.augment import eval_frames
+from echoseek.data.frames import to_chw
 
 if TYPE_CHECKING:
     from echoseek.models.artifact import ModelMeta
@@ -59,7 +61,6 @@ class ModelEmbedder:
     def __init__(
         self, uri: str, device: str | None = None, amp: bool = True, loaded: Any = None
     ) -> None:
-        from echoseek.data.augment import eval_transform
         from echoseek.models.artifact import eval_augment, load_model
         from echoseek.training.precision import amp_dtype
 
@@ -71,13 +72,14 @@ class ModelEmbedder:
         self.uri = uri
         self.dim = self.meta.embedding_dim
         self.channels = self.meta.in_channels
-        self.transform = eval_transform(eval_augment(self.meta))
+        self.augment = eval_augment(self.meta)
         self.dtype = amp_dtype(self.device, amp)
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """(N, C, S, S) float32 model input for uint8 images of any size."""
-        tensors = [self.transform(to_chw(image, self.channels)) for image in images]
-        return torch.stack(tensors)  # NxCxSxS
+        """(N, C, S, S) float32 model input (on the model's device) for uint8 images of any
+        size: images of one size are transformed together."""
+        frames = [to_chw(image, self.channels).to(self.device) for image in images]
+        return eval_frames(frames, self.augment)  # NxCxSxS
 
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return self.forward(self.preprocess(images))
@@ -92,18 +94,6 @@ class ModelEmbedder:
             z = self.model(x)  # NxD
         z = torch.nn.functional.normalize(z.float(), dim=1)
         return z.cpu().numpy()
-
-
-def to_chw(image: np.ndarray, channels: int) -> torch.Tensor:
-    """A (C, H, W) uint8 tensor with ``channels`` channels from (H, W) or (H, W, 3) uint8."""
-    t = torch.from_numpy(np.require(image, requirements=["C", "W"]))
-    t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)  # CxHxW
-    if t.shape[0] == channels:
-        return t
-    if channels == 1:  # ITU-R 601-2 luma, as PIL's convert("L")
-        weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
-        return (t.float() * weights).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-    return t.expand(channels, -1, -1).contiguous()
 
 
 def build_embedder(

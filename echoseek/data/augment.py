@@ -1,19 +1,18 @@
-"""Image augmentations for self-supervised pretraining, tuned for grayscale ultrasound.
+"""Image augmentations as batched tensor ops on the training worker's device.
 
-:func:`build_transform` follows the SimSiam recipe (Chen & He, CVPR 2021, §A: random resized
-crop, flips, brightness/contrast jitter, Gaussian blur) and adds two ultrasound-specific
-transforms: :class:`SpeckleNoise` (multiplicative gamma-distributed speckle) and
-:class:`RandomGamma` (display gamma / gain curve). Colour saturation, hue and grayscale
-conversion are left out: B-mode images carry no colour.
+Ray Data hands the worker uint8 frames (N, C, H, W); everything here runs on the whole batch at
+once, on the GPU when there is one and on the CPU otherwise, with per-sample random parameters.
+One implementation serves the two SSL views (:meth:`Augmenter.two_views`), the fine-tune
+augmentation (:meth:`Augmenter.__call__`) and the deterministic evaluation transform
+(:func:`eval_transform`).
 
-Inputs are uint8 tensors (C, H, W) or batches (N, C, H, W) (float tensors in [0, 1] are
-accepted too); outputs are float32, resized to ``size`` x ``size`` and normalised with
-``mean``/``std``. In a batch every image gets its own random parameters.
-
-Randomness comes from torch's global generator, as in torchvision: ``torch.manual_seed(s)``
-before a call reproduces its output, and a ``DataLoader`` seeds each worker from its
-``generator`` argument (``torch.Generator().manual_seed(s)``), which makes an epoch of
-augmentations reproducible.
+The training recipe follows SimSiam (Chen & He, CVPR 2021, §A: random resized crop, flips,
+brightness/contrast jitter, Gaussian blur) plus two ultrasound transforms: multiplicative
+gamma-distributed speckle and a random display gamma. Colour saturation, hue and grayscale
+conversion are left out: B-mode images carry no colour. Parameters are drawn exactly as
+torchvision draws them for the same transforms (:func:`draw_params`), from a seeded CPU
+generator, so a seed reproduces a run's augmentations on any device; the pixel noise (speckle)
+comes from a generator on the device.
 """
 
 from __future__ import annotations
@@ -21,12 +20,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
-from torch import nn
-from torchvision import tv_tensors
-from torchvision.transforms import v2
+import torch.nn.functional as F
 
 from echoseek.errors import ConfigError, InputError
 
@@ -43,6 +39,10 @@ PHASE_RETRIEVAL = {
     "speckle_prob": 0.0,
     "gamma_prob": 0.0,
 }
+
+CROP_RATIO = (3 / 4, 4 / 3)  # aspect ratios of the random resized crop, as torchvision
+CROP_ATTEMPTS = 10  # tries at a crop that fits before the central fallback, as torchvision
+LUMA = (0.2989, 0.587, 0.114)  # ITU-R 601-2, what torchvision's contrast takes the mean of
 
 
 @dataclass
@@ -96,148 +96,344 @@ class AugmentConfig:
         if min(self.std) <= 0:
             raise ConfigError(f"std: every value must be > 0, got {self.std}")
 
+    @property
+    def blur_kernel(self) -> int:
+        """Odd Gaussian kernel size, about a tenth of the output side: 2 x (size // 20) + 1."""
+        return 2 * (self.size // 20) + 1
 
-class SpeckleNoise(v2.Transform):
-    """Multiplicative speckle noise: x' = clamp(x · n, 0, 1), applied with probability p.
+
+@dataclass(frozen=True)
+class ViewParams:
+    """The random parameters of one augmented view of a batch: one row per sample (CPU)."""
+
+    angle: torch.Tensor  # N float, degrees, counter-clockwise
+    shift: torch.Tensor  # Nx2 float, whole pixels (x right, y down)
+    crop: torch.Tensor  # Nx4 long: top, left, height, width in frame pixels
+    hflip: torch.Tensor  # N bool
+    vflip: torch.Tensor  # N bool
+    brightness: torch.Tensor  # N float factor, 1 = unchanged
+    contrast: torch.Tensor  # N float factor, 1 = unchanged
+    contrast_first: torch.Tensor  # N bool: contrast before brightness (jitter's random order)
+    gamma: torch.Tensor  # N float exponent, 1 where not applied
+    speckle: torch.Tensor  # N bool
+    blur_sigma: torch.Tensor  # N float, 0 where not applied
+
+
+def draw_params(
+    cfg: AugmentConfig, n: int, height: int, width: int, generator: torch.Generator
+) -> ViewParams:
+    """Per-sample parameters for ``n`` frames of ``height`` x ``width``, drawn as torchvision's
+    transforms draw them: angle ~ U(±rotation_deg); shift = round(U(±translate · side));
+    crop: area ~ U(crop_scale_min, 1) · H · W and log-aspect ~ U(log 3/4, log 4/3), the first of
+    10 tries that fits, else the largest central crop of clamped aspect; flips ~ Bernoulli;
+    brightness, contrast ~ U(max(0, 1 - s), 1 + s), in random order; gamma log-uniform in
+    ``gamma_range`` with probability ``gamma_prob``; blur σ ~ U(blur_sigma) with ``blur_prob``.
+    """
+
+    def uniform(low: float, high: float, shape: tuple[int, ...] = (n,)) -> torch.Tensor:
+        return low + (high - low) * torch.rand(shape, generator=generator, dtype=torch.float64)
+
+    def chance(p: float) -> torch.Tensor:
+        return torch.rand(n, generator=generator) < p
+
+    shift = torch.stack(
+        [uniform(-cfg.translate_x * width, cfg.translate_x * width).round(),
+         uniform(-cfg.translate_y * height, cfg.translate_y * height).round()], dim=1,
+    )  # fmt: skip
+    low, high = (math.log(g) for g in cfg.gamma_range)
+    return ViewParams(
+        angle=uniform(-cfg.rotation_deg, cfg.rotation_deg).float(),
+        shift=shift.float(),
+        crop=_crop_boxes(cfg.crop_scale_min, n, height, width, generator),
+        hflip=chance(cfg.hflip_prob),
+        vflip=chance(cfg.vflip_prob),
+        brightness=uniform(max(0.0, 1 - cfg.brightness), 1 + cfg.brightness).float(),
+        contrast=uniform(max(0.0, 1 - cfg.contrast), 1 + cfg.contrast).float(),
+        contrast_first=chance(0.5),
+        gamma=torch.where(chance(cfg.gamma_prob), uniform(low, high).exp(), 1.0).float(),
+        speckle=chance(cfg.speckle_prob) & (cfg.speckle_sigma > 0),
+        blur_sigma=torch.where(chance(cfg.blur_prob), uniform(*cfg.blur_sigma), 0.0).float(),
+    )
+
+
+def _crop_boxes(
+    scale_min: float, n: int, height: int, width: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Nx4 (top, left, h, w) random resized crops, torchvision's rule vectorised over tries."""
+    shape = (n, CROP_ATTEMPTS)
+    area = height * width * (scale_min + (1 - scale_min) * torch.rand(shape, generator=generator))
+    log_lo, log_hi = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * torch.rand(shape, generator=generator))
+    w = torch.sqrt(area * aspect).round().long()
+    h = torch.sqrt(area / aspect).round().long()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = torch.where(fits.any(1), fits.long().argmax(1), -1)  # the first try that fits
+    pick = first.clamp(min=0).unsqueeze(1)
+    h, w = h.gather(1, pick).squeeze(1), w.gather(1, pick).squeeze(1)
+    top = (torch.rand(n, generator=generator) * (height - h + 1)).long()
+    left = (torch.rand(n, generator=generator) * (width - w + 1)).long()
+    ch, cw = _central_crop(height, width)
+    missed = first < 0
+    h, w = torch.where(missed, ch, h), torch.where(missed, cw, w)
+    top = torch.where(missed, (height - ch) // 2, top)
+    left = torch.where(missed, (width - cw) // 2, left)
+    return torch.stack([top, left, h, w], dim=1)
+
+
+def _central_crop(height: int, width: int) -> tuple[int, int]:
+    """torchvision's fallback: the whole frame with its aspect clamped into CROP_RATIO."""
+    ratio = width / height
+    if ratio < CROP_RATIO[0]:
+        return round(width / CROP_RATIO[0]), width
+    if ratio > CROP_RATIO[1]:
+        return height, round(height * CROP_RATIO[1])
+    return height, width
+
+
+class Augmenter:
+    """The training augmentation of one worker: uint8 NxCxHxW on ``device`` -> float NxCxSxS.
+
+    Order: rotation (±rotation_deg) and shift about the frame centre, black fill like the
+    background of a sector scan; random resized crop to size x size (scale in
+    [crop_scale_min, 1]; 1 keeps the whole frame, so the axial position of the anatomy
+    survives, which respiratory-phase retrieval needs); flips; brightness/contrast jitter;
+    gamma; speckle; Gaussian blur; normalisation. ``seed`` fixes every draw;
+    ``channels_last`` returns the views in that memory format (what a GPU model wants).
+    """
+
+    def __init__(
+        self,
+        cfg: AugmentConfig,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        channels_last: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.channels_last = channels_last
+        self.device = torch.device(device)
+        self.params_generator = torch.Generator().manual_seed(seed)
+        self.noise_generator = torch.Generator(self.device).manual_seed(seed + 1)
+
+    def draw(self, images: torch.Tensor) -> ViewParams:
+        """Fresh parameters for every frame of ``images``."""
+        n, _, height, width = images.shape
+        return draw_params(self.cfg, n, height, width, self.params_generator)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """One augmented view of every frame (its own random parameters each)."""
+        return self.apply(images, self.draw(_checked(images, self.cfg.in_channels)))
+
+    def two_views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two independently augmented views of the same frames, for Siamese pretraining."""
+        return self(images), self(images)
+
+    def apply(self, images: torch.Tensor, p: ViewParams) -> torch.Tensor:
+        """The view of ``images`` (uint8 or float in [0, 1]) that parameters ``p`` describe."""
+        cfg = self.cfg
+        x = _unit_float(_checked(images, cfg.in_channels))  # NxCxHxW in [0, 1]
+        x = geometry(x, p, cfg.size)  # NxCxSxS
+        if cfg.brightness > 0 or cfg.contrast > 0:
+            x = jitter(x, *(t.to(x.device) for t in (p.brightness, p.contrast, p.contrast_first)))
+        if cfg.gamma_prob > 0:
+            x = x.clamp(0.0, 1.0).pow(p.gamma.to(x.device).view(-1, 1, 1, 1))
+        if bool(p.speckle.any()):
+            x = speckle(x, p.speckle.to(x.device), cfg.speckle_sigma, self.noise_generator)
+        if bool((p.blur_sigma > 0).any()):
+            x = gaussian_blur(x, p.blur_sigma.to(x.device), cfg.blur_kernel)
+        x = normalise(x, cfg.mean, cfg.std)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def geometry(x: torch.Tensor, p: ViewParams, size: int) -> torch.Tensor:
+    """Rotation and shift, random resized crop and flips of every frame in one resampling.
+
+    Per frame (H x W, crop box top, left, h, w; angle θ, shift t; flips) an output pixel at
+    normalised coordinates n (grid_sample's, pixel centres, ``align_corners=False``) is
+    flipped (n -> -n along a flipped axis), placed in the crop box of the rotated frame,
+    q = (left, top) + (n + 1)/2 · (w, h), and read from the input at u = M(q - c - t), c the
+    frame centre and M = [[cos θ, -sin θ], [sin θ, cos θ]] in image axes (y down: θ > 0 turns
+    the picture counter-clockwise, torchvision's ``rotate`` sense). In normalised input
+    coordinates that is the affine map D⁻¹ M (C n + q₀ - c - t), D = diag(W/2, H/2),
+    C = diag(±w/2, ±h/2), q₀ the box centre: bilinear, zeros outside the frame.
+
+    Bilinear sampling reads every input pixel while the step is at most 2 (at a step of 2 it is
+    the 2 x 2 mean), so a box up to twice the output side is read once per output pixel; a
+    larger one at r = ceil(largest box side / 2·size) samples per output pixel along each axis,
+    averaged (r x r mean pool), as ``roi_align``'s adaptive sampling does: no aliasing.
+    """
+    _, _, height, width = x.shape
+    dev = x.device
+    theta = torch.deg2rad(p.angle.to(dev))
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    top, left, h, w = p.crop.to(dev, torch.float32).unbind(1)
+    cx = torch.where(p.hflip.to(dev), -w, w) / 2  # C = diag(cx, cy)
+    cy = torch.where(p.vflip.to(dev), -h, h) / 2
+    shift = p.shift.to(dev)
+    ox = left + w / 2 - width / 2 - shift[:, 0]  # q0 - c - t
+    oy = top + h / 2 - height / 2 - shift[:, 1]
+    dx, dy = width / 2, height / 2
+    affine = torch.stack(
+        [torch.stack([cos * cx / dx, -sin * cy / dx, (cos * ox - sin * oy) / dx], 1),
+         torch.stack([sin * cx / dy, cos * cy / dy, (sin * ox + cos * oy) / dy], 1)], 1,
+    )  # fmt: skip  # Nx2x3
+    r = max(1, math.ceil(float(p.crop[:, 2:].max()) / (2 * size)))
+    out = F.grid_sample(x, affine_grid(affine, r * size), mode="bilinear", padding_mode="zeros",
+                        align_corners=False)  # fmt: skip
+    return F.avg_pool2d(out, r) if r > 1 else out  # NxCxSxS
+
+
+def affine_grid(affine: torch.Tensor, side: int) -> torch.Tensor:
+    """``F.affine_grid`` for a side x side output, as broadcast multiply-adds (Nxside x side x2):
+    CPU torch builds it with a batched matmul of inner size 3, many times slower."""
+    steps = (torch.arange(side, device=affine.device, dtype=affine.dtype) * 2 + 1) / side - 1
+    gx, gy = steps.view(1, 1, -1), steps.view(1, -1, 1)  # pixel centres, align_corners=False
+    a = affine.view(-1, 2, 3, 1, 1)
+    return torch.stack([a[:, i, 0] * gx + a[:, i, 1] * gy + a[:, i, 2] for i in (0, 1)], -1)
+
+
+def jitter(
+    x: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor, contrast_first: torch.Tensor
+) -> torch.Tensor:
+    """Brightness x' = clamp(b·x, 0, 1) and contrast x' = clamp(c·x + (1 - c)·mean, 0, 1)
+    (mean: of the frame's luma), in each frame's own order. A factor of 1 is the identity, so
+    the order is applied as contrast (c where first, else 1), brightness, contrast (the rest).
+    """
+    first = torch.where(contrast_first, contrast, torch.ones_like(contrast))
+    then = torch.where(contrast_first, torch.ones_like(contrast), contrast)
+    x = _contrast(x, first)
+    x = (x * brightness.view(-1, 1, 1, 1)).clamp(0.0, 1.0)
+    return _contrast(x, then)
+
+
+def _contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    gray = x if x.shape[1] == 1 else (x[:, :3] * x.new_tensor(LUMA).view(1, 3, 1, 1)).sum(1)
+    mean = gray.mean(dim=(-3, -2, -1) if gray.ndim == 4 else (-2, -1)).view(-1, 1, 1, 1)
+    f = factor.view(-1, 1, 1, 1)
+    return (f * x + (1 - f) * mean).clamp(0.0, 1.0)
+
+
+def speckle(
+    x: torch.Tensor, apply: torch.Tensor, sigma: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Multiplicative speckle on the frames flagged in ``apply``: x' = clamp(x · n, 0, 1).
 
     n ~ Gamma(shape L, rate L) with L = 1/σ²: E[n] = 1 (mean brightness kept) and std(n) = σ.
     The gamma law is the intensity statistics of fully developed speckle averaged over L looks
     (Goodman, "Statistical properties of laser speckle patterns", 1975). One noise field is
-    shared by all channels of an image. Expects float images in [0, 1].
+    shared by all channels of a frame.
+    """
+    picked = apply.nonzero().squeeze(1)
+    looks = 1.0 / sigma**2
+    noise = gamma_noise((len(picked), 1, *x.shape[-2:]), looks, generator, x.device) / looks
+    noisy = (x.index_select(0, picked) * noise).clamp_(0.0, 1.0)
+    return x.index_copy(0, picked, noisy)
+
+
+def gamma_noise(
+    shape: tuple[int, ...], concentration: float, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """Gamma(concentration, 1) samples from ``generator`` (Marsaglia & Tsang, ACM TOMS 2000).
+
+    For a ≥ 1: d = a - 1/3, c = 1/√(9d); draw z ~ N(0, 1), u ~ U(0, 1), v = (1 + cz)³ and accept
+    d·v when v > 0 and log u < z²/2 + d - d·v + d·log v (acceptance > 95 %), redrawing the
+    rejected entries. For a < 1: Gamma(a + 1) · u^(1/a).
     """
 
-    _transformed_types = (tv_tensors.Image, lambda x: type(x) is torch.Tensor)
+    def propose(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.randn(count, generator=generator, device=device)
+        u = torch.rand(count, generator=generator, device=device)
+        v = (1 + c * z) ** 3
+        bound = 0.5 * z * z + d - d * v + d * torch.log(v.clamp(min=1e-30))
+        return d * v, (v > 0) & (torch.log(u) < bound)
 
-    def __init__(self, p: float = 0.5, sigma: float = 0.2) -> None:
-        super().__init__()
-        _check_probability("p", p)
-        if sigma < 0:
-            raise ConfigError(f"sigma: must be >= 0, got {sigma}")
-        self.p = p
-        self.sigma = sigma
-
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        return {"apply": bool(torch.rand(()) < self.p) and self.sigma > 0}
-
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if not params["apply"]:
-            return inpt
-        x = _float_image(inpt, "SpeckleNoise")
-        looks = torch.tensor(1.0 / self.sigma**2, dtype=x.dtype, device=x.device)
-        noise = torch.distributions.Gamma(looks, looks).sample((*x.shape[:-3], 1, *x.shape[-2:]))
-        return _like(inpt, (x * noise).clamp_(0.0, 1.0))  # ...xCxHxW * ...x1xHxW
+    a = concentration if concentration >= 1 else concentration + 1
+    d = a - 1 / 3
+    c = 1 / math.sqrt(9 * d)
+    out, ok = propose(math.prod(shape))
+    todo = (~ok).nonzero().squeeze(1)  # a few per cent: redrawn until accepted
+    while todo.numel():
+        value, ok = propose(todo.numel())
+        out[todo[ok]] = value[ok]
+        todo = todo[~ok]
+    if concentration < 1:
+        u = torch.rand(out.numel(), generator=generator, device=device)
+        out = out * u.pow(1 / concentration)
+    return out.view(shape)
 
 
-class RandomGamma(v2.Transform):
-    """Random gamma curve x' = x^γ on [0, 1], applied with probability p.
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Separable Gaussian blur, each frame with its own σ (0: untouched), reflect padding.
 
-    γ is log-uniform in ``gamma_range`` so that brightening (γ < 1) and darkening (γ > 1) by
-    the same factor are equally likely. Maps [0, 1] onto [0, 1], keeps 0 and 1 fixed and the
-    order of intensities. Expects float images in [0, 1].
+    Kernel weights w_i ∝ exp(-i² / 2σ²) for i in [-(k-1)/2, (k-1)/2], normalised to sum 1, as
+    torchvision's ``gaussian_blur``. Each frame's blur along an axis is a banded S x S matrix
+    (the reflected border folded in), so the whole batch blurs in two batched matmuls:
+    y = K_y X K_xᵀ.
     """
-
-    _transformed_types = (tv_tensors.Image, lambda x: type(x) is torch.Tensor)
-
-    def __init__(self, p: float = 0.3, gamma_range: Sequence[float] = (0.7, 1.5)) -> None:
-        super().__init__()
-        _check_probability("p", p)
-        self.p = p
-        self.gamma_range = _positive_range("gamma_range", gamma_range)
-
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        low, high = (math.log(g) for g in self.gamma_range)
-        gamma = math.exp(low + (high - low) * float(torch.rand(())))
-        return {"apply": bool(torch.rand(()) < self.p), "gamma": gamma}
-
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if not params["apply"]:
-            return inpt
-        x = _float_image(inpt, "RandomGamma")
-        return _like(inpt, x.clamp(0.0, 1.0).pow(params["gamma"]))
+    picked = (sigma > 0).nonzero().squeeze(1)
+    frames = x.index_select(0, picked)
+    n, c, height, width = frames.shape
+    ky = blur_matrix(sigma[picked], kernel, height).repeat_interleave(c, 0)  # (n*C)xHxH
+    kx = (
+        ky if width == height else blur_matrix(sigma[picked], kernel, width).repeat_interleave(c, 0)
+    )
+    flat = frames.reshape(n * c, height, width)
+    blurred = torch.bmm(ky, torch.bmm(flat, kx.transpose(1, 2)))
+    return x.index_copy(0, picked, blurred.view(n, c, height, width))
 
 
-class ImageTransform(nn.Module):
-    """Runs an image pipeline on (C, H, W) or (N, C, H, W) tensors after checking channels.
-
-    With ``per_image`` a batch is transformed image by image (independent random parameters);
-    otherwise the whole batch goes through the pipeline at once (deterministic pipelines).
-    """
-
-    def __init__(self, pipeline: nn.Module, in_channels: int, per_image: bool) -> None:
-        super().__init__()
-        self.pipeline = pipeline
-        self.in_channels = in_channels
-        self.per_image = per_image
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        _check_images(images, self.in_channels)
-        if images.ndim == 4 and self.per_image:
-            return torch.stack([self.pipeline(image) for image in images])  # NxCxSxS
-        return self.pipeline(images)  # [N]xCxSxS
+def blur_matrix(sigma: torch.Tensor, kernel: int, side: int) -> torch.Tensor:
+    """Nxside x side matrices K with (K v)_i = Σ_j w_j v[reflect(i + j)], j in ±(k-1)/2."""
+    half = kernel // 2
+    offsets = torch.arange(-half, half + 1, device=sigma.device)
+    weights = torch.exp(-0.5 * (offsets.to(sigma.dtype) / sigma.view(-1, 1)) ** 2)
+    weights = weights / weights.sum(1, keepdim=True)  # Nxk
+    src = torch.arange(side, device=sigma.device).view(-1, 1) + offsets.view(1, -1)  # side x k
+    src = src.abs()  # reflect at 0: -1 -> 1
+    src = torch.where(src >= side, 2 * (side - 1) - src, src)  # reflect at the far edge
+    n = len(sigma)
+    matrix = torch.zeros(n, side, side, device=sigma.device, dtype=sigma.dtype)
+    index = src.expand(n, side, kernel)
+    return matrix.scatter_add_(2, index, weights.view(n, 1, kernel).expand(n, side, kernel))
 
 
-class TwoViews(nn.Module):
-    """Two independently augmented views of the same images, for Siamese pretraining."""
-
-    def __init__(self, transform: nn.Module) -> None:
-        super().__init__()
-        self.transform = transform
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(images), self.transform(images)
+def normalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(x - mean) / std per channel."""
+    m = x.new_tensor(list(mean)).view(1, -1, 1, 1)
+    s = x.new_tensor(list(std)).view(1, -1, 1, 1)
+    return (x - m) / s
 
 
-def build_transform(cfg: AugmentConfig) -> ImageTransform:
-    """The training augmentation: geometry on uint8, then photometric changes in float32.
-
-    Order: rotation (±rotation_deg) and shift (up to ±translate_x of the width, ±translate_y
-    of the height), black fill like the background of a sector scan; random resized crop to
-    size x size (scale in [crop_scale_min, 1]; 1 keeps the whole square frame, so the axial
-    position of the anatomy survives, which respiratory-phase retrieval needs), flips,
-    scale to [0, 1],
-    brightness/contrast jitter, gamma, speckle, Gaussian blur (kernel ≈ size/10, odd, σ in
-    blur_sigma), normalisation. Steps whose strength or probability is 0 are left out.
-    """
-    steps: list[nn.Module] = []
-    if cfg.translate_x > 0 or cfg.translate_y > 0:
-        shift = (cfg.translate_x, cfg.translate_y)
-        steps.append(v2.RandomAffine(cfg.rotation_deg, translate=shift))
-    elif cfg.rotation_deg > 0:
-        steps.append(v2.RandomRotation(cfg.rotation_deg))
-    steps.append(v2.RandomResizedCrop(cfg.size, scale=(cfg.crop_scale_min, 1.0), antialias=True))
-    if cfg.hflip_prob > 0:
-        steps.append(v2.RandomHorizontalFlip(cfg.hflip_prob))
-    if cfg.vflip_prob > 0:
-        steps.append(v2.RandomVerticalFlip(cfg.vflip_prob))
-    steps.append(v2.ToDtype(torch.float32, scale=True))
-    if cfg.brightness > 0 or cfg.contrast > 0:
-        steps.append(v2.ColorJitter(brightness=cfg.brightness, contrast=cfg.contrast))
-    if cfg.gamma_prob > 0:
-        steps.append(RandomGamma(cfg.gamma_prob, cfg.gamma_range))
-    if cfg.speckle_prob > 0 and cfg.speckle_sigma > 0:
-        steps.append(SpeckleNoise(cfg.speckle_prob, cfg.speckle_sigma))
-    if cfg.blur_prob > 0:
-        blur = v2.GaussianBlur(2 * (cfg.size // 20) + 1, sigma=cfg.blur_sigma)
-        steps.append(v2.RandomApply([blur], p=cfg.blur_prob))
-    steps.append(v2.Normalize(cfg.mean, cfg.std))
-    return ImageTransform(v2.Compose(steps), cfg.in_channels, per_image=True)
+def eval_transform(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+    """The deterministic evaluation transform of a batch: resize to size x size (bilinear,
+    antialiased), scale to [0, 1], normalise. The whole frame is resized (aspect ratio not
+    kept) so that nothing of the field of view is cropped away at search time. Accepts
+    (C, H, W) or (N, C, H, W), uint8 or float in [0, 1], on any device."""
+    x = _unit_float(_checked(images, cfg.in_channels))
+    single = x.ndim == 3
+    x = x.unsqueeze(0) if single else x
+    if tuple(x.shape[-2:]) != (cfg.size, cfg.size):
+        x = F.interpolate(x, size=(cfg.size, cfg.size), mode="bilinear", antialias=True,
+                          align_corners=False).clamp(0.0, 1.0)  # fmt: skip
+    x = normalise(x, cfg.mean, cfg.std)
+    return x[0] if single else x
 
 
-def eval_transform(cfg: AugmentConfig) -> ImageTransform:
-    """The deterministic evaluation transform: resize to size x size, scale, normalise.
+def eval_frames(frames: Sequence[torch.Tensor], cfg: AugmentConfig) -> torch.Tensor:
+    """:func:`eval_transform` of CxHxW frames of any sizes, as one NxCxSxS batch: frames of
+    one size go through together, in the order given."""
+    out: list[torch.Tensor | None] = [None] * len(frames)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, frame in enumerate(frames):
+        by_shape.setdefault(tuple(frame.shape), []).append(i)
+    for rows in by_shape.values():
+        batch = eval_transform(torch.stack([frames[i] for i in rows]), cfg)
+        for i, image in zip(rows, batch, strict=True):
+            out[i] = image
+    return torch.stack([t for t in out if t is not None])
 
-    The whole frame is resized (aspect ratio not kept) so that nothing of the field of view is
-    cropped away at search time.
-    """
-    steps = [
-        v2.Resize((cfg.size, cfg.size), antialias=True),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(cfg.mean, cfg.std),
-    ]
-    return ImageTransform(v2.Compose(steps), cfg.in_channels, per_image=False)
 
-
-def _check_images(images: Any, in_channels: int) -> None:
+def _checked(images: object, in_channels: int) -> torch.Tensor:
+    """``images`` if it is a (C, H, W) or (N, C, H, W) uint8/float tensor of ``in_channels``."""
     if not isinstance(images, torch.Tensor) or images.ndim not in (3, 4):
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise InputError(f"images: expected a (C, H, W) or (N, C, H, W) tensor, got {shape}")
@@ -247,17 +443,14 @@ def _check_images(images: Any, in_channels: int) -> None:
         )
     if images.dtype != torch.uint8 and not images.is_floating_point():
         raise InputError(f"images: expected uint8 or float values, got {images.dtype}")
+    return images
 
 
-def _float_image(inpt: torch.Tensor, who: str) -> torch.Tensor:
-    if not inpt.is_floating_point():
-        raise InputError(f"{who}: expects a float image in [0, 1], got {inpt.dtype}")
-    return inpt.as_subclass(torch.Tensor)
-
-
-def _like(inpt: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Re-wrap ``out`` as the tv_tensor type of ``inpt`` (plain tensors stay plain)."""
-    return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+def _unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 / 255; float images pass as float32 (taken to be in [0, 1])."""
+    if images.dtype == torch.uint8:
+        return images.float().div_(255.0)
+    return images.float()
 
 
 def _check_probability(name: str, value: float) -> None:

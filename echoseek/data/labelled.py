@@ -5,9 +5,10 @@ FastAP needs positives in every batch, so batches are index lists drawn by
 rows. No worker holds the images: :class:`LabelIndex` keeps only where each labelled row is
 stored (shard, row) and its label (a few bytes per row); :class:`RowReader` reads the PNG bytes
 of the rows a batch names from their Parquet row groups (datasets are written in row groups of
-:data:`~echoseek.data.dataset.ROW_GROUP_ROWS` rows); :func:`decoded_batches` reads, decodes and
-augments each batch in a background thread, a few batches ahead, with the same decode path as
-pretraining (:func:`echoseek.data.views.decode_chw`).
+:data:`~echoseek.data.dataset.ROW_GROUP_ROWS` rows); :func:`decoded_batches` reads and decodes
+each batch to uint8 frames in a background thread, a few batches ahead, with the same decode path
+as pretraining (:func:`echoseek.data.frames.decode_frames`); the worker augments them on its
+device.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from torch import nn
 
 from echoseek.data.dataset import shard_paths
+from echoseek.data.frames import decode_frames
 from echoseek.errors import InputError
 
 
@@ -93,28 +94,26 @@ class RowReader:
         return out
 
     def batch(
-        self, index: LabelIndex, picks: np.ndarray, transform: nn.Module, channels: int
+        self, index: LabelIndex, picks: np.ndarray, channels: int, shape: tuple[int, int]
     ) -> dict[str, torch.Tensor]:
-        """Rows ``picks`` of ``index``, decoded and transformed: ``{"image": NxCxSxS, "label"}``."""
-        from echoseek.data.views import decode_chw
-
+        """Rows ``picks`` of ``index`` as uint8 frames: ``{"image": NxCxHxW, "label": N}``."""
         data = self.images(index.shard[picks], index.row[picks])
-        return {
-            "image": torch.stack([transform(decode_chw(d, channels)) for d in data]),  # NxCxSxS
-            "label": torch.from_numpy(index.labels[picks]),
-        }
+        frames = decode_frames(data, channels, shape)
+        return {"image": torch.from_numpy(frames), "label": torch.from_numpy(index.labels[picks])}
 
 
 def decoded_batches(
     reader: RowReader,
     index: LabelIndex,
     index_batches: Iterable[list[int]],
-    transform: nn.Module,
     channels: int,
+    shape: tuple[int, int],
     ahead: int = 2,
+    pin: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Yield ``reader.batch(...)`` for each index batch, prepared ``ahead`` batches early in a
-    background thread. An exception in the thread is re-raised here."""
+    background thread (in pinned memory with ``pin``, for non-blocking copies to a GPU). An
+    exception in the thread is re-raised here."""
     done = object()
     slots: queue.Queue[Any] = queue.Queue(maxsize=max(1, ahead))
     stop = threading.Event()
@@ -124,7 +123,8 @@ def decoded_batches(
             for picks in index_batches:
                 if stop.is_set():
                     return
-                slots.put(reader.batch(index, np.asarray(picks), transform, channels))
+                batch = reader.batch(index, np.asarray(picks), channels, shape)
+                slots.put({k: v.pin_memory() for k, v in batch.items()} if pin else batch)
             slots.put(done)
         except BaseException as exc:  # handed to the consumer
             slots.put(exc)

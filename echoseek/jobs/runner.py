@@ -139,4 +139,10 @@ def output_lines(summary: Mapping[str, Any]) -> list[str]:
     ]
     if summary.get("registered"):
         lines.append(f"registered: {summary['registered']}")
+    if "first_step_s" in summary:
+        lines.append(
+            f"feed: first step {summary['first_step_s']:.1f} s after start, last epoch "
+            f"{summary.get('images_per_s', 0.0):.0f} img/s per worker, "
+            f"data wait {100 * summary.get('data_wait_fraction', 0.0):.0f} %"
+        )
     return lines

@@ -9,12 +9,14 @@ process, and the jobs call them from ``train_loop_per_worker``.
 from echoseek.training.loop import (
     EpochStats,
     NonFiniteLossError,
+    augmented_inputs,
     embed_batches,
     fastap_step,
     representation_metrics,
     retrieval_metrics,
     ssl_step,
     train_epoch,
+    two_view_inputs,
 )
 from echoseek.training.precision import amp_dtype, autocast, make_scaler
 from echoseek.training.progress import epoch_line, eta_seconds, format_duration
@@ -26,6 +28,7 @@ __all__ = [
     "EpochStats",
     "NonFiniteLossError",
     "amp_dtype",
+    "augmented_inputs",
     "autocast",
     "embed_batches",
     "epoch_line",
@@ -42,6 +45,7 @@ __all__ = [
     "set_lr",
     "ssl_step",
     "train_epoch",
+    "two_view_inputs",
     "unwrap_model",
     "warmup_cosine",
 ]

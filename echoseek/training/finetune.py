@@ -21,9 +21,11 @@ by that mAP becomes the exported model; the split is recorded in MLflow and in `
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,8 +47,10 @@ from echoseek.training.ray import (
     ScaleOptions,
     Trial,
     absolute,
+    augment_seed,
     end_epoch,
     epoch_metrics,
+    feed_summary,
     fit_tracked,
     make_trainer,
     plain,
@@ -234,7 +238,7 @@ def check(cfg: FinetuneConfig, tracking: str) -> tuple[dict[str, Any], Validatio
 # what every epoch reports (to Ray Train, Tune and MLflow); a sweep's ``metric`` is one of them
 # start_*: the pretrained encoder's own embedding, measured before the first step
 REPORTED = ("epoch", "loss", "images_per_s", "data_wait_fraction", "peak_rss_mb",
-            "fastap_batch", "val_map", "val_p@10", "rankme",
+            "gpu_peak_mb", "first_step_s", "fastap_batch", "val_map", "val_p@10", "rankme",
             "start_val_map", "start_val_p@10")  # fmt: skip
 
 
@@ -253,12 +257,14 @@ def finetune(
     """
     import ray
 
+    from echoseek.data.frames import frame_shape
     from echoseek.data.labelled import label_index
     from echoseek.data.views import eval_view
     from echoseek.models.artifact import load_model, model_input
     from echoseek.ray_session import ensure_ray
     from echoseek.tracking import RunLogger, tracking_uri
 
+    launched = time.time()  # the driver's start: the run's time to first step counts from here
     cfg.input, cfg.val, cfg.output = absolute(cfg.input), absolute(cfg.val), absolute(cfg.output)
     cfg.run.storage_path = storage_uri(cfg.run.storage_path)
     cfg.run.name = cfg.run.name or f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -273,7 +279,8 @@ def finetune(
     params.update(trial.params() if trial else {})
     index = label_index(cfg.input, keep=validation.train_ids)
     # transformed once: every epoch's validation reads these blocks
-    val = eval_view(validation.path, cfg.augment, keep=validation.val_ids)
+    channels, size = cfg.augment.in_channels, cfg.augment.size
+    val = eval_view(validation.path, channels, size, keep=validation.val_ids)
     run_id = logger.start(cfg.run.name, params, tags)
     printer, callbacks = progress(trial, cfg.epochs, "val_map")
     trainer = make_trainer(
@@ -283,6 +290,8 @@ def finetune(
             "meta": meta.to_json(),
             "weights": ray.put(pretrained.state_dict()),
             "index": index,
+            "frame_shape": frame_shape(desc, size),
+            "launched": launched,
             "run_id": run_id,
             "tracking": logger.uri,
             "hooks": list(hooks),
@@ -317,7 +326,7 @@ def finetune_loop(config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
-    from echoseek.data.augment import build_transform
+    from echoseek.data.augment import Augmenter
     from echoseek.data.labelled import LabelIndex, RowReader, decoded_batches
     from echoseek.data.samplers import MPerClassBatchSampler
     from echoseek.losses import FastAPLoss, GatherLoss
@@ -325,6 +334,7 @@ def finetune_loop(config: dict[str, Any]) -> None:
     from echoseek.tracking import RunLogger
     from echoseek.training import (
         amp_dtype,
+        augmented_inputs,
         fastap_step,
         make_scaler,
         train_epoch,
@@ -359,7 +369,11 @@ def finetune_loop(config: dict[str, Any]) -> None:
     sampler = MPerClassBatchSampler(
         index.labels, cfg.loss.m, cfg.batch_size, cfg.seed, num_replicas=world, rank=rank
     )
-    transform = build_transform(cfg.augment)
+    seed = augment_seed(cfg.seed, rank, start_epoch)
+    channels_last = device.type == "cuda" and cfg.scale.channels_last
+    augment = augmented_inputs(Augmenter(cfg.augment, device, seed, channels_last))
+    shape = (int(config["frame_shape"][0]), int(config["frame_shape"][1]))
+    first_step = math.nan
     steps_per_epoch = max(1, len(sampler))
     total, warmup = steps_per_epoch * cfg.epochs, int(cfg.optim.warmup_epochs * steps_per_epoch)
     logger = RunLogger(config["tracking"]).attach(config["run_id"]) if rank == 0 else None
@@ -372,7 +386,9 @@ def finetune_loop(config: dict[str, Any]) -> None:
         sampler.set_epoch(epoch)
         stats = train_epoch(
             model=model,
-            batches=decoded_batches(reader, index, sampler, transform, cfg.augment.in_channels),
+            batches=decoded_batches(
+                reader, index, sampler, cfg.augment.in_channels, shape, pin=device.type == "cuda"
+            ),
             optimizer=optimizer,
             step_fn=fastap_step(loss_fn),
             lr_at=lr_at,
@@ -380,8 +396,14 @@ def finetune_loop(config: dict[str, Any]) -> None:
             device=device,
             amp_dtype=dtype,
             scaler=scaler,
+            prepare=augment,
         )
-        metrics = epoch_metrics(epoch, stats, fastap_batch=fastap.last_batch_size, val_map=0.0)
+        if epoch == start_epoch:  # this (re)start's first step, timed from the driver's start
+            first_step = stats.first_step_at
+        metrics = epoch_metrics(
+            epoch, stats, fastap_batch=fastap.last_batch_size, val_map=0.0,
+            first_step_s=first_step - config["launched"],
+        )  # fmt: skip
         if rank == 0:
             metrics.update({**held_out_metrics(base, cfg, device, dtype), **start})
         end_epoch(
@@ -395,11 +417,13 @@ def held_out_metrics(model: Any, cfg: FinetuneConfig, device: Any, dtype: Any) -
     ``model`` on the held-out rows (this worker's ``val`` shard: rank 0 holds them all)."""
     import ray.train
 
+    from echoseek.data.augment import eval_transform
     from echoseek.metrics import rankme
     from echoseek.training import embed_batches, retrieval_metrics
 
     batches = ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=64)
-    vectors, labels = embed_batches(model, batches, device, amp_dtype=dtype)
+    transform = partial(eval_transform, cfg=cfg.augment)
+    vectors, labels = embed_batches(model, batches, device, amp_dtype=dtype, transform=transform)
     by, params = val_ranking(cfg)
     found = retrieval_metrics(vectors, labels, 10, None, by, params)
     return {"val_map": found["map"], "val_p@10": found["p@10"], "rankme": rankme(vectors)}
@@ -471,6 +495,7 @@ def export(
         "val_map": float(metrics.get("val_map", float("nan"))),
         "val_p@10": float(metrics.get("val_p@10", float("nan"))),
         **gain,
+        **feed_summary(result.metrics),
         "validation": validation,
         "checkpoint": str(best.path),
         "storage": storage_uri(cfg.run.storage_path),

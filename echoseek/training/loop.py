@@ -6,6 +6,10 @@ images with labels). Batches are dicts of tensors, as Ray Data's ``iter_torch_ba
 
 - SSL: ``{"view1": NxCxHxW, "view2": NxCxHxW, "index": N (optional)}``;
 - FastAP and embedding: ``{"image": NxCxHxW, "label": N}`` (label -1 = unlabelled).
+
+The data stream delivers uint8 frames; ``prepare`` (a batch -> batch function, e.g.
+:func:`two_view_inputs` around an :class:`~echoseek.data.augment.Augmenter`) turns them into
+the model's input on the device, inside the step's time, not the data wait.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from echoseek.data.augment import Augmenter
 from echoseek.errors import EchoseekError, InputError
 from echoseek.evaluation.retrieval import leave_one_out_metrics
 from echoseek.metrics import collapse_std, rankme
@@ -28,6 +33,7 @@ from echoseek.training.schedule import set_lr
 
 Batch = Mapping[str, torch.Tensor]
 StepFn = Callable[[nn.Module, Batch], torch.Tensor]
+PrepareFn = Callable[[Batch], Batch]
 
 
 class NonFiniteLossError(EchoseekError):
@@ -42,7 +48,8 @@ class EpochStats:
     blocked on the batch iterator (the accelerator idles then), so
     ``wait_fraction = data_wait_seconds / seconds`` says whether input is the bottleneck.
     ``images`` counts samples (an SSL sample of two views counts once); ``step_losses`` holds
-    each step's loss, for per-step tracking.
+    each step's loss, for per-step tracking; ``first_step_at`` the wall clock (``time.time()``)
+    when the epoch's first optimizer step finished, to time a run's start-up.
     """
 
     loss: float
@@ -51,6 +58,7 @@ class EpochStats:
     seconds: float
     data_wait_seconds: float
     step_losses: tuple[float, ...] = ()
+    first_step_at: float = math.nan
 
     @property
     def images_per_s(self) -> float:
@@ -74,10 +82,12 @@ def train_epoch(
     scaler: torch.amp.GradScaler | None = None,
     on_step_end: Callable[[], None] | None = None,
     max_steps: int | None = None,
+    prepare: PrepareFn | None = None,
 ) -> EpochStats:
     """Train ``model`` for one pass over ``batches`` (or ``max_steps`` steps) and time it.
 
-    Step s (global, counted from ``start_step``) sets the lr to ``lr_at(s)`` on every group not
+    Each batch goes to ``device`` and through ``prepare`` (augmentation on the device), then
+    step s (global, counted from ``start_step``) sets the lr to ``lr_at(s)`` on every group not
     flagged ``fixed_lr``, computes ``step_fn(model, batch)`` under autocast (``amp_dtype``),
     back-propagates (through ``scaler`` when given, for float16) and steps the optimizer, then
     calls ``on_step_end`` (BYOL's EMA, the memory bank: pass ``unwrap_model(m).on_step_end``).
@@ -88,7 +98,7 @@ def train_epoch(
     """
     model.train()
     losses: list[float] = []
-    steps, images, wait = 0, 0, 0.0
+    steps, images, wait, first_step_at = 0, 0, 0.0, math.nan
     iterator = iter(batches)
     start = time.perf_counter()
     while max_steps is None or steps < max_steps:
@@ -98,6 +108,8 @@ def train_epoch(
         if batch is None:
             break
         batch = _to_device(batch, device)
+        if prepare is not None:
+            batch = prepare(batch)
         step = start_step + steps
         lr = lr_at(step)
         set_lr(optimizer, lr)
@@ -114,12 +126,36 @@ def train_epoch(
         if on_step_end is not None:
             on_step_end()
         losses.append(value)
+        if steps == 0:
+            first_step_at = time.time()
         steps += 1
         images += _batch_size(batch)
     seconds = time.perf_counter() - start
     if steps == 0:
         raise InputError("batches: the epoch produced no batch (fewer rows than one batch?)")
-    return EpochStats(sum(losses) / steps, steps, images, seconds, wait, tuple(losses))
+    return EpochStats(
+        sum(losses) / steps, steps, images, seconds, wait, tuple(losses), first_step_at
+    )
+
+
+def two_view_inputs(augmenter: Augmenter) -> PrepareFn:
+    """``prepare`` for SSL: uint8 ``image`` frames -> two augmented ``view1``/``view2`` (and
+    ``index`` kept), on the frames' device."""
+
+    def prepare(batch: Batch) -> Batch:
+        view1, view2 = augmenter.two_views(batch["image"])
+        return {"view1": view1, "view2": view2, "index": batch["index"]}
+
+    return prepare
+
+
+def augmented_inputs(augmenter: Augmenter) -> PrepareFn:
+    """``prepare`` for fine-tuning: uint8 ``image`` frames -> one augmented view, ``label``."""
+
+    def prepare(batch: Batch) -> Batch:
+        return {"image": augmenter(batch["image"]), "label": batch["label"]}
+
+    return prepare
 
 
 def ssl_step(model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -150,11 +186,13 @@ def embed_batches(
     *,
     embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
     amp_dtype: torch.dtype | None = None,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embed every ``{"image", "label"?}`` batch with ``model`` in eval mode, without gradients.
 
     ``embed`` is the function to apply (default ``model`` itself; ``method.embed`` for the
-    backbone features of an SSL method); ``model`` is what is put in eval mode, and its
+    backbone features of an SSL method); ``transform`` maps the batch's images on the device
+    first (the evaluation transform of uint8 frames); ``model`` is what is put in eval mode, and its
     previous train/eval mode is restored afterwards. Returns float32 (N, D) embeddings and
     int64 (N,) labels (-1 where a batch has no labels).
     """
@@ -167,6 +205,8 @@ def embed_batches(
         for batch in batches:
             _require(batch, ("image",))
             images = batch["image"].to(device, non_blocking=True)
+            if transform is not None:
+                images = transform(images)
             with autocast(device, amp_dtype):
                 out = embed(images)
             vectors.append(out.float().cpu().numpy())

@@ -3,8 +3,9 @@
 :func:`pretrain` is what ``echoseek pretrain`` (:mod:`echoseek.jobs.pretrain`) and a sweep trial
 call with a :class:`PretrainConfig`. Each Ray Train worker builds the method (``method``: simsiam,
 byol, barlow, simclr, instdisc) on a ResNet backbone, wraps it in DDP, and trains on its shard of
-the two-view Ray Data stream (:mod:`echoseek.data.views`: decoding and augmentation run in Ray Data
-tasks, outside the step). SimSiam recipe: SGD (momentum 0.9, weight decay 1e-4), lr = base_lr ×
+the Ray Data frame stream (:mod:`echoseek.data.views`: Ray Data tasks read and decode uint8 frames)
+and draws the two augmented views of each batch on its own device (:mod:`echoseek.data.augment`).
+SimSiam recipe: SGD (momentum 0.9, weight decay 1e-4), lr = base_lr ×
 global batch / 256, linear warmup then cosine decay, the predictor's lr optionally fixed. After each
 epoch every worker reports loss and img/s, rank 0 adds RankMe and the collapse std on a fixed probe
 subset and, when ``val`` names a labelled dataset, the leave-one-out retrieval mAP and P@10; rank 0
@@ -20,6 +21,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,10 +38,12 @@ from echoseek.training.ray import (
     ScaleOptions,
     Trial,
     absolute,
+    augment_seed,
     cluster_cpus,
     data_task_limit,
     end_epoch,
     epoch_metrics,
+    feed_summary,
     fit_tracked,
     make_trainer,
     plain,
@@ -161,8 +165,8 @@ def size_memory_bank(cfg: PretrainConfig, rows: int) -> None:
 
 # what every epoch reports (to Ray Train, Tune and MLflow); with a ``val`` dataset also
 # REPORTED_WITH_VAL. A sweep's ``metric`` must be one of them.
-REPORTED = ("epoch", "loss", "images_per_s", "data_wait_fraction", "peak_rss_mb", "lr",
-            "rankme", "collapse_std")  # fmt: skip
+REPORTED = ("epoch", "loss", "images_per_s", "data_wait_fraction", "peak_rss_mb",
+            "gpu_peak_mb", "first_step_s", "lr", "rankme", "collapse_std")  # fmt: skip
 REPORTED_WITH_VAL = ("val_map", "val_p@10")
 
 
@@ -179,10 +183,11 @@ def pretrain(
     ``hooks`` are called on every worker at the start of every epoch (see :func:`run_hooks`);
     ``trial`` makes it a sweep trial (nested MLflow run, epochs reported to Tune).
     """
-    from echoseek.data.views import eval_view, two_view_dataset
+    from echoseek.data.views import eval_view, frame_dataset
     from echoseek.ray_session import ensure_ray
     from echoseek.tracking import RunLogger
 
+    launched = time.time()  # the driver's start: the run's time to first step counts from here
     cfg.input = absolute(cfg.input)
     cfg.val = absolute(cfg.val)
     cfg.output = absolute(cfg.output)
@@ -193,20 +198,22 @@ def pretrain(
     ensure_ray()
     # the eval views are transformed once, before training: each epoch's RankMe and val mAP
     # read these blocks instead of starting a Ray Data pipeline (seconds) every epoch
+    channels, size = cfg.augment.in_channels, cfg.augment.size
     datasets = {
-        "train": two_view_dataset(
+        "train": frame_dataset(
             cfg.input,
-            cfg.augment,
+            channels,
+            size,
             batch_size=cfg.batch_size,
             num_cpus=cfg.scale.data_cpus,
             epochs=cfg.epochs,
             seed=cfg.seed,
             tasks=data_task_limit(cfg.scale, cluster_cpus()),
         ),
-        "probe": eval_view(cfg.val or cfg.input, cfg.augment, limit=cfg.probe_size),
+        "probe": eval_view(cfg.val or cfg.input, channels, size, limit=cfg.probe_size),
     }
     if cfg.val:
-        datasets["val"] = eval_view(cfg.val, cfg.augment)
+        datasets["val"] = eval_view(cfg.val, channels, size)
     nested = trial.tags() if trial else {}
     params = {**plain(cfg), **(trial.params() if trial else {})}
     run_id = logger.start(cfg.run.name, params, {**run_tags("pretrain", desc), **nested})
@@ -220,6 +227,7 @@ def pretrain(
             "run_id": run_id,
             "tracking": logger.uri,
             "hooks": list(hooks),
+            "launched": launched,
         },
         scale=cfg.scale,
         run=cfg.run,
@@ -242,6 +250,7 @@ def pretrain_loop(config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
+    from echoseek.data.augment import Augmenter
     from echoseek.models.backbones import build_backbone
     from echoseek.models.ssl import build_method
     from echoseek.tracking import RunLogger
@@ -252,6 +261,7 @@ def pretrain_loop(config: dict[str, Any]) -> None:
         scaled_lr,
         ssl_step,
         train_epoch,
+        two_view_inputs,
         unwrap_model,
         warmup_cosine,
     )
@@ -281,9 +291,16 @@ def pretrain_loop(config: dict[str, Any]) -> None:
     # pipeline never restarts and prepares the next epoch while rank 0 validates.
     stream = iter(
         ray.train.get_dataset_shard("train").iter_torch_batches(
-            batch_size=cfg.batch_size, drop_last=True, prefetch_batches=2
+            batch_size=cfg.batch_size,
+            drop_last=True,
+            prefetch_batches=2,
+            pin_memory=device.type == "cuda",
         )
     )
+    seed = augment_seed(cfg.seed, rank, start_epoch)
+    channels_last = device.type == "cuda" and cfg.scale.channels_last
+    views = two_view_inputs(Augmenter(cfg.augment, device, seed, channels_last))
+    first_step = math.nan
 
     def lr_at(step: int) -> float:
         return float(lr * warmup_cosine(step, total, warmup))
@@ -302,25 +319,38 @@ def pretrain_loop(config: dict[str, Any]) -> None:
             amp_dtype=dtype,
             scaler=scaler,
             on_step_end=base.on_step_end,
+            prepare=views,
         )
-        metrics = epoch_metrics(epoch, stats, lr=lr_at((epoch + 1) * steps_per_epoch - 1))
+        if epoch == start_epoch:  # this (re)start's first step, timed from the driver's start
+            first_step = stats.first_step_at
+        lr_end = lr_at((epoch + 1) * steps_per_epoch - 1)
+        metrics = epoch_metrics(
+            epoch, stats, lr=lr_end, first_step_s=first_step - config["launched"]
+        )
         if rank == 0:
-            metrics.update(evaluate(base, device, dtype, has_val=bool(cfg.val)))
+            metrics.update(evaluate(base, cfg.augment, device, dtype, has_val=bool(cfg.val)))
         end_epoch(
             metrics, stats, rank=rank, model=model, optimizer=optimizer, scaler=scaler,
             epoch=epoch, steps_per_epoch=steps_per_epoch, lr_at=lr_at, logger=logger,
         )  # fmt: skip
 
 
-def evaluate(model: Any, device: Any, dtype: Any, has_val: bool) -> dict[str, float]:
-    """Rank 0: RankMe and collapse std on the probe subset; retrieval mAP on ``val``."""
+def evaluate(
+    model: Any, augment: AugmentConfig, device: Any, dtype: Any, has_val: bool
+) -> dict[str, float]:
+    """Rank 0: RankMe and collapse std on the probe subset; retrieval mAP on ``val`` (frames
+    through the evaluation transform on the device)."""
     import ray.train
 
+    from echoseek.data.augment import eval_transform
     from echoseek.training import embed_batches, representation_metrics, retrieval_metrics
 
     def embed(name: str) -> Any:
         batches = ray.train.get_dataset_shard(name).iter_torch_batches(batch_size=64)
-        return embed_batches(model, batches, device, embed=model.embed, amp_dtype=dtype)
+        return embed_batches(
+            model, batches, device, embed=model.embed, amp_dtype=dtype,
+            transform=partial(eval_transform, cfg=augment),
+        )  # fmt: skip
 
     probe, _ = embed("probe")
     out = representation_metrics(probe)
@@ -368,6 +398,7 @@ def export(cfg: PretrainConfig, result: Any, logger: Any) -> dict[str, Any]:
         "loss": last.get("loss", math.nan),
         "val_map": last.get("val_map"),
         "rankme": last.get("rankme"),
+        **feed_summary(last),
         "checkpoint": str(result.checkpoint.path),
         "storage": storage_uri(cfg.run.storage_path),
         "registered": f"models:/{cfg.run.register}/{version}" if version else "",

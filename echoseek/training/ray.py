@@ -179,7 +179,8 @@ def worker_threads(requested: int, node_cpus: int, local_workers: int) -> int:
 
 
 def prepare(model: nn.Module, scale: ScaleOptions, world_size: int) -> nn.Module:
-    """Threads, SyncBN (optional), device + DDP (``prepare_model``), channels_last, compile."""
+    """Threads, SyncBN (optional), device + DDP (``prepare_model``), cudnn autotuning and
+    channels_last on a GPU, compile (optional)."""
     import ray.train
     import ray.train.torch
 
@@ -188,6 +189,8 @@ def prepare(model: nn.Module, scale: ScaleOptions, world_size: int) -> nn.Module
     if scale.sync_bn and world_size > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device = ray.train.torch.get_device()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels
     if device.type == "cuda" and scale.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model = ray.train.torch.prepare_model(model)
@@ -331,17 +334,28 @@ def worker_context(seed: int) -> tuple[int, int, torch.device]:
     return rank, world, ray.train.torch.get_device()
 
 
+def augment_seed(seed: int, rank: int, start_epoch: int) -> int:
+    """The seed of a worker's augmentations: one stream per (run seed, rank, start epoch), so
+    ranks differ and a resumed run does not replay the augmentations of its first epochs."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, rank, start_epoch]).generate_state(1)[0])
+
+
 def epoch_metrics(epoch: int, stats: Any, **extra: Any) -> dict[str, Any]:
     """What every worker reports for an epoch: loss, img/s, the share of step time spent
-    waiting for data, this process's peak RSS (MiB), and ``extra``."""
+    waiting for data, this process's peak RSS and its device's peak allocated memory (MiB, 0
+    without a GPU), and ``extra``."""
     import resource
 
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_initialized() else 0.0
     return {
         "epoch": epoch,
         "loss": stats.loss,
         "images_per_s": stats.images_per_s,
         "data_wait_fraction": stats.wait_fraction,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
+        "gpu_peak_mb": gpu,
         **extra,
     }
 
@@ -374,6 +388,15 @@ def end_epoch(
         lr_at=lr_at,
     )
     report_epoch(metrics, rank=rank, model=model, optimizer=optimizer, epoch=epoch, scaler=scaler)
+
+
+FEED = ("first_step_s", "images_per_s", "data_wait_fraction", "gpu_peak_mb")
+
+
+def feed_summary(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    """How well a run fed its device, from an epoch's metrics (rank 0's): time from the
+    driver's start to the first optimizer step, img/s, data wait, peak GPU memory."""
+    return {key: float(metrics[key]) for key in FEED if metrics and key in metrics}
 
 
 def run_hooks(hooks: Sequence[EpochHook], epoch: int, rank: int, world: int) -> None:

@@ -1,4 +1,4 @@
-"""Two-view and evaluation batches for training, directly and through Ray Data."""
+"""Frame batches for training and evaluation, directly and through Ray Data."""
 
 from __future__ import annotations
 
@@ -9,21 +9,20 @@ import numpy as np
 import pytest
 import torch
 
-from echoseek.data.augment import AugmentConfig
-from echoseek.data.dataset import iter_batches, shard_paths
+from echoseek.data.dataset import decode_png, iter_batches, shard_paths
+from echoseek.data.frames import MIXED_SIDE_FACTOR, frame_shape
 from echoseek.data.views import (
     UNLABELLED,
-    eval_batch,
     eval_view,
+    frame_batch,
+    frame_dataset,
+    frame_shards,
     row_numbers,
     shard_offsets,
-    two_view_batch,
-    two_view_dataset,
-    two_view_shards,
 )
 from tests.datasets import ingested_stack, random_stack
 
-AUG = AugmentConfig(size=16)
+SHAPE = (24, 24)  # the fixture's frames
 
 
 @pytest.fixture(scope="module")
@@ -44,39 +43,44 @@ def test_row_numbers_are_dense_in_stored_order(dataset: Path) -> None:
     assert list(rows) == [r["id"] for b in iter_batches(dataset) for r in b.to_pylist()]
 
 
-def test_two_views_differ_and_keep_index_and_labels(dataset: Path) -> None:
-    torch.manual_seed(0)
+def test_frame_batch_decodes_uint8_frames_with_index_and_labels(dataset: Path) -> None:
     batch = numpy_batch(dataset)
     rows = row_numbers(str(dataset))
     index = np.array([rows[i] for i in batch["id"]])
-    out = two_view_batch(batch, augment=AUG, index=index)
-    assert out["view1"].shape == out["view2"].shape == (10, 1, 16, 16)
-    assert out["view1"].dtype == np.float32
-    assert not np.allclose(out["view1"], out["view2"])  # independent augmentations
+    out = frame_batch(batch, channels=1, shape=SHAPE, index=index)
+    assert out["image"].shape == (10, 1, 24, 24) and out["image"].dtype == np.uint8
+    for i, data in enumerate(batch["image"]):
+        np.testing.assert_array_equal(out["image"][i, 0], decode_png(data))  # lossless
     assert out["index"].tolist() == list(range(10))
     assert out["label"].tolist() == [0, 1] * 4 + [UNLABELLED] * 2
+    rgb = frame_batch(batch, channels=3, shape=(12, 12))  # other channels and frame shape
+    assert rgb["image"].shape == (10, 3, 12, 12) and "index" not in rgb
+    keep = frozenset(batch["id"][2:4])
+    kept = frame_batch(batch, channels=1, shape=SHAPE, index=index, keep=keep)
+    assert kept["index"].tolist() == [2, 3] and kept["label"].tolist() == [0, 1]
 
 
-def test_eval_batch_is_deterministic(dataset: Path) -> None:
-    batch = numpy_batch(dataset)
-    a, b = eval_batch(batch, augment=AUG), eval_batch(batch, augment=AUG)
-    np.testing.assert_array_equal(a["image"], b["image"])
-    assert a["image"].shape == (10, 1, 16, 16)
+def test_frame_shape_is_the_datasets_own_or_a_square_for_mixed_sizes(dataset: Path) -> None:
+    from echoseek.data.dataset import read_descriptor
+
+    assert frame_shape(read_descriptor(dataset), 16) == SHAPE
+    assert frame_shape({"image": None}, 16) == (16 * MIXED_SIDE_FACTOR,) * 2
 
 
 LABEL_OF_ROW = [0, 1] * 4 + [UNLABELLED] * 2  # the fixture's labels in stored order
 
 
 def pass_indices(dataset: Path, epochs: int, seed: int) -> list[list[int]]:
-    """Row indices of each pass of :func:`two_view_shards` over the work list, in order."""
+    """Row indices of each pass of :func:`frame_shards` over the work list, in order."""
     files = [str(f) for f in shard_paths(dataset)]
     work = {"id": np.arange(epochs * len(files))}
     batches = list(
-        two_view_shards(
+        frame_shards(
             work,
             files=files,
             seed=seed,
-            augment=AUG,
+            channels=1,
+            shape=SHAPE,
             offsets=shard_offsets(str(dataset)),
             batch_size=3,
         )
@@ -97,7 +101,7 @@ def test_every_pass_visits_each_row_once_in_its_own_seeded_order(dataset: Path) 
 
 @pytest.mark.slow
 def test_ray_data_stream_covers_every_epoch(dataset: Path, ray_session: object) -> None:
-    stream = two_view_dataset(str(dataset), AUG, batch_size=3, epochs=4, seed=5)
+    stream = frame_dataset(str(dataset), 1, 16, batch_size=3, epochs=4, seed=5)
     seen = [int(i) for b in stream.iter_batches(batch_size=7) for i in b["index"]]
     assert sorted(seen) == sorted(list(range(10)) * 4)
 
@@ -105,29 +109,30 @@ def test_ray_data_stream_covers_every_epoch(dataset: Path, ray_session: object) 
 @pytest.mark.slow
 def test_ray_data_pipelines_yield_torch_batches(dataset: Path, ray_session: object) -> None:
     seen = 0
-    for batch in two_view_dataset(str(dataset), AUG, batch_size=4).iter_torch_batches(batch_size=5):
-        assert batch["view1"].shape[1:] == (1, 16, 16) and batch["index"].dtype == torch.int64
+    for batch in frame_dataset(str(dataset), 1, 16, batch_size=4).iter_torch_batches(batch_size=5):
+        assert batch["image"].shape[1:] == (1, 24, 24) and batch["image"].dtype == torch.uint8
+        assert batch["index"].dtype == torch.int64
         seen += len(batch["index"])
     assert seen == 10
 
 
 @pytest.mark.slow
-def test_eval_view_is_eval_batch_of_every_kept_row(dataset: Path, ray_session: object) -> None:
-    direct = eval_batch(numpy_batch(dataset), augment=AUG)
+def test_eval_view_is_frame_batch_of_every_kept_row(dataset: Path, ray_session: object) -> None:
+    direct = frame_batch(numpy_batch(dataset), channels=1, shape=SHAPE)
 
     def rows(view: Any) -> tuple[np.ndarray, np.ndarray]:
         parts = list(view.iter_batches(batch_size=3, batch_format="numpy"))
         images = np.concatenate([p["image"] for p in parts])
         return images, np.concatenate([p["label"] for p in parts])
 
-    images, labels = rows(eval_view(str(dataset), AUG))
-    assert images.dtype == np.float32 and images.shape == (10, 1, 16, 16)
+    images, labels = rows(eval_view(str(dataset), 1, 16))
+    assert images.dtype == np.uint8 and images.shape == (10, 1, 24, 24)
     np.testing.assert_array_equal(images, direct["image"])  # same transform, stored order
     assert labels.tolist() == direct["label"].tolist()
     assert sorted(labels.tolist()) == sorted([0, 1] * 4 + [UNLABELLED] * 2)
     ids = [str(i) for i in numpy_batch(dataset)["id"]]
-    kept_images, kept = rows(eval_view(str(dataset), AUG, keep=frozenset(ids[3:6])))
+    kept_images, kept = rows(eval_view(str(dataset), 1, 16, keep=frozenset(ids[3:6])))
     assert kept.tolist() == direct["label"][3:6].tolist()
     np.testing.assert_array_equal(kept_images, direct["image"][3:6])
-    first, _ = rows(eval_view(str(dataset), AUG, limit=7))
+    first, _ = rows(eval_view(str(dataset), 1, 16, limit=7))
     np.testing.assert_array_equal(first, direct["image"][:7])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,7 @@ def test_two_workers_rank_the_global_batch_and_export_the_best(
     assert np.isfinite([m.value for m in client.get_metric_history(out["run_id"], "loss")]).all()
 
     # the starting point: the pretrained encoder itself on the same held-out rows, before a step
+    from echoseek.data.augment import eval_transform
     from echoseek.data.dataset import labelled_ids
     from echoseek.data.split import stratified_split
     from echoseek.data.views import eval_view
@@ -88,9 +90,11 @@ def test_two_workers_rank_the_global_batch_and_export_the_best(
 
     split = stratified_split(*labelled_ids(data[0]), 0.2, 0)
     pretrained_meta = load_model(data[1])[1]
-    view = eval_view(str(data[0]), eval_augment(pretrained_meta), keep=split.val)
+    augment = eval_augment(pretrained_meta)
+    view = eval_view(str(data[0]), augment.in_channels, augment.size, keep=split.val)
     batches = view.iter_torch_batches(batch_size=64)
-    vectors, labels = embed_batches(pretrained, batches, torch.device("cpu"))
+    transform = partial(eval_transform, cfg=augment)
+    vectors, labels = embed_batches(pretrained, batches, torch.device("cpu"), transform=transform)
     start = retrieval_metrics(vectors, labels, 10, None)["map"]
     assert out["start_val_map"] == pytest.approx(start, abs=1e-5)
     assert out["val_map_gain"] == pytest.approx(out["val_map"] - start, abs=1e-5)

@@ -88,6 +88,11 @@ def test_two_workers_survive_a_crash_export_track_and_resume(
     step_lr = client.get_metric_history(out["run_id"], "step_lr")
     assert len(step_lr) == len(steps) and all(m.value > 0 for m in step_lr)
     assert {"rankme", "collapse_std", "val_map", "data_wait_fraction"} <= set(run.data.metrics)
+    # time to first step: the first attempt's epoch 0, then the restart's own (a later step)
+    first = [m.value for m in client.get_metric_history(out["run_id"], "first_step_s")]
+    assert len(first) == 2 and 0 < first[0] < first[1] < out["seconds"]
+    assert out["first_step_s"] == pytest.approx(first[-1])
+    assert out["images_per_s"] > 0 and 0 <= out["data_wait_fraction"] <= 1
     names = {a.path for a in client.list_artifacts(out["run_id"])}
     assert {"model", "loss_curve.png", "config.json"} <= names
     assert out["registered"] == "models:/enc/1"

@@ -251,3 +251,39 @@ def test_simsiam_loss_decreases_on_a_fixed_batch() -> None:
     ]
     assert all(np.isfinite(losses))
     assert losses[-1] < losses[0] - 0.05, losses
+
+
+def test_prepare_runs_on_every_batch_inside_the_step_and_the_first_step_is_stamped() -> None:
+    """``prepare`` maps each batch (as augmentation does on the device) before the step, and
+    its time counts as step time, not data wait; ``first_step_at`` is the wall clock after the
+    first optimizer step."""
+    seen: list[int] = []
+
+    def prepare(batch: Batch) -> Batch:
+        time.sleep(0.05)  # slow augmentation: step time, not data wait
+        seen.append(len(batch["image"]))
+        return {"image": batch["image"] * 0, "target": batch["target"]}
+
+    before = time.time()
+    stats = fit(nn.Linear(4, 2), regression_batches(), prepare=prepare)
+    assert seen == [8, 8, 8]
+    assert stats.data_wait_seconds < 0.05 and stats.seconds >= 0.15
+    assert before < stats.first_step_at < before + stats.seconds + 0.01
+
+
+def test_two_view_inputs_augment_uint8_frames_for_the_ssl_step() -> None:
+    from echoseek.data.augment import AugmentConfig, Augmenter
+    from echoseek.training import augmented_inputs, two_view_inputs
+
+    frames = torch.randint(0, 256, (6, 1, 40, 40), dtype=torch.uint8)
+    batch = {"image": frames, "index": torch.arange(6), "label": torch.zeros(6, dtype=torch.long)}
+    augmenter = Augmenter(AugmentConfig(size=16), seed=0)
+    views = two_view_inputs(augmenter)(batch)
+    assert set(views) == {"view1", "view2", "index"}
+    assert views["view1"].shape == (6, 1, 16, 16) and not torch.equal(
+        views["view1"], views["view2"]
+    )
+    one = augmented_inputs(augmenter)(batch)
+    assert set(one) == {"image", "label"} and one["image"].shape == (6, 1, 16, 16)
+    method = build_method("simsiam", build_backbone("resnet18", 1, True, "avg"), dim=32, pred_dim=8)
+    assert torch.isfinite(ssl_step(method, views))

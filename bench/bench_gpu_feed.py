@@ -1,0 +1,310 @@
+"""Does the training job feed its device? Step floor, feed alone, the real jobs, per-image baseline.
+
+    .venv/bin/python bench/bench_gpu_feed.py [--device auto|cpu|cuda] [--quick]
+
+Measured in one run on whatever device is present (``--device``), on a synthetic dataset of
+smooth 256 x 256 frames written as a real dataset directory (PNG shards, as ``echoseek ingest``
+writes them):
+
+(a) **step floor**: echoseek's SimSiam ResNet-18 step on synthetic tensors already on the
+    device (bf16 autocast and channels_last on a GPU), what the job should approach;
+(b) **feed alone**: the job's data path into a Ray Train worker (``frame_dataset`` -> Ray Data
+    decode tasks -> ``iter_torch_batches`` -> two augmented views on the worker's device) with
+    no model step: how fast the data arrives;
+(c) the real ``echoseek pretrain`` job (last epoch's img/s, data-wait share, time to first step);
+(d) the real ``echoseek finetune`` and ``echoseek embed`` jobs.
+
+Beside (b), the per-image two-view augmentation echoseek ran before (``bench/per_image_augment``:
+decode, then torchvision v2 per image, on one core as one Ray Data task ran it) is timed on the
+same frames, at 64 and 224 px. The last line reads
+``feed 224px: batched N img/s, per-image M img/s, ratio R``. ``--quick`` (CPU, about 3 minutes
+on 2 cores) runs the jobs at 64 px on a few hundred frames; without it, (a)-(d) run at 224 px
+with the full ResNet stem, batch 256 (on a GPU) and thousands of frames. Results go to
+``bench/results/gpu_feed-<device>[-quick].json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from per_image_augment import build_transform
+
+from echoseek.config import load_config
+from echoseek.data.augment import AugmentConfig
+from echoseek.data.dataset import DatasetWriter, Row, decode_png, iter_batches
+from echoseek.data.frames import to_chw
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FRAME = 256  # side of the synthetic frames
+
+
+def synthetic_dataset(path: Path, count: int, seed: int = 0) -> Path:
+    """``count`` smooth FRAME x FRAME grayscale frames (a few Gaussian blobs on a gradient,
+    mild noise), labels 0/1, written as an echoseek dataset directory."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:FRAME, 0:FRAME] / FRAME
+    with DatasetWriter(path, {"kind": "bench_gpu_feed"}, shard_size=512) as writer:
+        for i in range(count):
+            image = 0.3 * yy
+            for _ in range(3):
+                cy, cx, r = rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9), rng.uniform(0.03, 0.1)
+                image = image + 0.6 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+            image = image + rng.normal(0, 0.03, image.shape)
+            pixels = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+            writer.add(Row(id=f"f{i:06d}", image=pixels, source="synthetic", label=i % 2))
+    return path
+
+
+def rate(fn: Callable[[], int], seconds: float, warmup: int = 1) -> float:
+    """Items per second of repeated ``fn()`` calls (each returns its item count) over about
+    ``seconds`` of wall time, after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        done += fn()
+    return done / (time.perf_counter() - start)
+
+
+def per_image_rate(pngs: list[bytes], size: int, seconds: float) -> float:
+    """Two views per image, decoded and augmented one image at a time on one thread (the
+    per-image path echoseek ran in each Ray Data task before): img/s."""
+    transform = build_transform(AugmentConfig(size=size))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+
+        def batch() -> int:
+            for data in pngs:
+                image = to_chw(decode_png(data), 1)
+                transform(image), transform(image)
+            return len(pngs)
+
+        return rate(batch, seconds)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def step_floor(device: torch.device, size: int, batch: int, small_stem: bool, seconds: float) -> float:
+    """img/s of the SimSiam ResNet-18 training step on synthetic device tensors."""
+    from echoseek.models import build_backbone, build_method
+    from echoseek.training import amp_dtype, autocast, param_groups
+
+    torch.manual_seed(0)
+    model = build_method("simsiam", build_backbone("resnet18", 1, small_stem, "avg")).to(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    groups = param_groups(model, fixed_lr_prefixes=("predictor",), weight_decay=1e-4)
+    optimizer = torch.optim.SGD(groups, lr=0.05, momentum=0.9)
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+    views = [torch.randn(batch, 1, size, size, device=device).contiguous(memory_format=fmt)
+             for _ in range(2)]  # fmt: skip
+    dtype = amp_dtype(device, True)
+
+    def step() -> int:
+        with autocast(device, dtype):
+            loss = model(views[0], views[1], None)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        float(loss.detach())  # one sync per step, as train_epoch
+        return batch
+
+    return rate(step, seconds, warmup=3)
+
+
+def feed_alone(dataset: Path, size: int, batch: int, steps: int, use_gpu: bool) -> dict[str, float]:
+    """The job's data path into one Ray Train worker, two views on its device, no model step:
+    steady img/s after the first batch, and the seconds to that first batch."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from echoseek.data.views import frame_dataset
+    from echoseek.training.ray import ScaleOptions, cluster_cpus, data_task_limit
+
+    scale = ScaleOptions(num_workers=1, use_gpu=use_gpu, cpus_per_worker=0.5)
+    stream = frame_dataset(
+        str(dataset), 1, size, batch_size=batch, num_cpus=scale.data_cpus, epochs=50,
+        tasks=data_task_limit(scale, cluster_cpus()),
+    )  # fmt: skip
+
+    def loop(config: dict[str, Any]) -> None:
+        import ray.train
+        import ray.train.torch
+
+        from echoseek.data.augment import Augmenter
+        from echoseek.training import two_view_inputs
+
+        device = ray.train.torch.get_device()
+        torch.set_num_threads(os.cpu_count() or 1)
+        views = two_view_inputs(Augmenter(AugmentConfig(size=config["size"]), device, 0))
+        batches = ray.train.get_dataset_shard("train").iter_torch_batches(
+            batch_size=config["batch"], drop_last=True, prefetch_batches=2,
+            pin_memory=device.type == "cuda",
+        )  # fmt: skip
+        start, first, images = time.perf_counter(), 0.0, 0
+        for i, b in enumerate(batches):
+            out = views({k: v.to(device, non_blocking=True) for k, v in b.items()})
+            float(out["view1"][0, 0, 0, 0])  # wait for the device
+            if i == 0:
+                first = time.perf_counter()
+            else:
+                images += len(b["index"])
+            if i == config["steps"]:
+                break
+        steady = images / max(time.perf_counter() - first, 1e-9)
+        ray.train.report({"steady_images_per_s": steady, "first_batch_s": first - start})
+
+    resources = {"CPU": scale.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config={"size": size, "batch": batch, "steps": steps},
+        scaling_config=ScalingConfig(
+            num_workers=1, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(name=f"feed-{time.time_ns()}", storage_path=str(dataset.parent)),
+        datasets={"train": stream},
+    )
+    result = trainer.fit()
+    return {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
+
+
+def job_overrides(args: argparse.Namespace, work: Path, use_gpu: bool) -> list[str]:
+    """Settings shared by the pretrain and finetune runs of this benchmark."""
+    return [
+        f"augment.size={args.job_size}",
+        f"scale.use_gpu={str(use_gpu).lower()}",
+        "scale.num_workers=1",
+        f"run.storage_path={work / 'ray'}",
+        f"run.tracking_uri=sqlite:///{work / 'mlflow.db'}",
+        "overwrite=true",
+    ]
+
+
+def pretrain_job(args: argparse.Namespace, dataset: Path, work: Path, use_gpu: bool) -> dict:
+    from echoseek.jobs import pretrain
+
+    small = "true" if args.job_size <= 64 else "false"
+    cfg = load_config(pretrain.Config, None, [
+        f"input={dataset}", f"output={work / 'ssl'}", f"epochs={args.epochs}",
+        f"batch_size={args.batch}", f"model.small_stem={small}", "optim.warmup_epochs=0",
+        "probe_size=64", f"run.name=pretrain-{time.time_ns()}",
+        *job_overrides(args, work, use_gpu),
+    ])  # fmt: skip
+    start = time.perf_counter()
+    out = pretrain.run(cfg)
+    return {**_feed(out), "wall_s": time.perf_counter() - start}
+
+
+def finetune_job(args: argparse.Namespace, dataset: Path, work: Path, use_gpu: bool) -> dict:
+    from echoseek.jobs import finetune
+
+    cfg = load_config(finetune.Config, None, [
+        f"input={dataset}", f"pretrained={work / 'ssl'}", f"output={work / 'ft'}",
+        f"epochs={args.epochs}", f"batch_size={args.batch}", "loss.m=4",
+        f"run.name=finetune-{time.time_ns()}", *job_overrides(args, work, use_gpu),
+    ])  # fmt: skip
+    start = time.perf_counter()
+    out = finetune.run(cfg)
+    return {**_feed(out), "wall_s": time.perf_counter() - start}
+
+
+def embed_job(dataset: Path, work: Path, use_gpu: bool) -> dict:
+    from echoseek.jobs import embed
+
+    cfg = embed.Config(input=str(dataset), output=str(work / "vectors"), model=str(work / "ft"),
+                       use_gpu=use_gpu, batch_size=256, overwrite=True)  # fmt: skip
+    out = embed.run(cfg)
+    keys = ("images_per_s", "steady_images_per_s", "start_s", "seconds")
+    return {k: float(out[k]) for k in keys}
+
+
+def _feed(summary: dict[str, Any]) -> dict[str, float]:
+    keys = ("first_step_s", "images_per_s", "data_wait_fraction", "gpu_peak_mb")
+    return {k: float(summary[k]) for k in keys if k in summary}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
+    device = torch.device("cuda" if cuda else "cpu")
+    quick = args.quick
+    args.frames = 256 if quick else (8192 if cuda else 1024)
+    args.job_size = 64 if quick else 224
+    args.batch = 32 if quick else (256 if cuda else 32)
+    args.epochs = 2 if quick else 3
+    feed_batch = 256 if cuda else 64
+    seconds = 3.0 if quick else 10.0
+    found: dict[str, Any] = {"device": str(device), "quick": quick, "cpus": os.cpu_count(),
+                             "torch": torch.__version__, "frames": args.frames}  # fmt: skip
+    if cuda:
+        found["gpu"] = torch.cuda.get_device_name()
+
+    import ray
+
+    from echoseek.ray_session import ensure_ray
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        dataset = synthetic_dataset(work / "ds", args.frames)
+        pngs = [r["image"] for b in iter_batches(dataset, batch_size=64) for r in b.to_pylist()]
+        pngs = pngs[:64]
+        for size in (64, 224):
+            found[f"per_image_{size}"] = per_image_rate(pngs, size, seconds)
+            say(f"per-image two views {size}px, 1 thread: {found[f'per_image_{size}']:.0f} img/s")
+        floor_size = 64 if quick and not cuda else 224
+        small = floor_size <= 64
+        found["floor_size"] = floor_size
+        found["step_floor"] = step_floor(device, floor_size, args.batch, small, seconds)
+        say(f"(a) step floor {floor_size}px batch {args.batch}: {found['step_floor']:.0f} img/s")
+        ensure_ray()
+        for size in (64, 224):
+            steps = 12 if quick else 60
+            feed = feed_alone(dataset, size, feed_batch, steps, cuda)
+            found[f"feed_{size}"] = feed
+            say(f"(b) feed alone {size}px: {feed['steady_images_per_s']:.0f} img/s "
+                f"(first batch after {feed['first_batch_s']:.1f} s)")  # fmt: skip
+        found["pretrain"] = pretrain_job(args, dataset, work, cuda)
+        say(f"(c) pretrain {args.job_size}px: {found['pretrain']}")
+        found["finetune"] = finetune_job(args, dataset, work, cuda)
+        say(f"(d) finetune {args.job_size}px: {found['finetune']}")
+        found["embed"] = embed_job(dataset, work, cuda)
+        say(f"(d) embed: {found['embed']}")
+        ray.shutdown()
+    RESULTS.mkdir(exist_ok=True)
+    name = f"gpu_feed-{device.type}{'-quick' if quick else ''}.json"
+    (RESULTS / name).write_text(json.dumps(found, indent=2) + "\n")
+    for size in (64, 224):
+        batched = found[f"feed_{size}"]["steady_images_per_s"]
+        per_image = found[f"per_image_{size}"]
+        say(f"feed {size}px: batched {batched:.0f} img/s, per-image {per_image:.0f} img/s, "
+            f"ratio {batched / per_image:.1f}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
