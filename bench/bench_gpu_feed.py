@@ -18,7 +18,8 @@ Beside (b), the per-image two-view augmentation echoseek ran before (``bench/per
 decode, then torchvision v2 per image, on one core as one Ray Data task ran it) is timed on the
 same frames, at 64 and 224 px. The last line reads
 ``feed 224px: batched N img/s, per-image M img/s, ratio R``. ``--quick`` (CPU, about 3 minutes
-on 2 cores) runs the jobs at 64 px on a few hundred frames; without it, (a)-(d) run at 224 px
+on 2 cores) runs the step floor and the jobs at 32 px (the laptop profiles' size) on a few
+hundred frames; without it, (a)-(d) run at 224 px
 with the full ResNet stem, batch 256 (on a GPU) and thousands of frames. Results go to
 ``bench/results/gpu_feed-<device>[-quick].json``.
 """
@@ -52,11 +53,12 @@ from echoseek.data.frames import to_chw
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FRAME = 256  # side of the synthetic frames
+CLASSES = 8  # labels i % CLASSES (fine-tuning needs several per batch)
 
 
 def synthetic_dataset(path: Path, count: int, seed: int = 0) -> Path:
     """``count`` smooth FRAME x FRAME grayscale frames (a few Gaussian blobs on a gradient,
-    mild noise), labels 0/1, written as an echoseek dataset directory."""
+    mild noise), labels i % CLASSES, written as an echoseek dataset directory."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:FRAME, 0:FRAME] / FRAME
     with DatasetWriter(path, {"kind": "bench_gpu_feed"}, shard_size=512) as writer:
@@ -67,7 +69,7 @@ def synthetic_dataset(path: Path, count: int, seed: int = 0) -> Path:
                 image = image + 0.6 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
             image = image + rng.normal(0, 0.03, image.shape)
             pixels = (np.clip(image, 0, 1) * 255).astype(np.uint8)
-            writer.add(Row(id=f"f{i:06d}", image=pixels, source="synthetic", label=i % 2))
+            writer.add(Row(id=f"f{i:06d}", image=pixels, source="synthetic", label=i % CLASSES))
     return path
 
 
@@ -101,7 +103,9 @@ def per_image_rate(pngs: list[bytes], size: int, seconds: float) -> float:
         torch.set_num_threads(threads)
 
 
-def step_floor(device: torch.device, size: int, batch: int, small_stem: bool, seconds: float) -> float:
+def step_floor(
+    device: torch.device, size: int, batch: int, small_stem: bool, seconds: float
+) -> float:
     """img/s of the SimSiam ResNet-18 training step on synthetic device tensors."""
     from echoseek.models import build_backbone, build_method
     from echoseek.training import amp_dtype, autocast, param_groups
@@ -152,26 +156,33 @@ def feed_alone(dataset: Path, size: int, batch: int, steps: int, use_gpu: bool) 
 
         from echoseek.data.augment import Augmenter
         from echoseek.training import two_view_inputs
+        from echoseek.training.ray import worker_threads
 
         device = ray.train.torch.get_device()
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(worker_threads(0, os.cpu_count() or 1, 1))  # as the job
         views = two_view_inputs(Augmenter(AugmentConfig(size=config["size"]), device, 0))
         batches = ray.train.get_dataset_shard("train").iter_torch_batches(
             batch_size=config["batch"], drop_last=True, prefetch_batches=2,
             pin_memory=device.type == "cuda",
         )  # fmt: skip
-        start, first, images = time.perf_counter(), 0.0, 0
-        for i, b in enumerate(batches):
+        start, first, images, wait = time.perf_counter(), 0.0, 0, 0.0
+        stream = iter(batches)
+        for i in range(config["steps"] + 1):
+            before = time.perf_counter()
+            b = next(stream)
+            if i > 0:
+                wait += time.perf_counter() - before
             out = views({k: v.to(device, non_blocking=True) for k, v in b.items()})
             float(out["view1"][0, 0, 0, 0])  # wait for the device
             if i == 0:
                 first = time.perf_counter()
             else:
                 images += len(b["index"])
-            if i == config["steps"]:
-                break
-        steady = images / max(time.perf_counter() - first, 1e-9)
-        ray.train.report({"steady_images_per_s": steady, "first_batch_s": first - start})
+        seconds = time.perf_counter() - first
+        metrics = {"steady_images_per_s": images / seconds, "first_batch_s": first - start,
+                   "data_wait_fraction": wait / seconds}  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:  # Train V2 keeps metrics of checkpointed reports
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     resources = {"CPU": scale.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     trainer = TorchTrainer(
@@ -219,7 +230,7 @@ def finetune_job(args: argparse.Namespace, dataset: Path, work: Path, use_gpu: b
 
     cfg = load_config(finetune.Config, None, [
         f"input={dataset}", f"pretrained={work / 'ssl'}", f"output={work / 'ft'}",
-        f"epochs={args.epochs}", f"batch_size={args.batch}", "loss.m=4",
+        f"epochs={args.epochs}", f"batch_size={args.batch}", f"loss.m={args.batch // CLASSES}",
         f"run.name=finetune-{time.time_ns()}", *job_overrides(args, work, use_gpu),
     ])  # fmt: skip
     start = time.perf_counter()
@@ -251,7 +262,7 @@ def main() -> int:
     device = torch.device("cuda" if cuda else "cpu")
     quick = args.quick
     args.frames = 256 if quick else (8192 if cuda else 1024)
-    args.job_size = 64 if quick else 224
+    args.job_size = 32 if quick else 224
     args.batch = 32 if quick else (256 if cuda else 32)
     args.epochs = 2 if quick else 3
     feed_batch = 256 if cuda else 64
@@ -276,18 +287,19 @@ def main() -> int:
         for size in (64, 224):
             found[f"per_image_{size}"] = per_image_rate(pngs, size, seconds)
             say(f"per-image two views {size}px, 1 thread: {found[f'per_image_{size}']:.0f} img/s")
-        floor_size = 64 if quick and not cuda else 224
+        floor_size = args.job_size
         small = floor_size <= 64
         found["floor_size"] = floor_size
         found["step_floor"] = step_floor(device, floor_size, args.batch, small, seconds)
         say(f"(a) step floor {floor_size}px batch {args.batch}: {found['step_floor']:.0f} img/s")
         ensure_ray()
         for size in (64, 224):
-            steps = 12 if quick else 60
+            steps = 24 if quick else 100
             feed = feed_alone(dataset, size, feed_batch, steps, cuda)
             found[f"feed_{size}"] = feed
-            say(f"(b) feed alone {size}px: {feed['steady_images_per_s']:.0f} img/s "
-                f"(first batch after {feed['first_batch_s']:.1f} s)")  # fmt: skip
+            wait, first = feed["data_wait_fraction"], feed["first_batch_s"]
+            say(f"(b) feed alone {size}px: {feed['steady_images_per_s']:.0f} img/s, data wait "
+                f"{wait:.0%} (first batch after {first:.1f} s)")  # fmt: skip
         found["pretrain"] = pretrain_job(args, dataset, work, cuda)
         say(f"(c) pretrain {args.job_size}px: {found['pretrain']}")
         found["finetune"] = finetune_job(args, dataset, work, cuda)

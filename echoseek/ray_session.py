@@ -55,6 +55,15 @@ def local_system_config() -> dict[str, Any]:
     }
 
 
+def local_worker_env() -> dict[str, str]:
+    """Environment of a local instance's workers: OpenMP threads that sleep when idle
+    (``OMP_WAIT_POLICY=PASSIVE``, unless set). A Train worker's intra-op threads share the
+    cores with Ray Data's decode tasks; spinning threads then wait on each other: the batched
+    two-view augmentation at 224 px ran at 124 img/s with 2 threads in a Train worker and
+    268 with passive waiting on 2 cores (BENCHMARKS.md, "Feeding the device")."""
+    return {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+
+
 def ensure_ray(num_cpus: int | None = None) -> Any:
     """Return the ``ray`` module with a session initialised (see the module docstring)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -77,7 +86,10 @@ def ensure_ray(num_cpus: int | None = None) -> Any:
             address="local",
             num_cpus=num_cpus,
             include_dashboard=False,
-            runtime_env={"worker_process_setup_hook": "echoseek.ray_session.quiet_worker"},
+            runtime_env={
+                "worker_process_setup_hook": "echoseek.ray_session.quiet_worker",
+                "env_vars": local_worker_env(),
+            },
             _system_config=local_system_config(),
             **options,
         )

@@ -26,7 +26,7 @@ def ray_session() -> Iterator[Any]:
     """A local Ray cluster shared by every test that asks for it."""
     import ray
 
-    from echoseek.ray_session import local_system_config
+    from echoseek.ray_session import local_system_config, local_worker_env
 
     if not ray.is_initialized():
         ray.init(
@@ -35,6 +35,7 @@ def ray_session() -> Iterator[Any]:
             include_dashboard=False,
             log_to_driver=False,
             configure_logging=False,
+            runtime_env={"env_vars": local_worker_env()},
             _system_config=local_system_config(),
         )
     yield ray

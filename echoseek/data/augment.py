@@ -234,8 +234,8 @@ class Augmenter:
         x = geometry(x, p, cfg.size)  # NxCxSxS
         if cfg.brightness > 0 or cfg.contrast > 0:
             x = jitter(x, *(t.to(x.device) for t in (p.brightness, p.contrast, p.contrast_first)))
-        if cfg.gamma_prob > 0:
-            x = x.clamp(0.0, 1.0).pow(p.gamma.to(x.device).view(-1, 1, 1, 1))
+        if bool((p.gamma != 1).any()):
+            x = gamma_curve(x, p.gamma.to(x.device))
         if bool(p.speckle.any()):
             x = speckle(x, p.speckle.to(x.device), cfg.speckle_sigma, self.noise_generator)
         if bool((p.blur_sigma > 0).any()):
@@ -283,12 +283,12 @@ def geometry(x: torch.Tensor, p: ViewParams, size: int) -> torch.Tensor:
 
 
 def affine_grid(affine: torch.Tensor, side: int) -> torch.Tensor:
-    """``F.affine_grid`` for a side x side output, as broadcast multiply-adds (Nxside x side x2):
-    CPU torch builds it with a batched matmul of inner size 3, many times slower."""
+    """``F.affine_grid`` for a side x side output (Nxside x side x2), as broadcast
+    multiply-adds: CPU torch builds it with a batched matmul of inner size 3, many times
+    slower. Grid point (y, x) = A[:, :, 0]·x + A[:, :, 1]·y + A[:, :, 2] at pixel centres."""
     steps = (torch.arange(side, device=affine.device, dtype=affine.dtype) * 2 + 1) / side - 1
-    gx, gy = steps.view(1, 1, -1), steps.view(1, -1, 1)  # pixel centres, align_corners=False
-    a = affine.view(-1, 2, 3, 1, 1)
-    return torch.stack([a[:, i, 0] * gx + a[:, i, 1] * gy + a[:, i, 2] for i in (0, 1)], -1)
+    a = affine.transpose(1, 2).reshape(-1, 3, 1, 1, 2)  # N x (x, y, 1) x 1 x 1 x (out x, out y)
+    return steps.view(1, 1, -1, 1) * a[:, 0] + (steps.view(1, -1, 1, 1) * a[:, 1] + a[:, 2])
 
 
 def jitter(
@@ -310,6 +310,14 @@ def _contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     mean = gray.mean(dim=(-3, -2, -1) if gray.ndim == 4 else (-2, -1)).view(-1, 1, 1, 1)
     f = factor.view(-1, 1, 1, 1)
     return (f * x + (1 - f) * mean).clamp(0.0, 1.0)
+
+
+def gamma_curve(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """x' = clamp(x, 0, 1)^γ per frame (γ = 1: untouched): keeps 0 and 1 and the order of
+    intensities; γ < 1 brightens, γ > 1 darkens."""
+    picked = (gamma != 1).nonzero().squeeze(1)
+    curved = x.index_select(0, picked).clamp_(0.0, 1.0).pow_(gamma[picked].view(-1, 1, 1, 1))
+    return x.index_copy(0, picked, curved)
 
 
 def speckle(
@@ -342,7 +350,8 @@ def gamma_noise(
     def propose(count: int) -> tuple[torch.Tensor, torch.Tensor]:
         z = torch.randn(count, generator=generator, device=device)
         u = torch.rand(count, generator=generator, device=device)
-        v = (1 + c * z) ** 3
+        t = 1 + c * z
+        v = t * t * t
         bound = 0.5 * z * z + d - d * v + d * torch.log(v.clamp(min=1e-30))
         return d * v, (v > 0) & (torch.log(u) < bound)
 
@@ -365,35 +374,22 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel: int) -> torch.Te
     """Separable Gaussian blur, each frame with its own σ (0: untouched), reflect padding.
 
     Kernel weights w_i ∝ exp(-i² / 2σ²) for i in [-(k-1)/2, (k-1)/2], normalised to sum 1, as
-    torchvision's ``gaussian_blur``. Each frame's blur along an axis is a banded S x S matrix
-    (the reflected border folded in), so the whole batch blurs in two batched matmuls:
-    y = K_y X K_xᵀ.
+    torchvision's ``gaussian_blur``; σ = 0 gives the unit impulse. The batch is one grouped
+    convolution (a group per frame and channel), the same shape every step of a run.
     """
-    picked = (sigma > 0).nonzero().squeeze(1)
-    frames = x.index_select(0, picked)
-    n, c, height, width = frames.shape
-    ky = blur_matrix(sigma[picked], kernel, height).repeat_interleave(c, 0)  # (n*C)xHxH
-    kx = (
-        ky if width == height else blur_matrix(sigma[picked], kernel, width).repeat_interleave(c, 0)
-    )
-    flat = frames.reshape(n * c, height, width)
-    blurred = torch.bmm(ky, torch.bmm(flat, kx.transpose(1, 2)))
-    return x.index_copy(0, picked, blurred.view(n, c, height, width))
-
-
-def blur_matrix(sigma: torch.Tensor, kernel: int, side: int) -> torch.Tensor:
-    """Nxside x side matrices K with (K v)_i = Σ_j w_j v[reflect(i + j)], j in ±(k-1)/2."""
+    n, c, height, width = x.shape
     half = kernel // 2
-    offsets = torch.arange(-half, half + 1, device=sigma.device)
-    weights = torch.exp(-0.5 * (offsets.to(sigma.dtype) / sigma.view(-1, 1)) ** 2)
-    weights = weights / weights.sum(1, keepdim=True)  # Nxk
-    src = torch.arange(side, device=sigma.device).view(-1, 1) + offsets.view(1, -1)  # side x k
-    src = src.abs()  # reflect at 0: -1 -> 1
-    src = torch.where(src >= side, 2 * (side - 1) - src, src)  # reflect at the far edge
-    n = len(sigma)
-    matrix = torch.zeros(n, side, side, device=sigma.device, dtype=sigma.dtype)
-    index = src.expand(n, side, kernel)
-    return matrix.scatter_add_(2, index, weights.view(n, 1, kernel).expand(n, side, kernel))
+    steps = torch.arange(-half, half + 1, device=x.device, dtype=x.dtype)
+    s = sigma.to(x.dtype).clamp(min=1e-6).view(-1, 1)  # 1e-6: a unit impulse in float32
+    weights = torch.exp(-0.5 * (steps / s) ** 2)
+    weights = weights / weights.sum(1, keepdim=True)
+    # taps below 1e-12 (far tails of a small σ) would be float32 subnormals, which make the
+    # convolution several times slower on a CPU; they change no output by a representable step
+    weights = torch.where(weights < 1e-12, 0.0, weights).repeat_interleave(c, 0)  # (N*C)xk
+    flat = F.pad(x.reshape(1, n * c, height, width), (half, half, half, half), mode="reflect")
+    flat = F.conv2d(flat, weights.view(n * c, 1, 1, kernel), groups=n * c)  # along x
+    flat = F.conv2d(flat, weights.view(n * c, 1, kernel, 1), groups=n * c)  # along y
+    return flat.view(n, c, height, width)
 
 
 def normalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
