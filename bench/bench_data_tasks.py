@@ -6,7 +6,7 @@ The stream (``echoseek.data.views.frame_dataset``) maps CPU tasks of ``data_cpus
 each. Left alone, Ray Data runs as many at once as the fractions allow, and each one is a new
 worker process that imports torch before it decodes anything; the job caps them at the CPUs
 left after the Train workers' reservations (``scale.data_tasks``, default
-:func:`echoseek.training.ray.data_task_limit`). Each side iterates the whole stream once on
+:func:`echoseek.training.trainer.data_task_limit`). Each side iterates the whole stream once on
 the driver, in a fresh local Ray session of this machine's CPUs (no idle worker carried over),
 alternating sides over ``--rounds`` rounds; the table gives the median.
 """
@@ -27,7 +27,8 @@ from bench_eval_views import prepare, start_ray  # phantom shards, a quiet local
 
 from echoseek.data.augment import AugmentConfig
 from echoseek.data.views import frame_dataset
-from echoseek.training.ray import ScaleOptions, data_task_limit
+from echoseek.training.options import ScaleOptions
+from echoseek.training.trainer import data_task_limit
 
 
 def one_pass(dataset: Path, augment: AugmentConfig, epochs: int, tasks: int | None) -> tuple:

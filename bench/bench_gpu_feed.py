@@ -19,8 +19,8 @@ decode, then torchvision v2 per image, on one core as one Ray Data task ran it) 
 same frames, at 64 and 224 px. The last line reads
 ``feed 224px: batched N img/s, per-image M img/s, ratio R``. ``--quick`` (CPU, about 3 minutes
 on 2 cores) runs the step floor and the jobs at 32 px (the laptop profiles' size) on a few
-hundred frames; without it, (a)-(d) run at 224 px
-with the full ResNet stem, batch 256 (on a GPU) and thousands of frames. Results go to
+hundred frames, and is what a CPU always runs (``make bench``); on a GPU without it, (a)-(d) run
+at 224 px with the full ResNet stem, batch 256 and 8192 frames. Results go to
 ``bench/results/gpu_feed-<device>[-quick].json``.
 """
 
@@ -103,6 +103,23 @@ def per_image_rate(pngs: list[bytes], size: int, seconds: float) -> float:
         torch.set_num_threads(threads)
 
 
+def batched_rate(pngs: list[bytes], size: int, device: torch.device, seconds: float) -> float:
+    """Two views per image from the batched augmentation alone, in this process on
+    ``device`` (all its threads), the frames already decoded: img/s."""
+    from echoseek.data.augment import Augmenter
+    from echoseek.data.frames import decode_frames
+
+    frames = torch.from_numpy(decode_frames(pngs, 1, (FRAME, FRAME))).to(device)
+    augmenter = Augmenter(AugmentConfig(size=size), device, seed=0)
+
+    def batch() -> int:
+        view1, _ = augmenter.two_views(frames)
+        float(view1[0, 0, 0, 0])  # wait for the device
+        return len(frames)
+
+    return rate(batch, seconds)
+
+
 def step_floor(
     device: torch.device, size: int, batch: int, small_stem: bool, seconds: float
 ) -> float:
@@ -142,7 +159,9 @@ def feed_alone(dataset: Path, size: int, batch: int, steps: int, use_gpu: bool) 
     from ray.train.torch import TorchTrainer
 
     from echoseek.data.views import frame_dataset
-    from echoseek.training.ray import ScaleOptions, cluster_cpus, data_task_limit
+    from echoseek.ray_session import cluster_cpus
+    from echoseek.training.options import ScaleOptions
+    from echoseek.training.trainer import data_task_limit
 
     scale = ScaleOptions(num_workers=1, use_gpu=use_gpu, cpus_per_worker=0.5)
     stream = frame_dataset(
@@ -156,7 +175,7 @@ def feed_alone(dataset: Path, size: int, batch: int, steps: int, use_gpu: bool) 
 
         from echoseek.data.augment import Augmenter
         from echoseek.training import two_view_inputs
-        from echoseek.training.ray import worker_threads
+        from echoseek.training.worker import worker_threads
 
         device = ray.train.torch.get_device()
         torch.set_num_threads(worker_threads(0, os.cpu_count() or 1, 1))  # as the job
@@ -260,10 +279,10 @@ def main() -> int:
     args = parser.parse_args()
     cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
     device = torch.device("cuda" if cuda else "cpu")
-    quick = args.quick
-    args.frames = 256 if quick else (8192 if cuda else 1024)
+    quick = args.quick or not cuda  # a CPU runs the small size: 224 px jobs would take hours
+    args.frames = 256 if quick else 8192
     args.job_size = 32 if quick else 224
-    args.batch = 32 if quick else (256 if cuda else 32)
+    args.batch = 32 if quick else 256
     args.epochs = 2 if quick else 3
     feed_batch = 256 if cuda else 64
     seconds = 3.0 if quick else 10.0
@@ -287,6 +306,9 @@ def main() -> int:
         for size in (64, 224):
             found[f"per_image_{size}"] = per_image_rate(pngs, size, seconds)
             say(f"per-image two views {size}px, 1 thread: {found[f'per_image_{size}']:.0f} img/s")
+            found[f"batched_{size}"] = batched_rate(pngs, size, device, seconds)
+            say(f"batched two views {size}px alone on {device.type}: "
+                f"{found[f'batched_{size}']:.0f} img/s")  # fmt: skip
         floor_size = args.job_size
         small = floor_size <= 64
         found["floor_size"] = floor_size

@@ -271,3 +271,8 @@ def _show(value: Any) -> str:
     if isinstance(value, tuple):
         value = list(value)
     return json.dumps(value, default=str)
+
+
+def plain(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as plain nested dicts (what Ray ships to the workers)."""
+    return dataclasses.asdict(cfg)

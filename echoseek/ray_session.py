@@ -7,7 +7,7 @@ even when that cluster is gone and only its bootstrap file is left): no dashboar
 stats, and every worker process runs :func:`quiet_worker` at start. By default (no ``-v``)
 nothing of Ray's own reaches the terminal: worker, controller and GCS output is not forwarded to
 the driver and Ray's driver logging is at ERROR; it all stays in Ray's session logs. echoseek's
-own lines from remote processes travel by queue (:class:`echoseek.training.ray.EpochPrinter`).
+own lines from remote processes travel by queue (:class:`echoseek.training.printer.EpochPrinter`).
 Token authentication stays as Ray configures it (on by default for local clusters). ``ray.init``
 replaces the driver's SIGTERM handler with ``sys.exit``; a handler the caller installed (the
 CLI's, which unwinds like Ctrl-C) is kept.
@@ -121,3 +121,17 @@ def quiet_worker() -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     cleaner = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
     logging.getLogger(cleaner).setLevel(logging.ERROR)
+
+
+def cluster_has_gpus() -> bool:
+    """True when the connected Ray cluster advertises GPUs."""
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0)) > 0
+
+
+def cluster_cpus() -> float:
+    """The CPUs of the Ray cluster this process is connected to."""
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1.0))

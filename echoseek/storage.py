@@ -365,3 +365,14 @@ def verify_sha256(path: Path, digest: Any, where: str) -> None:
             f"{path}: checksum mismatch with {where} (the file is corrupt or was modified)"
         )
     _VERIFIED[key] = None
+
+
+def storage_uri(path: str) -> str:
+    """Absolute local paths (Ray Train wants them) or a URI passed through."""
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def absolute(path: str) -> str:
+    """A local path made absolute on the driver (Train workers run in another directory);
+    empty strings and URIs (``s3://``, ``models:/``, ``runs:/``) pass through."""
+    return path if not path or ":/" in path else str(Path(path).resolve())

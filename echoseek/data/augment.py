@@ -234,10 +234,10 @@ class Augmenter:
         x = geometry(x, p, cfg.size)  # NxCxSxS
         if cfg.brightness > 0 or cfg.contrast > 0:
             x = jitter(x, *(t.to(x.device) for t in (p.brightness, p.contrast, p.contrast_first)))
-        if bool((p.gamma != 1).any()):
-            x = gamma_curve(x, p.gamma.to(x.device))
+        if bool((p.gamma != 1).any()):  # the masks stay on the CPU: no device sync for them
+            x = gamma_curve(x, p.gamma)
         if bool(p.speckle.any()):
-            x = speckle(x, p.speckle.to(x.device), cfg.speckle_sigma, self.noise_generator)
+            x = speckle(x, p.speckle, cfg.speckle_sigma, self.noise_generator)
         if bool((p.blur_sigma > 0).any()):
             x = gaussian_blur(x, p.blur_sigma.to(x.device), cfg.blur_kernel)
         x = normalise(x, cfg.mean, cfg.std)
@@ -316,7 +316,9 @@ def gamma_curve(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     """x' = clamp(x, 0, 1)^γ per frame (γ = 1: untouched): keeps 0 and 1 and the order of
     intensities; γ < 1 brightens, γ > 1 darkens."""
     picked = (gamma != 1).nonzero().squeeze(1)
-    curved = x.index_select(0, picked).clamp_(0.0, 1.0).pow_(gamma[picked].view(-1, 1, 1, 1))
+    exponent = gamma[picked].to(x.device).view(-1, 1, 1, 1)
+    picked = picked.to(x.device)
+    curved = x.index_select(0, picked).clamp_(0.0, 1.0).pow_(exponent)
     return x.index_copy(0, picked, curved)
 
 
@@ -330,7 +332,7 @@ def speckle(
     (Goodman, "Statistical properties of laser speckle patterns", 1975). One noise field is
     shared by all channels of a frame.
     """
-    picked = apply.nonzero().squeeze(1)
+    picked = apply.nonzero().squeeze(1).to(x.device)
     looks = 1.0 / sigma**2
     noise = gamma_noise((len(picked), 1, *x.shape[-2:]), looks, generator, x.device) / looks
     noisy = (x.index_select(0, picked) * noise).clamp_(0.0, 1.0)
@@ -414,15 +416,19 @@ def eval_transform(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     return x[0] if single else x
 
 
-def eval_frames(frames: Sequence[torch.Tensor], cfg: AugmentConfig) -> torch.Tensor:
-    """:func:`eval_transform` of CxHxW frames of any sizes, as one NxCxSxS batch: frames of
-    one size go through together, in the order given."""
+def eval_frames(
+    frames: Sequence[torch.Tensor], cfg: AugmentConfig, device: torch.device | None = None
+) -> torch.Tensor:
+    """:func:`eval_transform` of CxHxW frames of any sizes, as one NxCxSxS batch on ``device``
+    (default: the frames'): frames of one size are stacked, moved and transformed together,
+    in the order given."""
     out: list[torch.Tensor | None] = [None] * len(frames)
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, frame in enumerate(frames):
         by_shape.setdefault(tuple(frame.shape), []).append(i)
     for rows in by_shape.values():
-        batch = eval_transform(torch.stack([frames[i] for i in rows]), cfg)
+        stacked = torch.stack([frames[i] for i in rows])
+        batch = eval_transform(stacked if device is None else stacked.to(device), cfg)
         for i, image in zip(rows, batch, strict=True):
             out[i] = image
     return torch.stack([t for t in out if t is not None])

@@ -24,9 +24,8 @@ from echoseek.data.vectors import write_vectors
 from echoseek.embedding import ModelEmbedder, build_embedder
 from echoseek.errors import ConfigError
 from echoseek.jobs.runner import run_job
-from echoseek.ray_session import ensure_ray
+from echoseek.ray_session import cluster_has_gpus, ensure_ray
 from echoseek.training.progress import ProgressBar
-from echoseek.training.ray import cluster_has_gpus
 
 
 @dataclass

@@ -18,7 +18,8 @@ from typing import Any
 
 from echoseek.training.finetune import FinetuneConfig
 from echoseek.training.pretrain import PretrainConfig
-from echoseek.training.ray import EpochHook, Trial
+from echoseek.training.trial import Trial
+from echoseek.training.worker import EpochHook
 
 NAME = "pretrain+finetune"
 STAGES = ("pretrain", "finetune")

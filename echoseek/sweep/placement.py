@@ -5,7 +5,7 @@ controller that would have removed its workers' placement group; Train's detache
 only notices through the dashboard's state API, which a local session runs without. The
 placement group then holds its CPUs until the sweep ends, and the next trials wait for them
 forever. Rank 0 reports its placement group with every epoch
-(:data:`echoseek.training.ray.PLACEMENT_GROUP`); this callback removes it once its trial is
+(:data:`echoseek.training.checkpoint.PLACEMENT_GROUP`); this callback removes it once its trial is
 over.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from echoseek.training.ray import PLACEMENT_GROUP
+from echoseek.training.checkpoint import PLACEMENT_GROUP
 
 
 class ReleasePlacementGroups(Callback):  # type: ignore[misc]

@@ -166,13 +166,13 @@ def ap_at_k(rel: np.ndarray, relevant: int, k: int) -> float:
 
 def run_rerank_sweep(cfg: SweepConfig) -> dict[str, Any]:
     """Score every setting, log each as a child run, publish the output; a summary."""
+    from echoseek.config import plain
     from echoseek.index import open_index
-    from echoseek.storage import staged_dir
+    from echoseek.storage import absolute, staged_dir
     from echoseek.sweep import results
     from echoseek.sweep.progress import top_table
     from echoseek.sweep.tuner import SWEEP_FILE, check_output
     from echoseek.tracking import RunLogger
-    from echoseek.training.ray import absolute, plain
 
     if not cfg.index or not cfg.input:
         raise ConfigError("index and input are required: an index version and held-out vectors")

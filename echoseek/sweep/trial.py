@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from echoseek.config import from_dict, with_values
+from echoseek.config import from_dict, plain, with_values
+from echoseek.storage import absolute
 from echoseek.sweep.chain import STAGES, stages
 from echoseek.sweep.space import decode
-from echoseek.training.ray import Trial, absolute, plain
+from echoseek.training.trial import Trial
 
 
 @dataclass(frozen=True)

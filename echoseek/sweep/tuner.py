@@ -21,8 +21,9 @@ from typing import Any
 
 import yaml
 
-from echoseek.config import flatten, read_yaml
+from echoseek.config import flatten, plain, read_yaml
 from echoseek.errors import ConfigError
+from echoseek.storage import absolute, storage_uri
 from echoseek.sweep import results
 from echoseek.sweep.chain import NAME as CHAIN
 from echoseek.sweep.chain import STAGES, stages
@@ -37,7 +38,7 @@ from echoseek.sweep.trial import (
     trial_config,
     trial_dirname,
 )
-from echoseek.training.ray import EpochHook, absolute, plain, storage_uri
+from echoseek.training.worker import EpochHook
 
 SWEEP_FILE = "sweep.json"
 
@@ -122,7 +123,7 @@ def concurrency(cfg: SweepConfig, *scales: dict[str, Any]) -> int:
         return cfg.max_concurrent_trials
     import ray
 
-    from echoseek.training.ray import cluster_has_gpus
+    from echoseek.ray_session import cluster_has_gpus
 
     have = ray.cluster_resources()
     fits = []

@@ -21,7 +21,6 @@ by that mAP becomes the exported model; the split is recorded in MLflow and in `
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,27 +40,15 @@ if TYPE_CHECKING:
     from echoseek.models.artifact import ModelMeta
     from echoseek.models.head import EmbeddingModel
 
-from echoseek.training.ray import (
-    EpochHook,
-    RunOptions,
-    ScaleOptions,
-    Trial,
-    absolute,
-    augment_seed,
-    end_epoch,
-    epoch_metrics,
-    feed_summary,
-    fit_tracked,
-    make_trainer,
-    plain,
-    prepare,
-    progress,
-    resume_epoch,
-    run_hooks,
-    run_tags,
-    storage_uri,
-    worker_context,
-)
+from echoseek.config import plain
+from echoseek.storage import absolute, storage_uri
+from echoseek.training.checkpoint import resume_epoch
+from echoseek.training.options import RunOptions, ScaleOptions
+from echoseek.training.reporting import feed_summary, run_tags
+from echoseek.training.runner import WorkerRun, run_epochs
+from echoseek.training.trainer import fit_tracked, make_trainer, progress
+from echoseek.training.trial import Trial
+from echoseek.training.worker import EpochHook, augment_seed, prepare, worker_context
 
 
 def _light_augment() -> AugmentConfig:
@@ -337,7 +324,6 @@ def finetune_loop(config: dict[str, Any]) -> None:
         augmented_inputs,
         fastap_step,
         make_scaler,
-        train_epoch,
         unwrap_model,
         warmup_cosine,
     )
@@ -373,43 +359,32 @@ def finetune_loop(config: dict[str, Any]) -> None:
     channels_last = device.type == "cuda" and cfg.scale.channels_last
     augment = augmented_inputs(Augmenter(cfg.augment, device, seed, channels_last))
     shape = (int(config["frame_shape"][0]), int(config["frame_shape"][1]))
-    first_step = math.nan
     steps_per_epoch = max(1, len(sampler))
     total, warmup = steps_per_epoch * cfg.epochs, int(cfg.optim.warmup_epochs * steps_per_epoch)
-    logger = RunLogger(config["tracking"]).attach(config["run_id"]) if rank == 0 else None
 
     def lr_at(step: int) -> float:
         return float(cfg.optim.lr * warmup_cosine(step, total, warmup))
 
-    for epoch in range(start_epoch, cfg.epochs):
-        run_hooks(config["hooks"], epoch, rank, world)
-        sampler.set_epoch(epoch)
-        stats = train_epoch(
-            model=model,
-            batches=decoded_batches(
-                reader, index, sampler, cfg.augment.in_channels, shape, pin=device.type == "cuda"
-            ),
-            optimizer=optimizer,
-            step_fn=fastap_step(loss_fn),
-            lr_at=lr_at,
-            start_step=epoch * steps_per_epoch,
-            device=device,
-            amp_dtype=dtype,
-            scaler=scaler,
-            prepare=augment,
-        )
-        if epoch == start_epoch:  # this (re)start's first step, timed from the driver's start
-            first_step = stats.first_step_at
-        metrics = epoch_metrics(
-            epoch, stats, fastap_batch=fastap.last_batch_size, val_map=0.0,
-            first_step_s=first_step - config["launched"],
-        )  # fmt: skip
-        if rank == 0:
-            metrics.update({**held_out_metrics(base, cfg, device, dtype), **start})
-        end_epoch(
-            metrics, stats, rank=rank, model=model, optimizer=optimizer, scaler=scaler,
-            epoch=epoch, steps_per_epoch=steps_per_epoch, lr_at=lr_at, logger=logger,
-        )  # fmt: skip
+    def batches(epoch: int) -> Any:
+        sampler.set_epoch(epoch)  # this epoch's m-per-class draw
+        pin = device.type == "cuda"
+        return decoded_batches(reader, index, sampler, cfg.augment.in_channels, shape, pin=pin)
+
+    run = WorkerRun(
+        model, optimizer, scaler, device, dtype, rank, world, steps_per_epoch, lr_at,
+        logger=RunLogger(config["tracking"]).attach(config["run_id"]) if rank == 0 else None,
+        hooks=config["hooks"], launched=config["launched"],
+    )  # fmt: skip
+    run_epochs(
+        run,
+        start=start_epoch,
+        epochs=cfg.epochs,
+        batches=batches,
+        step_fn=fastap_step(loss_fn),
+        prepare=augment,
+        extra=lambda epoch, stats: {"fastap_batch": fastap.last_batch_size, "val_map": 0.0},
+        evaluate=lambda: {**held_out_metrics(base, cfg, device, dtype), **start},
+    )
 
 
 def held_out_metrics(model: Any, cfg: FinetuneConfig, device: Any, dtype: Any) -> dict[str, float]:

@@ -25,36 +25,22 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
-from echoseek.config import from_dict
+from echoseek.config import from_dict, plain
 from echoseek.data.augment import AugmentConfig
 from echoseek.data.dataset import read_descriptor, shard_paths, validation_descriptor
 from echoseek.errors import ConfigError
 from echoseek.models.backbones import BACKBONES, POOLINGS
 from echoseek.models.ssl import METHODS
 from echoseek.models.ssl.base import SSLMethod
-from echoseek.training.ray import (
-    EpochHook,
-    RunOptions,
-    ScaleOptions,
-    Trial,
-    absolute,
-    augment_seed,
-    cluster_cpus,
-    data_task_limit,
-    end_epoch,
-    epoch_metrics,
-    feed_summary,
-    fit_tracked,
-    make_trainer,
-    plain,
-    prepare,
-    progress,
-    resume_epoch,
-    run_hooks,
-    run_tags,
-    storage_uri,
-    worker_context,
-)
+from echoseek.ray_session import cluster_cpus
+from echoseek.storage import absolute, storage_uri
+from echoseek.training.checkpoint import resume_epoch
+from echoseek.training.options import RunOptions, ScaleOptions
+from echoseek.training.reporting import feed_summary, run_tags
+from echoseek.training.runner import WorkerRun, run_epochs
+from echoseek.training.trainer import data_task_limit, fit_tracked, make_trainer, progress
+from echoseek.training.trial import Trial
+from echoseek.training.worker import EpochHook, augment_seed, prepare, worker_context
 
 
 @dataclass
@@ -260,7 +246,6 @@ def pretrain_loop(config: dict[str, Any]) -> None:
         param_groups,
         scaled_lr,
         ssl_step,
-        train_epoch,
         two_view_inputs,
         unwrap_model,
         warmup_cosine,
@@ -286,7 +271,6 @@ def pretrain_loop(config: dict[str, Any]) -> None:
     steps_per_epoch = max(1, config["rows"] // world // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     warmup = int(cfg.optim.warmup_epochs * steps_per_epoch)
-    logger = RunLogger(config["tracking"]).attach(config["run_id"]) if rank == 0 else None
     # One stream over every epoch (echoseek.data.views): epochs are counted in steps, so the
     # pipeline never restarts and prepares the next epoch while rank 0 validates.
     stream = iter(
@@ -300,39 +284,27 @@ def pretrain_loop(config: dict[str, Any]) -> None:
     seed = augment_seed(cfg.seed, rank, start_epoch)
     channels_last = device.type == "cuda" and cfg.scale.channels_last
     views = two_view_inputs(Augmenter(cfg.augment, device, seed, channels_last))
-    first_step = math.nan
 
     def lr_at(step: int) -> float:
         return float(lr * warmup_cosine(step, total, warmup))
 
-    for epoch in range(start_epoch, cfg.epochs):
-        run_hooks(config["hooks"], epoch, rank, world)
-        stats = train_epoch(
-            model=model,
-            batches=stream,
-            max_steps=steps_per_epoch,
-            optimizer=optimizer,
-            step_fn=ssl_step,
-            lr_at=lr_at,
-            start_step=epoch * steps_per_epoch,
-            device=device,
-            amp_dtype=dtype,
-            scaler=scaler,
-            on_step_end=base.on_step_end,
-            prepare=views,
-        )
-        if epoch == start_epoch:  # this (re)start's first step, timed from the driver's start
-            first_step = stats.first_step_at
-        lr_end = lr_at((epoch + 1) * steps_per_epoch - 1)
-        metrics = epoch_metrics(
-            epoch, stats, lr=lr_end, first_step_s=first_step - config["launched"]
-        )
-        if rank == 0:
-            metrics.update(evaluate(base, cfg.augment, device, dtype, has_val=bool(cfg.val)))
-        end_epoch(
-            metrics, stats, rank=rank, model=model, optimizer=optimizer, scaler=scaler,
-            epoch=epoch, steps_per_epoch=steps_per_epoch, lr_at=lr_at, logger=logger,
-        )  # fmt: skip
+    run = WorkerRun(
+        model, optimizer, scaler, device, dtype, rank, world, steps_per_epoch, lr_at,
+        logger=RunLogger(config["tracking"]).attach(config["run_id"]) if rank == 0 else None,
+        hooks=config["hooks"], launched=config["launched"],
+    )  # fmt: skip
+    run_epochs(
+        run,
+        start=start_epoch,
+        epochs=cfg.epochs,
+        batches=lambda epoch: stream,  # one stream, epochs counted in steps
+        max_steps=steps_per_epoch,
+        step_fn=ssl_step,
+        prepare=views,
+        on_step_end=base.on_step_end,
+        extra=lambda epoch, stats: {"lr": lr_at((epoch + 1) * steps_per_epoch - 1)},
+        evaluate=lambda: evaluate(base, cfg.augment, device, dtype, has_val=bool(cfg.val)),
+    )
 
 
 def evaluate(

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
+from echoseek.config import plain
 from echoseek.errors import ConfigError
 from echoseek.sweep.config import SweepConfig
 from echoseek.sweep.space import check_space, parse_space, to_tune
 from echoseek.sweep.trial import expand, reproducible, trial_config
 from echoseek.sweep.tuner import prepare
 from echoseek.training.finetune import FinetuneConfig
-from echoseek.training.ray import plain
 
 BASE = plain(FinetuneConfig(input="/data/ds", pretrained="/models/enc"))
 

@@ -145,7 +145,7 @@ def test_unwrap_model_strips_nested_wrappers_only() -> None:
 
 
 def test_worker_threads_share_the_node() -> None:
-    from echoseek.training.ray import worker_threads
+    from echoseek.training.worker import worker_threads
 
     assert worker_threads(0, node_cpus=16, local_workers=4) == 4
     assert worker_threads(0, node_cpus=2, local_workers=1) == 2
@@ -154,7 +154,8 @@ def test_worker_threads_share_the_node() -> None:
 
 
 def test_data_tasks_are_the_cpus_left_after_the_workers() -> None:
-    from echoseek.training.ray import ScaleOptions, data_task_limit
+    from echoseek.training.options import ScaleOptions
+    from echoseek.training.trainer import data_task_limit
 
     laptop = ScaleOptions(num_workers=2, cpus_per_worker=0.5)
     assert data_task_limit(laptop, cluster_cpus=2) == 1  # floor(2 - 2 x 0.5)
