@@ -78,7 +78,7 @@ class ModelEmbedder:
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """(N, C, S, S) float32 model input (on the model's device) for uint8 images of any
         size: images of one size are transformed together."""
-        frames = [to_chw(image, self.channels) for image in images]
+        frames = [torch.from_numpy(to_chw(image, self.channels)) for image in images]
         return eval_frames(frames, self.augment, self.device)  # NxCxSxS
 
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:

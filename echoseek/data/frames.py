@@ -6,7 +6,8 @@ the worker's device (:mod:`echoseek.data.augment`). A batch needs one frame shap
 whose frames share a size (``dataset.json``'s ``image``: every .mat stack, a cine, most
 inspection sets) passes through at that size; a dataset of mixed sizes is resized on decode to a
 square of :data:`MIXED_SIDE_FACTOR` x the model's input side, enough for a crop of a fifth of
-the frame's area to keep full resolution.
+the frame's area to keep full resolution. numpy and PIL only: the Ray Data tasks that decode
+never import torch (1.5 s per process here, paid by every task on every node).
 """
 
 from __future__ import annotations
@@ -15,25 +16,24 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from PIL import Image
 
 from echoseek.data.dataset import decode_png
 
 MIXED_SIDE_FACTOR = 2  # frame side of a mixed-size dataset, in model input sides
-LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL's convert("L")
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as PIL's convert("L")
 
 
-def to_chw(image: np.ndarray, channels: int) -> torch.Tensor:
-    """A (C, H, W) uint8 tensor with ``channels`` channels from (H, W) or (H, W, 3) uint8."""
-    t = torch.from_numpy(np.require(image, requirements=["C", "W"]))
-    t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)  # CxHxW
-    if t.shape[0] == channels:
-        return t
+def to_chw(image: np.ndarray, channels: int) -> np.ndarray:
+    """A (C, H, W) uint8 array with ``channels`` channels from (H, W) or (H, W, 3) uint8:
+    luma for RGB -> gray, repetition for gray -> RGB."""
+    chw = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)  # CxHxW
+    if chw.shape[0] == channels:
+        return np.ascontiguousarray(chw)
     if channels == 1:
-        weights = torch.tensor(LUMA).view(3, 1, 1)
-        return (t.float() * weights).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-    return t.expand(channels, -1, -1).contiguous()
+        luma = (chw.astype(np.float32) * LUMA.reshape(3, 1, 1)).sum(0, keepdims=True)
+        return np.clip(np.round(luma), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(np.broadcast_to(chw, (channels, *chw.shape[1:])))
 
 
 def frame_shape(descriptor: Mapping[str, Any], size: int) -> tuple[int, int]:
@@ -51,13 +51,13 @@ def decode_frames(data: Sequence[bytes], channels: int, shape: tuple[int, int]) 
     out = np.empty((len(data), channels, *shape), dtype=np.uint8)
     for i, item in enumerate(data):
         frame = to_chw(decode_png(item), channels)
-        if tuple(frame.shape[-2:]) != shape:
-            frame = resize_uint8(frame, shape)
-        out[i] = frame.numpy()
+        out[i] = frame if frame.shape[-2:] == shape else resize(frame, shape)
     return out
 
 
-def resize_uint8(frame: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """A CxHxW uint8 frame resized to ``shape`` (bilinear, antialiased, rounded)."""
-    x = F.interpolate(frame.unsqueeze(0).float(), size=shape, mode="bilinear", antialias=True)
-    return x[0].round().clamp(0, 255).to(torch.uint8)
+def resize(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A CxHxW uint8 frame resized to ``shape`` (PIL's bilinear filter, which widens its
+    support when it shrinks: antialiased)."""
+    size = (shape[1], shape[0])  # PIL: (width, height)
+    planes = [np.asarray(Image.fromarray(c).resize(size, Image.Resampling.BILINEAR)) for c in frame]
+    return np.stack(planes)
