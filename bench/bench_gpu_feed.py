@@ -94,7 +94,7 @@ def per_image_rate(pngs: list[bytes], size: int, seconds: float) -> float:
 
         def batch() -> int:
             for data in pngs:
-                image = to_chw(decode_png(data), 1)
+                image = torch.from_numpy(to_chw(decode_png(data), 1))
                 transform(image), transform(image)
             return len(pngs)
 

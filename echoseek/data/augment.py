@@ -233,7 +233,7 @@ class Augmenter:
         x = _unit_float(_checked(images, cfg.in_channels))  # NxCxHxW in [0, 1]
         x = geometry(x, p, cfg.size)  # NxCxSxS
         if cfg.brightness > 0 or cfg.contrast > 0:
-            x = jitter(x, *(t.to(x.device) for t in (p.brightness, p.contrast, p.contrast_first)))
+            x = jitter(x, p.brightness, p.contrast, p.contrast_first)
         if bool((p.gamma != 1).any()):  # the masks stay on the CPU: no device sync for them
             x = gamma_curve(x, p.gamma)
         if bool(p.speckle.any()):
@@ -295,21 +295,30 @@ def jitter(
     x: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor, contrast_first: torch.Tensor
 ) -> torch.Tensor:
     """Brightness x' = clamp(b·x, 0, 1) and contrast x' = clamp(c·x + (1 - c)·mean, 0, 1)
-    (mean: of the frame's luma), in each frame's own order. A factor of 1 is the identity, so
-    the order is applied as contrast (c where first, else 1), brightness, contrast (the rest).
-    """
-    first = torch.where(contrast_first, contrast, torch.ones_like(contrast))
-    then = torch.where(contrast_first, torch.ones_like(contrast), contrast)
-    x = _contrast(x, first)
-    x = (x * brightness.view(-1, 1, 1, 1)).clamp(0.0, 1.0)
-    return _contrast(x, then)
+    (mean: of the frame's luma), in each frame's own order: the frames flagged in
+    ``contrast_first`` (a CPU mask) get contrast then brightness, the others the reverse."""
+    b = brightness.to(x.device).view(-1, 1, 1, 1)
+    c = contrast.to(x.device)
+    out = torch.empty_like(x)
+    for first in (True, False):
+        rows = (contrast_first == first).nonzero().squeeze(1).to(x.device)
+        if not len(rows):
+            continue
+        part, f = x.index_select(0, rows), c.index_select(0, rows)
+        if first:
+            part = _contrast(part, f)
+        part = part.mul_(b.index_select(0, rows)).clamp_(0.0, 1.0)
+        if not first:
+            part = _contrast(part, f)
+        out.index_copy_(0, rows, part)
+    return out
 
 
 def _contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """clamp(mean + c·(x - mean), 0, 1) per frame (``torch.lerp`` from the mean to x)."""
     gray = x if x.shape[1] == 1 else (x[:, :3] * x.new_tensor(LUMA).view(1, 3, 1, 1)).sum(1)
     mean = gray.mean(dim=(-3, -2, -1) if gray.ndim == 4 else (-2, -1)).view(-1, 1, 1, 1)
-    f = factor.view(-1, 1, 1, 1)
-    return (f * x + (1 - f) * mean).clamp(0.0, 1.0)
+    return torch.lerp(mean.expand_as(x), x, factor.view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
 
 
 def gamma_curve(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
@@ -398,7 +407,7 @@ def normalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
     """(x - mean) / std per channel."""
     m = x.new_tensor(list(mean)).view(1, -1, 1, 1)
     s = x.new_tensor(list(std)).view(1, -1, 1, 1)
-    return (x - m) / s
+    return (x - m).div_(s)
 
 
 def eval_transform(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:

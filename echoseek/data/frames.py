@@ -29,7 +29,7 @@ def to_chw(image: np.ndarray, channels: int) -> np.ndarray:
     luma for RGB -> gray, repetition for gray -> RGB."""
     chw = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)  # CxHxW
     if chw.shape[0] == channels:
-        return np.ascontiguousarray(chw)
+        return chw.copy()  # writable and contiguous (decoded PNG arrays are read-only views)
     if channels == 1:
         luma = (chw.astype(np.float32) * LUMA.reshape(3, 1, 1)).sum(0, keepdims=True)
         return np.clip(np.round(luma), 0, 255).astype(np.uint8)
