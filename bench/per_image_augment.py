@@ -18,7 +18,7 @@ from torch import nn
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from echoseek.data.augment import AugmentConfig, _check_probability, _positive_range
+from echoseek.data.augment import AugmentConfig, _check_probability, _checked, _positive_range
 from echoseek.errors import ConfigError, InputError
 
 
@@ -95,7 +95,7 @@ class ImageTransform(nn.Module):
         self.per_image = per_image
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        _check_images(images, self.in_channels)
+        _checked(images, self.in_channels)
         if images.ndim == 4 and self.per_image:
             return torch.stack([self.pipeline(image) for image in images])  # NxCxSxS
         return self.pipeline(images)  # [N]xCxSxS
@@ -146,18 +146,6 @@ def build_transform(cfg: AugmentConfig) -> ImageTransform:
         steps.append(v2.RandomApply([blur], p=cfg.blur_prob))
     steps.append(v2.Normalize(cfg.mean, cfg.std))
     return ImageTransform(v2.Compose(steps), cfg.in_channels, per_image=True)
-
-
-def _check_images(images: Any, in_channels: int) -> None:
-    if not isinstance(images, torch.Tensor) or images.ndim not in (3, 4):
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise InputError(f"images: expected a (C, H, W) or (N, C, H, W) tensor, got {shape}")
-    if images.shape[-3] != in_channels:
-        raise InputError(
-            f"in_channels: images have {images.shape[-3]} channels, config expects {in_channels}"
-        )
-    if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise InputError(f"images: expected uint8 or float values, got {images.dtype}")
 
 
 def _float_image(inpt: torch.Tensor, who: str) -> torch.Tensor:

@@ -48,7 +48,7 @@ from echoseek.training.reporting import feed_summary, run_tags
 from echoseek.training.runner import WorkerRun, run_epochs
 from echoseek.training.trainer import fit_tracked, make_trainer, progress
 from echoseek.training.trial import Trial
-from echoseek.training.worker import EpochHook, augment_seed, prepare, worker_context
+from echoseek.training.worker import EpochHook, prepare, worker_augmenter, worker_context
 
 
 def _light_augment() -> AugmentConfig:
@@ -313,12 +313,10 @@ def finetune_loop(config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
-    from echoseek.data.augment import Augmenter
     from echoseek.data.labelled import LabelIndex, RowReader, decoded_batches
     from echoseek.data.samplers import MPerClassBatchSampler
     from echoseek.losses import FastAPLoss, GatherLoss
     from echoseek.models.artifact import ModelMeta, build_model
-    from echoseek.tracking import RunLogger
     from echoseek.training import (
         amp_dtype,
         augmented_inputs,
@@ -355,9 +353,8 @@ def finetune_loop(config: dict[str, Any]) -> None:
     sampler = MPerClassBatchSampler(
         index.labels, cfg.loss.m, cfg.batch_size, cfg.seed, num_replicas=world, rank=rank
     )
-    seed = augment_seed(cfg.seed, rank, start_epoch)
-    channels_last = device.type == "cuda" and cfg.scale.channels_last
-    augment = augmented_inputs(Augmenter(cfg.augment, device, seed, channels_last))
+    augmenter = worker_augmenter(cfg.augment, cfg.scale, device, cfg.seed, rank, start_epoch)
+    augment = augmented_inputs(augmenter)
     shape = (int(config["frame_shape"][0]), int(config["frame_shape"][1]))
     steps_per_epoch = max(1, len(sampler))
     total, warmup = steps_per_epoch * cfg.epochs, int(cfg.optim.warmup_epochs * steps_per_epoch)
@@ -370,11 +367,8 @@ def finetune_loop(config: dict[str, Any]) -> None:
         pin = device.type == "cuda"
         return decoded_batches(reader, index, sampler, cfg.augment.in_channels, shape, pin=pin)
 
-    run = WorkerRun(
-        model, optimizer, scaler, device, dtype, rank, world, steps_per_epoch, lr_at,
-        logger=RunLogger(config["tracking"]).attach(config["run_id"]) if rank == 0 else None,
-        hooks=config["hooks"], launched=config["launched"],
-    )  # fmt: skip
+    parts = model, optimizer, scaler, device, dtype, rank, world, steps_per_epoch, lr_at
+    run = WorkerRun.of(config, *parts)
     run_epochs(
         run,
         start=start_epoch,

@@ -40,7 +40,7 @@ from echoseek.training.reporting import feed_summary, run_tags
 from echoseek.training.runner import WorkerRun, run_epochs
 from echoseek.training.trainer import data_task_limit, fit_tracked, make_trainer, progress
 from echoseek.training.trial import Trial
-from echoseek.training.worker import EpochHook, augment_seed, prepare, worker_context
+from echoseek.training.worker import EpochHook, prepare, worker_augmenter, worker_context
 
 
 @dataclass
@@ -236,10 +236,8 @@ def pretrain_loop(config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
-    from echoseek.data.augment import Augmenter
     from echoseek.models.backbones import build_backbone
     from echoseek.models.ssl import build_method
-    from echoseek.tracking import RunLogger
     from echoseek.training import (
         amp_dtype,
         make_scaler,
@@ -281,18 +279,14 @@ def pretrain_loop(config: dict[str, Any]) -> None:
             pin_memory=device.type == "cuda",
         )
     )
-    seed = augment_seed(cfg.seed, rank, start_epoch)
-    channels_last = device.type == "cuda" and cfg.scale.channels_last
-    views = two_view_inputs(Augmenter(cfg.augment, device, seed, channels_last))
+    augmenter = worker_augmenter(cfg.augment, cfg.scale, device, cfg.seed, rank, start_epoch)
+    views = two_view_inputs(augmenter)
 
     def lr_at(step: int) -> float:
         return float(lr * warmup_cosine(step, total, warmup))
 
-    run = WorkerRun(
-        model, optimizer, scaler, device, dtype, rank, world, steps_per_epoch, lr_at,
-        logger=RunLogger(config["tracking"]).attach(config["run_id"]) if rank == 0 else None,
-        hooks=config["hooks"], launched=config["launched"],
-    )  # fmt: skip
+    parts = model, optimizer, scaler, device, dtype, rank, world, steps_per_epoch, lr_at
+    run = WorkerRun.of(config, *parts)
     run_epochs(
         run,
         start=start_epoch,

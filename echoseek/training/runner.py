@@ -11,13 +11,14 @@ checkpoint. The loops show only what differs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from echoseek.tracking import RunLogger
 from echoseek.training.loop import Batch, EpochStats, PrepareFn, StepFn, train_epoch
 from echoseek.training.reporting import end_epoch, epoch_metrics
 from echoseek.training.worker import EpochHook, run_hooks
@@ -39,6 +40,20 @@ class WorkerRun:
     logger: Any  # rank 0's MLflow RunLogger, None elsewhere
     hooks: Sequence[EpochHook]
     launched: float  # time.time() at the driver's start
+
+    @classmethod
+    def of(
+        cls, config: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+        scaler: Any, device: torch.device, amp_dtype: torch.dtype | None, rank: int, world: int,
+        steps_per_epoch: int, lr_at: Callable[[int], float],
+    ) -> WorkerRun:  # fmt: skip
+        """The run of a worker's parts and what the driver put in its loop config: rank 0's
+        MLflow run, the epoch hooks, the launch time."""
+        logger = RunLogger(config["tracking"]).attach(config["run_id"]) if rank == 0 else None
+        return cls(
+            model, optimizer, scaler, device, amp_dtype, rank, world, steps_per_epoch, lr_at,
+            logger, config["hooks"], config["launched"],
+        )  # fmt: skip
 
 
 def no_extra(epoch: int, stats: EpochStats) -> dict[str, Any]:

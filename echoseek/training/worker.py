@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from echoseek.data.augment import AugmentConfig, Augmenter
 from echoseek.training.options import ScaleOptions
 
 EpochHook = Callable[[int, int, int], None]  # (epoch, rank, world_size) -> None
@@ -60,6 +61,16 @@ def augment_seed(seed: int, rank: int, start_epoch: int) -> int:
     import numpy as np
 
     return int(np.random.SeedSequence([seed, rank, start_epoch]).generate_state(1)[0])
+
+
+def worker_augmenter(
+    augment: AugmentConfig, scale: ScaleOptions, device: torch.device, seed: int, rank: int,
+    start_epoch: int,
+) -> Augmenter:  # fmt: skip
+    """This worker's augmentation on its device: seeded by :func:`augment_seed`, views in
+    channels_last on a GPU when the model is (``scale.channels_last``)."""
+    channels_last = device.type == "cuda" and scale.channels_last
+    return Augmenter(augment, device, augment_seed(seed, rank, start_epoch), channels_last)
 
 
 def run_hooks(hooks: Sequence[EpochHook], epoch: int, rank: int, world: int) -> None:
