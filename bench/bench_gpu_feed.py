@@ -268,7 +268,14 @@ def embed_job(dataset: Path, work: Path, use_gpu: bool) -> dict:
 
 
 def _feed(summary: dict[str, Any]) -> dict[str, float]:
-    keys = ("first_step_s", "images_per_s", "data_wait_fraction", "gpu_peak_mb")
+    keys = (
+        "worker_start_s",
+        "first_batch_s",
+        "first_step_s",
+        "images_per_s",
+        "data_wait_fraction",
+        "gpu_peak_mb",
+    )
     return {k: float(summary[k]) for k in keys if k in summary}
 
 

@@ -141,7 +141,9 @@ def output_lines(summary: Mapping[str, Any]) -> list[str]:
         lines.append(f"registered: {summary['registered']}")
     if "first_step_s" in summary:
         lines.append(
-            f"feed: first step {summary['first_step_s']:.1f} s after start, last epoch "
+            f"feed: first step {summary['first_step_s']:.1f} s after start (worker loop at "
+            f"{summary.get('worker_start_s', 0.0):.1f} s, first batch at "
+            f"{summary.get('first_batch_s', 0.0):.1f} s), last epoch "
             f"{summary.get('images_per_s', 0.0):.0f} img/s per worker, "
             f"data wait {100 * summary.get('data_wait_fraction', 0.0):.0f} %"
         )

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 
 from echoseek.service.auth import Tokens
 from echoseek.service.backend import Backend
+from echoseek.service.body_limit import BodyLimit
 from echoseek.service.images import QueryError, decode_base64, decode_image
 from echoseek.service.metrics import CONTENT_TYPE
 
@@ -85,8 +86,9 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
         title="echoseek search",
         version="1",
         description="Image similarity search over a sharded faiss index.",
-        max_body_size=limits.max_body_bytes,
     )
+    # before the metrics middleware below, which then wraps it: refused bodies are counted too
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     if cfg.cors_origins:
         app.add_middleware(
             CORSMiddleware,

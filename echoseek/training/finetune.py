@@ -225,8 +225,8 @@ def check(cfg: FinetuneConfig, tracking: str) -> tuple[dict[str, Any], Validatio
 # what every epoch reports (to Ray Train, Tune and MLflow); a sweep's ``metric`` is one of them
 # start_*: the pretrained encoder's own embedding, measured before the first step
 REPORTED = ("epoch", "loss", "images_per_s", "data_wait_fraction", "peak_rss_mb",
-            "gpu_peak_mb", "first_step_s", "fastap_batch", "val_map", "val_p@10", "rankme",
-            "start_val_map", "start_val_p@10")  # fmt: skip
+            "gpu_peak_mb", "worker_start_s", "first_batch_s", "first_step_s", "fastap_batch",
+            "val_map", "val_p@10", "rankme", "start_val_map", "start_val_p@10")  # fmt: skip
 
 
 def reported(cfg: FinetuneConfig) -> tuple[str, ...]:
@@ -326,6 +326,7 @@ def finetune_loop(config: dict[str, Any]) -> None:
         warmup_cosine,
     )
 
+    entered = time.time()  # the start-up report: when this worker loop began
     cfg = from_dict(FinetuneConfig, config["cfg"])
     rank, world, device = worker_context(cfg.seed)
     pretrained = build_model(ModelMeta.from_json(config["meta"]))
@@ -368,7 +369,7 @@ def finetune_loop(config: dict[str, Any]) -> None:
         return decoded_batches(reader, index, sampler, cfg.augment.in_channels, shape, pin=pin)
 
     parts = model, optimizer, scaler, device, dtype, rank, world, steps_per_epoch, lr_at
-    run = WorkerRun.of(config, *parts)
+    run = WorkerRun.of(config, *parts, entered=entered)
     run_epochs(
         run,
         start=start_epoch,

@@ -48,8 +48,9 @@ class EpochStats:
     blocked on the batch iterator (the accelerator idles then), so
     ``wait_fraction = data_wait_seconds / seconds`` says whether input is the bottleneck.
     ``images`` counts samples (an SSL sample of two views counts once); ``step_losses`` holds
-    each step's loss, for per-step tracking; ``first_step_at`` the wall clock (``time.time()``)
-    when the epoch's first optimizer step finished, to time a run's start-up.
+    each step's loss, for per-step tracking; ``first_batch_at`` and ``first_step_at`` the wall
+    clock (``time.time()``) when the epoch's first batch arrived and its first optimizer step
+    finished, to time a run's start-up.
     """
 
     loss: float
@@ -59,6 +60,7 @@ class EpochStats:
     data_wait_seconds: float
     step_losses: tuple[float, ...] = ()
     first_step_at: float = math.nan
+    first_batch_at: float = math.nan
 
     @property
     def images_per_s(self) -> float:
@@ -98,7 +100,7 @@ def train_epoch(
     """
     model.train()
     losses: list[float] = []
-    steps, images, wait, first_step_at = 0, 0, 0.0, math.nan
+    steps, images, wait, first_step_at, first_batch_at = 0, 0, 0.0, math.nan, math.nan
     iterator = iter(batches)
     start = time.perf_counter()
     while max_steps is None or steps < max_steps:
@@ -107,6 +109,8 @@ def train_epoch(
         wait += time.perf_counter() - before
         if batch is None:
             break
+        if steps == 0:
+            first_batch_at = time.time()
         batch = _to_device(batch, device)
         if prepare is not None:
             batch = prepare(batch)
@@ -134,8 +138,9 @@ def train_epoch(
     if steps == 0:
         raise InputError("batches: the epoch produced no batch (fewer rows than one batch?)")
     return EpochStats(
-        sum(losses) / steps, steps, images, seconds, wait, tuple(losses), first_step_at
-    )
+        sum(losses) / steps, steps, images, seconds, wait, tuple(losses), first_step_at,
+        first_batch_at,
+    )  # fmt: skip
 
 
 def two_view_inputs(augmenter: Augmenter) -> PrepareFn:

@@ -152,7 +152,8 @@ def size_memory_bank(cfg: PretrainConfig, rows: int) -> None:
 # what every epoch reports (to Ray Train, Tune and MLflow); with a ``val`` dataset also
 # REPORTED_WITH_VAL. A sweep's ``metric`` must be one of them.
 REPORTED = ("epoch", "loss", "images_per_s", "data_wait_fraction", "peak_rss_mb",
-            "gpu_peak_mb", "first_step_s", "lr", "rankme", "collapse_std")  # fmt: skip
+            "gpu_peak_mb", "worker_start_s", "first_batch_s", "first_step_s", "lr", "rankme",
+            "collapse_std")  # fmt: skip
 REPORTED_WITH_VAL = ("val_map", "val_p@10")
 
 
@@ -249,6 +250,7 @@ def pretrain_loop(config: dict[str, Any]) -> None:
         warmup_cosine,
     )
 
+    entered = time.time()  # the start-up report: when this worker loop began
     cfg = from_dict(PretrainConfig, config["cfg"])
     rank, world, device = worker_context(cfg.seed)
     m = cfg.model
@@ -286,7 +288,7 @@ def pretrain_loop(config: dict[str, Any]) -> None:
         return float(lr * warmup_cosine(step, total, warmup))
 
     parts = model, optimizer, scaler, device, dtype, rank, world, steps_per_epoch, lr_at
-    run = WorkerRun.of(config, *parts)
+    run = WorkerRun.of(config, *parts, entered=entered)
     run_epochs(
         run,
         start=start_epoch,

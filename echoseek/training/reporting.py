@@ -81,12 +81,14 @@ def end_epoch(
     report_epoch(metrics, rank=rank, model=model, optimizer=optimizer, epoch=epoch, scaler=scaler)
 
 
-FEED = ("first_step_s", "images_per_s", "data_wait_fraction", "gpu_peak_mb")
+FEED = ("worker_start_s", "first_batch_s", "first_step_s", "images_per_s", "data_wait_fraction",
+        "gpu_peak_mb")  # fmt: skip
 
 
 def feed_summary(metrics: Mapping[str, Any] | None) -> dict[str, float]:
-    """How well a run fed its device, from an epoch's metrics (rank 0's): time from the
-    driver's start to the first optimizer step, img/s, data wait, peak GPU memory."""
+    """How well a run fed its device, from an epoch's metrics (rank 0's): seconds from the
+    driver's start to the worker loop, its first batch and first optimizer step, img/s, data
+    wait, peak GPU memory."""
     return {key: float(metrics[key]) for key in FEED if metrics and key in metrics}
 
 

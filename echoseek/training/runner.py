@@ -10,7 +10,6 @@ checkpoint. The loops show only what differs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,25 +39,35 @@ class WorkerRun:
     logger: Any  # rank 0's MLflow RunLogger, None elsewhere
     hooks: Sequence[EpochHook]
     launched: float  # time.time() at the driver's start
+    entered: float  # time.time() when this worker's loop began
 
     @classmethod
     def of(
         cls, config: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
         scaler: Any, device: torch.device, amp_dtype: torch.dtype | None, rank: int, world: int,
-        steps_per_epoch: int, lr_at: Callable[[int], float],
+        steps_per_epoch: int, lr_at: Callable[[int], float], entered: float,
     ) -> WorkerRun:  # fmt: skip
         """The run of a worker's parts and what the driver put in its loop config: rank 0's
         MLflow run, the epoch hooks, the launch time."""
         logger = RunLogger(config["tracking"]).attach(config["run_id"]) if rank == 0 else None
         return cls(
             model, optimizer, scaler, device, amp_dtype, rank, world, steps_per_epoch, lr_at,
-            logger, config["hooks"], config["launched"],
+            logger, config["hooks"], config["launched"], entered,
         )  # fmt: skip
 
 
 def no_extra(epoch: int, stats: EpochStats) -> dict[str, Any]:
     """No metrics beyond :func:`~echoseek.training.reporting.epoch_metrics`' own."""
     return {}
+
+
+def start_up(run: WorkerRun, first: EpochStats) -> dict[str, float]:
+    """Seconds from the driver's start to the worker loop, the first batch and the first step."""
+    return {
+        "worker_start_s": run.entered - run.launched,
+        "first_batch_s": first.first_batch_at - run.launched,
+        "first_step_s": first.first_step_at - run.launched,
+    }
 
 
 def run_epochs(
@@ -77,11 +86,13 @@ def run_epochs(
     """Epochs ``start`` .. ``epochs - 1`` of ``batches(epoch)``, each step's batch mapped by
     ``prepare`` on the device (augmentation) and trained with ``step_fn``.
 
-    Every rank reports each epoch's metrics plus ``extra(epoch, stats)`` and ``first_step_s``
-    (seconds from the driver's start to the first optimizer step of this start or restart);
-    rank 0 adds ``evaluate()``, logs the epoch to MLflow and attaches the checkpoint.
+    Every rank reports each epoch's metrics plus ``extra(epoch, stats)`` and where the start-up
+    went, in seconds from the driver's start to this start's (or restart's) worker loop
+    (``worker_start_s``), first batch (``first_batch_s``) and first optimizer step
+    (``first_step_s``); rank 0 adds ``evaluate()``, logs the epoch to MLflow and attaches the
+    checkpoint.
     """
-    first_step = math.nan
+    startup: dict[str, float] = {}
     for epoch in range(start, epochs):
         run_hooks(run.hooks, epoch, run.rank, run.world)
         stats = train_epoch(
@@ -99,9 +110,8 @@ def run_epochs(
             prepare=prepare,
         )
         if epoch == start:
-            first_step = stats.first_step_at
-        started = first_step - run.launched
-        metrics = epoch_metrics(epoch, stats, first_step_s=started, **extra(epoch, stats))
+            startup = start_up(run, stats)
+        metrics = epoch_metrics(epoch, stats, **startup, **extra(epoch, stats))
         if run.rank == 0:
             metrics.update(evaluate())
         end_epoch(

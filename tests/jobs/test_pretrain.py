@@ -92,6 +92,9 @@ def test_two_workers_survive_a_crash_export_track_and_resume(
     first = [m.value for m in client.get_metric_history(out["run_id"], "first_step_s")]
     assert len(first) == 2 and 0 < first[0] < first[1] < out["seconds"]
     assert out["first_step_s"] == pytest.approx(first[-1])
+    worker = [m.value for m in client.get_metric_history(out["run_id"], "worker_start_s")]
+    batch = [m.value for m in client.get_metric_history(out["run_id"], "first_batch_s")]
+    assert all(0 < w < b <= f for w, b, f in zip(worker, batch, first, strict=True))
     assert out["images_per_s"] > 0 and 0 <= out["data_wait_fraction"] <= 1
     names = {a.path for a in client.list_artifacts(out["run_id"])}
     assert {"model", "loss_curve.png", "config.json"} <= names

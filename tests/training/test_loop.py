@@ -268,7 +268,7 @@ def test_prepare_runs_on_every_batch_inside_the_step_and_the_first_step_is_stamp
     stats = fit(nn.Linear(4, 2), regression_batches(), prepare=prepare)
     assert seen == [8, 8, 8]
     assert stats.data_wait_seconds < 0.05 and stats.seconds >= 0.15
-    assert before < stats.first_step_at < before + stats.seconds + 0.01
+    assert before < stats.first_batch_at < stats.first_step_at < before + stats.seconds + 0.01
 
 
 def test_two_view_inputs_augment_uint8_frames_for_the_ssl_step() -> None:
