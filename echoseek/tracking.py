@@ -312,6 +312,13 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def model_store(model_uri: str, configured: str = "") -> str:
+    """The tracking store an MLflow model URI resolves in (:func:`tracking_uri` of
+    ``configured``), recorded beside the URI in vectors and index manifests so that a later
+    reader (the search service) finds the model without being told; "" for a local model."""
+    return tracking_uri(configured) if is_mlflow_uri(model_uri) else ""
+
+
 def is_mlflow_uri(uri: str) -> bool:
     """True for ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``runs:/ID/PATH`` URIs."""
     return uri.startswith(MLFLOW_URI_SCHEMES)

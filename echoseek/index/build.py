@@ -211,6 +211,7 @@ def build_index(
     cpus_per_shard: float = 1.0,
     retention: int = DEFAULT_RETENTION,
     model_uri: str = "",
+    model_tracking_uri: str = "",
     target_recall: float | None = CALIBRATION_TARGET,
     calibration_queries: int = CALIBRATION_QUERIES,
 ) -> dict[str, Any]:
@@ -222,6 +223,8 @@ def build_index(
     ``params`` defaults to :func:`~echoseek.index.params.choose_params` for the input's size.
     The default nprobe is the smallest one reaching recall@10 ≥ ``target_recall`` on
     ``calibration_queries`` sampled stored vectors (``target_recall=None``: ``params.nprobe``).
+    ``model_tracking_uri``: the MLflow store ``model_uri`` resolves in (default: the one the
+    vectors artifact records), so a service finds the model without being told.
     """
     source = input if isinstance(input, VectorSource) else open_vectors(input)
     params = params or choose_params(source.count, source.dim)
@@ -254,6 +257,8 @@ def build_index(
             shards,
             trained_sha256=sha256_file(staging / TRAINED),
             model_uri=model_uri or source.model_uri,
+            model_tracking_uri=model_tracking_uri
+            or str(source.descriptor.get("model_tracking_uri", "")),
             dataset_sha256=str(source.descriptor.get("dataset_sha256", "")),
             vectors_sha256=source.sha256 or _source_sha256(source),
             build={**timings, "seed": seed, "train_size": params.train_size},
@@ -282,6 +287,7 @@ def new_manifest(
     *,
     trained_sha256: str,
     model_uri: str = "",
+    model_tracking_uri: str = "",
     dataset_sha256: str = "",
     vectors_sha256: str = "",
     tombstones: Sequence[int] = (),
@@ -312,6 +318,7 @@ def new_manifest(
         "shards": sorted(shards, key=lambda s: s["id_start"]),
         "tombstones": sorted(int(t) for t in tombstones),
         "model_uri": model_uri,
+        "model_tracking_uri": model_tracking_uri,  # where an MLflow model_uri resolves
         "dataset_sha256": dataset_sha256 or vectors_sha256,
         "vectors_sha256": vectors_sha256,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

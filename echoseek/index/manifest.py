@@ -15,7 +15,8 @@
                   "vectors": {"file": "shard-00000.vectors.npy", "sha256": "..."},
                   "metadata": {"file": "shard-00000.meta.parquet", "sha256": "..."}}, ...],
       "tombstones": [],
-      "model_uri": "...", "dataset_sha256": "...", "vectors_sha256": "...",
+      "model_uri": "...", "model_tracking_uri": "...", "dataset_sha256": "...",
+      "vectors_sha256": "...",
       "created": "2025-01-01T12:00:00Z", "build": {...}
     }
 

@@ -25,6 +25,7 @@ from echoseek.embedding import ModelEmbedder, build_embedder
 from echoseek.errors import ConfigError
 from echoseek.jobs.runner import run_job
 from echoseek.ray_session import cluster_has_gpus, ensure_ray
+from echoseek.tracking import model_store
 from echoseek.training.progress import ProgressBar
 
 
@@ -79,7 +80,11 @@ def run(cfg: Config) -> dict[str, Any]:
         dim=probe.dim,
         model_uri=probe.uri,
         overwrite=cfg.overwrite,
-        extra={"dataset": str(cfg.input), "dataset_sha256": desc["sha256"]},
+        extra={
+            "dataset": str(cfg.input),
+            "dataset_sha256": desc["sha256"],
+            "model_tracking_uri": model_store(probe.uri, cfg.tracking_uri),
+        },
     )
     bar.close()
     seconds = time.perf_counter() - clock.start

@@ -17,7 +17,7 @@ from ray.serve import Application, Deployment
 
 from echoseek.config import from_dict
 from echoseek.service.auth import check_bind, load_tokens
-from echoseek.service.backend import model_spec
+from echoseek.service.backend import model_spec, model_tracking
 from echoseek.service.config import ServiceConfig
 from echoseek.service.deployments import Embedder, SearchIngress, ShardSearcher
 from echoseek.service.versions import load_served
@@ -47,7 +47,12 @@ def compose(cfg: ServiceConfig) -> Application:
     spec = local_absolute(model_spec(cfg, served))
     embedder = (
         embedding.bind(
-            spec, cfg.pixel_size, cfg.tracking_uri, served.dim, cfg.batch_size, cfg.batch_wait_ms
+            spec,
+            cfg.pixel_size,
+            model_tracking(cfg, served),
+            served.dim,
+            cfg.batch_size,
+            cfg.batch_wait_ms,
         )
         if spec
         else None

@@ -255,6 +255,14 @@ def model_spec(cfg: ServiceConfig, served: Served) -> str:
     return cfg.model or str(served.manifest.get("model_uri") or "")
 
 
+def model_tracking(cfg: ServiceConfig, served: Served) -> str:
+    """The MLflow store :func:`model_spec` resolves in: ``cfg.tracking_uri``, else, for the
+    index's own model, the store its manifest records (where the index was built)."""
+    if cfg.tracking_uri or cfg.model:
+        return cfg.tracking_uri
+    return str(served.manifest.get("model_tracking_uri") or "")
+
+
 def make_embedder(cfg: ServiceConfig, served: Served) -> Any:
     """The embedder of :func:`model_spec` (None when neither names one)."""
     from echoseek.embedding import build_embedder
@@ -262,7 +270,7 @@ def make_embedder(cfg: ServiceConfig, served: Served) -> Any:
     spec = model_spec(cfg, served)
     if not spec:
         return None
-    return build_embedder(spec, cfg.pixel_size, tracking=cfg.tracking_uri)
+    return build_embedder(spec, cfg.pixel_size, tracking=model_tracking(cfg, served))
 
 
 def no_model_error() -> QueryError:

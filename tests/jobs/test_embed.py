@@ -132,6 +132,7 @@ def test_embed_from_an_mlflow_registered_model(
         embed.Config(input=str(dataset), model=uri, tracking_uri=store, output=str(tmp_path / "v"))
     )
     assert out["model_uri"] == uri
+    assert out["model_tracking_uri"] == store  # the index built from these vectors records it
     ids, vecs, _ = read_all(tmp_path / "v")
     images = dataset_images(dataset)
     direct = ModelEmbedder(str(tmp_path / "model"), device="cpu")([images[i] for i in ids])

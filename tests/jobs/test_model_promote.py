@@ -79,7 +79,10 @@ def aliases(store: str) -> dict[str, str]:
 
 
 def test_promotion_only_when_the_candidate_beats_the_champion(
-    setup: dict[str, Any], capsys: pytest.CaptureFixture[str], tmp_path: Path
+    setup: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -119,6 +122,19 @@ def test_promotion_only_when_the_candidate_beats_the_champion(
     )  # fmt: skip
     manifest = json.loads((tmp_path / "index" / built["version"] / "manifest.json").read_text())
     assert manifest["model_uri"] == f"models:/{NAME}/2"
+    assert manifest["model_tracking_uri"] == store  # where that URI resolves
+
+    # a service started with no tracking store finds the index's model in the recorded one
+    from echoseek.service.backend import make_embedder
+    from echoseek.service.config import ServiceConfig
+    from echoseek.service.versions import load_served
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # no mlflow/ store beside the working dir
+    served = load_served(tmp_path / "index", "latest")
+    embedder = make_embedder(ServiceConfig(index=str(tmp_path / "index")), served)
+    assert embedder.uri == f"models:/{NAME}/2"
 
 
 @pytest.mark.parametrize(
