@@ -1,11 +1,15 @@
 """Start the search service and wait until it answers: on Ray Serve, or in this process.
 
 :func:`start_service` is what ``echoseek serve`` and the demo call; it returns a
-:class:`Running` service (its URL and a ``stop``) once ``/readyz`` answers 200.
+:class:`Running` service (its URL and a ``stop``) once ``/readyz`` answers 200. A service that
+cannot start fails as soon as the cause is known, with one line naming it: a Serve deployment
+whose replicas keep failing in their constructor (Serve marks it ``DEPLOY_FAILED`` after a few
+tries and would retry forever), or an in-process HTTP server that stopped.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +20,7 @@ from echoseek.errors import EchoseekError
 from echoseek.service.auth import check_bind, load_tokens
 from echoseek.service.config import ServiceConfig
 
+FailureProbe = Callable[[], str | None]  # the reason the service cannot start, or None
 APP_NAME = "echoseek"
 READY_TIMEOUT_S = 300.0
 
@@ -54,14 +59,15 @@ def start_service(cfg: ServiceConfig, use_ray: bool = True, serve_config: str = 
     check_bind(cfg.host, tokens)
     check_port(cfg.host, cfg.port)
     quiet_serve()
+    failed: FailureProbe = serve_failure
     if serve_config:
         url, stop = _deploy_config(cfg, serve_config)
     elif use_ray:
         url, stop = _start_serve(cfg)
     else:
-        url, stop = _start_uvicorn(cfg)
+        url, stop, failed = _start_uvicorn(cfg)
     try:
-        doc = wait_ready(url, tokens_header(tokens))
+        doc = wait_ready(url, tokens_header(tokens), failed)
     except BaseException:
         stop()
         raise
@@ -92,8 +98,14 @@ def tokens_header(tokens: Any) -> dict[str, str]:
     return {"Authorization": "Bearer " + tokens.entries[0][0].decode()}
 
 
-def wait_ready(url: str, headers: dict[str, str], timeout_s: float = READY_TIMEOUT_S) -> Any:
-    """Poll ``/readyz`` until it answers 200; then the ``/v1/index`` document."""
+def wait_ready(
+    url: str,
+    headers: dict[str, str],
+    failed: FailureProbe = lambda: None,
+    timeout_s: float = READY_TIMEOUT_S,
+) -> Any:
+    """Poll ``/readyz`` until it answers 200; then the ``/v1/index`` document. Raises as soon
+    as ``failed()`` names a reason the service cannot start."""
     import httpx
 
     deadline = time.monotonic() + timeout_s
@@ -103,9 +115,31 @@ def wait_ready(url: str, headers: dict[str, str], timeout_s: float = READY_TIMEO
                 return httpx.get(f"{url}/v1/index", headers=headers, timeout=10).json()
         except httpx.HTTPError:
             pass
+        reason = failed()
+        if reason:
+            raise EchoseekError(f"the service cannot start: {reason}")
         if time.monotonic() > deadline:
             raise EchoseekError(f"the service at {url} did not become ready in {timeout_s:.0f} s")
         time.sleep(0.25)
+
+
+def serve_failure() -> str | None:
+    """``deployment: error`` for the first deployment Serve marked ``DEPLOY_FAILED`` (its
+    replicas failed to start several times in a row), the error being the last line of the
+    replica's traceback; None while every deployment is starting or running."""
+    from ray import serve
+
+    try:
+        status = serve.status()
+    except Exception:  # no controller yet
+        return None
+    for app in status.applications.values():
+        for name, deployment in app.deployments.items():
+            if str(deployment.status).endswith("DEPLOY_FAILED"):
+                lines = [line.strip() for line in deployment.message.splitlines() if line.strip()]
+                last = re.sub(r"^(?:\w+\.)+(\w+: )", r"\1", lines[-1]) if lines else "failed"
+                return f"{name}: {last}"  # "echoseek.errors.InputError: x" -> "InputError: x"
+    return None
 
 
 def _start_serve(cfg: ServiceConfig) -> tuple[str, Callable[[], None]]:
@@ -117,7 +151,12 @@ def _start_serve(cfg: ServiceConfig) -> tuple[str, Callable[[], None]]:
     ensure_ray()
     app = compose(cfg)  # a bad index or config fails here, before Serve starts
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
-    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+    try:  # serve.run waits for the deployments; Serve's own error names no cause
+        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+    except RuntimeError as exc:
+        reason = serve_failure() or _first_line(exc)  # read before Serve goes
+        stop_serve()
+        raise EchoseekError(f"the service cannot start: {reason}") from None
     return url_of(cfg.host, cfg.port), stop_serve
 
 
@@ -204,7 +243,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _start_uvicorn(cfg: ServiceConfig) -> tuple[str, Callable[[], None]]:
+def _start_uvicorn(cfg: ServiceConfig) -> tuple[str, Callable[[], None], FailureProbe]:
     import uvicorn
 
     from echoseek.service.backend import LocalBackend
@@ -222,4 +261,7 @@ def _start_uvicorn(cfg: ServiceConfig) -> tuple[str, Callable[[], None]]:
         server.should_exit = True
         thread.join(10)
 
-    return url_of(cfg.host, cfg.port), stop
+    def failed() -> str | None:
+        return None if thread.is_alive() else "the HTTP server stopped (see the lines above)"
+
+    return url_of(cfg.host, cfg.port), stop, failed
