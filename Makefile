@@ -16,7 +16,7 @@ COMPILE := $(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null || true  #
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_TRAIN_ENABLE_PREEMPTION_WATCHER := 0
 
-.PHONY: install browser fonts report real-sets demo test test-fast lint format bench lock clean
+.PHONY: install browser fonts report real-sets demo test test-fast lint format bench gpu-bundle lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -94,6 +94,10 @@ real-sets: $(FASHION)/package/src/clothes/9.json
 
 bench: $(BENCH_STAMP) real-sets
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# What bench/bench_gpu_feed.py needs on a lent GPU machine, as one archive to carry there.
+gpu-bundle: $(STAMP)
+	PY=$(BIN)/python sh bench/gpu_bundle.sh
 
 # Re-pin every dependency after changing pyproject.toml.
 lock:
