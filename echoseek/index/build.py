@@ -326,6 +326,18 @@ def new_manifest(
     }
 
 
+def build_summary(manifest: dict[str, Any], params: IndexParams) -> dict[str, Any]:
+    """What ``echoseek index build`` reports of a published version (its manifest's version,
+    layout, defaults and build timings)."""
+    keys = ("version", "factory", "ntotal", "dim", "metric", "default_nprobe", "default_rerank")
+    return {
+        **{key: manifest[key] for key in keys},
+        "shards": len(manifest["shards"]),
+        "bytes_per_vector": params.bytes_per_vector,
+        **manifest["build"],
+    }
+
+
 def summary_text(s: dict[str, Any]) -> str:
     """The terminal line of ``echoseek index build``'s summary (``jobs.index_build.run``)."""
     line = (

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from echoseek.data.vectors import open_vectors
 from echoseek.errors import ConfigError
-from echoseek.index.build import ROWS_PER_SHARD, build_index, summary_text
+from echoseek.index.build import ROWS_PER_SHARD, build_index, build_summary, summary_text
 from echoseek.index.params import (
     FLAT_THRESHOLD,
     MAX_TRAIN,
@@ -108,11 +108,6 @@ def run(cfg: Config) -> dict[str, Any]:
     start = time.perf_counter()
     source = open_vectors(cfg.input)
     model_uri = pinned_uri(cfg.model_uri, tracking_uri(cfg.tracking_uri))
-    store = (
-        model_store(model_uri, cfg.tracking_uri)
-        if cfg.model_uri
-        else str(source.descriptor.get("model_tracking_uri", ""))
-    )
     params = choose_params(source.count, source.dim, **dataclasses.asdict(cfg.index))
     b = cfg.build
     manifest = build_index(
@@ -128,24 +123,12 @@ def run(cfg: Config) -> dict[str, Any]:
         cpus_per_shard=b.cpus_per_shard,
         retention=b.retention,
         model_uri=model_uri,
-        model_tracking_uri=store,
+        model_tracking_uri=model_store(model_uri, cfg.tracking_uri),  # "": the vectors' own
         target_recall=None if cfg.index.nprobe else b.target_recall,
         calibration_queries=b.calibration_queries,
     )
-    return {
-        "output": cfg.output,
-        "version": manifest["version"],
-        "factory": manifest["factory"],
-        "ntotal": manifest["ntotal"],
-        "dim": manifest["dim"],
-        "metric": manifest["metric"],
-        "shards": len(manifest["shards"]),
-        "default_nprobe": manifest["default_nprobe"],
-        "default_rerank": manifest["default_rerank"],
-        "bytes_per_vector": params.bytes_per_vector,
-        "seconds": time.perf_counter() - start,
-        **manifest["build"],
-    }
+    seconds = time.perf_counter() - start
+    return {"output": cfg.output, **build_summary(manifest, params), "seconds": seconds}
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "echoseek index build") -> int:
