@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -79,16 +79,16 @@ def error(status: int, message: str, code: str | None = None) -> JSONResponse:
 
 
 def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
-    """The FastAPI app answering every route of the HTTP contract from ``backend``."""
+    """The FastAPI app answering every route of the HTTP contract from ``backend``: routers by
+    resource (search, items, index, health), auth as a dependency, JSON errors."""
     cfg = backend.cfg
-    limits = cfg.limits
     app = FastAPI(
         title="echoseek search",
         version="1",
         description="Image similarity search over a sharded faiss index.",
     )
-    # before the metrics middleware below, which then wraps it: refused bodies are counted too
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    # before the metrics middleware, which then wraps it: refused bodies are counted too
+    app.add_middleware(BodyLimit, max_bytes=cfg.limits.max_body_bytes)
     if cfg.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -96,6 +96,19 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization"],
         )
+    install_errors(app)
+    install_metrics(app, backend)
+    search_scope = [Depends(require(tokens, "search"))]
+    app.include_router(search_router(backend), dependencies=search_scope)
+    app.include_router(items_router(backend), dependencies=search_scope)
+    app.include_router(index_router(backend), dependencies=search_scope)
+    app.include_router(admin_router(backend), dependencies=[Depends(require(tokens, "admin"))])
+    app.include_router(health_router(backend))
+    return app
+
+
+def install_errors(app: FastAPI) -> None:
+    """Every client error as JSON ``{"error": {"code", "message"}}``."""
 
     @app.exception_handler(QueryError)
     async def _query_error(request: Request, exc: QueryError) -> JSONResponse:
@@ -111,6 +124,10 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         return error(exc.status_code, str(exc.detail))
 
+
+def install_metrics(app: FastAPI, backend: Backend) -> None:
+    """Count and time every request by its route template (``unmatched`` when none)."""
+
     @app.middleware("http")
     async def _observe(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -122,80 +139,92 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
         backend.metrics.observe(name, response.status_code, time.perf_counter() - start)
         return response
 
-    def scope(needed: str) -> Callable[..., None]:
-        def check(authorization: Annotated[str | None, Header()] = None) -> None:
-            allowed = tokens.allows(authorization, needed)
-            if allowed is None:
-                raise QueryError(
-                    "a valid 'Authorization: Bearer <token>' header is required",
-                    401,
-                    "unauthorized",
-                )
-            if not allowed:
-                raise QueryError(f"this token lacks the '{needed}' scope", 403, "forbidden")
 
-        return check
+def require(tokens: Tokens, needed: str) -> Callable[..., None]:
+    """A dependency that admits a bearer token with the ``needed`` scope (401 without a valid
+    token, 403 with one that lacks the scope)."""
 
-    search_scope = [Depends(scope("search"))]
+    def check(authorization: Annotated[str | None, Header()] = None) -> None:
+        allowed = tokens.allows(authorization, needed)
+        if allowed is None:
+            raise QueryError(
+                "a valid 'Authorization: Bearer <token>' header is required", 401, "unauthorized"
+            )
+        if not allowed:
+            raise QueryError(f"this token lacks the '{needed}' scope", 403, "forbidden")
 
-    async def vectors_of(queries: list[OneQuery]) -> tuple[np.ndarray, str | None]:
-        if len(queries) > limits.max_batch:
-            raise QueryError(f"queries: at most {limits.max_batch} per batch, got {len(queries)}")
-        images: dict[int, np.ndarray] = {}
-        vectors: dict[int, list[float]] = {}
-        items: dict[int, int] = {}
-        for i, q in enumerate(queries):
-            if sum(x is not None for x in (q.vector, q.image, q.id)) != 1:
-                raise QueryError(f"queries[{i}]: give exactly one of 'vector', 'image' or 'id'")
-            if q.image is not None:
-                data = decode_base64(q.image, limits.max_body_bytes)
-                images[i] = decode_image(data, limits.max_image_pixels)
-            elif q.id is not None:
-                items[i] = q.id
-            else:
-                vectors[i] = q.vector or []
-        dim = backend.served.dim
-        out = np.zeros((len(queries), dim), dtype=np.float32)
-        for i, v in vectors.items():
-            if len(v) != dim:
-                raise QueryError(f"queries[{i}].vector: expected {dim} numbers, got {len(v)}")
-            with np.errstate(over="ignore"):  # too large for float32: inf, refused below
-                out[i] = np.asarray(v, dtype=np.float32)
-        if items:
-            out[list(items)] = await backend.stored_vectors(list(items.values()))
-        model = None
-        if images:
-            out[list(images)], model = await backend.embed(list(images.values()))
-        return out, model
+    return check
 
-    async def answer(
-        vectors: np.ndarray,
-        model: str | None,
-        k: int,
-        nprobe: int | None,
-        rerank: Any,
-        partial: bool,
-        single: bool,
-    ) -> dict[str, Any]:
-        start = time.perf_counter()
-        found = await backend.search(vectors, k, nprobe, rerank, partial, model)
-        if single:
-            found["results"] = found["results"][0]
-        found["took_ms"] = round((time.perf_counter() - start) * 1000, 3)
-        if not found["partial"]:
-            del found["missing_shards"]
-        return found
 
-    @app.post("/v1/search", dependencies=search_scope)
+async def vectors_of(backend: Backend, queries: list[OneQuery]) -> tuple[np.ndarray, str | None]:
+    """The query vectors of ``queries`` (given, of stored items, or embedded images) and the
+    model that embedded the images (None when none was)."""
+    limits = backend.cfg.limits
+    if len(queries) > limits.max_batch:
+        raise QueryError(f"queries: at most {limits.max_batch} per batch, got {len(queries)}")
+    images: dict[int, np.ndarray] = {}
+    vectors: dict[int, list[float]] = {}
+    items: dict[int, int] = {}
+    for i, q in enumerate(queries):
+        if sum(x is not None for x in (q.vector, q.image, q.id)) != 1:
+            raise QueryError(f"queries[{i}]: give exactly one of 'vector', 'image' or 'id'")
+        if q.image is not None:
+            data = decode_base64(q.image, limits.max_body_bytes)
+            images[i] = decode_image(data, limits.max_image_pixels)
+        elif q.id is not None:
+            items[i] = q.id
+        else:
+            vectors[i] = q.vector or []
+    dim = backend.served.dim
+    out = np.zeros((len(queries), dim), dtype=np.float32)
+    for i, v in vectors.items():
+        if len(v) != dim:
+            raise QueryError(f"queries[{i}].vector: expected {dim} numbers, got {len(v)}")
+        with np.errstate(over="ignore"):  # too large for float32: inf, refused below
+            out[i] = np.asarray(v, dtype=np.float32)
+    if items:
+        out[list(items)] = await backend.stored_vectors(list(items.values()))
+    model = None
+    if images:
+        out[list(images)], model = await backend.embed(list(images.values()))
+    return out, model
+
+
+async def answer(
+    backend: Backend,
+    vectors: np.ndarray,
+    model: str | None,
+    k: int,
+    nprobe: int | None,
+    rerank: Any,
+    partial: bool,
+    single: bool,
+) -> dict[str, Any]:
+    """The search answer document for ``vectors`` (one result list when ``single``)."""
+    start = time.perf_counter()
+    found = await backend.search(vectors, k, nprobe, rerank, partial, model)
+    if single:
+        found["results"] = found["results"][0]
+    found["took_ms"] = round((time.perf_counter() - start) * 1000, 3)
+    if not found["partial"]:
+        del found["missing_shards"]
+    return found
+
+
+def search_router(backend: Backend) -> APIRouter:
+    """``/v1/search``, ``/v1/search/image`` and ``/v1/search/batch``."""
+    router = APIRouter()
+
+    @router.post("/v1/search")
     async def search(body: SearchBody) -> dict[str, Any]:
         """Top-k of one query (a vector, or a base64 PNG/JPEG image)."""
         one = OneQuery(vector=body.vector, image=body.image, id=body.id)
-        vectors, model = await vectors_of([one])
+        vectors, model = await vectors_of(backend, [one])
         return await answer(
-            vectors, model, body.k, body.nprobe, body.rerank, body.partial, single=True
+            backend, vectors, model, body.k, body.nprobe, body.rerank, body.partial, single=True
         )
 
-    @app.post("/v1/search/image", dependencies=search_scope)
+    @router.post("/v1/search/image")
     async def search_image(
         file: Annotated[UploadFile, File(description="a PNG or JPEG query image")],
         k: Annotated[int, Query()] = 10,
@@ -204,26 +233,33 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
         partial: Annotated[bool, Query()] = False,
     ) -> dict[str, Any]:
         """Top-k of an uploaded image (multipart field ``file``)."""
-        image = decode_image(await file.read(), limits.max_image_pixels)
+        image = decode_image(await file.read(), backend.cfg.limits.max_image_pixels)
         vectors, model = await backend.embed([image])
-        return await answer(vectors, model, k, nprobe, _rerank_param(rerank), partial, single=True)
+        rerank_value = _rerank_param(rerank)
+        return await answer(backend, vectors, model, k, nprobe, rerank_value, partial, single=True)
 
-    @app.post("/v1/search/batch", dependencies=search_scope)
+    @router.post("/v1/search/batch")
     async def search_batch(body: BatchBody) -> dict[str, Any]:
         """Top-k of each query of a batch, in order."""
-        vectors, model = await vectors_of(body.queries)
+        vectors, model = await vectors_of(backend, body.queries)
         return await answer(
-            vectors, model, body.k, body.nprobe, body.rerank, body.partial, single=False
+            backend, vectors, model, body.k, body.nprobe, body.rerank, body.partial, single=False
         )
 
-    @app.get("/v1/items/{item_id}", dependencies=search_scope)
+    return router
+
+
+def items_router(backend: Backend) -> APIRouter:
+    """``/v1/items/{id}`` and its thumbnail."""
+    router = APIRouter()
+
+    @router.get("/v1/items/{item_id}")
     async def item(item_id: int) -> dict[str, Any]:
         """Metadata of one stored item by its (internal, integer) id."""
         return await backend.item(item_id)
 
-    @app.get(
+    @router.get(
         "/v1/items/{item_id}/thumbnail",
-        dependencies=search_scope,
         response_class=Response,
         responses={200: {"content": {"image/png": {}}}},
     )
@@ -231,42 +267,58 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
         """A PNG thumbnail of one stored item, read from the dataset."""
         return Response(await backend.thumbnail(item_id), media_type="image/png")
 
-    @app.get("/v1/index", dependencies=search_scope)
+    return router
+
+
+def index_router(backend: Backend) -> APIRouter:
+    """``GET /v1/index``: the version being served."""
+    router = APIRouter()
+
+    @router.get("/v1/index")
     async def index() -> dict[str, Any]:
         """The index version being served."""
         return await backend.index_document()
 
-    @app.post("/v1/admin/index", dependencies=[Depends(scope("admin"))])
+    return router
+
+
+def admin_router(backend: Backend) -> APIRouter:
+    """``POST /v1/admin/index``: the version switch (admin scope)."""
+    router = APIRouter()
+
+    @router.post("/v1/admin/index")
     async def swap(body: SwapBody) -> dict[str, Any]:
         """Switch to another published version under the configured root (or ``latest``)."""
         return await backend.swap(body.version)
 
-    @app.get("/healthz")
+    return router
+
+
+def health_router(backend: Backend) -> APIRouter:
+    """Liveness, readiness, Prometheus metrics and the web page: no token needed."""
+    router = APIRouter()
+
+    @router.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @router.get("/readyz")
     async def readyz() -> JSONResponse:
         down = await backend.unready_groups()
         if down:
             return error(503, f"not ready: shard groups {down} cannot answer")
-        return JSONResponse(
-            {
-                "ready": True,
-                "index_version": backend.served.version,
-                "model": await backend.current_model(),
-            }
-        )
+        ready = {"ready": True, "index_version": backend.served.version}
+        return JSONResponse({**ready, "model": await backend.current_model()})
 
-    @app.get("/metrics", response_class=Response)
+    @router.get("/metrics", response_class=Response)
     async def metrics() -> Response:
         return Response(backend.metrics.text(), media_type=CONTENT_TYPE)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
         return HTMLResponse(page_html())
 
-    return app
+    return router
 
 
 def _rerank_param(value: str | None) -> str | bool | None:
