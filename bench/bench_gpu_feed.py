@@ -50,6 +50,7 @@ from echoseek.config import load_config
 from echoseek.data.augment import AugmentConfig
 from echoseek.data.dataset import DatasetWriter, Row, decode_png, iter_batches
 from echoseek.data.frames import to_chw
+from echoseek.training.reporting import feed_summary
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FRAME = 256  # side of the synthetic frames
@@ -241,7 +242,7 @@ def pretrain_job(args: argparse.Namespace, dataset: Path, work: Path, use_gpu: b
     ])  # fmt: skip
     start = time.perf_counter()
     out = pretrain.run(cfg)
-    return {**_feed(out), "wall_s": time.perf_counter() - start}
+    return {**feed_summary(out), "wall_s": time.perf_counter() - start}
 
 
 def finetune_job(args: argparse.Namespace, dataset: Path, work: Path, use_gpu: bool) -> dict:
@@ -254,7 +255,7 @@ def finetune_job(args: argparse.Namespace, dataset: Path, work: Path, use_gpu: b
     ])  # fmt: skip
     start = time.perf_counter()
     out = finetune.run(cfg)
-    return {**_feed(out), "wall_s": time.perf_counter() - start}
+    return {**feed_summary(out), "wall_s": time.perf_counter() - start}
 
 
 def embed_job(dataset: Path, work: Path, use_gpu: bool) -> dict:
@@ -265,18 +266,6 @@ def embed_job(dataset: Path, work: Path, use_gpu: bool) -> dict:
     out = embed.run(cfg)
     keys = ("images_per_s", "steady_images_per_s", "start_s", "seconds")
     return {k: float(out[k]) for k in keys}
-
-
-def _feed(summary: dict[str, Any]) -> dict[str, float]:
-    keys = (
-        "worker_start_s",
-        "first_batch_s",
-        "first_step_s",
-        "images_per_s",
-        "data_wait_fraction",
-        "gpu_peak_mb",
-    )
-    return {k: float(summary[k]) for k in keys if k in summary}
 
 
 def main() -> int:

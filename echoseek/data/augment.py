@@ -18,7 +18,7 @@ comes from a generator on the device.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -234,10 +234,8 @@ class Augmenter:
         x = geometry(x, p, cfg.size)  # NxCxSxS
         if cfg.brightness > 0 or cfg.contrast > 0:
             x = jitter(x, p.brightness, p.contrast, p.contrast_first)
-        if bool((p.gamma != 1).any()):  # the masks stay on the CPU: no device sync for them
-            x = gamma_curve(x, p.gamma)
-        if bool(p.speckle.any()):
-            x = speckle(x, p.speckle, cfg.speckle_sigma, self.noise_generator)
+        x = gamma_curve(x, p.gamma)
+        x = speckle(x, p.speckle, cfg.speckle_sigma, self.noise_generator)
         if bool((p.blur_sigma > 0).any()):
             x = gaussian_blur(x, p.blur_sigma.to(x.device), cfg.blur_kernel)
         x = normalise(x, cfg.mean, cfg.std)
@@ -291,27 +289,34 @@ def affine_grid(affine: torch.Tensor, side: int) -> torch.Tensor:
     return steps.view(1, 1, -1, 1) * a[:, 0] + (steps.view(1, -1, 1, 1) * a[:, 1] + a[:, 2])
 
 
+def on_frames(
+    x: torch.Tensor, flagged: torch.Tensor, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """``x`` with ``fn(frames, rows)`` in place of the frames ``flagged`` (a CPU mask; ``rows``
+    their CPU indices, for per-frame parameters); ``x`` itself when none is flagged. The mask
+    stays on the CPU, so choosing the frames never waits for the device."""
+    rows = flagged.nonzero().squeeze(1)
+    if not len(rows):
+        return x
+    on_device = rows.to(x.device)
+    return x.index_copy(0, on_device, fn(x.index_select(0, on_device), rows))
+
+
 def jitter(
     x: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor, contrast_first: torch.Tensor
 ) -> torch.Tensor:
     """Brightness x' = clamp(b·x, 0, 1) and contrast x' = clamp(c·x + (1 - c)·mean, 0, 1)
     (mean: of the frame's luma), in each frame's own order: the frames flagged in
     ``contrast_first`` (a CPU mask) get contrast then brightness, the others the reverse."""
-    b = brightness.to(x.device).view(-1, 1, 1, 1)
-    c = contrast.to(x.device)
-    out = torch.empty_like(x)
-    for first in (True, False):
-        rows = (contrast_first == first).nonzero().squeeze(1).to(x.device)
-        if not len(rows):
-            continue
-        part, f = x.index_select(0, rows), c.index_select(0, rows)
-        if first:
-            part = _contrast(part, f)
-        part = part.mul_(b.index_select(0, rows)).clamp_(0.0, 1.0)
-        if not first:
-            part = _contrast(part, f)
-        out.index_copy_(0, rows, part)
-    return out
+
+    def bright(frames: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return frames.mul_(brightness[rows].to(x.device).view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+
+    def contrast_of(frames: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return _contrast(frames, contrast[rows].to(x.device))
+
+    x = on_frames(x, contrast_first, lambda f, rows: bright(contrast_of(f, rows), rows))
+    return on_frames(x, ~contrast_first, lambda f, rows: contrast_of(bright(f, rows), rows))
 
 
 def _contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -324,11 +329,11 @@ def _contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 def gamma_curve(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     """x' = clamp(x, 0, 1)^γ per frame (γ = 1: untouched): keeps 0 and 1 and the order of
     intensities; γ < 1 brightens, γ > 1 darkens."""
-    picked = (gamma != 1).nonzero().squeeze(1)
-    exponent = gamma[picked].to(x.device).view(-1, 1, 1, 1)
-    picked = picked.to(x.device)
-    curved = x.index_select(0, picked).clamp_(0.0, 1.0).pow_(exponent)
-    return x.index_copy(0, picked, curved)
+
+    def curve(frames: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return frames.clamp_(0.0, 1.0).pow_(gamma[rows].to(x.device).view(-1, 1, 1, 1))
+
+    return on_frames(x, gamma != 1, curve)
 
 
 def speckle(
@@ -341,11 +346,13 @@ def speckle(
     (Goodman, "Statistical properties of laser speckle patterns", 1975). One noise field is
     shared by all channels of a frame.
     """
-    picked = apply.nonzero().squeeze(1).to(x.device)
     looks = 1.0 / sigma**2
-    noise = gamma_noise((len(picked), 1, *x.shape[-2:]), looks, generator, x.device) / looks
-    noisy = (x.index_select(0, picked) * noise).clamp_(0.0, 1.0)
-    return x.index_copy(0, picked, noisy)
+
+    def noisy(frames: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        shape = (len(rows), 1, *x.shape[-2:])
+        return frames.mul_(gamma_noise(shape, looks, generator, x.device) / looks).clamp_(0, 1)
+
+    return on_frames(x, apply, noisy)
 
 
 def gamma_noise(
