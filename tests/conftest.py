@@ -23,12 +23,15 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[Any]:
-    """A local Ray cluster shared by every test that asks for it."""
+    """A local Ray cluster shared by every test that asks for it, with Serve's HAProxy ingress
+    (the service's default) where this installation has it."""
     import ray
 
     from echoseek.ray_session import local_system_config, local_worker_env
+    from echoseek.service.ingress import prepare_ingress
 
     if not ray.is_initialized():
+        prepare_ingress("fast", joining=False)
         ray.init(
             address="local",  # never a cluster another test started (their bootstrap file)
             num_cpus=2,

@@ -38,7 +38,12 @@ class Config(ServiceConfig):
 def run(cfg: Config) -> dict[str, Any]:
     """Start the service, print where it answers, and wait."""
     running = start_service(cfg, use_ray=cfg.ray, serve_config=cfg.serve_config)
-    print(f"serving index version {running.version} ({running.ntotal} vectors) at {running.url}")
+    if running.note:
+        print(f"note: {running.note}", file=sys.stderr)
+    print(
+        f"serving index version {running.version} ({running.ntotal} vectors, "
+        f"{running.ingress} ingress) at {running.url}"
+    )
     print(f"  web page {running.url}/   API docs {running.url}/docs   (Ctrl-C stops)", flush=True)
     start = time.monotonic()
     try:

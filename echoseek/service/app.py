@@ -18,7 +18,7 @@ from ray.serve import Application, Deployment
 from echoseek.config import from_dict
 from echoseek.service.auth import check_bind, load_tokens
 from echoseek.service.backend import model_spec, model_tracking
-from echoseek.service.config import ServiceConfig
+from echoseek.service.config import ServiceConfig, service_part
 from echoseek.service.deployments import Embedder, SearchIngress, ShardSearcher
 from echoseek.service.versions import load_served
 
@@ -68,9 +68,10 @@ def local_absolute(path: str) -> str:
 
 
 def absolute_paths(cfg: ServiceConfig) -> ServiceConfig:
-    """``cfg`` with its local paths (index, dataset, tokens file, model) made absolute."""
+    """The service fields of ``cfg`` with its local paths (index, dataset, tokens file, model)
+    made absolute."""
     return dataclasses.replace(
-        cfg,
+        service_part(cfg),
         index=local_absolute(cfg.index),
         dataset=local_absolute(cfg.dataset),
         tokens_file=local_absolute(cfg.tokens_file),

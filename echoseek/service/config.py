@@ -7,7 +7,7 @@ the index's metadata), never a path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from echoseek.errors import ConfigError
 
@@ -51,6 +51,7 @@ class ServiceConfig:
     batch_wait_ms: float = 2.0
     shard_timeout_s: float = 10.0  # a shard call slower than this counts as failed
     tracking_uri: str = ""  # MLflow store for models:/ URIs
+    ingress: str = "fast"  # HTTP ingress on Ray: fast (HAProxy) or proxy (echoseek.service.ingress)
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -61,6 +62,8 @@ class ServiceConfig:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.batch_size <= 0:
             raise ConfigError(f"batch_size: must be positive, got {self.batch_size}")
+        if self.ingress not in ("fast", "proxy"):
+            raise ConfigError(f"ingress: must be 'fast' or 'proxy', got {self.ingress!r}")
         if self.batch_wait_ms < 0 or self.shard_timeout_s <= 0:
             raise ConfigError("batch_wait_ms must be >= 0 and shard_timeout_s positive")
 
@@ -68,6 +71,14 @@ class ServiceConfig:
         """Fields every deployment needs (a config file may leave them to overrides)."""
         if not self.index:
             raise ConfigError("index is required (an index root from echoseek index build)")
+
+
+def service_part(cfg: ServiceConfig) -> ServiceConfig:
+    """The :class:`ServiceConfig` fields of ``cfg`` alone (``echoseek serve``'s config adds how
+    to run the service, which a deployment's ``args`` do not take)."""
+    if type(cfg) is ServiceConfig:
+        return cfg
+    return ServiceConfig(**{f.name: getattr(cfg, f.name) for f in fields(ServiceConfig)})
 
 
 def is_local(host: str) -> bool:

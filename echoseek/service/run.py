@@ -9,6 +9,7 @@ tries and would retry forever), or an in-process HTTP server that stopped.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -19,6 +20,7 @@ from typing import Any
 from echoseek.errors import EchoseekError
 from echoseek.service.auth import check_bind, load_tokens
 from echoseek.service.config import ServiceConfig
+from echoseek.service.ingress import LABELS, prepare_ingress
 
 FailureProbe = Callable[[], str | None]  # the reason the service cannot start, or None
 APP_NAME = "echoseek"
@@ -33,6 +35,8 @@ class Running:
     stop: Callable[[], None]
     version: str
     ntotal: int
+    ingress: str = "uvicorn"  # what answers HTTP: HAProxy, Serve proxy or uvicorn
+    note: str = ""  # why the ingress is not the one asked for ("" when it is)
 
 
 def quiet_serve() -> None:
@@ -58,20 +62,31 @@ def start_service(cfg: ServiceConfig, use_ray: bool = True, serve_config: str = 
     tokens = load_tokens(cfg.tokens_file)
     check_bind(cfg.host, tokens)
     check_port(cfg.host, cfg.port)
-    quiet_serve()
     failed: FailureProbe = serve_failure
-    if serve_config:
-        url, stop = _deploy_config(cfg, serve_config)
-    elif use_ray:
-        url, stop = _start_serve(cfg)
-    else:
+    ingress, note = "uvicorn", ""
+    if use_ray:
+        quiet_serve()
+        kind, note = prepare_ingress(cfg.ingress, joining=ray_running())
+        ingress = LABELS[kind]
+        if serve_config:
+            url, stop = _deploy_config(cfg, serve_config)
+        else:
+            url, stop = _start_serve(cfg)
+    else:  # a Serve config's deployments need Ray; its args are in cfg already
         url, stop, failed = _start_uvicorn(cfg)
     try:
         doc = wait_ready(url, tokens_header(tokens), failed)
     except BaseException:
         stop()
         raise
-    return Running(url, stop, doc["version"], int(doc["ntotal"]))
+    return Running(url, stop, doc["version"], int(doc["ntotal"]), ingress, note)
+
+
+def ray_running() -> bool:
+    """Whether this process is in a Ray session or will join a cluster (``RAY_ADDRESS``)."""
+    import ray
+
+    return ray.is_initialized() or bool(os.environ.get("RAY_ADDRESS"))
 
 
 def check_port(host: str, port: int) -> None:
@@ -201,8 +216,7 @@ def serve_schema(cfg: ServiceConfig, path: str) -> Any:
     from echoseek.service.app import absolute_paths
 
     data = read_yaml(path)
-    fields = {f.name for f in dataclasses.fields(ServiceConfig)}
-    args = {k: v for k, v in dataclasses.asdict(absolute_paths(cfg)).items() if k in fields}
+    args = dataclasses.asdict(absolute_paths(cfg))
     try:
         data["applications"][0]["args"] = args
         data["http_options"] = {

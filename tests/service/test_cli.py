@@ -15,6 +15,8 @@ from PIL import Image
 from echoseek.jobs import search
 from tests.service.conftest import PIXELS, frame, free_port
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def echoseek(*args: str) -> list[str]:
     return [sys.executable, "-m", "echoseek.cli", *args]
@@ -58,6 +60,40 @@ def test_serve_in_the_foreground_and_search_from_the_command_line(
         proc.terminate()
         proc.wait(30)
     assert "stopped the service" in (proc.stdout.read() if proc.stdout else "")
+
+
+def test_ray_false_with_a_serve_config_runs_its_args_in_one_process(
+    service_index: Path, tmp_path: Path
+) -> None:
+    """``echoseek serve serve/local.yaml ray=false``: the file's args, served by uvicorn in this
+    one process (not Serve, whose deployments the file also names)."""
+    import httpx
+    import yaml
+
+    data = yaml.safe_load((ROOT / "serve" / "local.yaml").read_text())
+    port = free_port()
+    data["applications"][0]["args"].update(
+        index=str(service_index), dataset="", model="pixels", pixel_size=PIXELS
+    )
+    data["http_options"]["port"] = port
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump(data))
+    proc = subprocess.Popen(
+        echoseek("serve", str(tmp_path / "serve.yaml"), "ray=false", "for_s=60"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert "uvicorn ingress" in first and first.rstrip().endswith(f":{port}"), first
+        body = {"vector": [0.5] * PIXELS * PIXELS, "k": 2}
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/search", json=body, timeout=30)
+        assert r.status_code == 200 and len(r.json()["results"]) == 2
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "ray" not in err.lower(), err  # no Ray started, nothing of it printed
 
 
 def test_command_line_errors(service_index: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -56,7 +57,7 @@ def endpoint(
         port=free_port(),
     )
     running = start_service(cfg, serve_config=str(path))
-    ENDPOINT.update(cfg=cfg, path=str(path))
+    ENDPOINT.update(cfg=cfg, path=str(path), running=running)
     yield running.url
     running.stop()
 
@@ -74,6 +75,31 @@ def png_b64(image: np.ndarray) -> str:
     out = io.BytesIO()
     Image.fromarray(image).save(out, format="PNG")
     return base64.b64encode(out.getvalue()).decode()
+
+
+def test_the_endpoint_answers_through_haproxy(endpoint: str) -> None:
+    """The default ingress: the service port is HAProxy's, not Serve's Python proxy's."""
+    listening = listeners(int(endpoint.rsplit(":", 1)[1]))
+    assert ENDPOINT["running"].ingress == "HAProxy" and listening == {"haproxy"}, listening
+    assert httpx.get(f"{endpoint}/readyz", timeout=10).status_code == 200
+
+
+def listeners(port: int) -> set[str]:
+    """Names of the processes listening on TCP ``port`` (from /proc: Linux)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()  # sl local_address rem_address st ... inode
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    names = set()
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd) in inodes:
+                names.add((fd.parent.parent / "comm").read_text().strip())
+        except OSError:  # a process or descriptor gone meanwhile
+            continue
+    return names
 
 
 def test_image_query_over_serve(

