@@ -15,9 +15,11 @@ Targets, measured side by side in this run on 127.0.0.1 only:
 * ``uvicorn``: ``echoseek serve ray=false`` in its own process: the same FastAPI app and
   reader in one process, what a user would write without Ray;
 * ``Ray Serve``: ``echoseek serve`` with 4 shard-group deployments, an embedder and the
-  ingress (one replica each);
+  ingress (one replica each), then with one shard group; under Serve's Python proxy
+  (``ingress=proxy``) and under HAProxy (``ingress=fast``, the default), each in its own
+  process and Ray instance (the ingress is fixed when Ray starts);
 * ``Ray Serve floor``: a FastAPI ingress making one handle call to a no-op deployment (what
-  any Serve app with one hop pays on this machine);
+  any Serve app with one hop pays on this machine), under each ingress;
 * ``milvus-lite``: an IVF_FLAT collection of the same vectors (milvus-lite's IVF index), its
   nprobe the smallest power of two reaching the same recall@10.
 
@@ -26,12 +28,13 @@ sends its next query when the last answer arrives) for ``--seconds`` each; image
 (a 128×128 PNG, embedded by a ResNet-18 of the demo's shape at 32 px, untrained: latency only)
 at concurrency 1 and 8. Latency percentiles are over every answered request.
 
-Faults (Ray Serve, two replicas per shard group, concurrency 16 for ``--fault-seconds``): one
-replica of ShardSearcher0 is killed a third of the way in, and a new index version is swapped
-in two thirds of the way in; failed requests, the time from the kill to the last failed
-request, and the versions answered are counted. Fuzzing: ``schemathesis run`` against the
-OpenAPI schema (``--fuzz-examples`` per operation) plus hand-made bad bodies; any status ≥ 500
-is a failure. Results go to bench/results/service.json and the tables are printed.
+Faults (Ray Serve under the default HAProxy ingress, two replicas per shard group,
+concurrency 16 for ``--fault-seconds``): one replica of ShardSearcher0 is killed a third of
+the way in, and a new index version is swapped in two thirds of the way in; failed requests,
+the time from the kill to the last failed request, and the versions answered are counted.
+Fuzzing: ``schemathesis run`` against the OpenAPI schema (``--fuzz-examples`` per operation)
+plus hand-made bad bodies; any status ≥ 500 is a failure. Results go to
+bench/results/service.json and the tables are printed.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import os
@@ -48,7 +52,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -63,6 +67,7 @@ DIM = 128
 CONCURRENCY = (1, 8, 32)
 IMAGE_CONCURRENCY = (1, 8)
 PROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+INGRESSES = ("proxy", "fast")  # Serve's Python proxy, HAProxy (echoseek.service.ingress)
 
 
 # --- data, model, index ---------------------------------------------------------------------
@@ -277,53 +282,82 @@ def in_process_rows(root: Path, q: np.ndarray, nprobe: int, seconds: float) -> l
     return rows
 
 
-def uvicorn_rows(
-    root: Path, model: Path, q: np.ndarray, nprobe: int, png: bytes, seconds: float
-) -> list[dict[str, Any]]:
+@contextlib.contextmanager
+def service_process(args: list[str]) -> Iterator[str]:
+    """``echoseek serve ARGS`` in its own process (its own local Ray, when it uses Ray, started
+    with the ingress ``args`` ask for); yields its URL once it serves."""
     port = free_port()
-    cmd = [
-        str(Path(sys.executable).parent / "echoseek"),
-        "serve",
-        f"index={root}",
-        f"model={model}",
-        "ray=false",
-        f"port={port}",
-    ]
+    cmd = [str(Path(sys.executable).parent / "echoseek"), "serve", *args, f"port={port}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if not line.startswith("serving"):
-            raise SystemExit(f"echoseek serve ray=false did not start: {line}")
-        return endpoint_rows(
-            "uvicorn, one process", f"http://127.0.0.1:{port}", q, nprobe, png, seconds
-        )
+            raise SystemExit(f"{' '.join(cmd)} did not start: {line}")
+        print(f"  {line.strip()}", flush=True)
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
-        proc.wait(30)
+        proc.wait(120)
+
+
+def uvicorn_rows(
+    root: Path, model: Path, q: np.ndarray, nprobe: int, png: bytes, seconds: float
+) -> list[dict[str, Any]]:
+    with service_process([f"index={root}", f"model={model}", "ray=false"]) as url:
+        return endpoint_rows("uvicorn, one process", url, q, nprobe, png, seconds)
 
 
 def serve_file(work: Path, replicas: int, groups: int = 4) -> str:
-    """serve/local.yaml with ``groups`` shard-group deployments of ``replicas`` replicas each."""
+    """serve/local.yaml's application with ``groups`` shard-group deployments of ``replicas``
+    replicas each and one ingress replica; ``groups=0`` (``colocate=true``): no searchers,
+    ``replicas`` ingress replicas."""
     import yaml
 
     data = yaml.safe_load((ROOT / "serve" / "local.yaml").read_text())
-    deployments = data["applications"][0]["deployments"]
-    searcher = next(d for d in deployments if d["name"] == "ShardSearcher0")
-    searcher.update(num_replicas=replicas, ray_actor_options={"num_cpus": 0.1})
-    deployments += [{**searcher, "name": f"ShardSearcher{g}"} for g in range(1, groups)]
+    app = data["applications"][0]
+    light = {"num_cpus": 0.1}
+    keep = [d for d in app["deployments"] if d["name"] in ("SearchIngress", "Embedder")]
+    ingress = next(d for d in keep if d["name"] == "SearchIngress")
+    ingress.update(num_replicas=1 if groups else replicas, ray_actor_options=light)
+    searchers = [
+        {
+            "name": f"ShardSearcher{g}",
+            "num_replicas": replicas,
+            "ray_actor_options": light,
+            "max_ongoing_requests": 64,
+        }
+        for g in range(groups)
+    ]
+    app["deployments"] = keep + searchers
     path = work / f"serve-{replicas}-{groups}.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)
 
 
 def serve_floor_rows(q: np.ndarray, seconds: float) -> list[dict[str, Any]]:
+    """Serve's floor under each ingress, each in its own process (the ingress is chosen when
+    Ray starts): ``--floor INGRESS`` runs :func:`floor_rows` and prints its rows as JSON."""
+    rows = []
+    for ingress in INGRESSES:
+        cmd = [sys.executable, __file__, "--floor", ingress, "--seconds", str(seconds)]
+        cmd += ["--n", str(len(q)), "--queries", str(len(q))]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
+        rows += json.loads(out.stdout.strip().splitlines()[-1])
+    return rows
+
+
+def floor_rows(ingress: str, q: np.ndarray, seconds: float) -> list[dict[str, Any]]:
     """Ray Serve's own floor here: a FastAPI ingress that makes one handle call to a
-    deployment returning at once (HTTP proxy -> ingress -> one hop), the same load."""
+    deployment returning at once (ingress -> one hop), the same load."""
     from fastapi import Body, FastAPI
     from ray import serve
 
     from echoseek.ray_session import ensure_ray
+    from echoseek.service.ingress import LABELS, prepare_ingress
+
+    kind, note = prepare_ingress(ingress, joining=False)
+    assert kind == ingress, note
 
     app = FastAPI()
     json_body = Body(...)
@@ -356,13 +390,13 @@ def serve_floor_rows(q: np.ndarray, seconds: float) -> list[dict[str, Any]]:
         for c in CONCURRENCY:
             rows.append(
                 {
-                    "target": "Ray Serve floor: ingress + 1 no-op hop",
+                    "target": f"Ray Serve floor ({LABELS[kind]}): ingress + 1 no-op hop",
                     "query": "vector",
                     "concurrency": c,
                     **http_load(url, vector_request(q, 1), c, seconds),
                 }
             )
-            print(f"  serve floor c={c}: {rows[-1]}", flush=True)
+            print(f"  serve floor c={c}: {rows[-1]}", file=sys.stderr, flush=True)
         return rows
     finally:
         serve.shutdown()
@@ -371,22 +405,25 @@ def serve_floor_rows(q: np.ndarray, seconds: float) -> list[dict[str, Any]]:
 def serve_rows(
     root: Path, model: Path, q: np.ndarray, nprobe: int, png: bytes, seconds: float
 ) -> list[dict[str, Any]]:
-    """The endpoint with the 4 shards in 4 groups (a fan-out of 4 hops per query), then in one
-    group (one hop; the group searches its 4 shards in its own threads)."""
-    from echoseek.service.config import ServiceConfig
-    from echoseek.service.run import start_service
+    """The endpoint under Serve's proxy and under HAProxy, each with the 4 shards in 4 groups
+    (a fan-out of 4 hops per query), then in one group (one hop; the group searches its 4
+    shards in its own threads); then under HAProxy with the shards searched inside one and
+    two ingress replicas (``colocate``: no hop). Each in its own process: the ingress is fixed
+    as Ray starts."""
+    from echoseek.service.ingress import LABELS
 
+    layouts = [(ingress, groups, 1) for ingress in INGRESSES for groups in (4, 1)]
     rows = []
-    for groups in (4, 1):
-        cfg = ServiceConfig(
-            index=str(root), model=str(model), shard_groups=groups, port=free_port()
+    for ingress, groups, replicas in [*layouts, ("fast", 0, 1), ("fast", 0, 2)]:
+        args = [serve_file(root.parent, replicas, groups), f"index={root}", f"model={model}"]
+        args += ['dataset=""', f"shard_groups={groups}", f"colocate={str(groups == 0).lower()}"]
+        name = f"Ray Serve ({LABELS[ingress]}), " + (
+            f"{groups} shard group{'s' * (groups > 1)}"
+            if groups
+            else f"shards in the ingress ({replicas} replica{'s' * (replicas > 1)})"
         )
-        running = start_service(cfg, serve_config=serve_file(root.parent, 1, groups))
-        try:
-            name = f"Ray Serve, {groups} shard group{'s' if groups > 1 else ''}"
-            rows += endpoint_rows(name, running.url, q, nprobe, png, seconds)
-        finally:
-            running.stop()
+        with service_process([*args, f"ingress={ingress}"]) as url:
+            rows += endpoint_rows(name, url, q, nprobe, png, seconds)
     return rows
 
 
@@ -523,6 +560,7 @@ def fault_run(
         "swap_status": events["swap_status"],
         "failed_during_swap": sum(s != 200 for _, s, _ in in_swap),
         "versions": sorted({v for _, _, v in answers if v}),
+        "ingress": running.ingress,
         "old": old,
         "new": new,
     }
@@ -679,8 +717,13 @@ def main() -> None:
     parser.add_argument(
         "--skip", nargs="*", default=[], help="targets to skip: load milvus fuzz faults"
     )
+    parser.add_argument("--floor", choices=INGRESSES, help=argparse.SUPPRESS)  # one child run
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if args.floor:
+        q = mixture(args.queries, DIM, 10, seed=1)
+        print(json.dumps(floor_rows(args.floor, q, args.seconds)))
+        return
     import faiss
 
     faiss.omp_set_num_threads(1)

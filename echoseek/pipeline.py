@@ -291,7 +291,11 @@ def service_stage(
 
     def run() -> dict[str, Any]:
         cfg = ServiceConfig(
-            index=str(work / "index"), dataset=str(dataset), port=_port(port), tracking_uri=tracking
+            index=str(work / "index"),
+            dataset=str(dataset),
+            port=_port(port),
+            tracking_uri=tracking,
+            colocate=True,  # serve/local.yaml's layout: the ingress searches the shards
         )
         running = start_service(cfg)
         try:

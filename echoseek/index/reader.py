@@ -181,7 +181,7 @@ class IndexReader:
         k = _check_k(k)
         q = self.prepare_queries(queries)
         probe = self._check_nprobe(nprobe)
-        name = self._rerank_name(rerank)
+        name = self.rerank_name(rerank)
         depth = self._rerank_depth(k, rerank_depth) if name else k
         scores, ids = self._search_live(q, depth, probe)
         if name is None:
@@ -371,7 +371,8 @@ class IndexReader:
             raise EchoseekError(f"nprobe: must be a positive integer, got {nprobe!r}")
         return int(min(nprobe, self.nlist)) if self._is_ivf else 1
 
-    def _rerank_name(self, rerank: str | bool | None) -> str | None:
+    def rerank_name(self, rerank: str | bool | None) -> str | None:
+        """The distance a search with ``rerank`` re-ranks by (None: no re-rank)."""
         if rerank is None:
             return self.default_rerank
         if rerank is False:

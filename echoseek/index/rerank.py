@@ -4,7 +4,10 @@ IVF-PQ scores are computed on compressed codes; re-ranking the best ``R`` candid
 query with the exact distance on the stored (float16) vectors restores most of the lost recall
 at the cost of ``R`` vector reads per query (Jégou et al., "Searching in one billion vectors:
 re-rank with source coding", ICASSP 2011, refine candidates the same way). Distances are
-dissimilarities, so the returned score is ``−distance`` (higher is better), sorted.
+dissimilarities; the returned score is higher-is-better everywhere, sorted: for the cosine
+distance it is the cosine similarity itself, ``1 − distance`` (what an ``ip`` index scores
+without re-rank), for every other distance ``−distance``
+(:func:`score_from_distance`, and back: :func:`distance_from_score`).
 
 Any name in :data:`echoseek.distances.NAMES` works, including the asymmetric SOART3 family
 (``y`` = query, ``x`` = stored vector), through :func:`echoseek.distances.rowwise`. The two
@@ -54,13 +57,25 @@ def rerank_candidates(
         part = np.argpartition(dist, take - 1, axis=1)[:, :take]
     else:
         part = np.argsort(dist, axis=1)
-    scores = -np.take_along_axis(dist, part, axis=1).astype(np.float32)
+    scores = score_from_distance(np.take_along_axis(dist, part, axis=1), name)
     ids = np.where(np.isfinite(scores), np.take_along_axis(candidates, part, axis=1), MISSING_ID)
     scores, ids = sort_results(scores, ids)
     if take < k:
         scores = np.pad(scores, ((0, 0), (0, k - take)), constant_values=-np.inf)
         ids = np.pad(ids, ((0, 0), (0, k - take)), constant_values=MISSING_ID)
     return scores, ids
+
+
+def score_from_distance(distance: np.ndarray, name: str) -> np.ndarray:
+    """Higher-is-better score of a distance: ``1 − d`` for cosine (the similarity), else
+    ``−d``; float32, ``+inf`` (no candidate) becomes ``−inf``."""
+    d = np.asarray(distance, dtype=np.float32)
+    return (1.0 - d if name == "cosine" else -d).astype(np.float32)
+
+
+def distance_from_score(score: np.ndarray | float, name: str) -> np.ndarray | float:
+    """The distance a re-rank score came from (the inverse of :func:`score_from_distance`)."""
+    return 1.0 - score if name == "cosine" else -score
 
 
 def candidate_distances(

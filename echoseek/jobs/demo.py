@@ -70,6 +70,10 @@ class Config:
 
 def run(cfg: Config) -> dict[str, Any]:
     """Run every stage into ``work_dir`` (outputs are replaced on each run)."""
+    from echoseek.service.ingress import prepare_ingress
+    from echoseek.service.run import ray_running
+
+    prepare_ingress("fast", joining=ray_running())  # before the first stage starts Ray
     work = Path(cfg.output or cfg.work_dir)
     raw, dataset, evaluation = work / "phantom", work / "dataset", work / "eval"
     timings: dict[str, float] = {}

@@ -2,8 +2,9 @@
 
 :func:`build` is a Serve application builder: ``serve/*.yaml`` name it as ``import_path``
 and pass :class:`~echoseek.service.config.ServiceConfig` fields as ``args``. It composes one
-``ShardSearcher<g>`` deployment per shard group, the ``Embedder`` (when the index or config
-names a model) and the ``SearchIngress``, each overridable by name in the YAML's
+``ShardSearcher<g>`` deployment per shard group (none with ``colocate``: the ingress
+searches the shards itself), the ``Embedder`` (when the index or config names a model) and
+the ``SearchIngress``, each overridable by name in the YAML's
 ``deployments:`` (replicas, autoscaling, GPUs).
 """
 
@@ -36,14 +37,14 @@ def compose(cfg: ServiceConfig) -> Application:
     check_bind(cfg.host, load_tokens(cfg.tokens_file))
     served = load_served(cfg.index, cfg.version)  # refuse a corrupt first version here
     cfg = dataclasses.replace(cfg, version=served.version)  # every deployment starts on it
-    groups = cfg.shard_groups or served.shard_count
+    groups = 0 if cfg.colocate else cfg.shard_groups or served.shard_count
     searcher, embedding, ingress = (
         cast(Deployment, d) for d in (ShardSearcher, Embedder, SearchIngress)
     )
     searchers = [
         searcher.options(name=f"ShardSearcher{g}").bind(cfg.index, g, groups, served.version)
         for g in range(groups)
-    ]
+    ]  # none when colocated: the ingress searches the shards itself
     spec = local_absolute(model_spec(cfg, served))
     embedder = (
         embedding.bind(

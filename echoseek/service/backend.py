@@ -103,10 +103,10 @@ class Backend(abc.ABC):
     ) -> dict[str, Any]:
         """Top-``k`` hits per query vector: ``{"results", "index_version", "model",
         "partial", "missing_shards"}``; ``model`` is the one that embedded query images
-        (None: the vectors came from the client or the index, whose model is named)."""
+        (None: the vectors came from the client or the index, whose model is named). The
+        request was checked by :mod:`echoseek.service.validate`."""
         served = self.served
-        q = check_vectors(vectors, served.dim)
-        check_options(k, nprobe, rerank, self.cfg.limits.max_k)
+        q = np.asarray(vectors, dtype=np.float32).reshape(-1, served.dim)
         calls = [
             self._ask(g, "search", served.version, q, k, nprobe, rerank) for g in range(self.groups)
         ]
@@ -282,45 +282,6 @@ def no_model_error() -> QueryError:
     )
 
 
-def check_vectors(vectors: Any, dim: int) -> np.ndarray:
-    """A (Q, dim) finite float32 array, or a 400 naming what is wrong."""
-    try:
-        with np.errstate(over="ignore"):  # too large for float32: inf, refused below
-            q = np.asarray(vectors, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise QueryError("vector: expected a list of numbers") from None
-    if q.ndim == 1:
-        q = q[None, :]
-    if q.ndim != 2 or q.shape[1] != dim or q.shape[0] == 0:
-        got = q.shape[-1] if q.ndim else 0
-        raise QueryError(f"vector: expected {dim} numbers, got {got}")
-    if not np.isfinite(q).all():
-        raise QueryError("vector: contains NaN or infinite values (or values too large)")
-    if not (np.abs(q).sum(axis=1) > 0).all():
-        raise QueryError("vector: is all zeros")
-    return q
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def check_options(k: Any, nprobe: Any, rerank: Any, max_k: int) -> None:
-    """``k`` in 1..max_k, ``nprobe`` a positive int or None, ``rerank`` None, a bool or a
-    distance name; a 400 naming the field otherwise."""
-    from echoseek.distances import resolve_params
-
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k:
-        raise QueryError(f"k: must be an integer in 1..{max_k}, got {k!r}")
-    if nprobe is not None and (
-        isinstance(nprobe, bool) or not isinstance(nprobe, int) or nprobe < 1
-    ):
-        raise QueryError(f"nprobe: must be a positive integer or null, got {nprobe!r}")
-    if isinstance(rerank, str):
-        try:
-            resolve_params(rerank)
-        except EchoseekError as exc:
-            raise QueryError(f"rerank: {exc}") from None
-    elif rerank is not None and not isinstance(rerank, bool):
-        raise QueryError(f"rerank: expected a distance name, true, false or null, got {rerank!r}")

@@ -35,6 +35,11 @@ class ServiceConfig:
 
     Replicas, autoscaling and resources of each deployment are the Serve YAML's
     (``deployments:``); without one, every deployment runs one light replica.
+
+    ``colocate``: no ``ShardSearcher`` deployments; each ``SearchIngress`` replica memory-maps
+    every shard and searches them in its own threads, saving the hop to a searcher (one node,
+    or storage every node mounts; scale with the ingress's replicas). ``shard_groups`` is then
+    ignored.
     """
 
     index: str = ""  # an index root (versions + LATEST), from echoseek index build
@@ -47,6 +52,7 @@ class ServiceConfig:
     tokens_file: str = ""  # lines "token:scope"; also ECHOSEEK_TOKENS="token:scope,..."
     cors_origins: list[str] = field(default_factory=list)  # empty: CORS off
     shard_groups: int = 0  # shard searcher deployments; 0: one per shard
+    colocate: bool = False  # search every shard inside each SearchIngress replica (no hop)
     batch_size: int = 16  # images per embedder call (@serve.batch)
     batch_wait_ms: float = 2.0
     shard_timeout_s: float = 10.0  # a shard call slower than this counts as failed

@@ -5,7 +5,8 @@ transform (GPU and AMP when the replica has a GPU). ``ShardSearcher`` holds one
 :class:`~echoseek.service.searcher.ShardGroup` (memory-mapped shards of the versions it is
 asked for); each group is its own deployment, so replicas and autoscaling are set per group.
 ``SearchIngress`` is the FastAPI app of :mod:`echoseek.service.http` over a
-:class:`~echoseek.service.backend.Backend` whose calls go through deployment handles.
+:class:`~echoseek.service.backend.Backend` whose calls go through deployment handles, or,
+with ``colocate``, to one ``ShardGroup`` of every shard in its own process.
 
 Swaps: ``reconfigure`` of the ingress (a ``serve deploy`` with a changed ``user_config:
 {version: ...}``) and ``POST /v1/admin/index`` both verify the new version, warm every group,
@@ -128,8 +129,11 @@ class SearchIngress(Backend):
     ) -> None:
         quiet_replica()
         config = from_dict(ServiceConfig, cfg)
-        super().__init__(config, len(groups))
+        super().__init__(config, len(groups) or 1)
         self._handles, self._embedder, self._model = groups, embedder, model
+        self._local = [] if groups else [ShardGroup(config.index, 0, 1)]  # colocate
+        for group in self._local:
+            group.load(self.served.version)
         self.tokens = load_tokens(config.tokens_file)
 
     def __serve_build_asgi_app__(self) -> Any:
@@ -138,6 +142,8 @@ class SearchIngress(Backend):
         return create_app(self, self.tokens)
 
     async def call_group(self, group: int, method: str, *args: Any) -> Any:
+        if self._local:  # colocated: every shard in this replica, no hop
+            return await asyncio.to_thread(getattr(self._local[group], method), *args)
         return await getattr(self._handles[group], method).remote(*args)
 
     async def embed(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, str]:

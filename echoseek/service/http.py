@@ -27,6 +27,7 @@ from echoseek.service.backend import Backend
 from echoseek.service.body_limit import BodyLimit
 from echoseek.service.images import QueryError, decode_base64, decode_image
 from echoseek.service.metrics import CONTENT_TYPE
+from echoseek.service.validate import check_batch, check_one_of, check_search, check_vector
 
 Rerank = str | StrictBool | None
 CODES = {
@@ -156,32 +157,28 @@ def require(tokens: Tokens, needed: str) -> Callable[..., None]:
     return check
 
 
-async def vectors_of(backend: Backend, queries: list[OneQuery]) -> tuple[np.ndarray, str | None]:
+async def vectors_of(
+    backend: Backend, queries: list[OneQuery], single: bool = False
+) -> tuple[np.ndarray, str | None]:
     """The query vectors of ``queries`` (given, of stored items, or embedded images) and the
-    model that embedded the images (None when none was)."""
+    model that embedded the images (None when none was); ``single``: the one query of
+    ``/v1/search`` (errors name its fields, not ``queries[i]``)."""
     limits = backend.cfg.limits
-    if len(queries) > limits.max_batch:
-        raise QueryError(f"queries: at most {limits.max_batch} per batch, got {len(queries)}")
+    check_batch(len(queries), limits.max_batch)
+    dim = backend.served.dim
+    out = np.zeros((len(queries), dim), dtype=np.float32)
     images: dict[int, np.ndarray] = {}
-    vectors: dict[int, list[float]] = {}
     items: dict[int, int] = {}
     for i, q in enumerate(queries):
-        if sum(x is not None for x in (q.vector, q.image, q.id)) != 1:
-            raise QueryError(f"queries[{i}]: give exactly one of 'vector', 'image' or 'id'")
+        field = "body" if single else f"queries[{i}]"
+        check_one_of(field, q.vector, q.image, q.id)
         if q.image is not None:
             data = decode_base64(q.image, limits.max_body_bytes)
             images[i] = decode_image(data, limits.max_image_pixels)
         elif q.id is not None:
             items[i] = q.id
         else:
-            vectors[i] = q.vector or []
-    dim = backend.served.dim
-    out = np.zeros((len(queries), dim), dtype=np.float32)
-    for i, v in vectors.items():
-        if len(v) != dim:
-            raise QueryError(f"queries[{i}].vector: expected {dim} numbers, got {len(v)}")
-        with np.errstate(over="ignore"):  # too large for float32: inf, refused below
-            out[i] = np.asarray(v, dtype=np.float32)
+            out[i] = check_vector(q.vector, dim, "vector" if single else f"{field}.vector")
     if items:
         out[list(items)] = await backend.stored_vectors(list(items.values()))
     model = None
@@ -214,12 +211,14 @@ async def answer(
 def search_router(backend: Backend) -> APIRouter:
     """``/v1/search``, ``/v1/search/image`` and ``/v1/search/batch``."""
     router = APIRouter()
+    max_k = backend.cfg.limits.max_k
 
     @router.post("/v1/search")
     async def search(body: SearchBody) -> dict[str, Any]:
         """Top-k of one query (a vector, or a base64 PNG/JPEG image)."""
+        check_search(body.k, body.nprobe, body.rerank, max_k)
         one = OneQuery(vector=body.vector, image=body.image, id=body.id)
-        vectors, model = await vectors_of(backend, [one])
+        vectors, model = await vectors_of(backend, [one], single=True)
         return await answer(
             backend, vectors, model, body.k, body.nprobe, body.rerank, body.partial, single=True
         )
@@ -233,14 +232,16 @@ def search_router(backend: Backend) -> APIRouter:
         partial: Annotated[bool, Query()] = False,
     ) -> dict[str, Any]:
         """Top-k of an uploaded image (multipart field ``file``)."""
+        rerank_value = _rerank_param(rerank)
+        check_search(k, nprobe, rerank_value, max_k)
         image = decode_image(await file.read(), backend.cfg.limits.max_image_pixels)
         vectors, model = await backend.embed([image])
-        rerank_value = _rerank_param(rerank)
         return await answer(backend, vectors, model, k, nprobe, rerank_value, partial, single=True)
 
     @router.post("/v1/search/batch")
     async def search_batch(body: BatchBody) -> dict[str, Any]:
         """Top-k of each query of a batch, in order."""
+        check_search(body.k, body.nprobe, body.rerank, max_k)
         vectors, model = await vectors_of(backend, body.queries)
         return await answer(
             backend, vectors, model, body.k, body.nprobe, body.rerank, body.partial, single=False

@@ -141,20 +141,29 @@ def wait_ready(
 def serve_failure() -> str | None:
     """``deployment: error`` for the first deployment Serve marked ``DEPLOY_FAILED`` (its
     replicas failed to start several times in a row), the error being the last line of the
-    replica's traceback; None while every deployment is starting or running."""
+    replica's traceback, or ``application NAME: error`` for an application whose build
+    failed (a Serve config naming a deployment the app does not have); None while every
+    deployment is starting or running."""
     from ray import serve
 
     try:
         status = serve.status()
     except Exception:  # no controller yet
         return None
-    for app in status.applications.values():
+    for app_name, app in status.applications.items():
+        if str(app.status).endswith("DEPLOY_FAILED") and not app.deployments:
+            return f"application {app_name}: {_last_line(app.message)}"  # its build failed
         for name, deployment in app.deployments.items():
             if str(deployment.status).endswith("DEPLOY_FAILED"):
-                lines = [line.strip() for line in deployment.message.splitlines() if line.strip()]
-                last = re.sub(r"^(?:\w+\.)+(\w+: )", r"\1", lines[-1]) if lines else "failed"
-                return f"{name}: {last}"  # "echoseek.errors.InputError: x" -> "InputError: x"
+                return f"{name}: {_last_line(deployment.message)}"
     return None
+
+
+def _last_line(message: str) -> str:
+    """The last line of a traceback, its exception's module dropped:
+    ``echoseek.errors.InputError: x`` -> ``InputError: x``."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return re.sub(r"^(?:\w+\.)+(\w+: )", r"\1", lines[-1]) if lines else "failed"
 
 
 def _start_serve(cfg: ServiceConfig) -> tuple[str, Callable[[], None]]:

@@ -22,6 +22,7 @@ import numpy as np
 from echoseek.index.manifest import read_manifest
 from echoseek.index.merge import MISSING_ID
 from echoseek.index.reader import IndexReader, open_index
+from echoseek.index.rerank import distance_from_score
 from echoseek.service.versions import version_dir
 
 Hits = list[list[dict[str, Any]]]  # per query: {"id", "item", "score", "label", ...}
@@ -78,10 +79,11 @@ class ShardGroup:
         if reader is None:
             return [[] for _ in range(len(queries))]
         scores, ids = reader.search(queries, k, nprobe=nprobe, rerank=rerank)
+        name = reader.rerank_name(rerank)
         found = ids[ids != MISSING_ID]
         meta = {int(r["internal_id"]): r for r in reader.lookup(np.unique(found))}
         return [
-            [hit(meta[int(i)], float(s)) for s, i in zip(row_s, row_i, strict=True) if i >= 0]
+            [hit(meta[int(i)], float(s), name) for s, i in zip(row_s, row_i, strict=True) if i >= 0]
             for row_s, row_i in zip(scores, ids, strict=True)
         ]
 
@@ -105,9 +107,13 @@ class ShardGroup:
         return hit(reader.lookup([internal_id])[0], None)
 
 
-def hit(meta: dict[str, Any], score: float | None) -> dict[str, Any]:
-    """One result as the HTTP API returns it: internal ``id``, dataset ``item`` id, ``score``,
-    ``label``, ``source``, ``frame_index``."""
+def hit(
+    meta: dict[str, Any], score: float | None, reranked_by: str | None = None
+) -> dict[str, Any]:
+    """One result as the HTTP API returns it: internal ``id``, dataset ``item`` id, ``score``
+    (higher is better: the similarity for an ip index or a cosine re-rank, else −distance),
+    ``distance`` (with ``distance_name``) when an exact re-rank scored it, ``label``,
+    ``source``, ``frame_index``."""
     out = {
         "id": int(meta["internal_id"]),
         "item": meta.get("id"),
@@ -117,6 +123,9 @@ def hit(meta: dict[str, Any], score: float | None) -> dict[str, Any]:
     }
     if score is not None:
         out["score"] = score
+    if score is not None and reranked_by is not None:
+        out["distance"] = float(distance_from_score(score, reranked_by))
+        out["distance_name"] = reranked_by
     return out
 
 

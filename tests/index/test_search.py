@@ -75,12 +75,20 @@ def test_sharded_equals_unsharded(index_root: Path, corpus: np.ndarray, reader, 
 
 
 @pytest.mark.parametrize("name", ["cosine", "sqeuclidean", "soart3_gamma"])
-def test_rerank_scores_are_negative_exact_distances(reader, queries, name: str) -> None:  # type: ignore[no-untyped-def]
+def test_rerank_scores_are_similarities_or_negative_exact_distances(
+    reader, queries, name: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Higher is better: the cosine similarity 1 − d for cosine, −d for any other distance."""
     scores, ids = reader.search(queries[:10], 5, nprobe=8, rerank=name, rerank_depth=40)
     q = normalize_rows(queries[:10])
     for row in range(10):
-        exact = pairwise_numpy(q[row : row + 1], reader.fetch_vectors(ids[row]), name)[0]
-        np.testing.assert_allclose(scores[row], -exact, rtol=1e-4, atol=1e-5)
+        stored = reader.fetch_vectors(ids[row])
+        exact = pairwise_numpy(q[row : row + 1], stored, name)[0]
+        want = 1.0 - exact if name == "cosine" else -exact
+        np.testing.assert_allclose(scores[row], want, rtol=1e-4, atol=1e-5)
+        if name == "cosine":  # the similarity itself, as the ip index scores without re-rank
+            cos = stored @ q[row] / np.linalg.norm(stored, axis=1)
+            np.testing.assert_allclose(scores[row], cos, rtol=1e-3, atol=1e-3)
         assert np.all(np.diff(scores[row]) <= 0)
 
 

@@ -15,6 +15,7 @@ from echoseek.config import from_dict
 from echoseek.jobs.serve import serve_config_args
 from echoseek.service.auth import load_tokens, parse_tokens
 from echoseek.service.config import ServiceConfig, is_local
+from echoseek.service.ingress import FAST_ENV
 
 SERVE = Path(__file__).resolve().parents[2] / "serve"
 RAYSERVICE = SERVE / "rayservice.yaml"
@@ -45,8 +46,8 @@ def test_serve_schema_and_app_agree(name: str) -> None:
     (app,) = schema.applications
     assert app.import_path == "echoseek.service.app:build"
     cfg = from_dict(ServiceConfig, app.args)
-    groups = cfg.shard_groups
-    assert groups > 0, "deploy files name their shard groups, so deployments can be listed"
+    groups = 0 if cfg.colocate else cfg.shard_groups
+    assert groups > 0 or cfg.colocate, "deploy files name their shard groups (or colocate)"
     built = {"SearchIngress", "Embedder"} | {f"ShardSearcher{g}" for g in range(groups)}
     listed = {d.name for d in app.deployments}
     assert listed == built, f"{name}: deployments {sorted(listed ^ built)} do not match"
@@ -81,3 +82,18 @@ def test_tokens_file(tmp_path: Path) -> None:
     assert tokens.allows("Bearer " + "a" * 20, "search") is True
     assert tokens.allows("Basic " + "a" * 20, "search") is None
     assert parse_tokens("", "x") == []
+
+
+def test_cluster_nodes_start_ray_with_the_haproxy_ingress() -> None:
+    """Serve reads the ingress switch from each node's environment when Ray starts there: every
+    RayService container and every ``ray start`` of cluster.yaml sets both variables."""
+    service = yaml.safe_load(RAYSERVICE.read_text())["spec"]["rayClusterConfig"]
+    groups = [service["headGroupSpec"], *service["workerGroupSpecs"]]
+    for group in groups:
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e["value"] for e in container.get("env", [])}
+            assert {k: env.get(k) for k in FAST_ENV} == FAST_ENV, container["name"]
+    launcher = yaml.safe_load((SERVE.parent / "cluster.yaml").read_text())
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = next(c for c in launcher[key] if "ray start" in c)
+        assert all(f"{k}=1" in start.split("ray start")[0] for k in FAST_ENV), key

@@ -39,3 +39,25 @@ def test_a_replica_that_cannot_start_is_reported_by_name_and_cause(
 
     with pytest.raises(httpx.HTTPError):  # and nothing is left answering on the port
         httpx.get(f"http://127.0.0.1:{cfg.port}/healthz", timeout=2)
+
+
+def test_a_serve_config_the_app_cannot_build_is_reported_at_once(
+    ray_session: Any, service_index: Path, tmp_path: Path
+) -> None:
+    """A Serve config naming a deployment the application does not compose (a shard group
+    beyond ``shard_groups``): Serve fails the application's build; the start names it."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "serve" / "local.yaml").read_text())
+    deployments = data["applications"][0]["deployments"]
+    deployments.append({**deployments[-1], "name": "ShardSearcher7"})
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump(data))
+    cfg = ServiceConfig(
+        index=str(service_index), model="pixels", pixel_size=PIXELS, port=free_port()
+    )
+    started = time.monotonic()
+    with pytest.raises(
+        EchoseekError, match=r"cannot start: application echoseek: .*ShardSearcher7"
+    ):
+        start_service(cfg, serve_config=str(tmp_path / "serve.yaml"))
+    assert time.monotonic() - started < 60

@@ -114,6 +114,23 @@ def test_image_query_finds_its_own_frame_with_metadata(
     assert [h["id"] for h in by_vec["results"]] == [h["id"] for h in body["results"]]
 
 
+def test_score_means_the_same_with_and_without_a_re_rank(client, service_dataset) -> None:  # type: ignore[no-untyped-def]
+    """Higher is better, and for cosine it is the similarity whether or not an exact re-rank
+    scored the hit; a re-rank adds the distance as its own field."""
+    vector = pixel_embed([frame(service_dataset, 3)], PIXELS)[0].tolist()
+    ask = {"vector": vector, "k": 5, "nprobe": 4}
+    plain = client.post("/v1/search", json={**ask, "rerank": False}).json()["results"]
+    exact = client.post("/v1/search", json={**ask, "rerank": True}).json()["results"]
+    assert [h["id"] for h in exact] == [h["id"] for h in plain]
+    assert [h["score"] for h in exact] == pytest.approx([h["score"] for h in plain], abs=1e-4)
+    assert all("distance" not in h for h in plain)
+    for h in exact:
+        assert h["distance_name"] == "cosine" and h["distance"] == pytest.approx(1 - h["score"])
+    l2 = client.post("/v1/search", json={**ask, "rerank": "sqeuclidean"}).json()["results"]
+    assert all(h["score"] == -h["distance"] and h["distance"] >= 0 for h in l2)
+    assert [h["score"] for h in l2] == sorted((h["score"] for h in l2), reverse=True)
+
+
 def test_query_by_a_stored_item(client) -> None:  # type: ignore[no-untyped-def]
     found = client.post("/v1/search", json={"id": 33, "k": 3}).json()
     assert found["results"][0]["id"] == 33
@@ -219,6 +236,29 @@ def test_limits_and_malformed_requests(client) -> None:  # type: ignore[no-untyp
     )
     assert client.get("/v1/nothing").status_code == 404
     assert client.put("/v1/search").status_code == 405
+
+
+def test_every_search_route_checks_its_options_the_same_way(client) -> None:  # type: ignore[no-untyped-def]
+    """One validator: the same field, the same words, whichever route; options are refused
+    before any image is decoded or embedded."""
+    png = ("q.png", base64.b64decode(png_b64(np.zeros((8, 8), np.uint8))), "image/png")
+    vector = [1.0] * 64
+    for field, value, needle in [
+        ("k", 0, "k: must be an integer in 1..50, got 0"),
+        ("nprobe", 0, "nprobe: must be a positive integer or null, got 0"),
+        ("rerank", "chebyshev", "rerank: unknown name 'chebyshev'"),
+    ]:
+        one = client.post("/v1/search", json={"vector": vector, field: value})
+        batch = client.post(
+            "/v1/search/batch", json={"queries": [{"vector": vector}], field: value}
+        )
+        up = client.post("/v1/search/image", files={"file": png}, params={field: value})
+        for r in (one, batch, up):
+            assert_error(r, 400, needle)
+    short = {"queries": [{"vector": vector}, {"vector": [1.0] * 3}]}
+    assert_error(client.post("/v1/search/batch", json=short), 400, "queries[1].vector: expected 64")
+    both = {"queries": [{"vector": vector, "id": 3}]}
+    assert_error(client.post("/v1/search/batch", json=both), 400, "queries[0]: give exactly one")
 
 
 def test_auth_scopes(service_index, service_dataset) -> None:  # type: ignore[no-untyped-def]

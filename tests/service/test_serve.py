@@ -42,9 +42,8 @@ def endpoint(
 
     data = yaml.safe_load((ROOT / "serve" / "local.yaml").read_text())
     deployments = data["applications"][0]["deployments"]
-    searcher = next(d for d in deployments if d["name"] == "ShardSearcher0")
-    searcher.update(num_replicas=2, ray_actor_options={"num_cpus": 0.05})
-    deployments.append({**searcher, "name": "ShardSearcher1"})
+    searcher = {"name": "ShardSearcher0", "num_replicas": 2, "max_ongoing_requests": 64}
+    deployments += [searcher, {**searcher, "name": "ShardSearcher1"}]
     for d in deployments:
         d["ray_actor_options"] = {"num_cpus": 0.05}  # the session's 2 CPUs stay for others
     path = tmp_path_factory.mktemp("serve_cfg") / "serve.yaml"
