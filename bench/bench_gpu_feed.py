@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ from echoseek.data.frames import to_chw
 from echoseek.training.reporting import feed_summary
 
 RESULTS = Path(__file__).resolve().parent / "results"
+STAGES = ("augment", "floor", "feed", "pretrain", "finetune", "embed", "compile")
 FRAME = 256  # side of the synthetic frames
 CLASSES = 8  # labels i % CLASSES (fine-tuning needs several per batch)
 
@@ -122,9 +124,15 @@ def batched_rate(pngs: list[bytes], size: int, device: torch.device, seconds: fl
 
 
 def step_floor(
-    device: torch.device, size: int, batch: int, small_stem: bool, seconds: float
+    device: torch.device,
+    size: int,
+    batch: int,
+    small_stem: bool,
+    seconds: float,
+    compile_model: bool = False,
 ) -> float:
-    """img/s of the SimSiam ResNet-18 training step on synthetic device tensors."""
+    """img/s of the SimSiam ResNet-18 training step on synthetic device tensors
+    (``compile_model``: under ``torch.compile``, its compile time spent in the warm-up)."""
     from echoseek.models import build_backbone, build_method
     from echoseek.training import amp_dtype, autocast, param_groups
 
@@ -134,6 +142,7 @@ def step_floor(
     if cuda:
         torch.backends.cudnn.benchmark = True
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    step_model = torch.compile(model) if compile_model else model
     groups = param_groups(model, fixed_lr_prefixes=("predictor",), weight_decay=1e-4)
     optimizer = torch.optim.SGD(groups, lr=0.05, momentum=0.9)
     fmt = torch.channels_last if cuda else torch.contiguous_format
@@ -143,7 +152,7 @@ def step_floor(
 
     def step() -> int:
         with autocast(device, dtype):
-            loss = model(views[0], views[1], None)
+            loss = step_model(views[0], views[1], None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -218,6 +227,11 @@ def feed_alone(dataset: Path, size: int, batch: int, steps: int, use_gpu: bool) 
     return {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
 
 
+def measured(value: Any) -> bool:
+    """Whether a stage ran and did not fail."""
+    return value is not None and not (isinstance(value, dict) and "error" in value)
+
+
 def job_overrides(args: argparse.Namespace, work: Path, use_gpu: bool) -> list[str]:
     """Settings shared by the pretrain and finetune runs of this benchmark."""
     return [
@@ -272,7 +286,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--stages",
+        default=",".join(STAGES),
+        help=f"comma-separated subset of {','.join(STAGES)} (finetune needs pretrain)",
+    )
     args = parser.parse_args()
+    wanted = set(args.stages.split(","))
+    if wanted - set(STAGES):
+        parser.error(f"--stages: unknown {sorted(wanted - set(STAGES))}; choose from {STAGES}")
     cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
     device = torch.device("cuda" if cuda else "cpu")
     quick = args.quick or not cuda  # a CPU runs the small size: 224 px jobs would take hours
@@ -281,7 +303,7 @@ def main() -> int:
     args.batch = 32 if quick else 256
     args.epochs = 2 if quick else 3
     feed_batch = 256 if cuda else 64
-    seconds = 3.0 if quick else 10.0
+    seconds = 3.0 if quick else 6.0
     found: dict[str, Any] = {"device": str(device), "quick": quick, "cpus": os.cpu_count(),
                              "torch": torch.__version__, "frames": args.frames}  # fmt: skip
     if cuda:
@@ -294,41 +316,62 @@ def main() -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
+    RESULTS.mkdir(exist_ok=True)
+    name = f"gpu_feed-{device.type}{'-quick' if quick else ''}.json"
+
+    def stage(key: str, fn: Callable[[], Any]) -> Any:
+        """Run one measurement and record it, or its error (then None: the other stages still
+        run); save what is known so far, so a run cut off by a time limit keeps its figures."""
+        try:
+            found[key] = fn()
+        except Exception as exc:
+            found[key] = {"error": f"{type(exc).__name__}: {exc}"}
+            say(f"{key}: FAILED {found[key]['error']}")
+        (RESULTS / name).write_text(json.dumps(found, indent=2) + "\n")
+        return None if isinstance(found[key], dict) and "error" in found[key] else found[key]
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         dataset = synthetic_dataset(work / "ds", args.frames)
         pngs = [r["image"] for b in iter_batches(dataset, batch_size=64) for r in b.to_pylist()]
         pngs = pngs[:64]
-        for size in (64, 224):
-            found[f"per_image_{size}"] = per_image_rate(pngs, size, seconds)
-            say(f"per-image two views {size}px, 1 thread: {found[f'per_image_{size}']:.0f} img/s")
-            found[f"batched_{size}"] = batched_rate(pngs, size, device, seconds)
-            say(f"batched two views {size}px alone on {device.type}: "
-                f"{found[f'batched_{size}']:.0f} img/s")  # fmt: skip
-        floor_size = args.job_size
-        small = floor_size <= 64
-        found["floor_size"] = floor_size
-        found["step_floor"] = step_floor(device, floor_size, args.batch, small, seconds)
-        say(f"(a) step floor {floor_size}px batch {args.batch}: {found['step_floor']:.0f} img/s")
+        for size in (64, 224) if "augment" in wanted else ():
+            if r := stage(f"per_image_{size}", partial(per_image_rate, pngs, size, seconds)):
+                say(f"per-image two views {size}px, 1 thread: {r:.0f} img/s")
+            if r := stage(f"batched_{size}", partial(batched_rate, pngs, size, device, seconds)):
+                say(f"batched two views {size}px alone on {device.type}: {r:.0f} img/s")
+        size, small = args.job_size, args.job_size <= 64
+        found["floor_size"] = size
+        if "floor" in wanted and (
+            r := stage("step_floor", partial(step_floor, device, size, args.batch, small, seconds))
+        ):
+            say(f"(a) step floor {size}px batch {args.batch}: {r:.0f} img/s")
         ensure_ray()
-        for size in (64, 224):
-            steps = 24 if quick else 100
-            feed = feed_alone(dataset, size, feed_batch, steps, cuda)
-            found[f"feed_{size}"] = feed
-            wait, first = feed["data_wait_fraction"], feed["first_batch_s"]
-            say(f"(b) feed alone {size}px: {feed['steady_images_per_s']:.0f} img/s, data wait "
-                f"{wait:.0%} (first batch after {first:.1f} s)")  # fmt: skip
-        found["pretrain"] = pretrain_job(args, dataset, work, cuda)
-        say(f"(c) pretrain {args.job_size}px: {found['pretrain']}")
-        found["finetune"] = finetune_job(args, dataset, work, cuda)
-        say(f"(d) finetune {args.job_size}px: {found['finetune']}")
-        found["embed"] = embed_job(dataset, work, cuda)
-        say(f"(d) embed: {found['embed']}")
+        steps = 24 if quick else 100
+        for size in (64, 224) if "feed" in wanted else ():
+            if f := stage(
+                f"feed_{size}", partial(feed_alone, dataset, size, feed_batch, steps, cuda)
+            ):
+                say(
+                    f"(b) feed alone {size}px: {f['steady_images_per_s']:.0f} img/s, data wait "
+                    f"{f['data_wait_fraction']:.0%} (first batch after {f['first_batch_s']:.1f} s)"
+                )
+        for key, job in (("pretrain", pretrain_job), ("finetune", finetune_job)):
+            if key in wanted and (r := stage(key, partial(job, args, dataset, work, cuda))):
+                say(f"({'c' if key == 'pretrain' else 'd'}) {key} {args.job_size}px: {r}")
+        if "embed" in wanted and (r := stage("embed", partial(embed_job, dataset, work, cuda))):
+            say(f"(d) embed: {r}")
         ray.shutdown()
-    RESULTS.mkdir(exist_ok=True)
-    name = f"gpu_feed-{device.type}{'-quick' if quick else ''}.json"
-    (RESULTS / name).write_text(json.dumps(found, indent=2) + "\n")
+        if (
+            cuda and "compile" in wanted
+        ):  # last: compiling costs a minute of device time before it can win anything
+            size = args.job_size
+            compiled = partial(step_floor, device, size, args.batch, small, seconds, True)
+            if r := stage("step_floor_compiled", compiled):
+                say(f"(a) step floor under torch.compile: {r:.0f} img/s")
     for size in (64, 224):
+        if not all(measured(found.get(k)) for k in (f"feed_{size}", f"per_image_{size}")):
+            continue
         batched = found[f"feed_{size}"]["steady_images_per_s"]
         per_image = found[f"per_image_{size}"]
         say(f"feed {size}px: batched {batched:.0f} img/s, per-image {per_image:.0f} img/s, "

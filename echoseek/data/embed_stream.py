@@ -31,17 +31,29 @@ COLUMNS = ["image", *META]
 
 
 CALLS_PER_ACTOR = 2  # concurrent calls per actor: one decodes while the other runs the model
+MAX_CALLS_PER_GPU_ACTOR = 16
+
+
+def calls_per_actor(cpus: float, gpus: float) -> int:
+    """Concurrent calls per actor in a cluster of ``cpus`` and ``gpus``: with no GPU (an actor
+    per CPU or so), :data:`CALLS_PER_ACTOR`; with a GPU per actor, the CPUs per GPU, at most
+    :data:`MAX_CALLS_PER_GPU_ACTOR`. Each call reads and decodes its row group on its own
+    thread and the model is fast: with two calls an H200 embedded 1,536 img/s at 224 px."""
+    if gpus < 1:
+        return CALLS_PER_ACTOR
+    return max(CALLS_PER_ACTOR, min(MAX_CALLS_PER_GPU_ACTOR, int(cpus // gpus)))
 
 
 class EmbedBatch:
     """Ray Data callable class: one embedder per actor, work items in, embedded rows out.
 
     ``model`` is ``(uri, meta_json, state_ref)`` for a saved model or None for raw pixels.
-    Each actor runs :data:`CALLS_PER_ACTOR` calls at once (Ray Data's multi-threaded actors),
-    and a lock lets only one of them run the model at a time. While the model embeds one row
-    group, another call reads, decodes and preprocesses the next. PIL and zlib release the GIL
-    while they decode, so that work fills the cores torch leaves idle between its parallel
-    kernels. A plain loop does the same steps one after another.
+    Each actor runs several calls at once (Ray Data's multi-threaded actors;
+    :func:`calls_per_actor`), and a lock lets only one of them run the model at a time. While
+    the model embeds one row group, other calls read, decode and preprocess the next. PIL and
+    zlib release the GIL while they decode, so that work fills the cores torch leaves idle
+    between its parallel kernels, or all of them when the model runs on a GPU. A plain loop
+    does the same steps one after another.
     """
 
     def __init__(
@@ -97,8 +109,10 @@ def embedded_batches(
     resources: dict[str, Any],
     amp: bool = True,
     threads: int = 0,
+    calls: int = CALLS_PER_ACTOR,
 ) -> Iterator[VectorBatch]:
-    """Stream the dataset at ``path`` through the actor pool as :class:`VectorBatch` es."""
+    """Stream the dataset at ``path`` through the actor pool as :class:`VectorBatch` es
+    (``calls`` concurrent calls per actor: see :func:`calls_per_actor`)."""
     import ray
 
     shipped = None
@@ -127,7 +141,7 @@ def embedded_batches(
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(
                 size=actors,
-                max_concurrent_calls_per_actor=CALLS_PER_ACTOR,
+                max_concurrent_calls_per_actor=calls,
                 enable_true_multi_threading=True,
             ),
             **resources,

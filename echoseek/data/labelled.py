@@ -2,25 +2,28 @@
 
 FastAP needs positives in every batch, so batches are index lists drawn by
 :class:`echoseek.data.samplers.MPerClassBatchSampler`, which needs random access to the labelled
-rows. No worker holds the images: :class:`LabelIndex` keeps only where each labelled row is
-stored (shard, row) and its label (a few bytes per row); :class:`RowReader` reads the PNG bytes
-of the rows a batch names from their Parquet row groups (datasets are written in row groups of
-:data:`~echoseek.data.dataset.ROW_GROUP_ROWS` rows); :func:`decoded_batches` reads and decodes
-each batch to uint8 frames in a background thread, a few batches ahead, with the same decode path
-as pretraining (:func:`echoseek.data.frames.decode_frames`); the worker augments them on its
-device.
+rows. No worker loads the set up front: :class:`LabelIndex` keeps only where each labelled row
+is stored (shard, row) and its label (a few bytes per row); :class:`RowReader` reads the PNG
+bytes of the rows a batch names from their Parquet row groups (datasets are written in row
+groups of :data:`~echoseek.data.dataset.ROW_GROUP_ROWS` rows), keeping a bounded cache of them;
+:func:`decoded_batches` reads and decodes each batch to uint8 frames in background threads, a
+few batches ahead, with the same decode path as pretraining
+(:func:`echoseek.data.frames.decode_frames`); the worker augments them on its device.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
+from collections import OrderedDict, deque
 from collections.abc import Collection, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -66,29 +69,69 @@ def label_index(path: str | Path, keep: Collection[str] | None = None) -> LabelI
     return index
 
 
+ROW_CACHE_BYTES = 1 << 30  # image bytes a RowReader keeps: a labelled set of ~20k 48 kB frames
+
+
 class RowReader:
-    """Reads the image bytes of chosen rows from Parquet shards, one row group at a time."""
+    """Reads the image bytes of chosen rows from Parquet shards; safe to use from several threads.
 
-    def __init__(self, files: list[str]) -> None:
+    Parquet's unit of reading is a row group's column chunk, so a random batch of an m-per-class
+    sampler touches nearly every row group of a small set: read for each batch, that is the
+    whole image column per batch (8192 frames of 48 kB: 400 MB per batch of 256). The image
+    columns read are kept, up to ``cache_bytes`` (least recently used out first), so a set that
+    fits is read once per worker and every later batch only slices memory.
+    """
+
+    def __init__(self, files: list[str], cache_bytes: int = ROW_CACHE_BYTES) -> None:
         self.files = files
-        self._open: dict[int, tuple[pq.ParquetFile, np.ndarray]] = {}
+        self.cache_bytes = cache_bytes
+        self._groups: OrderedDict[tuple[int, int], pa.Array] = OrderedDict()
+        self._held = 0
+        self._starts: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()  # a thread's open ParquetFiles
 
-    def _shard(self, shard: int) -> tuple[pq.ParquetFile, np.ndarray]:
-        if shard not in self._open:
-            pf = pq.ParquetFile(self.files[shard])
-            sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
-            self._open[shard] = pf, np.concatenate([[0], np.cumsum(sizes)])
-        return self._open[shard]
+    def _file(self, shard: int) -> pq.ParquetFile:
+        files = self._local.__dict__.setdefault("files", {})
+        if shard not in files:
+            files[shard] = pq.ParquetFile(self.files[shard])
+        return files[shard]
+
+    def _group_starts(self, shard: int) -> np.ndarray:
+        """First row of each row group of ``shard``, and its row count last."""
+        if shard not in self._starts:
+            meta = self._file(shard).metadata
+            sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+            self._starts[shard] = np.concatenate([[0], np.cumsum(sizes)])
+        return self._starts[shard]
+
+    def _column(self, shard: int, group: int) -> pa.Array:
+        """The image column of one row group, from memory when it was read before."""
+        key = (shard, group)
+        with self._lock:
+            if key in self._groups:
+                self._groups.move_to_end(key)
+                return self._groups[key]
+        column = self._file(shard).read_row_group(group, columns=["image"]).column(0)
+        column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        with self._lock:
+            if key not in self._groups and column.nbytes <= self.cache_bytes:
+                self._groups[key] = column
+                self._held += column.nbytes
+                while self._held > self.cache_bytes:
+                    _, dropped = self._groups.popitem(last=False)
+                    self._held -= dropped.nbytes
+        return column
 
     def images(self, shard: np.ndarray, row: np.ndarray) -> list[bytes]:
         """PNG bytes of rows ``row[i]`` of shards ``shard[i]``, in the order given."""
         out: list[bytes] = [b""] * len(row)
         for s in np.unique(shard):
-            pf, starts = self._shard(int(s))
+            starts = self._group_starts(int(s))
             where = np.flatnonzero(shard == s)
             groups = np.searchsorted(starts, row[where], side="right") - 1
             for g in np.unique(groups):
-                column = pf.read_row_group(int(g), columns=["image"]).column(0)
+                column = self._column(int(s), int(g))
                 for i in where[groups == g]:
                     out[i] = column[int(row[i] - starts[g])].as_py()
         return out
@@ -110,34 +153,27 @@ def decoded_batches(
     shape: tuple[int, int],
     ahead: int = 2,
     pin: bool = False,
+    threads: int = 1,
 ) -> Iterator[dict[str, Any]]:
-    """Yield ``reader.batch(...)`` for each index batch, prepared ``ahead`` batches early in a
-    background thread (in pinned memory with ``pin``, for non-blocking copies to a GPU). An
-    exception in the thread is re-raised here."""
-    done = object()
-    slots: queue.Queue[Any] = queue.Queue(maxsize=max(1, ahead))
-    stop = threading.Event()
+    """Yield ``reader.batch(...)`` for each index batch, in order, prepared by ``threads``
+    background threads up to ``ahead + threads`` batches early (in pinned memory with ``pin``,
+    for non-blocking copies to a GPU). PIL and zlib release the GIL while they decode, so the
+    threads decode on as many cores. An exception in a thread is re-raised here."""
 
-    def produce() -> None:
+    def load(picks: list[int]) -> dict[str, Any]:
+        batch = reader.batch(index, np.asarray(picks), channels, shape)
+        return {k: v.pin_memory() for k, v in batch.items()} if pin else batch
+
+    workers = max(1, threads)
+    pending: deque[Future[dict[str, Any]]] = deque()
+    todo = iter(index_batches)
+    with ThreadPoolExecutor(workers, thread_name_prefix="echoseek-decode") as pool:
         try:
-            for picks in index_batches:
-                if stop.is_set():
-                    return
-                batch = reader.batch(index, np.asarray(picks), channels, shape)
-                slots.put({k: v.pin_memory() for k, v in batch.items()} if pin else batch)
-            slots.put(done)
-        except BaseException as exc:  # handed to the consumer
-            slots.put(exc)
-
-    worker = threading.Thread(target=produce, name="echoseek-decode", daemon=True)
-    worker.start()
-    try:
-        while (item := slots.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while not slots.empty():  # unblock a producer waiting on a full queue
-            slots.get_nowait()
-        worker.join(timeout=5)
+            pending.extend(pool.submit(load, p) for p in islice(todo, max(1, ahead) + workers))
+            while pending:
+                batch = pending.popleft().result()
+                pending.extend(pool.submit(load, p) for p in islice(todo, 1))
+                yield batch
+        finally:
+            for future in pending:
+                future.cancel()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from echoseek.data.dataset import read_descriptor, shard_paths
-from echoseek.data.embed_stream import StreamClock, embedded_batches
+from echoseek.data.embed_stream import StreamClock, calls_per_actor, embedded_batches
 from echoseek.data.vectors import write_vectors
 from echoseek.embedding import ModelEmbedder, build_embedder
 from echoseek.errors import ConfigError
@@ -73,6 +73,7 @@ def run(cfg: Config) -> dict[str, Any]:
         resources={"num_gpus": 1} if gpu else {"num_cpus": cfg.actor_cpus},
         amp=cfg.amp,
         threads=cfg.torch_threads,
+        calls=calls_per_actor(*cluster_cpus_gpus(gpu)),
     )
     out = write_vectors(
         cfg.output,
@@ -111,6 +112,14 @@ def pool_size(gpu: bool, actor_cpus: float) -> int:
     if gpu:
         return max(1, int(free.get("GPU", 0)))
     return max(1, int(free.get("CPU", 0) // actor_cpus))
+
+
+def cluster_cpus_gpus(gpu: bool) -> tuple[float, float]:
+    """The cluster's CPUs, and its GPUs when the actors take one each (else 0)."""
+    import ray
+
+    total = ray.cluster_resources()
+    return total.get("CPU", 1.0), total.get("GPU", 0.0) if gpu else 0.0
 
 
 def summarize(s: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from echoseek.data.labelled import RowReader
 from echoseek.errors import InputError
 
 THUMBNAIL_SIDE = 160
+THUMBNAIL_CACHE_BYTES = 64 << 20  # row groups of recent hits: a results page asks for their rows
 
 
 class Thumbnails:
@@ -32,7 +33,7 @@ class Thumbnails:
             ids = pq.read_table(file, columns=["id"]).column("id").to_pylist()
             self.where.update((str(item), (s, r)) for r, item in enumerate(ids))
         self.side = side
-        self._reader = RowReader(files)
+        self._reader = RowReader(files, cache_bytes=THUMBNAIL_CACHE_BYTES)
         self._lock = threading.Lock()  # one ParquetFile per shard, shared by request threads
 
     def png(self, item_id: str) -> bytes:

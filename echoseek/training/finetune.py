@@ -21,6 +21,7 @@ by that mAP becomes the exported model; the split is recorded in MLflow and in `
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,7 +49,13 @@ from echoseek.training.reporting import feed_summary, run_tags
 from echoseek.training.runner import WorkerRun, run_epochs
 from echoseek.training.trainer import fit_tracked, make_trainer, progress
 from echoseek.training.trial import Trial
-from echoseek.training.worker import EpochHook, prepare, worker_augmenter, worker_context
+from echoseek.training.worker import (
+    EpochHook,
+    decode_threads,
+    prepare,
+    worker_augmenter,
+    worker_context,
+)
 
 
 def _light_augment() -> AugmentConfig:
@@ -363,10 +370,14 @@ def finetune_loop(config: dict[str, Any]) -> None:
     def lr_at(step: int) -> float:
         return float(cfg.optim.lr * warmup_cosine(step, total, warmup))
 
+    local = ray.train.get_context().get_local_world_size()
+    threads = decode_threads(device, os.cpu_count() or 1, local)
+
     def batches(epoch: int) -> Any:
         sampler.set_epoch(epoch)  # this epoch's m-per-class draw
         pin = device.type == "cuda"
-        return decoded_batches(reader, index, sampler, cfg.augment.in_channels, shape, pin=pin)
+        channels = cfg.augment.in_channels
+        return decoded_batches(reader, index, sampler, channels, shape, pin=pin, threads=threads)
 
     parts = model, optimizer, scaler, device, dtype, rank, world, steps_per_epoch, lr_at
     run = WorkerRun.of(config, *parts, entered=entered)

@@ -11,6 +11,7 @@ import torch
 from echoseek.baseline import pixel_embed
 from echoseek.cli import main as cli
 from echoseek.data.dataset import decode_png, iter_batches
+from echoseek.data.embed_stream import calls_per_actor
 from echoseek.data.frames import to_chw
 from echoseek.data.vectors import iter_vector_batches, open_vectors
 from echoseek.embedding import ModelEmbedder
@@ -160,3 +161,11 @@ def test_embed_on_the_command_line_prints_echoseek_lines_only(
     assert done.stdout.startswith("embedded 23 images"), done.stdout
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert [line.split(" [")[0] for line in lines] == ["embed"], done.stderr  # the progress bar
+
+
+@pytest.mark.parametrize(
+    ("cpus", "gpus", "calls"),
+    [(2, 0, 2), (64, 0, 2), (16, 1, 16), (16, 2, 8), (128, 8, 16), (256, 2, 16), (4, 4, 2)],
+)
+def test_gpu_actors_decode_on_the_cpus_each_gpu_has(cpus: float, gpus: float, calls: int) -> None:
+    assert calls_per_actor(cpus, gpus) == calls
