@@ -34,7 +34,7 @@ the way in, and a new index version is swapped in two thirds of the way in; fail
 the time from the kill to the last failed request, and the versions answered are counted.
 Fuzzing: ``schemathesis run`` against the OpenAPI schema (``--fuzz-examples`` per operation)
 plus hand-made bad bodies; any status ≥ 500 is a failure. Results go to
-bench/results/service.json and the tables are printed.
+bench/results/service-N.json (after each phase) and the tables are printed.
 """
 
 from __future__ import annotations
@@ -343,7 +343,10 @@ def serve_floor_rows(q: np.ndarray, seconds: float) -> list[dict[str, Any]]:
         cmd = [sys.executable, __file__, "--floor", ingress, "--seconds", str(seconds)]
         cmd += ["--n", str(len(q)), "--queries", str(len(q))]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
-        rows += json.loads(out.stdout.strip().splitlines()[-1])
+        found = json.loads(out.stdout.strip().splitlines()[-1])
+        for row in found:
+            print(f"  {row['target']} c={row['concurrency']}: {row}", flush=True)
+        rows += found
     return rows
 
 
@@ -740,19 +743,31 @@ def main() -> None:
         print(f"index built in {build_s:.0f} s; nprobe {nprobe} reaches recall@10 {rec:.3f}")
         png = query_png()
         rows: list[dict[str, Any]] = []
+        result: dict[str, Any] = {"n": args.n, "dim": DIM, "shards": 4, "nprobe": nprobe,
+                                  "recall@10": rec, "build_s": build_s, "rows": rows,
+                                  "cpus": os.cpu_count()}  # fmt: skip
+        out = ROOT / "bench" / "results" / f"service-{args.n}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+
+        def save() -> None:
+            """What is measured so far: a later phase that fails keeps the earlier ones."""
+            out.write_text(json.dumps(result, indent=2, default=str))
+
         if "load" not in args.skip:
             rows += in_process_rows(root, q, nprobe, args.seconds)
             rows += uvicorn_rows(root, model, q, nprobe, png, args.seconds)
+            save()
             rows += serve_floor_rows(q, args.seconds)
             rows += serve_rows(root, model, q, nprobe, png, args.seconds)
-        milvus: dict[str, Any] = {}
+            save()
         if "milvus" not in args.skip:
-            more, milvus = milvus_rows(x, q, truth, args.target, args.seconds, work)
+            more, result["milvus"] = milvus_rows(x, q, truth, args.target, args.seconds, work)
             rows += more
-        faults = (
-            {} if "faults" in args.skip else fault_run(root, model, q, nprobe, args.fault_seconds)
-        )
-        fuzzed: dict[str, Any] = {}
+            save()
+        if "faults" not in args.skip:
+            result["faults"] = fault_run(root, model, q, nprobe, args.fault_seconds)
+            print(f"faults: {json.dumps(result['faults'], default=str)}", flush=True)
+            save()
         if "fuzz" not in args.skip:
             from echoseek.service.config import ServiceConfig
             from echoseek.service.run import start_service
@@ -761,29 +776,12 @@ def main() -> None:
                 ServiceConfig(index=str(root), model=str(model), shard_groups=4, port=free_port())
             )
             try:
-                fuzzed = fuzz(running.url, args.fuzz_examples, work)
+                result["fuzz"] = fuzz(running.url, args.fuzz_examples, work)
             finally:
                 running.stop()
-        result = {
-            "n": args.n,
-            "dim": DIM,
-            "shards": 4,
-            "nprobe": nprobe,
-            "recall@10": rec,
-            "build_s": build_s,
-            "rows": rows,
-            "milvus": milvus,
-            "faults": faults,
-            "fuzz": fuzzed,
-            "cpus": os.cpu_count(),
-        }
-        out = ROOT / "bench" / "results"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "service.json").write_text(json.dumps(result, indent=2, default=str))
+            print(f"fuzz: {json.dumps(result['fuzz'], default=str)}", flush=True)
+            save()
         print(table(rows))
-        print(
-            json.dumps({"milvus": milvus, "faults": faults, "fuzz": fuzzed}, indent=2, default=str)
-        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

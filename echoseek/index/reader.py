@@ -430,7 +430,9 @@ class IndexReader:
         if shard not in self._metadata:
             name = self._listed[shard]["metadata"]["file"]
             path = self._file(name, f"shards[{shard}].metadata.file")
-            self._metadata[shard] = pq.read_table(path, memory_map=True)
+            # one chunk: Table.take over several chunks costs ~1 ms whatever it takes (250 k
+            # rows, 10 ids), 25x a single chunk's, and a search looks up every hit's row
+            self._metadata[shard] = pq.read_table(path, memory_map=True).combine_chunks()
         return self._metadata[shard]
 
 
