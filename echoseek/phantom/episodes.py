@@ -8,7 +8,7 @@ breathing passes closest to the reference depth. Two kinds alternate:
 * ``probe``: the probe slides sideways and rocks about its apex (lateral translation and a small
   rotation of the whole scene under the fixed fan), growing from 60 % to 100 % of the set
   amplitude over the episode, as when the sonographer's hand drifts and comes back. The slide
-  adds to the hand jitter every frame has (:mod:`phantom_nuisance`), in the direction the
+  adds to the hand jitter every frame has (:mod:`.nuisance`), in the direction the
   jitter already leans over the episode, and is at least 60 % of ``probe_shift``: well beyond
   the jitter's own clipped range at the defaults;
 * ``rib``: a rib enters the fan from the side opposite the fixed rib and its acoustic shadow

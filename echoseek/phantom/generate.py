@@ -5,16 +5,16 @@ developed speckle, liver with vessels, diaphragm, rib shadows) of a subject brea
 with one or more breath holds, and labels every frame against the breath-hold reference:
 
 * ``phase[i]`` is the respiratory displacement of the diaphragm in frame ``i`` (px, 0 at
-  end-expiration, see :mod:`phantom_motion`); the reference depth is the breath-hold level
+  end-expiration, see :mod:`.motion`); the reference depth is the breath-hold level
   ``hold_level * breath_amplitude * height``;
 * **label rule**: frame ``i`` is positive iff ``|phase[i] - reference| <= tolerance`` *and* its
   view is unchanged; frames with a probe shift or a rib shadow sweeping in (hard negatives, see
-  :mod:`phantom_views`) are negative even at the reference depth;
+  :mod:`.episodes`) are negative even at the reference depth;
 * **tolerance**: with ``tolerance=None`` (default) it is *calibrated*: the midpoint between the
   k-th and (k+1)-th smallest ``|phase - reference|`` over frames with an unchanged view, with
   ``k = round(positive_ratio * frames)``, so exactly ``k`` frames are positive. An explicit
   ``tolerance`` (px) is used as given and ``positive_ratio`` is then only informative;
-* **nuisances** that change the image but not the label (:mod:`phantom_nuisance`): the
+* **nuisances** that change the image but not the label (:mod:`.nuisance`): the
   sonographer's gain, TGC and contrast re-adjustments (also once between breath holds, so
   every hold looks a little different), auto-gain flicker, hand jitter of the probe (much
   smaller than the probe shifts of the hard negatives), transient lost contact or
@@ -22,7 +22,7 @@ with one or more breath holds, and labels every frame against the breath-hold re
 * the **query** is the reference frame (the breath-hold frame nearest the reference depth,
   without an artefact) rendered again with an independent scatterer field: same anatomy, view,
   hand jitter and scanner settings, fresh speckle, so it equals no frame of the cine;
-* **phase classes** for training (``phase_labels``, :mod:`phantom_phase`): respiratory
+* **phase classes** for training (``phase_labels``, :mod:`.phase`): respiratory
   displacement in bins of ``phase_bin`` tolerances, one class per hard-negative episode. The
   breath-hold labels are relative to this cine's reference and do not transfer to another
   subject; "same displacement, same view" does (see BENCHMARKS.md, training quality).
@@ -330,7 +330,7 @@ def generate_phantom(params: PhantomParams) -> Phantom:
 
 
 def scan_nuisance(params: PhantomParams, hold: np.ndarray, rng: np.random.Generator) -> Nuisance:
-    """Per-frame gain, TGC, contrast, hand jitter and artefacts (see :mod:`phantom_nuisance`).
+    """Per-frame gain, TGC, contrast, hand jitter and artefacts (see :mod:`.nuisance`).
 
     Besides the random adjustments, the sonographer re-sets the image once between
     consecutive breath holds, so every hold is seen with its own settings.

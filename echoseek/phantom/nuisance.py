@@ -19,14 +19,14 @@ state, and a retrieval embedding must look through them. Every nuisance here lea
 * **hand jitter** (``jitter_shift``, ``jitter_rotation_deg``): the probe held by hand slides
   sideways and rocks a little on every frame (AR(1), correlation time ``JITTER_TIME_S``, each
   component clipped at ``JITTER_CLIP`` standard deviations). Much smaller than the deliberate
-  probe shifts of the hard-negative episodes (:mod:`phantom_views`), which add to it in the
+  probe shifts of the hard-negative episodes (:mod:`.episodes`), which add to it in the
   jitter's direction so an episode always moves the view further than jitter alone does;
 * **transient artefacts** (``artifact_rate``): short runs of frames with lost contact at one
   edge of the footprint (a dark wedge of beams from the skin down, no bright rib surface, unlike
   a rib shadow) or near-field reverberation (bright arcs at multiples of a shallow reflector's
   depth).
 
-Speckle decorrelation (out-of-plane motion) is the ``speckle_corr`` of :mod:`phantom_speckle`.
+Speckle decorrelation (out-of-plane motion) is the ``speckle_corr`` of :mod:`.speckle`.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Render one B-mode frame: anatomy under the probe, speckle, shadows, log compression.
 
-For every beam-space sample at image position ``p`` (see :mod:`phantom_fan`):
+For every beam-space sample at image position ``p`` (see :mod:`.fan`):
 
 1. probe pose: body position ``q = R(phi) (p - apex) + apex + (t_x, 0)``;
 2. breathing: the tissue now at ``q`` sat at ``q - u`` at end-expiration, with
    ``u = w(q_y) (d_x, d_y)``: mostly axial, fading into the abdominal wall (``w``);
 3. echo amplitude ``E`` from the anatomy at ``q - u``, rib surfaces and shadows at ``q``;
-4. transient artefact (:mod:`phantom_nuisance`): lost contact scales ``E`` down on the beams at
+4. transient artefact (:mod:`.nuisance`): lost contact scales ``E`` down on the beams at
    one edge of the footprint, reverberation adds bright arcs at multiples of a shallow depth;
 5. envelope ``e = g(r) (E |C(r - u_r)| + n |w|)``: speckle ``C`` carried along the beam with
    the tissue's radial displacement ``u_r = u_y cos(theta)``, plus Rayleigh electronic noise a

@@ -12,13 +12,14 @@
   stream it;
 * ``dataset_labels.csv``: ``frame_index,label`` rows, 0-based frame index, label 0/1;
 * ``dataset_phase_labels.csv``: the same rows with the respiratory-phase class of each frame
-  (:mod:`echoseek.phantom.phase`), the labels to train a retrieval model on;
+  (:mod:`.phase`), the labels to train a retrieval model on;
 * ``invivo.png``: the query, 8-bit grayscale;
 * ``phantom.json``: parameters, reference, tolerance, counts, hard negatives, breath holds,
   frames with a transient artefact, file checksums.
 
-Files are written to a staging directory beside ``out_dir`` and renamed into place, so a failed
-write leaves nothing behind; an existing non-empty ``out_dir`` is replaced only with
+Files are written to a staging directory beside ``out_dir`` and renamed into place
+(:func:`echoseek.storage.staged_dir`: synced first, stale staging of killed runs removed), so a
+failed write leaves nothing behind; an existing non-empty ``out_dir`` is replaced only with
 ``overwrite=True``.
 """
 
@@ -26,8 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from echoseek.errors import ConfigError, EchoseekError
-from echoseek.storage import sha256_file
+from echoseek.storage import sha256_file, staged_dir
 
 if TYPE_CHECKING:
     from echoseek.phantom.generate import Phantom
@@ -62,19 +61,13 @@ def write_phantom(
         raise ConfigError(f"mat_format: must be one of {list(MAT_FORMATS)}, got {mat_format!r}")
     out = Path(out_dir)
     check_output(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    try:
+    with staged_dir(out, overwrite=overwrite) as staging:
         write_mat(staging / MAT_FILE, phantom.frames, mat_format)
         write_labels_csv(staging / LABELS_FILE, phantom.labels)
         write_labels_csv(staging / PHASE_LABELS_FILE, phantom.phase_labels)
         write_png(staging / QUERY_FILE, phantom.query)
         meta = provenance(phantom, mat_format, staging)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        _publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
@@ -86,22 +79,6 @@ def check_output(out: Path, overwrite: bool) -> None:
         raise EchoseekError(
             f"output: {out} exists and is not empty; pass overwrite=true to replace it"
         )
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Rename ``staging`` to ``out``, moving an existing ``out`` aside first."""
-    if not out.exists():
-        staging.rename(out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    old.rmdir()
-    out.rename(old)
-    try:
-        staging.rename(out)
-    except BaseException:
-        old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_mat(path: Path, frames: np.ndarray, mat_format: str) -> None:
