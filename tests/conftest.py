@@ -23,15 +23,19 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[Any]:
-    """A local Ray cluster shared by every test that asks for it, with Serve's HAProxy ingress
-    (the service's default) where this installation has it."""
+    """A local Ray cluster shared by every test that asks for it, with Serve's own proxy as the
+    HTTP ingress. Under the HAProxy ingress (the service's default), the dozens of Serve starts
+    and stops of one long Ray session went wrong in the full suite: a later start found the
+    HAProxy manager actor killed under it, or port 8000 still held by the last HAProxy. A
+    service starts Serve once per Ray, so the HAProxy ingress is tested end to end in its own
+    process (``tests/service/test_ingress.py``) and measured by ``bench/bench_service.py``."""
     import ray
 
     from echoseek.ray_session import local_system_config, local_worker_env
     from echoseek.service.ingress import prepare_ingress
 
     if not ray.is_initialized():
-        prepare_ingress("fast", joining=False)
+        prepare_ingress("proxy", joining=False)
         ray.init(
             address="local",  # never a cluster another test started (their bootstrap file)
             num_cpus=2,

@@ -1,5 +1,6 @@
 """The HTTP ingress on Ray: HAProxy by default, Serve's proxy when asked or when this
-installation cannot run HAProxy (the fallback, end to end in its own process)."""
+installation cannot run HAProxy. Both end to end in their own process, with their own Ray, as
+``echoseek serve`` runs (the test session's shared Ray uses Serve's proxy: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from echoseek.service.ingress import FAST_ENV, fast_ingress_unsupported, prepare_ingress
 from tests.service.conftest import PIXELS, free_port
+from tests.service.test_serve import listeners
 
 NAMES = [*FAST_ENV, "RAY_SERVE_HAPROXY_BINARY_PATH", "RAY_SERVE_HAPROXY_STATS_PORT"]
 
@@ -77,3 +79,34 @@ def test_the_fallback_serves_end_to_end(service_index: Path, tmp_path: Path) -> 
         proc.terminate()
         _, err = proc.communicate(timeout=60)
     assert "note: fast ingress unavailable" in err and "missing" in err, err
+
+
+@pytest.mark.slow
+def test_haproxy_serves_end_to_end(service_index: Path) -> None:
+    """``echoseek serve`` by default: HAProxy holds the service port and answers searches, bad
+    requests get their 4xx, and the service stops within seconds (its short local drain)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in NAMES}
+    args = [f"index={service_index}", "model=pixels", f"pixel_size={PIXELS}", f"port={port}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "echoseek.cli", "serve", *args, "for_s=120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert "HAProxy ingress" in first, first + (proc.stderr.read() if not first else "")
+        assert listeners(port) == {"haproxy"}
+        url = f"http://127.0.0.1:{port}"
+        body = {"vector": [0.5] * PIXELS * PIXELS, "k": 3}
+        r = httpx.post(f"{url}/v1/search", json=body, timeout=30)
+        assert r.status_code == 200 and len(r.json()["results"]) == 3
+        bad = httpx.post(f"{url}/v1/search", json={**body, "k": 0}, timeout=30)
+        assert bad.status_code == 400 and "k" in bad.json()["error"]["message"]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+    assert proc.returncode is not None

@@ -76,13 +76,6 @@ def png_b64(image: np.ndarray) -> str:
     return base64.b64encode(out.getvalue()).decode()
 
 
-def test_the_endpoint_answers_through_haproxy(endpoint: str) -> None:
-    """The default ingress: the service port is HAProxy's, not Serve's Python proxy's."""
-    listening = listeners(int(endpoint.rsplit(":", 1)[1]))
-    assert ENDPOINT["running"].ingress == "HAProxy" and listening == {"haproxy"}, listening
-    assert httpx.get(f"{endpoint}/readyz", timeout=10).status_code == 200
-
-
 def listeners(port: int) -> set[str]:
     """Names of the processes listening on TCP ``port`` (from /proc: Linux)."""
     inodes = set()
