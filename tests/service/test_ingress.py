@@ -53,6 +53,28 @@ def test_joining_a_running_ray_reports_its_ingress(clean_env: pytest.MonkeyPatch
     assert prepare_ingress("fast", joining=True) == ("fast", "")
 
 
+def serve_in_own_process(index: Path, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``echoseek serve`` over ``index`` (raw pixels) on ``port``, its own process and Ray."""
+    args = [f"index={index}", "model=pixels", f"pixel_size={PIXELS}", f"port={port}"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "echoseek.cli", "serve", *args, "for_s=120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def first_line(proc: subprocess.Popen[str]) -> str:
+    """The serving line (with stderr when the service printed none)."""
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    return first or proc.stderr.read()
+
+
+BODY = {"vector": [0.5] * PIXELS * PIXELS, "k": 3}
+
+
 @pytest.mark.slow
 def test_the_fallback_serves_end_to_end(service_index: Path, tmp_path: Path) -> None:
     """``echoseek serve`` where HAProxy cannot run: one note naming why, then Serve's proxy
@@ -60,20 +82,10 @@ def test_the_fallback_serves_end_to_end(service_index: Path, tmp_path: Path) -> 
     port = free_port()
     env = {**os.environ, "RAY_SERVE_HAPROXY_BINARY_PATH": str(tmp_path / "missing")}
     env.pop("RAY_SERVE_ENABLE_HA_PROXY", None)
-    args = [f"index={service_index}", "model=pixels", f"pixel_size={PIXELS}", f"port={port}"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "echoseek.cli", "serve", *args, "for_s=60"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc = serve_in_own_process(service_index, port, env)
     try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-        assert "Serve proxy ingress" in first, first + (proc.stderr.read() if not first else "")
-        body = {"vector": [0.5] * PIXELS * PIXELS, "k": 3}
-        r = httpx.post(f"http://127.0.0.1:{port}/v1/search", json=body, timeout=30)
+        assert "Serve proxy ingress" in (first := first_line(proc)), first
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/search", json=BODY, timeout=30)
         assert r.status_code == 200 and len(r.json()["results"]) == 3
     finally:
         proc.terminate()
@@ -83,30 +95,20 @@ def test_the_fallback_serves_end_to_end(service_index: Path, tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_haproxy_serves_end_to_end(service_index: Path) -> None:
-    """``echoseek serve`` by default: HAProxy holds the service port and answers searches, bad
-    requests get their 4xx, and the service stops within seconds (its short local drain)."""
+    """``echoseek serve`` by default: HAProxy holds the service port and answers searches, and
+    bad requests get their 4xx."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in NAMES}
-    args = [f"index={service_index}", "model=pixels", f"pixel_size={PIXELS}", f"port={port}"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "echoseek.cli", "serve", *args, "for_s=120"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
+    proc = serve_in_own_process(
+        service_index, port, {k: v for k, v in os.environ.items() if k not in NAMES}
     )
     try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-        assert "HAProxy ingress" in first, first + (proc.stderr.read() if not first else "")
+        assert "HAProxy ingress" in (first := first_line(proc)), first
         assert listeners(port) == {"haproxy"}
         url = f"http://127.0.0.1:{port}"
-        body = {"vector": [0.5] * PIXELS * PIXELS, "k": 3}
-        r = httpx.post(f"{url}/v1/search", json=body, timeout=30)
+        r = httpx.post(f"{url}/v1/search", json=BODY, timeout=30)
         assert r.status_code == 200 and len(r.json()["results"]) == 3
-        bad = httpx.post(f"{url}/v1/search", json={**body, "k": 0}, timeout=30)
+        bad = httpx.post(f"{url}/v1/search", json={**BODY, "k": 0}, timeout=30)
         assert bad.status_code == 400 and "k" in bad.json()["error"]["message"]
     finally:
         proc.terminate()
         proc.communicate(timeout=60)
-    assert proc.returncode is not None
