@@ -69,6 +69,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check echoseek tests bench
 	$(BIN)/ruff format --check echoseek tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache  # the layer contract in pyproject.toml
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix echoseek tests bench

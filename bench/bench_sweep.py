@@ -7,8 +7,8 @@ Data (all phantom, respiratory-phase classes): the trials train on the cine of s
 and checkpoint selection read the held-out mAP of the cine of seed 2 (another subject,
 ``val=``), and the findings are scored on the cine of seed 3 (never trained or selected on).
 The encoder is the demo's SimSiam pretraining (1 epoch); every trial is the demo's fine-tune
-(:func:`echoseek.pipeline.training_configs`) with 2 Ray Train workers, one trial at a time, as
-``make demo``'s sweep (:func:`echoseek.pipeline.sweep_config`) runs it.
+(:func:`echoseek.jobs.demo_stages.training_configs`) with 2 Ray Train workers, one trial at a
+time, as ``make demo``'s sweep (:func:`echoseek.jobs.demo_stages.sweep_config`) runs it.
 
 - **asha**: one grid (3 FastAP distances x 2 learning rates) run twice, to the full budget (FIFO)
   and with ASHA (grace 1 epoch, reduction factor 3). Reported: each sweep's wall time, and the
@@ -42,8 +42,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import numpy as np
 
-from echoseek import pipeline
-from echoseek.jobs import finetune, pretrain
+from echoseek.jobs import demo_stages, finetune, pretrain
 from echoseek.sweep import SchedulerOptions, run_sweep
 from echoseek.sweep.trial import expand
 
@@ -71,11 +70,11 @@ def setup(work: Path, epochs: int, val_frames: int) -> Setup:
     """Three phase-labelled cines (train, val, test) and the demo's SimSiam encoder."""
     data = {}
     for part, seed in (("train", 1), ("val", 2), ("test", 3)):
-        labels = pipeline.TRAIN_LABELS["phase"]
+        labels = demo_stages.TRAIN_LABELS["phase"]
         frames = val_frames if part == "val" else 445
-        pipeline.cine(work / f"{part}_raw", work / part, frames, seed, labels)
+        demo_stages.cine(work / f"{part}_raw", work / part, frames, seed, labels)
         data[part] = work / part
-    pre, fine = pipeline.training_configs(
+    pre, fine = demo_stages.training_configs(
         work, data["train"], size=32, train_labels="phase", pretrain_epochs=1,
         finetune_epochs=epochs,
     )  # fmt: skip
@@ -87,7 +86,7 @@ def setup(work: Path, epochs: int, val_frames: int) -> Setup:
 def sweep(s: Setup, name: str, space: dict[str, Any], **options: Any) -> dict[str, Any]:
     """One sweep of the demo's fine-tune; its summary, rows read back and start time."""
     (s.work / name).mkdir(exist_ok=True)
-    demo = pipeline.sweep_config(s.work / name, s.fine)
+    demo = demo_stages.sweep_config(s.work / name, s.fine)
     cfg = dataclasses.replace(
         demo,
         name=f"bench-{name}-{time.strftime('%H%M%S')}",

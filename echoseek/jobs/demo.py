@@ -3,7 +3,7 @@
     make demo                       # = echoseek demo work_dir=work/demo
     echoseek demo frames=200 seed=3
 
-Stages (:mod:`echoseek.pipeline`, each the job a user runs by hand): phantom cine -> ingest
+Stages (:mod:`echoseek.jobs.demo_stages`, each the job a user runs by hand): phantom cine -> ingest
 -> raw-pixel baseline evaluation -> (``train=true``) a second cine of another "subject" with
 its respiratory-phase classes -> SimSiam pretraining on it -> FastAP fine-tuning (2 Ray Train
 CPU workers; checkpoint chosen on a held-out part of the cine), by default as a Ray Tune sweep
@@ -25,20 +25,20 @@ from typing import Any
 
 from echoseek.errors import ConfigError
 from echoseek.jobs import evaluate
-from echoseek.jobs.runner import run_job
-from echoseek.pipeline import (
+from echoseek.jobs.demo_stages import (
     DEMO_MODEL,
     TRAIN_LABELS,
     cine,
-    data_protocol,
     index_stages,
     promote_stage,
-    scores,
     service_stage,
     stage,
-    summary_lines,
     training_stages,
 )
+from echoseek.jobs.demo_summary import data_protocol, scores, summary_lines
+from echoseek.jobs.runner import run_job
+from echoseek.service.ingress import prepare_ingress
+from echoseek.service.run import ray_running
 
 
 @dataclass
@@ -70,9 +70,6 @@ class Config:
 
 def run(cfg: Config) -> dict[str, Any]:
     """Run every stage into ``work_dir`` (outputs are replaced on each run)."""
-    from echoseek.service.ingress import prepare_ingress
-    from echoseek.service.run import ray_running
-
     prepare_ingress("fast", joining=ray_running())  # before the first stage starts Ray
     work = Path(cfg.output or cfg.work_dir)
     raw, dataset, evaluation = work / "phantom", work / "dataset", work / "eval"

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from echoseek.data.dataset import read_descriptor, shard_paths
-from echoseek.data.embed_stream import StreamClock, calls_per_actor, embedded_batches
 from echoseek.data.vectors import write_vectors
 from echoseek.embedding import ModelEmbedder, build_embedder
+from echoseek.embedding.stream import StreamClock, calls_per_actor, embedded_batches
 from echoseek.errors import ConfigError
 from echoseek.jobs.runner import run_job
+from echoseek.progress import ProgressBar
 from echoseek.ray_session import cluster_has_gpus, ensure_ray
 from echoseek.tracking import model_store
-from echoseek.training.progress import ProgressBar
 
 
 @dataclass

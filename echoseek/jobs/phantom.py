@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from echoseek.jobs.runner import run_job
-from echoseek.phantom.generate import PhantomParams, generate_phantom, write_phantom
-from echoseek.phantom.write import check_output
+from echoseek.phantom.cine import PhantomParams
+from echoseek.phantom.generate import generate_phantom
+from echoseek.phantom.write import check_output, write_phantom
 
 
 @dataclass(frozen=True)

@@ -29,15 +29,13 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from echoseek.errors import ConfigError, EchoseekError
+from echoseek.phantom.cine import Phantom
 from echoseek.storage import sha256_file, staged_dir
-
-if TYPE_CHECKING:
-    from echoseek.phantom.generate import Phantom
 
 FORMAT = "echoseek.phantom"
 FORMAT_VERSION = 1

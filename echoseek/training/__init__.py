@@ -6,6 +6,8 @@ progress line (:mod:`progress`). Nothing here imports Ray: every helper runs in 
 process, and the jobs call them from ``train_loop_per_worker``.
 """
 
+from echoseek.models.precision import amp_dtype, autocast, make_scaler
+from echoseek.progress import epoch_line, eta_seconds, format_duration
 from echoseek.training.loop import (
     EpochStats,
     NonFiniteLossError,
@@ -18,8 +20,6 @@ from echoseek.training.loop import (
     train_epoch,
     two_view_inputs,
 )
-from echoseek.training.precision import amp_dtype, autocast, make_scaler
-from echoseek.training.progress import epoch_line, eta_seconds, format_duration
 from echoseek.training.schedule import param_groups, scaled_lr, set_lr, warmup_cosine
 from echoseek.training.state import load_state, save_state
 from echoseek.training.unwrap import unwrap_model

@@ -28,7 +28,7 @@ from echoseek.data.augment import Augmenter
 from echoseek.errors import EchoseekError, InputError
 from echoseek.evaluation.retrieval import leave_one_out_metrics
 from echoseek.metrics import collapse_std, rankme
-from echoseek.training.precision import autocast
+from echoseek.models.precision import autocast
 from echoseek.training.schedule import set_lr
 
 Batch = Mapping[str, torch.Tensor]

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from echoseek.training.progress import epoch_line, eta_seconds
+from echoseek.progress import epoch_line, eta_seconds
 
 
 class EpochPrinter:

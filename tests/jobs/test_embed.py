@@ -11,10 +11,10 @@ import torch
 from echoseek.baseline import pixel_embed
 from echoseek.cli import main as cli
 from echoseek.data.dataset import decode_png, iter_batches
-from echoseek.data.embed_stream import calls_per_actor
 from echoseek.data.frames import to_chw
 from echoseek.data.vectors import iter_vector_batches, open_vectors
 from echoseek.embedding import ModelEmbedder
+from echoseek.embedding.stream import calls_per_actor
 from echoseek.jobs import embed
 from echoseek.models.artifact import ModelMeta, build_model, save_model
 from tests.datasets import ingested_stack, random_stack

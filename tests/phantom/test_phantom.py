@@ -18,10 +18,10 @@ from echoseek.phantom.generate import (
     PhantomParams,
     calibrate_tolerance,
     generate_phantom,
-    write_phantom,
 )
 from echoseek.phantom.motion import free_breathing
 from echoseek.phantom.speckle import filtered_speckle, gaussian_transfer, speckle_fields
+from echoseek.phantom.write import write_phantom
 
 # 8 s of cine, two breaths and a 2.4 s hold; one hard-negative episode on the hold, one at a
 # free-breathing pass through the reference depth. An explicit tolerance keeps a few tenths of

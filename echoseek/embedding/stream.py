@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 
 from echoseek.data.dataset import decode_png, shard_paths
 from echoseek.data.vectors import VectorBatch
-from echoseek.embedding import Embedder, ModelEmbedder, PixelEmbedder
-from echoseek.training.progress import ProgressBar
+from echoseek.embedding.embedder import Embedder, ModelEmbedder, PixelEmbedder
+from echoseek.progress import ProgressBar
 
 META = ("id", "label", "source", "frame_index")
 COLUMNS = ["image", *META]

@@ -55,14 +55,14 @@ class ModelEmbedder:
     ``uri`` is a model directory or MLflow URI to load, or only a name for the record when
     ``loaded`` (a model and its :class:`~echoseek.models.artifact.ModelMeta`) is given. The
     input transform is the model artifact's own (:func:`~echoseek.models.artifact.eval_augment`)
-    and the precision the training rule's (:func:`echoseek.training.precision.amp_dtype`).
+    and the precision the training rule's (:func:`echoseek.models.precision.amp_dtype`).
     """
 
     def __init__(
         self, uri: str, device: str | None = None, amp: bool = True, loaded: Any = None
     ) -> None:
         from echoseek.models.artifact import eval_augment, load_model
-        from echoseek.training.precision import amp_dtype
+        from echoseek.models.precision import amp_dtype
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model: EmbeddingModel
@@ -87,7 +87,7 @@ class ModelEmbedder:
     @torch.no_grad()
     def forward(self, batch: torch.Tensor) -> np.ndarray:
         """(N, D) unit vectors of a :meth:`preprocess` ed batch."""
-        from echoseek.training.precision import autocast
+        from echoseek.models.precision import autocast
 
         x = batch.to(self.device, non_blocking=True)
         with autocast(self.device, self.dtype):

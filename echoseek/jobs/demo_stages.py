@@ -1,17 +1,19 @@
-"""The stages of the end-to-end demo pipeline, each one job's ``run`` with laptop settings.
+"""The stages of ``echoseek demo``, each one job's ``run`` with laptop settings.
 
 :func:`stage` runs and times one step with a start and an end line; :func:`cine` is
 ``echoseek phantom`` then ``echoseek ingest``; :func:`training_stages` pretrains and fine-tunes
 on a second cine (another subject), the fine-tune as :func:`sweep_stage`: a Ray Tune sweep of
-FastAP's distance (ASHA) whose best trial is the model; :func:`index_stages` embeds, indexes
-and measures the index; :func:`service_stage` starts the search endpoint on it, sends one
-image query over HTTP and stops it. :mod:`echoseek.jobs.demo` strings them together and
-prints the summary.
+FastAP's distance (ASHA) whose best trial is the model; :func:`promote_stage` registers and
+promotes it; :func:`index_stages` embeds, indexes and measures the index; :func:`service_stage`
+starts the search endpoint on it, sends one image query over HTTP and stops it.
+:mod:`echoseek.jobs.demo` strings them together and :mod:`echoseek.jobs.demo_summary` prints
+the summary.
 """
 
 from __future__ import annotations
 
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +34,10 @@ from echoseek.jobs import (
     pretrain,
 )
 from echoseek.models.artifact import META_FILE, read_meta
+from echoseek.service.client import search_image
+from echoseek.service.config import ServiceConfig
+from echoseek.service.run import check_port, start_service
+from echoseek.sweep import SchedulerOptions, SweepConfig, run_sweep
 
 TRAIN_LABELS = {"phase": "dataset_phase_labels.csv", "breath_hold": "dataset_labels.csv"}
 DEMO_MODEL = "echoseek-demo"  # the demo's registered model; the endpoint serves @champion
@@ -61,14 +67,6 @@ def cine(
             overwrite=True,
         )
     )
-
-
-def scores(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "loo_map": metrics["leave_one_out"]["map"],
-        "query": metrics.get("query", {}),
-        "latency_ms": metrics["latency"]["median_ms"],
-    }
 
 
 def training_stages(
@@ -183,14 +181,12 @@ def training_configs(
 DEMO_DISTANCES = [["cosine", {}], ["soart3_gamma", {"p": 2}]]
 
 
-def sweep_config(work: Path, fine: finetune.Config) -> Any:
+def sweep_config(work: Path, fine: finetune.Config) -> SweepConfig:
     """The demo's sweep: FastAP's distance (cosine against SOART3 gamma with p = 2) on
     the demo's fine-tune config (written to ``sweep_base.yaml``), one trial at a time with 2
     Ray Train workers, ASHA from the first epoch. The trial's driver (0.1 CPU) and workers
     (0.45 each) leave one whole CPU to its data tasks. A new name each run (a same name would
     resume)."""
-    from echoseek.sweep import SchedulerOptions, SweepConfig
-
     base = work / "sweep_base.yaml"
     data = to_dict(fine)
     data["run"]["name"] = ""
@@ -216,8 +212,6 @@ def sweep_config(work: Path, fine: finetune.Config) -> Any:
 def sweep_stage(work: Path, fine: finetune.Config, timings: dict[str, float]) -> dict[str, Any]:
     """``echoseek tune`` of :func:`sweep_config` (the previous demo's sweep output replaced);
     its summary. The sweep prints a line per trial result and its table of trials."""
-    from echoseek.sweep import run_sweep
-
     cfg = sweep_config(work, fine)
     shutil.rmtree(cfg.output, ignore_errors=True)
     return stage("sweep (Ray Tune: FastAP distance, ASHA)", lambda: run_sweep(cfg), timings)
@@ -285,9 +279,6 @@ def service_stage(
 ) -> dict[str, Any]:
     """Start the endpoint (Ray Serve) on the demo's index, query it with ``query`` over HTTP
     (``/v1/search/image``, top-5) and stop it; the answer and where the page was."""
-    from echoseek.service.client import search_image
-    from echoseek.service.config import ServiceConfig
-    from echoseek.service.run import check_port, start_service
 
     def run() -> dict[str, Any]:
         cfg = ServiceConfig(
@@ -309,114 +300,8 @@ def service_stage(
             check_port("127.0.0.1", wanted)
             return wanted
         except Exception:  # taken (an `echoseek serve` already up): any free port
-            import socket
-
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 return int(s.getsockname()[1])
 
     return stage("search endpoint", run, timings)
-
-
-def sweep_lines(sweep: dict[str, Any]) -> list[str]:
-    """The sweep's outcome: trials by state and the best distance (held-out val mAP)."""
-    from echoseek.sweep.trial import expand
-
-    drawn = expand(sweep["best_params"])
-    params = drawn.get("loss.distance_params") or {}
-    best = f"{drawn.get('loss.distance', '-')}{''.join(f' {k}={v}' for k, v in params.items())}"
-    return [
-        "",
-        f"  sweep (Ray Tune) of FastAP's distance: {sweep['trials']} trials, "
-        f"{sweep['stopped']} stopped early by ASHA, {sweep['failed']} failed; the best, "
-        f"{best} (held-out val mAP {sweep['best_val_map']:.3f}), is the model above",
-        f"  (`echoseek finetune {sweep['output']}/best.yaml` trains it again)",
-    ]
-
-
-def registry_lines(promoted: dict[str, Any], work: Path) -> list[str]:
-    """The registry's decision and the one command that reports on the champion."""
-    sc, name = promoted["scores"], promoted["name"]
-    versus = f" vs champion {sc['champion']:.3f}" if "champion" in sc else " (no champion yet)"
-    verdict = "promoted" if promoted["promoted"] else "kept the champion"
-    return [
-        "",
-        f"  registry: models:/{name}/{promoted['candidate']} is @candidate; {verdict}: "
-        f"LOO mAP {sc['candidate']:.3f}{versus} on the scored cine; "
-        f"@champion = version {promoted['champion']}, which the index and endpoint use",
-        f"  report: `make report` writes {work}/report/report.pdf of models:/{name}@champion",
-    ]
-
-
-def service_lines(service: dict[str, Any]) -> list[str]:
-    """The endpoint's top-5 table and how to keep it up."""
-    from echoseek.service.client import top_k_table
-
-    url = service["url"]
-    lines = ["", f"  search endpoint (Ray Serve) at {url}: the query image over HTTP, top-5"]
-    lines += [f"    {line}" for line in top_k_table(service["answer"]).splitlines()]
-    lines.append(f"  web page {url}/ (stopped now; `echoseek serve serve/local.yaml` keeps it up)")
-    return lines
-
-
-def data_protocol(
-    seed: int, labels: str, validation: dict[str, Any], scored_rows: int
-) -> dict[str, str]:
-    """What the trained model was trained on, selected on and scored on (disjoint data)."""
-    third = validation.get("kind") == "dataset"  # a third cine, as long as the others
-    trained = scored_rows if third else validation.get("train_rows", "?")
-    selected = (
-        f"phantom cine seed {seed + 2} ({labels} classes), {scored_rows} frames: a third subject"
-        if third
-        else f"{validation.get('val_rows', '?')} other frames of that cine, held out"
-    )
-    return {
-        "trained on": f"phantom cine seed {seed + 1} ({labels} classes), {trained} frames",
-        "selected on": selected,
-        "scored on": f"phantom cine seed {seed}, {scored_rows} frames: another subject, "
-        "never trained or selected on",
-    }
-
-
-def summary_lines(s: dict[str, Any]) -> list[str]:
-    """The demo summary: scores per model, the data protocol, the index, outputs, timings."""
-    i = s["index"]
-    nan = float("nan")
-    rows = [
-        "",
-        "echoseek demo: phantom breath-hold retrieval",
-        f"  frames            {s['frames']}",
-        f"  positives         {s['positives']} ({s['positive_ratio']:.1%})",
-        "",
-        f"  {'model':<26}{'query AP':>9}{'LOO mAP':>9}{'P@10':>7}{'lift@10':>9}{'ms/query':>10}",
-    ]
-    for name, m in s["models"].items():
-        q = m["query"]
-        rows.append(
-            f"  {name:<26}{q.get('ap', nan):>9.3f}{m['loo_map']:>9.3f}"
-            f"{q.get('p@10', nan):>7.2f}{q.get('lift@10', nan):>9.2f}{m['latency_ms']:>10.2f}"
-        )
-    rows += [f"  {k:<12} {v}" for k, v in s.get("protocol", {}).items()]
-    rows += [
-        "",
-        f"  index {i['factory']} ({i['shards']} shard(s), {i['ntotal']} vectors): "
-        f"recall@10 {i['recall@10']:.3f} vs brute force at nprobe {i['nprobe']}"
-        f" (rerank {i['rerank'] or 'off'}), {i['latency_ms']:.2f} ms/query; "
-        f"embedded at {i['embed_images_per_s']:.0f} img/s",
-    ]
-    if s.get("sweep"):
-        rows += sweep_lines(s["sweep"])
-    if s.get("registry"):
-        rows += registry_lines(s["registry"], Path(s["work_dir"]))
-    if s.get("service"):
-        rows += service_lines(s["service"])
-    rows += [
-        "",
-        "outputs:",
-    ]
-    rows += [f"  {name:<17} {path}" for name, path in s["outputs"].items()]
-    total = sum(s["timings_s"].values())
-    rows.append(
-        f"total {total:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in s['timings_s'].items())})"
-    )
-    return rows
