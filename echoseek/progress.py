@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+import time
 
 
 def eta_seconds(elapsed_epochs_seconds: float, done: int, total: int) -> float:
@@ -56,8 +58,6 @@ class ProgressBar:
     pipe or a log file nothing is drawn until :meth:`close` prints the final line once."""
 
     def __init__(self, label: str, total: int, unit: str = "img", every_s: float = 0.5) -> None:
-        import sys
-        import time
 
         self.label, self.total, self.unit, self.every_s = label, max(1, total), unit, every_s
         self.done = 0
@@ -77,8 +77,6 @@ class ProgressBar:
 
     def update(self, n: int) -> None:
         """Count ``n`` more items done; redraw when live and due."""
-        import sys
-        import time
 
         self.done += n
         now = time.perf_counter()
@@ -88,7 +86,5 @@ class ProgressBar:
 
     def close(self) -> None:
         """The final line, once."""
-        import sys
-        import time
 
         print(f"\r{self.line(time.perf_counter())}", file=sys.stderr, flush=True)

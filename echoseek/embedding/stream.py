@@ -20,10 +20,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from echoseek.data.dataset import decode_png, shard_paths
 from echoseek.data.vectors import VectorBatch
 from echoseek.embedding.embedder import Embedder, ModelEmbedder, PixelEmbedder
+from echoseek.models.artifact import ModelMeta, build_model
 from echoseek.progress import ProgressBar
 
 META = ("id", "label", "source", "frame_index")
@@ -60,15 +62,12 @@ class EmbedBatch:
         self, model: tuple[str, dict[str, Any], Any] | None, pixel_size: int, amp: bool,
         threads: int = 0,
     ) -> None:  # fmt: skip
-        import torch
 
         if threads:
             torch.set_num_threads(threads)
         self.embed: Embedder = PixelEmbedder(pixel_size)
         if model is not None:
             import ray
-
-            from echoseek.models.artifact import ModelMeta, build_model
 
             uri, meta_json, state_ref = model
             meta = ModelMeta.from_json(meta_json)

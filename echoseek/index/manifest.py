@@ -41,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from echoseek.errors import InputError
+from echoseek.distances import resolve_params
+from echoseek.errors import ConfigError, InputError
 from echoseek.storage import contained, read_json_document, sha256_file, write_json_atomic
 
 FORMAT = "echoseek.index"
@@ -139,8 +140,6 @@ def _check_rerank(path: Path, value: Any) -> None:
         return
     if not isinstance(value, str):
         raise InputError(f"{path}: 'default_rerank' must be a distance name, false or null")
-    from echoseek.distances import resolve_params
-    from echoseek.errors import ConfigError
 
     try:
         resolve_params(value)

@@ -30,10 +30,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from echoseek.distances import resolve_params
 from echoseek.errors import EchoseekError, InputError
 from echoseek.index.manifest import MANIFEST, read_manifest, verify_files
 from echoseek.index.merge import drop_ids, merge_topk
@@ -381,7 +383,6 @@ class IndexReader:
             return NATURAL_DISTANCE[self.metric]
         if not isinstance(rerank, str):
             raise EchoseekError(f"rerank: expected a distance name or true/false, got {rerank!r}")
-        from echoseek.distances import resolve_params
 
         resolve_params(rerank)
         return rerank
@@ -438,7 +439,6 @@ class IndexReader:
 
 def _read_index(path: Path) -> Any:
     """Read a shard memory-mapped where faiss supports it, else into memory."""
-    import faiss
 
     try:
         return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
@@ -463,7 +463,6 @@ def _column_range(meta: pq.FileMetaData, column: str) -> tuple[Any, Any]:
 
 
 def _extract_ivf(index: Any) -> Any:
-    import faiss
 
     try:
         return faiss.extract_index_ivf(index)
@@ -473,7 +472,6 @@ def _extract_ivf(index: Any) -> Any:
 
 def _pretransform(index: Any) -> Any:
     """A function applying the index's vector transforms (e.g. OPQ), or None."""
-    import faiss
 
     outer: Any = faiss.downcast_index(index)
     if not isinstance(outer, faiss.IndexPreTransform):
@@ -493,7 +491,6 @@ def _search_ivf(
     ivf: Any, x: np.ndarray, k: int, assign: np.ndarray, coarse: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """``ivf.search_preassigned`` with a per-call ``nprobe`` (thread-safe, no state change)."""
-    import faiss
 
     n, nprobe = assign.shape
     assign = np.ascontiguousarray(assign, dtype=np.int64)  # kept alive across the C call

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from echoseek.index.publish import (
     read_latest,
     staged_version,
 )
+from echoseek.index.reader import IndexReader
 from echoseek.storage import sha256_file
 
 
@@ -114,7 +116,6 @@ def delete_ids(
     Unknown ids are an error; so is a list whose ids are all deleted already (nothing new to
     delete: no version is published). Already-deleted ids among new ones are skipped.
     """
-    from echoseek.index.reader import IndexReader
 
     root = Path(index_root)
     base_dir = root / read_latest(root)
@@ -266,6 +267,5 @@ def _shard_number(file: str) -> int:
 
 
 def _now() -> str:
-    import time
 
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

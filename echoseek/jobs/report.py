@@ -20,9 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from echoseek.errors import ConfigError
+from echoseek.ingest.folders import load_image
 from echoseek.jobs import evaluate
 from echoseek.jobs.runner import run_job
+from echoseek.report.analytics import rank
+from echoseek.report.build import Evidence, read_items, write_report
+from echoseek.report.pdf import find_browser, html_to_pdf
+from echoseek.report.provenance import model_run
+from echoseek.service.thumbnails import Thumbnails
 from echoseek.storage import check_output_dir, staged_dir
+from echoseek.tracking import RunLogger, pinned_uri, tracking_uri
 
 
 @dataclass
@@ -52,13 +59,6 @@ class Config:
 
 def run(cfg: Config) -> dict[str, Any]:
     """Evaluate, draw, write and log the report; returns its metrics and paths."""
-    from echoseek.ingest.folders import load_image
-    from echoseek.report.analytics import rank
-    from echoseek.report.build import Evidence, read_items, write_report
-    from echoseek.report.pdf import find_browser, html_to_pdf
-    from echoseek.report.provenance import model_run
-    from echoseek.service.thumbnails import Thumbnails
-    from echoseek.tracking import RunLogger, pinned_uri, tracking_uri
 
     if not (cfg.input and cfg.model and cfg.query):
         raise ConfigError("input, model and query are required (a dataset, a model, an image)")

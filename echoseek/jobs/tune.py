@@ -26,6 +26,7 @@ from typing import Any
 
 from echoseek.jobs.runner import run_job
 from echoseek.sweep.config import SweepConfig as Config
+from echoseek.sweep.rerank import run_rerank_sweep
 from echoseek.sweep.tuner import run_sweep
 
 __all__ = ["Config", "main", "run"]
@@ -34,8 +35,6 @@ __all__ = ["Config", "main", "run"]
 def run(cfg: Config) -> dict[str, Any]:
     """Run or resume the sweep (``job: rerank``: score re-rank settings); returns a summary."""
     if cfg.job == "rerank":
-        from echoseek.sweep.rerank import run_rerank_sweep
-
         return run_rerank_sweep(cfg)
     return run_sweep(cfg)
 

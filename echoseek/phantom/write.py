@@ -31,7 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
+from PIL import Image
 
 from echoseek.errors import ConfigError, EchoseekError
 from echoseek.phantom.cine import Phantom
@@ -100,7 +102,6 @@ def mat73_header() -> bytes:
 
 def write_mat73(path: Path, frames: np.ndarray) -> None:
     """HDF5 with the MATLAB user block; ``frames`` stored N x W x H (column-major H x W x N)."""
-    import h5py
 
     n, height, width = frames.shape
     with h5py.File(path, "w", userblock_size=USER_BLOCK) as f:
@@ -124,7 +125,6 @@ def write_labels_csv(path: Path, labels: np.ndarray) -> None:
 
 def write_png(path: Path, image: np.ndarray) -> None:
     """An HxW uint8 array as an 8-bit grayscale PNG."""
-    from PIL import Image
 
     Image.fromarray(image).save(path, format="PNG")
 

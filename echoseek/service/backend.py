@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from echoseek.embedding import build_embedder
 from echoseek.errors import EchoseekError, InputError
 from echoseek.service.config import ServiceConfig
 from echoseek.service.images import QueryError
@@ -265,7 +266,6 @@ def model_tracking(cfg: ServiceConfig, served: Served) -> str:
 
 def make_embedder(cfg: ServiceConfig, served: Served) -> Any:
     """The embedder of :func:`model_spec` (None when neither names one)."""
-    from echoseek.embedding import build_embedder
 
     spec = model_spec(cfg, served)
     if not spec:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from echoseek.errors import EchoseekError, InputError
 
 
@@ -39,7 +41,6 @@ def search_json(
 
 
 def _post(url: str, route: str, token: str, timeout_s: float, **request: Any) -> dict[str, Any]:
-    import httpx
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:

@@ -24,10 +24,13 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from echoseek.config import from_dict
+from echoseek.embedding import build_embedder
 from echoseek.errors import InputError
+from echoseek.ray_session import quiet_worker
 from echoseek.service.auth import load_tokens
 from echoseek.service.backend import Backend, no_model_error
 from echoseek.service.config import ServiceConfig
+from echoseek.service.http import create_app
 from echoseek.service.images import QueryError
 from echoseek.service.searcher import ShardGroup
 
@@ -35,7 +38,6 @@ LIGHT = {"num_cpus": 0.1}  # a replica's reservation on CPU machines (serve/*.ya
 
 
 def quiet_replica() -> None:
-    from echoseek.ray_session import quiet_worker
 
     quiet_worker()
 
@@ -89,7 +91,6 @@ class Embedder:
         self.embed.set_batch_wait_timeout_s(batch_wait_ms / 1000)  # type: ignore[attr-defined]
 
     def _load(self, spec: str) -> Any:
-        from echoseek.embedding import build_embedder
 
         embedder = build_embedder(spec, self.pixel_size, tracking=self.tracking)
         if embedder.dim != self.dim:
@@ -137,7 +138,6 @@ class SearchIngress(Backend):
         self.tokens = load_tokens(config.tokens_file)
 
     def __serve_build_asgi_app__(self) -> Any:
-        from echoseek.service.http import create_app
 
         return create_app(self, self.tokens)
 

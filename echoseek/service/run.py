@@ -9,17 +9,28 @@ tries and would retry forever), or an in-process HTTP server that stopped.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+import uvicorn
+
+from echoseek.config import read_yaml
 from echoseek.errors import EchoseekError
+from echoseek.ray_session import ensure_ray, is_verbose
+from echoseek.service.app import absolute_paths, compose
 from echoseek.service.auth import check_bind, load_tokens
+from echoseek.service.backend import LocalBackend
 from echoseek.service.config import ServiceConfig
+from echoseek.service.http import create_app
 from echoseek.service.ingress import LABELS, prepare_ingress
 
 FailureProbe = Callable[[], str | None]  # the reason the service cannot start, or None
@@ -41,11 +52,8 @@ class Running:
 
 def quiet_serve() -> None:
     """No Serve INFO lines (started, connecting, ready) on the terminal unless ``-v``."""
-    import logging
 
     import ray.serve  # noqa: F401  (Serve sets its logger up on import: quiet it after)
-
-    from echoseek.ray_session import is_verbose
 
     if not is_verbose():
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
@@ -91,7 +99,6 @@ def ray_running() -> bool:
 
 def check_port(host: str, port: int) -> None:
     """Refuse a port another process already listens on (before anything starts)."""
-    import socket
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as s:
@@ -121,7 +128,6 @@ def wait_ready(
 ) -> Any:
     """Poll ``/readyz`` until it answers 200; then the ``/v1/index`` document. Raises as soon
     as ``failed()`` names a reason the service cannot start."""
-    import httpx
 
     deadline = time.monotonic() + timeout_s
     while True:
@@ -169,9 +175,6 @@ def _last_line(message: str) -> str:
 def _start_serve(cfg: ServiceConfig) -> tuple[str, Callable[[], None]]:
     from ray import serve
 
-    from echoseek.ray_session import ensure_ray
-    from echoseek.service.app import compose
-
     ensure_ray()
     app = compose(cfg)  # a bad index or config fails here, before Serve starts
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
@@ -217,12 +220,8 @@ def stop_serve(timeout_s: float = 30.0) -> None:
 def serve_schema(cfg: ServiceConfig, path: str) -> Any:
     """The ``ServeDeploySchema`` of a Serve config file with ``cfg`` (local paths made
     absolute: replicas may run in another directory) as its first application's ``args``."""
-    import dataclasses
 
     from ray.serve.schema import ServeDeploySchema
-
-    from echoseek.config import read_yaml
-    from echoseek.service.app import absolute_paths
 
     data = read_yaml(path)
     args = dataclasses.asdict(absolute_paths(cfg))
@@ -242,8 +241,6 @@ def deploy(schema: Any) -> None:
     """Deploy (or update in place: a changed ``user_config`` only reconfigures) ``schema``."""
     from ray.serve._private import api as serve_api
 
-    from echoseek.ray_session import ensure_ray
-
     ensure_ray()
     client = serve_api.serve_start(
         http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
@@ -253,7 +250,6 @@ def deploy(schema: Any) -> None:
 
 def _deploy_config(cfg: ServiceConfig, path: str) -> tuple[str, Callable[[], None]]:
     """Deploy a Serve config file's applications, the first with ``cfg`` as its args."""
-    from echoseek.service.app import compose
 
     schema = serve_schema(cfg, path)
     compose(cfg)  # a bad index or config fails here, not in a replica
@@ -267,10 +263,6 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _start_uvicorn(cfg: ServiceConfig) -> tuple[str, Callable[[], None], FailureProbe]:
-    import uvicorn
-
-    from echoseek.service.backend import LocalBackend
-    from echoseek.service.http import create_app
 
     backend = LocalBackend(cfg, groups=cfg.shard_groups or 1)
     app = create_app(backend, load_tokens(cfg.tokens_file))

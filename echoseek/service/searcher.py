@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from echoseek.errors import InputError
 from echoseek.index.manifest import read_manifest
 from echoseek.index.merge import MISSING_ID
 from echoseek.index.reader import IndexReader, open_index
@@ -91,8 +92,6 @@ class ShardGroup:
         """The stored vectors of ids held by this group (a query by a corpus item)."""
         reader = self.reader(version)
         if reader is None:
-            from echoseek.errors import InputError
-
             raise InputError(f"id {ids[0]}: not in index version {version}")
         reader.resolve_ids(ids)  # InputError for an id this group does not hold
         return reader.fetch_vectors(np.asarray(ids, dtype=np.int64))
@@ -101,8 +100,6 @@ class ShardGroup:
         """The metadata of one id held by this group (InputError when it holds none)."""
         reader = self.reader(version)
         if reader is None:
-            from echoseek.errors import InputError
-
             raise InputError(f"id {internal_id}: not in index version {version}")
         return hit(reader.lookup([internal_id])[0], None)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+from PIL import Image
 
 from echoseek.data.dataset import decode_png, read_descriptor, shard_paths
 from echoseek.data.labelled import RowReader
@@ -38,7 +39,6 @@ class Thumbnails:
 
     def png(self, item_id: str) -> bytes:
         """The thumbnail of row ``item_id`` as PNG bytes; InputError when there is none."""
-        from PIL import Image
 
         if item_id not in self.where:
             raise InputError(f"id {item_id!r}: not in the dataset")

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from echoseek.distances import resolve_params
 from echoseek.errors import EchoseekError
 from echoseek.service.images import QueryError
 
@@ -32,7 +33,6 @@ def check_nprobe(nprobe: Any) -> int | None:
 
 def check_rerank(rerank: Any) -> str | bool | None:
     """``None`` (the version's default), a bool, or a distance name with its parameters."""
-    from echoseek.distances import resolve_params
 
     if isinstance(rerank, str):
         try:

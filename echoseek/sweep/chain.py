@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from echoseek.training.finetune import FinetuneConfig
-from echoseek.training.pretrain import PretrainConfig
+from echoseek.training.finetune import FinetuneConfig, finetune
+from echoseek.training.pretrain import PretrainConfig, pretrain
 from echoseek.training.trial import Trial
 from echoseek.training.worker import EpochHook
 
@@ -44,8 +44,6 @@ def pretrain_then_finetune(
 ) -> dict[str, Any]:
     """Pretrain (unless its encoder is already exported), then fine-tune from it; the
     fine-tuning summary, with the encoder's path. ``hooks`` go to both stages' loops."""
-    from echoseek.training.finetune import finetune
-    from echoseek.training.pretrain import pretrain
 
     encoder = Path(cfg.pretrain.output)
     if not (encoder / "model.json").is_file():

@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from echoseek.sweep.space import decode
 
 
 def trial_row(result: Any, metric: str, mode: str, epochs: int) -> dict[str, Any]:
@@ -76,8 +80,6 @@ def write_table(
 ) -> None:
     """``results.parquet`` at ``path`` (the sweep publishes its output dir as a whole);
     ``extra``: more per-row values, one column each."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     columns: dict[str, list[Any]] = {
         name: [r[name] for r in rows]
@@ -95,7 +97,6 @@ def write_table(
 def text(value: Any) -> str:
     """A parameter value as text (one column type whatever the values: 0.1, 'cosine', inf, a
     list of one value per field of a comma key)."""
-    from echoseek.sweep.space import decode
 
     value = decode(value)
     if isinstance(value, (list, dict)):

@@ -23,11 +23,16 @@ import yaml
 
 from echoseek.config import flatten, plain, read_yaml
 from echoseek.errors import ConfigError
-from echoseek.storage import absolute, storage_uri
+from echoseek.ray_session import cluster_has_gpus, ensure_ray, is_verbose
+from echoseek.registry import CANDIDATE, set_alias
+from echoseek.registry import register as register_version
+from echoseek.storage import absolute, staged_dir, storage_uri
 from echoseek.sweep import results
 from echoseek.sweep.chain import NAME as CHAIN
 from echoseek.sweep.chain import STAGES, stages
 from echoseek.sweep.config import SweepConfig
+from echoseek.sweep.placement import ReleasePlacementGroups
+from echoseek.sweep.progress import SweepPrinter, top_table
 from echoseek.sweep.space import Param, check_space, has_grid, parse_space, to_tune
 from echoseek.sweep.trial import (
     base_config,
@@ -38,6 +43,7 @@ from echoseek.sweep.trial import (
     trial_config,
     trial_dirname,
 )
+from echoseek.tracking import RunLogger
 from echoseek.training.worker import EpochHook
 
 SWEEP_FILE = "sweep.json"
@@ -123,8 +129,6 @@ def concurrency(cfg: SweepConfig, *scales: dict[str, Any]) -> int:
         return cfg.max_concurrent_trials
     import ray
 
-    from echoseek.ray_session import cluster_has_gpus
-
     have = ray.cluster_resources()
     fits = []
     for scale in scales:  # a chain's stages run one after the other: the larger one counts
@@ -145,11 +149,6 @@ def run_sweep(cfg: SweepConfig, hooks: Sequence[EpochHook] = ()) -> dict[str, An
     pretrain`; tests crash a worker this way)."""
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
-
-    from echoseek.ray_session import ensure_ray, is_verbose
-    from echoseek.sweep.placement import ReleasePlacementGroups
-    from echoseek.sweep.progress import SweepPrinter, top_table
-    from echoseek.tracking import RunLogger
 
     prep = prepare(cfg)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/TensorBoard files
@@ -250,7 +249,6 @@ def publish(
 ) -> dict[str, Any]:
     """Write ``results.parquet``, ``best.yaml``, ``sweep.json`` and the figures as one
     directory, close the trials' child runs, tag the best, register it when asked."""
-    from echoseek.storage import staged_dir
 
     keys = list(prep.space)
     children = child_runs(logger, parent)
@@ -319,8 +317,6 @@ def close_child(logger: Any, parent: str, name: str, row: dict[str, Any]) -> Non
 
 def register(cfg: SweepConfig, best: dict[str, Any], logger: Any) -> str:
     """Register the best trial's model as ``cfg.register`` and point ``@candidate`` at it."""
-    from echoseek.registry import CANDIDATE, set_alias
-    from echoseek.registry import register as register_version
 
     version = register_version(f"runs:/{best['run_id']}/model", cfg.register, logger.uri).version
     set_alias(cfg.register, CANDIDATE, version, logger.uri)
