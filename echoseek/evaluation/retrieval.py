@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from echoseek.errors import InputError
-from echoseek.metrics import (
+from echoseek.evaluation.ranking import (
     average_precision,
     lift_at_k,
     mean_average_precision,

@@ -27,7 +27,7 @@ from torch import nn
 from echoseek.data.augment import Augmenter
 from echoseek.errors import EchoseekError, InputError
 from echoseek.evaluation.retrieval import leave_one_out_metrics
-from echoseek.metrics import collapse_std, rankme
+from echoseek.evaluation.ranking import collapse_std, rankme
 from echoseek.training.precision import autocast
 from echoseek.training.schedule import set_lr
 
@@ -251,8 +251,8 @@ def retrieval_metrics(
 def representation_metrics(embeddings: np.ndarray) -> dict[str, float]:
     """Collapse diagnostics: RankMe effective rank and the std of L2-normalised outputs.
 
-    See :func:`echoseek.metrics.rankme` (~1 collapsed, up to min(N, D)) and
-    :func:`echoseek.metrics.collapse_std` (≈ 1/√D spread, ≈ 0 collapsed).
+    See :func:`echoseek.evaluation.ranking.rankme` (~1 collapsed, up to min(N, D)) and
+    :func:`echoseek.evaluation.ranking.collapse_std` (≈ 1/√D spread, ≈ 0 collapsed).
     """
     return {"rankme": rankme(embeddings), "collapse_std": collapse_std(embeddings)}
 

@@ -1,4 +1,9 @@
-"""Retrieval and representation metrics (numpy; torch tensors are accepted).
+"""Ranking and representation metrics (numpy; torch tensors are accepted).
+
+The one home of the metrics: pure numpy (torch only to reduce a tensor on its own device),
+importing nothing from echoseek but :mod:`echoseek.errors`, so training, evaluation, the
+sweeps and the report all score with the same code. ``echoseek.metrics`` re-exports the
+public names.
 
 Ranking metrics take ``scores``, a (Q, N) array of SIMILARITIES (higher = more relevant; a 1-D
 (N,) array is one query), ``relevant``, a bool array of the same shape, and ``ignore``, an
