@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from echoseek.evaluation import ranking
 from echoseek.data.samplers import MPerClassBatchSampler
+from echoseek.evaluation import ranking
 
 
 def best_of(fn: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:

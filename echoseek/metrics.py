@@ -16,8 +16,8 @@ from echoseek.evaluation.ranking import (
     mean_average_precision,
     precision_at_k,
     r_precision,
-    rankme,
     ranking_metrics,
+    rankme,
     recall_at_k,
 )
 
@@ -30,7 +30,7 @@ __all__ = [
     "mean_average_precision",
     "precision_at_k",
     "r_precision",
-    "rankme",
     "ranking_metrics",
+    "rankme",
     "recall_at_k",
 ]

@@ -26,8 +26,8 @@ from torch import nn
 
 from echoseek.data.augment import Augmenter
 from echoseek.errors import EchoseekError, InputError
-from echoseek.evaluation.retrieval import leave_one_out_metrics
 from echoseek.evaluation.ranking import collapse_std, rankme
+from echoseek.evaluation.retrieval import leave_one_out_metrics
 from echoseek.training.precision import autocast
 from echoseek.training.schedule import set_lr
 
