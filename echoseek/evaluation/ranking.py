@@ -135,6 +135,25 @@ def ranking_metrics(
     return _per_query_stats(stats, scores, relevant, ignore)
 
 
+def ap_at_k(ranked_relevant: Any, num_relevant: int, k: int) -> float:
+    """Truncated average precision AP@k of ONE ranked list of hits; 0.0 when R = 0.
+
+        AP@k = (1 / min(k, R)) · Σ_{i ≤ k} P@i · rel_i,   P@i = (1 / i) · Σ_{j ≤ i} rel_j
+
+    ``ranked_relevant`` holds rel_i (1 relevant, 0 not) of the hits in rank order (only the
+    first k count); R = ``num_relevant`` counts the relevant items of the whole collection, so
+    relevant items the list did not return lower the score. Unlike :func:`average_precision`,
+    which ranks a full row of scores, this scores a search's top-k as returned (the
+    re-ranking sweep); with k = R over a full ranking it equals :func:`map_at_r`.
+    """
+    _check_k(k)
+    if num_relevant == 0:
+        return 0.0
+    rel = np.asarray(ranked_relevant, dtype=np.float64)[:k]
+    precision = np.cumsum(rel) / np.arange(1, len(rel) + 1)
+    return float((precision * rel).sum() / min(k, num_relevant))
+
+
 def rankme(embeddings: Any, eps: float = 1e-7) -> float:
     """RankMe effective rank of an (N, D) embedding matrix, computed in float32.
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from echoseek.evaluation import ranking
 from echoseek.errors import EchoseekError
+from echoseek.evaluation import ranking
+from echoseek.evaluation.ranking import ap_at_k
 
 # ---------------------------------------------------------------- naive references (one query)
 
@@ -269,6 +270,49 @@ def test_bad_shapes_and_values_are_rejected() -> None:
         ranking.average_precision(scores, np.full((2, 10), 3))
     with pytest.raises(EchoseekError, match="relevant: no query has a relevant"):
         ranking.mean_average_precision(scores, np.zeros((2, 10), bool))
+
+
+# ---------------------------------------------------------------- AP@k of a returned top-k
+
+
+def naive_ap_at_k(hits: list[bool], num_relevant: int, k: int) -> float:
+    """(1 / min(k, R)) Σ_{i ≤ k} P@i rel_i, one rank at a time in float64."""
+    if num_relevant == 0:
+        return 0.0
+    total = 0.0
+    for i in range(min(k, len(hits))):
+        if hits[i]:
+            total += sum(hits[: i + 1]) / (i + 1)
+    return total / min(k, num_relevant)
+
+
+def test_ap_at_k_by_hand() -> None:
+    # hits: relevant, not, relevant, not; 3 relevant in the index; k = 4
+    # AP@4 = (1/min(4, 3)) * (P@1 * 1 + P@3 * 1) = (1 + 2/3) / 3
+    assert ap_at_k(np.array([1.0, 0, 1, 0]), 3, 4) == pytest.approx((1 + 2 / 3) / 3)
+    assert ap_at_k(np.array([1.0, 1]), 10, 2) == pytest.approx(1.0)  # min(k, R) = 2
+    assert ap_at_k(np.array([0.0, 0]), 0, 2) == 0.0
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 40])
+def test_ap_at_k_matches_a_naive_loop(k: int) -> None:
+    rng = np.random.default_rng(k)
+    for _ in range(50):
+        hits = list(rng.random(int(rng.integers(1, 30))) < 0.4)
+        num_relevant = sum(hits[:k]) + int(rng.integers(0, 5))  # some relevant never returned
+        got = ranking.ap_at_k(np.array(hits, dtype=np.float64), num_relevant, k)
+        assert got == pytest.approx(naive_ap_at_k(hits, num_relevant, k), abs=1e-12)
+
+
+def test_ap_at_k_at_r_over_a_full_ranking_is_map_at_r() -> None:
+    rng = np.random.default_rng(3)
+    scores, relevant = rng.normal(size=(20, 60)), rng.random((20, 60)) < 0.2
+    relevant[:, 0] = True  # every query has R >= 1
+    expected = ranking.map_at_r(scores, relevant)
+    for q in range(20):
+        hits = relevant[q][np.argsort(-scores[q], kind="stable")]
+        r = int(relevant[q].sum())
+        assert ranking.ap_at_k(hits, r, r) == pytest.approx(expected[q], abs=1e-12)
 
 
 # ---------------------------------------------------------------- representation metrics
