@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from echoseek.errors import EchoseekError
+from echoseek.errors import EchoseekError, InputError
 
 # Rows of a (Q, N) problem ranked at once: bounds the temporaries (~40 bytes per element).
 _CHUNK_ELEMENTS = 1 << 22
@@ -152,6 +152,45 @@ def ap_at_k(ranked_relevant: Any, num_relevant: int, k: int) -> float:
     rel = np.asarray(ranked_relevant, dtype=np.float64)[:k]
     precision = np.cumsum(rel) / np.arange(1, len(rel) + 1)
     return float((precision * rel).sum() / min(k, num_relevant))
+
+
+def leave_one_out_queries(labels: Any, positive_label: int | None = 1) -> np.ndarray:
+    """Indices of the items that query in leave-one-out retrieval: those labelled
+    ``positive_label``, or every labelled item (label ≥ 0) when it is None.
+
+    Raises InputError when no item qualifies.
+    """
+    y = np.asarray(labels)
+    queries = (
+        np.flatnonzero(y >= 0) if positive_label is None else np.flatnonzero(y == positive_label)
+    )
+    if queries.size == 0:
+        raise InputError("no items to use as leave-one-out queries (no positive labels)")
+    return queries
+
+
+def leave_one_out_from_scores(
+    scores: Any, labels: Any, queries: np.ndarray, ks: Sequence[int]
+) -> dict[str, float]:
+    """``map``, ``num_queries`` and mean ``p@k``, ``lift@k`` of a leave-one-out ranking.
+
+    ``scores[i]`` (Q, N) ranks every item for query item ``queries[i]``; relevant = same label
+    (−1, unlabelled, is never relevant to a labelled query); the query itself is ignored.
+    ``map`` is :func:`mean_average_precision`; p@k and lift@k are means over the queries
+    where they are defined.
+    """
+    y = np.asarray(labels)
+    relevant = y[None, :] == y[queries][:, None]
+    ignore = np.zeros_like(relevant)
+    ignore[np.arange(queries.size), queries] = True
+    out = {
+        "map": float(mean_average_precision(scores, relevant, ignore)),
+        "num_queries": float(queries.size),
+    }
+    for k in ks:
+        out[f"p@{k}"] = float(np.nanmean(precision_at_k(scores, relevant, k, ignore)))
+        out[f"lift@{k}"] = float(np.nanmean(lift_at_k(scores, relevant, k, ignore)))
+    return out
 
 
 def rankme(embeddings: Any, eps: float = 1e-7) -> float:
