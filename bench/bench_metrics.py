@@ -1,4 +1,4 @@
-"""Benchmark echoseek.metrics and the m-per-class sampler against their usual peers.
+"""Benchmark echoseek.evaluation.ranking and the m-per-class sampler against their usual peers.
 
     .venv/bin/python bench/bench_metrics.py
 
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from echoseek import metrics
 from echoseek.data.samplers import MPerClassBatchSampler
+from echoseek.evaluation import ranking
 
 
 def best_of(fn: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
@@ -59,7 +59,7 @@ def bench_map(q: int, n: int) -> list[str]:
             np.mean([average_precision_score(r, s) for s, r in zip(scores, relevant, strict=True)])
         )
 
-    ours_s, ours = best_of(lambda: metrics.mean_average_precision(scores, relevant))
+    ours_s, ours = best_of(lambda: ranking.mean_average_precision(scores, relevant))
     peer_s, theirs = best_of(peer)
     return row("mAP", f"{q}x{n}", ours_s, "sklearn AP loop", peer_s, abs(ours - theirs))
 
@@ -73,7 +73,7 @@ def bench_map_at_r(n: int, d: int) -> list[str]:
     def ours() -> np.ndarray:
         sims = x @ x.T
         same = labels[:, None] == labels[None, :]
-        report = metrics.ranking_metrics(sims, same, eye, ks=(1,))
+        report = ranking.ranking_metrics(sims, same, eye, ks=(1,))
         return np.array(
             [np.nanmean(report[key]) for key in ("map_at_r", "r_precision", "precision@1")]
         )
@@ -112,7 +112,7 @@ def bench_knn(n_train: int, n_test: int, d: int) -> list[str]:
         )
         return float((knn.fit(train, y_train).predict(test) == y_test).mean())
 
-    ours_s, ours = best_of(lambda: metrics.knn_accuracy(train, y_train, test, y_test, k, tau))
+    ours_s, ours = best_of(lambda: ranking.knn_accuracy(train, y_train, test, y_test, k, tau))
     peer_s, theirs = best_of(peer)
     size = f"{n_train}/{n_test}x{d}"
     return row("weighted kNN acc", size, ours_s, "sklearn KNeighbors", peer_s, abs(ours - theirs))

@@ -120,6 +120,17 @@ def pairwise_numpy(queries: np.ndarray, refs: np.ndarray, name: str, **params: f
         return pairwise(q, r, name, **params).numpy()
 
 
+def similarity_numpy(
+    queries: np.ndarray, refs: np.ndarray, name: str = "", **params: float
+) -> np.ndarray:
+    """Higher-is-better Q×R scores for ranking: ``q·x`` when ``name`` is empty (cosine for
+    L2-normalised rows), else ``−d(q, x)`` with :func:`pairwise_numpy` (an exact ranking by
+    any distance, as an exhaustive re-rank gives)."""
+    if not name:
+        return np.asarray(queries @ refs.T)
+    return -pairwise_numpy(queries, refs, name, **params)
+
+
 def distance_range(name: str, dim: int, **params: float) -> tuple[float, float]:
     """``(low, high)`` bounds of a distance between unit vectors of dimension ``dim``.
 

@@ -14,9 +14,9 @@ a sweep, with and without exact re-rank:
   metadata.
 
 :func:`smallest_nprobe` picks the cheapest ``nprobe`` whose recall@10 reaches a target;
-``evaluate_index(target_recall=…)`` publishes it as the default of a NEW version derived from
-the evaluated one (:func:`~echoseek.index.update.publish_search_defaults`): a published
-manifest never changes.
+``evaluate_index(target_recall=…)`` reports it as ``tuned_nprobe``. Evaluation only reads the
+version and returns results: publishing the tuned defaults as a new version is the job's
+(``echoseek index eval``, :mod:`echoseek.jobs.index_eval`).
 """
 
 from __future__ import annotations
@@ -30,12 +30,10 @@ import numpy as np
 
 from echoseek.data.vectors import iter_vector_batches
 from echoseek.errors import InputError
-from echoseek.index.publish import DEFAULT_RETENTION
 from echoseek.index.reader import IndexReader, open_index
 from echoseek.index.recall import default_nprobes, exact_knn, knn_recall, sample_ids
 from echoseek.index.rerank import NATURAL_DISTANCE
-from echoseek.index.update import publish_search_defaults
-from echoseek.storage import check_output_dir, make_dirs, write_bytes_atomic, write_json_atomic
+from echoseek.storage import make_dirs, write_bytes_atomic, write_json_atomic
 
 KS = (1, 10, 100)
 QPS_K = 10
@@ -137,7 +135,6 @@ def storage_bytes(reader: IndexReader) -> dict[str, float]:
 
 def evaluate_index(
     path: str | Path,
-    out_dir: str | Path,
     *,
     queries: str | Path | None = None,
     n_queries: int = 1000,
@@ -149,19 +146,16 @@ def evaluate_index(
     n_single: int = 200,
     target_recall: float | None = None,
     seed: int = 0,
-    retention: int = DEFAULT_RETENTION,
 ) -> dict[str, Any]:
-    """Evaluate the version at ``path``; write ``eval.json``, ``eval.md``, ``recall_qps.png``.
+    """Evaluate the version at ``path``; the result, JSON-ready. Reads only.
 
-    With ``target_recall`` the smallest nprobe reaching recall@10 ≥ target (with re-rank
-    when ``rerank`` is on) becomes the default nprobe of a new version derived from the
-    evaluated one, published beside it (``LATEST`` moves to it when it named the evaluated
-    version; ``retention`` versions are kept); its id is ``result["published_version"]``
-    (None when nothing was published). The evaluated version is left unchanged.
+    Rows sweep ``nprobes`` without re-rank and, when ``rerank`` is on, with it (``rerank``:
+    the re-rank distance of those rows, or None; ``rerank_depth`` as given). With
+    ``target_recall``, ``tuned_nprobe`` is the smallest swept nprobe reaching recall@10 ≥
+    target (with re-rank when it is on), or None.
     """
     if n_queries <= 0:
         raise InputError(f"n_queries: must be positive, got {n_queries}")
-    check_output_dir(out_dir)  # before any work (and before tuning publishes a version)
     ks = sorted(set(ks) | {10})  # recall@10 drives tuning and the plot
     with open_index(path) as reader:
         q = (
@@ -183,10 +177,11 @@ def evaluate_index(
             batch_size=batch_size,
             n_single=n_single,
         )
-        result = _result(reader, rows, len(q), target_recall, name)
-    result["published_version"] = _publish_tuned(result, name, rerank_depth, retention)
-    write_report(out_dir, result)
-    return result
+        return {
+            **_result(reader, rows, len(q), target_recall, name),
+            "rerank": name,
+            "rerank_depth": rerank_depth,
+        }
 
 
 def write_report(out_dir: str | Path, result: dict[str, Any]) -> dict[str, str]:
@@ -294,29 +289,6 @@ def _result(
         "target_recall": target,
         "tuned_nprobe": smallest_nprobe(rows, target, 10, rerank) if target is not None else None,
     }
-
-
-def _publish_tuned(
-    result: dict[str, Any], rerank: str | None, rerank_depth: int | None, retention: int
-) -> str | None:
-    """Publish the tuned defaults as a new version derived from the evaluated one; its id."""
-    tuned = result["tuned_nprobe"]
-    if tuned is None:
-        return None
-    chosen = next(r for r in result["rows"] if r["nprobe"] == tuned and r["rerank"] == rerank)
-    manifest = publish_search_defaults(
-        result["path"],
-        nprobe=tuned,
-        rerank=rerank,
-        rerank_depth=rerank_depth,
-        evaluation={
-            "target_recall": result["target_recall"],
-            **chosen,
-            "n_queries": result["n_queries"],
-        },
-        retention=retention,
-    )
-    return str(manifest["version"])
 
 
 def _tuned_line(result: dict[str, Any]) -> str:

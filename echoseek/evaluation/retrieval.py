@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from echoseek.errors import InputError
-from echoseek.metrics import (
+from echoseek.distances import similarity_numpy
+from echoseek.evaluation.ranking import (
     average_precision,
+    leave_one_out_from_scores,
+    leave_one_out_queries,
     lift_at_k,
-    mean_average_precision,
     precision_at_k,
 )
 
@@ -56,29 +57,9 @@ def leave_one_out_metrics(
     ranking of every item, as an exhaustive re-rank would give. ``labels`` uses -1 for
     unlabelled items: they are never relevant and never queries.
     """
-    if positive_label is None:
-        queries = np.flatnonzero(labels >= 0)
-    else:
-        queries = np.flatnonzero(labels == positive_label)
-    if queries.size == 0:
-        raise InputError("no items to use as leave-one-out queries (no positive labels)")
-    if distance:
-        from echoseek.distances import pairwise_numpy
-
-        scores = -pairwise_numpy(vectors[queries], vectors, distance, **(distance_params or {}))
-    else:
-        scores = vectors[queries] @ vectors.T
-    relevant = labels[None, :] == labels[queries][:, None]
-    ignore = np.zeros_like(relevant)
-    ignore[np.arange(queries.size), queries] = True
-    out = {
-        "map": float(mean_average_precision(scores, relevant, ignore)),
-        "num_queries": float(queries.size),
-    }
-    for k in ks:
-        out[f"p@{k}"] = float(np.nanmean(precision_at_k(scores, relevant, k, ignore)))
-        out[f"lift@{k}"] = float(np.nanmean(lift_at_k(scores, relevant, k, ignore)))
-    return out
+    queries = leave_one_out_queries(labels, positive_label)
+    scores = similarity_numpy(vectors[queries], vectors, distance, **(distance_params or {}))
+    return leave_one_out_from_scores(scores, labels, queries, ks)
 
 
 def label_summary(labels: np.ndarray, positive_label: int | None) -> dict[str, Any]:

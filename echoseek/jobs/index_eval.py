@@ -19,11 +19,21 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from echoseek.errors import ConfigError
-from echoseek.evaluation.ann import KS, evaluate_index, rerank_option, summary_text
+from echoseek.evaluation.ann import (
+    KS,
+    evaluate_index,
+    rerank_option,
+    summary_text,
+    write_report,
+)
+from echoseek.index.publish import DEFAULT_RETENTION
+from echoseek.index.update import publish_search_defaults
 from echoseek.jobs.runner import run_job
+from echoseek.storage import check_output_dir
 
 
 @dataclass
@@ -63,7 +73,7 @@ def run(cfg: Config) -> dict[str, Any]:
         raise ConfigError("input is required (an index root or version directory)")
     if not cfg.output:
         raise ConfigError("output is required (a directory for eval.json/eval.md/plot)")
-    result = evaluate_index(
+    result = evaluate_and_publish(
         cfg.input,
         cfg.output,
         queries=cfg.queries or None,
@@ -79,6 +89,50 @@ def run(cfg: Config) -> dict[str, Any]:
         retention=cfg.retention,
     )
     return {**result, "output": cfg.output}
+
+
+def evaluate_and_publish(
+    path: str | Path, out_dir: str | Path, *, retention: int = DEFAULT_RETENTION, **options: Any
+) -> dict[str, Any]:
+    """:func:`~echoseek.evaluation.ann.evaluate_index` of the version at ``path`` (``options``
+    are its keywords), then :func:`publish_tuned`, then the report in ``out_dir``.
+
+    ``out_dir`` is checked before any work; ``result["published_version"]`` names the version
+    published (None when nothing was). The evaluated version is left unchanged.
+    """
+    check_output_dir(out_dir)
+    result = evaluate_index(path, **options)
+    result["published_version"] = publish_tuned(result, retention)
+    write_report(out_dir, result)
+    return result
+
+
+def publish_tuned(result: dict[str, Any], retention: int = DEFAULT_RETENTION) -> str | None:
+    """Publish an evaluation's ``tuned_nprobe`` (with its re-rank setting) as the default of a
+    new version derived from the evaluated one; its id, or None when nothing was tuned.
+
+    :func:`~echoseek.index.update.publish_search_defaults`: files shared, published
+    atomically, ``LATEST`` moved when it named the evaluated version, ``retention`` versions
+    kept; the chosen row and the target are recorded as the new manifest's ``evaluation``.
+    """
+    tuned = result["tuned_nprobe"]
+    if tuned is None:
+        return None
+    rerank = result["rerank"]
+    chosen = next(r for r in result["rows"] if r["nprobe"] == tuned and r["rerank"] == rerank)
+    manifest = publish_search_defaults(
+        result["path"],
+        nprobe=tuned,
+        rerank=rerank,
+        rerank_depth=result["rerank_depth"],
+        evaluation={
+            "target_recall": result["target_recall"],
+            **chosen,
+            "n_queries": result["n_queries"],
+        },
+        retention=retention,
+    )
+    return str(manifest["version"])
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "echoseek index eval") -> int:

@@ -18,7 +18,7 @@ import numpy as np
 
 def rank(query: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(order, scores): item indices by descending cosine score ``vectors @ query`` (ties by
-    index, as :mod:`echoseek.metrics` ranks them) and every item's score."""
+    index, as :mod:`echoseek.evaluation.ranking` ranks them) and every item's score."""
     scores = vectors @ query
     return np.argsort(-scores, kind="stable"), scores
 

@@ -12,7 +12,8 @@ each query alone, timed:
    with its ``rerank_params``), keeping ``k``. ``rerank: "false"`` keeps the ANN order.
 
 The hits' labels come from the index's metadata. A hit is relevant when its label is the
-query's. Scores per query, averaged over the queries:
+query's. Scores per query (AP@k: :func:`~echoseek.evaluation.ranking.ap_at_k`), averaged over
+the queries:
 
     AP@k = (1 / min(k, R)) · Σ_{i ≤ k} P@i · rel_i     (R: relevant items in the index)
     P@k  = (1 / k) · Σ_{i ≤ k} rel_i
@@ -37,6 +38,7 @@ import yaml
 
 from echoseek.config import read_yaml, with_values
 from echoseek.errors import ConfigError, InputError
+from echoseek.evaluation.ranking import ap_at_k
 from echoseek.sweep.config import SweepConfig
 from echoseek.sweep.space import Param, check_space, parse_space
 from echoseek.sweep.trial import expand
@@ -153,15 +155,6 @@ def score_setting(
         "latency_ms_p50": float(np.percentile(ms, 50)),
         "latency_ms_p95": float(np.percentile(ms, 95)),
     }
-
-
-def ap_at_k(rel: np.ndarray, relevant: int, k: int) -> float:
-    """AP@k of one ranked list: ``(1 / min(k, R)) · Σ_{i ≤ k} P@i · rel_i`` (0 when R = 0)."""
-    if relevant == 0:
-        return 0.0
-    rel = rel[:k]
-    precision = np.cumsum(rel) / np.arange(1, len(rel) + 1)
-    return float((precision * rel).sum() / min(k, relevant))
 
 
 def run_rerank_sweep(cfg: SweepConfig) -> dict[str, Any]:

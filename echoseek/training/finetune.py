@@ -35,6 +35,7 @@ from echoseek.data.dataset import read_descriptor, shard_paths, validation_descr
 from echoseek.distances import NAMES as DISTANCES
 from echoseek.distances import resolve_params
 from echoseek.errors import ConfigError
+from echoseek.evaluation.ranking import rankme
 from echoseek.models.finetune import TRAINABLE, build_finetune_model
 
 if TYPE_CHECKING:
@@ -399,7 +400,6 @@ def held_out_metrics(model: Any, cfg: FinetuneConfig, device: Any, dtype: Any) -
     import ray.train
 
     from echoseek.data.augment import eval_transform
-    from echoseek.metrics import rankme
     from echoseek.training import embed_batches, retrieval_metrics
 
     batches = ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=64)

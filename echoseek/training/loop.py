@@ -25,9 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from echoseek.data.augment import Augmenter
+from echoseek.distances import similarity_numpy
 from echoseek.errors import EchoseekError, InputError
-from echoseek.evaluation.retrieval import leave_one_out_metrics
-from echoseek.metrics import collapse_std, rankme
+from echoseek.evaluation.ranking import (
+    collapse_std,
+    leave_one_out_from_scores,
+    leave_one_out_queries,
+    rankme,
+)
 from echoseek.models.precision import autocast
 from echoseek.training.schedule import set_lr
 
@@ -236,23 +241,26 @@ def retrieval_metrics(
     """Leave-one-out retrieval: ``map``, ``p@k``, ``lift@k``, ``num_queries``.
 
     Rows are L2-normalised and ranked by cosine similarity, or by ``-distance`` (any name of
-    :mod:`echoseek.distances`, e.g. a SOART3 variant), then
-    :func:`echoseek.evaluation.retrieval.leave_one_out_metrics` lets each item labelled
-    ``positive_label`` (every labelled item when None) query the others, itself ignored;
-    relevant = same label.
+    :mod:`echoseek.distances`, e.g. a SOART3 variant: :func:`~echoseek.distances.similarity_numpy`),
+    then each item labelled ``positive_label`` (every labelled item when None) queries the
+    others, itself ignored; relevant = same label
+    (:func:`~echoseek.evaluation.ranking.leave_one_out_from_scores`). The protocol of
+    :func:`echoseek.evaluation.retrieval.leave_one_out_metrics`, built from the layers below
+    training only.
     """
     vectors = F.normalize(torch.from_numpy(np.asarray(embeddings, dtype=np.float32)), dim=1)
+    x, y = vectors.numpy(), np.asarray(labels)
     by = "" if distance == "cosine" else distance
-    return leave_one_out_metrics(
-        vectors.numpy(), np.asarray(labels), (k,), positive_label, by, distance_params
-    )
+    queries = leave_one_out_queries(y, positive_label)
+    scores = similarity_numpy(x[queries], x, by, **(distance_params or {}))
+    return leave_one_out_from_scores(scores, y, queries, (k,))
 
 
 def representation_metrics(embeddings: np.ndarray) -> dict[str, float]:
     """Collapse diagnostics: RankMe effective rank and the std of L2-normalised outputs.
 
-    See :func:`echoseek.metrics.rankme` (~1 collapsed, up to min(N, D)) and
-    :func:`echoseek.metrics.collapse_std` (≈ 1/√D spread, ≈ 0 collapsed).
+    See :func:`echoseek.evaluation.ranking.rankme` (~1 collapsed, up to min(N, D)) and
+    :func:`echoseek.evaluation.ranking.collapse_std` (≈ 1/√D spread, ≈ 0 collapsed).
     """
     return {"rankme": rankme(embeddings), "collapse_std": collapse_std(embeddings)}
 

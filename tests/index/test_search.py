@@ -11,10 +11,10 @@ import pytest
 
 from echoseek.distances import pairwise_numpy
 from echoseek.errors import EchoseekError, InputError
-from echoseek.evaluation.ann import exact_knn, knn_recall
 from echoseek.index import build_index, open_index
 from echoseek.index.merge import sort_results
 from echoseek.index.publish import read_latest
+from echoseek.index.recall import exact_knn, knn_recall
 from echoseek.index.train import deserialize_index, normalize_rows
 from tests.index_fixtures import clustered
 

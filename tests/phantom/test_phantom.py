@@ -11,8 +11,8 @@ import pytest
 
 from echoseek.baseline import pixel_embed
 from echoseek.errors import ConfigError, EchoseekError
+from echoseek.evaluation.ranking import average_precision
 from echoseek.evaluation.retrieval import leave_one_out_metrics, query_metrics
-from echoseek.metrics import average_precision
 from echoseek.phantom.generate import (
     Phantom,
     PhantomParams,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from echoseek.metrics import lift_at_k, precision_at_k
+from echoseek.evaluation.ranking import lift_at_k, precision_at_k
 from echoseek.report.analytics import positives_within, rank, topk_rows
 
 

@@ -1,6 +1,6 @@
-"""The re-ranking sweep (`echoseek tune` with `job: rerank`): AP@k against a hand computation,
-every setting scored on held-out labelled queries against an exact brute-force ranking, MLflow
-parent and child runs, results and best.yaml, bad spaces refused before any search."""
+"""The re-ranking sweep (`echoseek tune` with `job: rerank`): every setting scored on
+held-out labelled queries against an exact brute-force ranking, MLflow parent and child runs,
+results and best.yaml, bad spaces refused before any search."""
 
 from __future__ import annotations
 
@@ -15,18 +15,11 @@ import yaml
 from echoseek.config import from_dict
 from echoseek.data.vectors import write_vectors
 from echoseek.errors import ConfigError
+from echoseek.evaluation.ranking import ap_at_k
 from echoseek.jobs import index_build, tune
-from echoseek.sweep.rerank import RerankSetting, ap_at_k
+from echoseek.sweep.rerank import RerankSetting
 
 DIM, CLASSES = 16, 3
-
-
-def test_ap_at_k_by_hand() -> None:
-    # hits: relevant, not, relevant, not; 3 relevant in the index; k = 4
-    # AP@4 = (1/min(4, 3)) * (P@1 * 1 + P@3 * 1) = (1 + 2/3) / 3
-    assert ap_at_k(np.array([1.0, 0, 1, 0]), 3, 4) == pytest.approx((1 + 2 / 3) / 3)
-    assert ap_at_k(np.array([1.0, 1]), 10, 2) == pytest.approx(1.0)  # min(k, R) = 2
-    assert ap_at_k(np.array([0.0, 0]), 0, 2) == 0.0
 
 
 def labelled(rng: np.random.Generator, n: int, centres: np.ndarray) -> tuple[np.ndarray, list]:

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from echoseek.errors import InputError
+from echoseek.evaluation.ranking import collapse_std, mean_average_precision, precision_at_k, rankme
 from echoseek.losses import FastAPLoss
-from echoseek.metrics import collapse_std, mean_average_precision, precision_at_k, rankme
 from echoseek.models import build_backbone, build_method
 from echoseek.training import (
     EpochStats,
