@@ -24,8 +24,8 @@ from echoseek.data.vectors import write_vectors
 from echoseek.embedding import ModelEmbedder, build_embedder
 from echoseek.errors import ConfigError
 from echoseek.jobs.runner import run_job
+from echoseek.model_ref import ModelRef
 from echoseek.ray_session import cluster_has_gpus, ensure_ray
-from echoseek.tracking import model_store
 from echoseek.training.progress import ProgressBar
 
 
@@ -84,7 +84,7 @@ def run(cfg: Config) -> dict[str, Any]:
         extra={
             "dataset": str(cfg.input),
             "dataset_sha256": desc["sha256"],
-            "model_tracking_uri": model_store(probe.uri, cfg.tracking_uri),
+            "model_tracking_uri": ModelRef.parse(probe.uri).store(cfg.tracking_uri),
         },
     )
     bar.close()
