@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from echoseek.errors import InputError
-from echoseek.report.provenance import model_run_id
-from echoseek.tracking import model_version, register_model_dir
+from echoseek.model_ref import RUN, ModelRef
+from echoseek.tracking import register_model_dir
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 MODEL_ARTIFACT = "model"
@@ -30,12 +30,13 @@ def register(model: str, name: str, store: str) -> Any:
     """The ``ModelVersion`` of ``name`` holding ``model``: a ``models:/`` URI of ``name`` as it
     is; a model directory or ``runs:/ID/...`` by its training run, registering that run's
     ``model`` artifact unless a version of ``name`` already comes from the run."""
-    if model.startswith("models:/"):
-        version = model_version(model, store)
+    ref = ModelRef.parse(model)
+    if ref.registered:
+        version = ref.model_version(store)
         if version.name != name:
             raise InputError(f"{model}: a version of '{version.name}', not of '{name}'")
         return version
-    run_id = model_run_id(model, store)
+    run_id = ref.training_run(store)
     if not run_id:
         raise InputError(f"{model}: no MLflow run recorded for this model; nothing to register")
     client = registry(store)
@@ -45,8 +46,7 @@ def register(model: str, name: str, store: str) -> Any:
         run = client.get_run(run_id)
     except Exception as exc:
         raise InputError(f"{model}: its run {run_id} is not in the store {store}") from exc
-    path = model.removeprefix("runs:/").partition("/")[2] if model.startswith("runs:/") else ""
-    artifact = path or MODEL_ARTIFACT
+    artifact = (ref.path if ref.kind == RUN else "") or MODEL_ARTIFACT
     number = register_model_dir(run_id, artifact, name, store)
     client.set_model_version_tag(
         name, number, "dataset_sha256", run.data.tags.get("dataset_sha256", "")
@@ -92,9 +92,10 @@ def check_held_out(dataset: str, sha256: str, candidate: str, champion: Any, sto
 
 def model_trained_on(model: str, store: str) -> str:
     """The same for a model that may not be registered yet (a dir, ``runs:/`` or ``models:/``)."""
-    if model.startswith("models:/"):
-        return trained_on(model_version(model, store), store)
-    return run_dataset(model_run_id(model, store), store)
+    ref = ModelRef.parse(model)
+    if ref.registered:
+        return trained_on(ref.model_version(store), store)
+    return run_dataset(ref.training_run(store), store)
 
 
 def run_dataset(run_id: str, store: str) -> str:

@@ -28,7 +28,6 @@ MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 MAX_BATCH_METRICS = 1000  # MLflow's limit on metrics in one log_batch call
 RUN_NAME_TAG = "echoseek.run_name"
 CONFIG_ARTIFACT = "config.json"  # the job's whole config, as it ran
-MLFLOW_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:")
 
 
 def local_store(base: str | Path | None = None) -> Path:
@@ -72,16 +71,18 @@ def check_reachable(uri: str) -> None:
 
 
 def seed_sqlite_store(path: Path) -> None:
-    """Create a missing local store as a copy of an empty one kept per MLflow version.
+    """Create a missing local store from an empty one kept per MLflow version.
 
     MLflow creates a new sqlite store by running its schema migrations, which takes seconds
-    each time (every job with its own store pays it). The copy is that same migrated, empty
-    database; the Default experiment's artifact location is then set to what MLflow itself
-    would have chosen here (``<cwd>/mlruns/0``). A store that exists is never touched, and two
-    processes seeding one path at once leave one complete copy (link, not overwrite).
+    each time (every job with its own store pays it). The cached copy is that same migrated
+    database with no experiment at all (:func:`_empty_store`): opening the copy, MLflow creates
+    its Default experiment itself, where it would have in a new store (``<cwd>/mlruns/0``).
+    A store that exists is never touched, and two processes seeding one path at once leave
+    one complete copy (link, not overwrite).
     """
     import shutil
-    import sqlite3
+
+    from mlflow.tracking import MlflowClient
 
     import mlflow
 
@@ -89,31 +90,44 @@ def seed_sqlite_store(path: Path) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "echoseek"
-    empty = cache / f"mlflow-{mlflow.__version__}-empty.db"
+    empty = cache / f"mlflow-{mlflow.__version__}-empty-v2.db"
     staging = path.with_name(f".{path.name}.{os.getpid()}.seed")
     try:
         if not empty.is_file():
-            from mlflow.tracking import MlflowClient
-
-            cache.mkdir(parents=True, exist_ok=True)
-            fresh = cache / f".{empty.name}.{os.getpid()}"
-            MlflowClient(f"sqlite:///{fresh}").search_experiments(max_results=1)
-            os.replace(fresh, empty)
+            _empty_store(empty)
         shutil.copyfile(empty, staging)
-        with sqlite3.connect(staging) as db:
-            now = int(time.time() * 1000)
-            db.execute(
-                "UPDATE experiments SET artifact_location = ?, creation_time = ?, "
-                "last_update_time = ? WHERE experiment_id = 0",
-                (str(Path.cwd() / "mlruns" / "0"), now, now),
-            )
-        db.close()
+        MlflowClient(f"sqlite:///{staging}").search_experiments(max_results=1)
         with contextlib.suppress(FileExistsError):  # another process seeded it first: keep it
             os.link(staging, path)
-    except (OSError, sqlite3.Error):
+    except (OSError, subprocess.SubprocessError):
         pass  # no cache: MLflow creates the store itself, only slower
     finally:
         staging.unlink(missing_ok=True)
+
+
+def _empty_store(target: Path) -> None:
+    """A migrated sqlite store without experiments at ``target``, made with MLflow's public
+    API: a new store's Default experiment is deleted, then purged by ``mlflow gc``."""
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fresh = target.with_name(f".{target.name}.{os.getpid()}")
+    uri = f"sqlite:///{fresh}"
+    try:
+        MlflowClient(uri).delete_experiment("0")
+        gc = ["gc", "--backend-store-uri", uri, "--experiment-ids", "0"]
+        subprocess.run(
+            [sys.executable, "-m", "mlflow", *gc],
+            env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
+        os.replace(fresh, target)
+    finally:
+        fresh.unlink(missing_ok=True)
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
@@ -312,72 +326,29 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def model_store(model_uri: str, configured: str = "") -> str:
-    """The tracking store an MLflow model URI resolves in (:func:`tracking_uri` of
-    ``configured``), recorded beside the URI in vectors and index manifests so that a later
-    reader (the search service) finds the model without being told; "" for a local model."""
-    return tracking_uri(configured) if is_mlflow_uri(model_uri) else ""
+def download_artifacts(source: str, store: str, dst: Path, label: str = "") -> Path:
+    """Download the artifact directory ``source`` (a ``runs:/`` URI or a model version's
+    artifact URI) from the tracking store ``store`` into ``dst``; returns the local directory.
 
-
-def is_mlflow_uri(uri: str) -> bool:
-    """True for ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``runs:/ID/PATH`` URIs."""
-    return uri.startswith(MLFLOW_URI_SCHEMES)
-
-
-def download_artifact_dir(uri: str, tracking: str = "", dst: str | Path | None = None) -> Path:
-    """Download the artifact directory ``uri`` names into ``dst`` (a new temp dir by default).
-
-    Raises :class:`InputError` naming the URI and the tracking store when MLflow cannot
-    resolve it (unknown model or version, missing run, unreachable server).
+    Raises :class:`InputError` naming ``label`` (default ``source``) and the store when MLflow
+    cannot resolve it (missing run or path, unreachable server).
     """
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
-    store = tracking_uri(tracking)
-    target = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="echoseek-model-"))
-    target.mkdir(parents=True, exist_ok=True)
+    dst.mkdir(parents=True, exist_ok=True)
     try:
-        source = model_version_source(uri, store) if uri.startswith("models:/") else uri
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=source, dst_path=str(target), tracking_uri=store
+            artifact_uri=source, dst_path=str(dst), tracking_uri=store
         )
     except (MlflowException, OSError) as exc:
-        raise InputError(f"{uri}: cannot fetch from MLflow at {store}: {_first_line(exc)}") from exc
+        raise fetch_error(label or source, store, exc) from exc
     return Path(local)
 
 
-def model_version(uri: str, store: str) -> Any:
-    """The registry's ``ModelVersion`` a ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``
-    URI names, looked up in the registry of ``store`` itself (MLflow's own ``models:/``
-    resolution consults the process-wide registry URI, whatever store it is given)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(store, registry_uri=store)
-    ref = uri.removeprefix("models:/")
-    try:
-        if "@" in ref:
-            name, alias = ref.split("@", 1)
-            return client.get_model_version_by_alias(name, alias)
-        name, _, version = ref.partition("/")
-        return client.get_model_version(name, version)
-    except MlflowException as exc:
-        raise InputError(f"{uri}: cannot fetch from MLflow at {store}: {_first_line(exc)}") from exc
-
-
-def pinned_uri(uri: str, store: str) -> str:
-    """``models:/NAME@ALIAS`` as the version the alias names now (``models:/NAME/VERSION``);
-    any other URI unchanged. Artifacts record the pinned URI: an alias moves, a version
-    does not, so an index never claims vectors of a model they were not embedded with."""
-    if not (uri.startswith("models:/") and "@" in uri):
-        return uri
-    version = model_version(uri, store)
-    return f"models:/{version.name}/{version.version}"
-
-
-def model_version_source(uri: str, store: str) -> str:
-    """The artifact URI the registered version ``uri`` points at (see :func:`model_version`)."""
-    return str(model_version(uri, store).source)
+def fetch_error(uri: str, store: str, exc: BaseException) -> InputError:
+    """The one-line error for an MLflow reference ``uri`` the store cannot resolve."""
+    return InputError(f"{uri}: cannot fetch from MLflow at {store}: {_first_line(exc)}")
 
 
 def register_model_dir(run_id: str, artifact_path: str, name: str, tracking: str = "") -> str:

@@ -22,6 +22,7 @@ import torch
 from echoseek.baseline import pixel_embed
 from echoseek.data.augment import eval_frames
 from echoseek.data.frames import to_chw
+from echoseek.model_ref import ModelRef
 
 if TYPE_CHECKING:
     from echoseek.models.artifact import ModelMeta
@@ -109,14 +110,14 @@ def build_embedder(
     the embedder's ``uri`` is that version's URI."""
     import tempfile
 
-    from echoseek.models.artifact import load_model, resolve_model_path
-    from echoseek.tracking import is_mlflow_uri, pinned_uri, tracking_uri
+    from echoseek.models.artifact import load_model
 
     if spec == "pixels":
         return PixelEmbedder(pixel_size)
-    if not is_mlflow_uri(spec):
+    ref = ModelRef.parse(spec)
+    if not ref.in_mlflow:
         return ModelEmbedder(spec, device=device, amp=amp)
-    spec = pinned_uri(spec, tracking_uri(tracking))  # an alias is recorded as its version
+    ref = ref.pinned(tracking)  # an alias is recorded as its version
     with tempfile.TemporaryDirectory(prefix="echoseek-model-") as tmp:
-        loaded = load_model(resolve_model_path(spec, tracking, tmp))
-    return ModelEmbedder(spec, device=device, amp=amp, loaded=loaded)
+        loaded = load_model(ref.local_dir(tracking, tmp))
+    return ModelEmbedder(ref.uri, device=device, amp=amp, loaded=loaded)

@@ -24,9 +24,9 @@ from echoseek.embedding import ModelEmbedder, build_embedder
 from echoseek.embedding.stream import StreamClock, calls_per_actor, embedded_batches
 from echoseek.errors import ConfigError
 from echoseek.jobs.runner import run_job
+from echoseek.model_ref import ModelRef
 from echoseek.progress import ProgressBar
 from echoseek.ray_session import cluster_has_gpus, ensure_ray
-from echoseek.tracking import model_store
 
 
 @dataclass
@@ -84,7 +84,7 @@ def run(cfg: Config) -> dict[str, Any]:
         extra={
             "dataset": str(cfg.input),
             "dataset_sha256": desc["sha256"],
-            "model_tracking_uri": model_store(probe.uri, cfg.tracking_uri),
+            "model_tracking_uri": ModelRef.parse(probe.uri).store(cfg.tracking_uri),
         },
     )
     bar.close()

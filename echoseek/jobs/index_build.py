@@ -37,7 +37,7 @@ from echoseek.index.params import (
 )
 from echoseek.index.recall import CALIBRATION_QUERIES, CALIBRATION_TARGET
 from echoseek.jobs.runner import run_job
-from echoseek.tracking import model_store, pinned_uri, tracking_uri
+from echoseek.model_ref import ModelRef
 
 
 @dataclass
@@ -107,7 +107,7 @@ def run(cfg: Config) -> dict[str, Any]:
         raise ConfigError("output is required (the index root directory)")
     start = time.perf_counter()
     source = open_vectors(cfg.input)
-    model_uri = pinned_uri(cfg.model_uri, tracking_uri(cfg.tracking_uri))
+    model = ModelRef.parse(cfg.model_uri).pinned(cfg.tracking_uri) if cfg.model_uri else None
     params = choose_params(source.count, source.dim, **dataclasses.asdict(cfg.index))
     b = cfg.build
     manifest = build_index(
@@ -122,8 +122,8 @@ def run(cfg: Config) -> dict[str, Any]:
         use_ray=b.use_ray,
         cpus_per_shard=b.cpus_per_shard,
         retention=b.retention,
-        model_uri=model_uri,
-        model_tracking_uri=model_store(model_uri, cfg.tracking_uri),  # "": the vectors' own
+        model_uri=model.uri if model else "",
+        model_tracking_uri=model.store(cfg.tracking_uri) if model else "",  # "": the vectors' own
         target_recall=None if cfg.index.nprobe else b.target_recall,
         calibration_queries=b.calibration_queries,
     )

@@ -23,13 +23,14 @@ from echoseek.errors import ConfigError
 from echoseek.ingest.folders import load_image
 from echoseek.jobs import evaluate
 from echoseek.jobs.runner import run_job
+from echoseek.model_ref import ModelRef
 from echoseek.report.analytics import rank
 from echoseek.report.build import Evidence, read_items, write_report
 from echoseek.report.pdf import find_browser, html_to_pdf
 from echoseek.report.provenance import model_run
 from echoseek.service.thumbnails import Thumbnails
 from echoseek.storage import check_output_dir, staged_dir
-from echoseek.tracking import RunLogger, pinned_uri, tracking_uri
+from echoseek.tracking import RunLogger, tracking_uri
 
 
 @dataclass
@@ -65,7 +66,7 @@ def run(cfg: Config) -> dict[str, Any]:
     check_output_dir(cfg.output)
     browser = find_browser() if cfg.pdf else ""
     store = tracking_uri(cfg.tracking_uri)
-    model = pinned_uri(cfg.model, store)  # an alias is read once: the version it names now
+    model = ModelRef.parse(cfg.model).pinned(store).uri  # an alias: the version it names now
     run_info = model_run(model, store)
     measured = evaluate.measure(
         evaluate.Config(

@@ -28,19 +28,16 @@ from torch import nn
 
 from echoseek.config import from_dict
 from echoseek.errors import ConfigError, EchoseekError, InputError
+from echoseek.model_ref import META_FILE, WEIGHTS_FILE, ModelRef
 from echoseek.models.backbones import BACKBONES, POOLINGS, build_backbone
 from echoseek.models.head import EmbeddingHead, EmbeddingModel
 from echoseek.models.state_dict import read_state_dict, state_dict_mismatch
 from echoseek.storage import staged_dir
-from echoseek.tracking import download_artifact_dir, is_mlflow_uri
 
 if TYPE_CHECKING:
     from echoseek.data.augment import AugmentConfig
 
 FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.pt"
-META_FILE = "model.json"
-_REMOTE_SCHEMES = ("s3://", "gs://", "http://", "https://")
 
 
 @dataclasses.dataclass
@@ -152,10 +149,11 @@ def load_model(
     refused, never executed. Missing, corrupt or mismatching files raise InputError naming
     the file.
     """
-    if is_mlflow_uri(str(path)):
+    ref = ModelRef.parse(path)
+    if ref.in_mlflow:
         with tempfile.TemporaryDirectory(prefix="echoseek-model-") as tmp:
-            return load_model(resolve_model_path(path, dst=tmp), device)
-    directory = resolve_model_path(path)
+            return load_model(ref.local_dir(dst=tmp), device)
+    directory = ref.local_dir()
     meta = read_meta(directory / META_FILE)
     model = build_model(meta)
     state = read_state_dict(directory / WEIGHTS_FILE, device)
@@ -212,20 +210,4 @@ def resolve_model_path(uri: str | Path, tracking: str = "", dst: str | Path | No
     ``tracking`` (default :func:`echoseek.tracking.tracking_uri`) into ``dst``, or a temporary
     directory the caller owns when ``dst`` is None.
     """
-    text = str(uri)
-    if is_mlflow_uri(text):
-        path = download_artifact_dir(text, tracking, dst)
-        if not (path / META_FILE).is_file():
-            raise InputError(f"{text}: the MLflow artifact has no {META_FILE}; not a model dir")
-        return path
-    if text.startswith(_REMOTE_SCHEMES):
-        raise InputError(
-            f"{text}: remote model paths are not supported; pass a local model directory "
-            "or an MLflow models:/ or runs:/ URI"
-        )
-    path = Path(text)
-    if path.is_file() and path.name in (META_FILE, WEIGHTS_FILE):
-        path = path.parent
-    if not path.is_dir():
-        raise InputError(f"{path}: model directory not found")
-    return path
+    return ModelRef.parse(uri).local_dir(tracking, dst)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from echoseek.models.artifact import META_FILE, read_meta, resolve_model_path
-from echoseek.tracking import is_mlflow_uri, model_version
+from echoseek.model_ref import ModelRef
 
 HISTORY_METRICS = ("loss", "val_map")
 
@@ -28,15 +27,7 @@ class ModelRun:
 
 def model_run_id(model: str, store: str) -> str:
     """The id of the run that produced ``model`` (a dir or an MLflow URI); "" for none."""
-    if model == "pixels":
-        return ""
-    if model.startswith("models:/"):
-        return str(model_version(model, store).run_id or "")
-    if model.startswith("runs:/"):
-        return model.removeprefix("runs:/").split("/", 1)[0]
-    if is_mlflow_uri(model):
-        return ""
-    return str(read_meta(resolve_model_path(model) / META_FILE).extra.get("mlflow_run_id", ""))
+    return ModelRef.parse(model).training_run(store)
 
 
 def model_run(model: str, store: str) -> ModelRun:

@@ -49,5 +49,5 @@ def pretrain_then_finetune(
     if not (encoder / "model.json").is_file():
         quiet = dataclasses.replace(trial, callbacks=[]) if trial is not None else None
         pretrain(cfg.pretrain, hooks, trial=quiet)
-    cfg.finetune.pretrained = str(encoder)
-    return {**finetune(cfg.finetune, hooks, trial=trial), "pretrained": str(encoder)}
+    stage = dataclasses.replace(cfg.finetune, pretrained=str(encoder))
+    return {**finetune(stage, hooks, trial=trial), "pretrained": str(encoder)}

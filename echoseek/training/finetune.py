@@ -36,6 +36,7 @@ from echoseek.distances import NAMES as DISTANCES
 from echoseek.distances import resolve_params
 from echoseek.errors import ConfigError
 from echoseek.evaluation.ranking import rankme
+from echoseek.model_ref import ModelRef
 from echoseek.models.finetune import TRAINABLE, build_finetune_model
 
 if TYPE_CHECKING:
@@ -205,19 +206,33 @@ def held_out(cfg: FinetuneConfig, desc: dict[str, Any]) -> Validation:
     return Validation("held_out_split", cfg.input, split.train, split.val, record)
 
 
-def check(cfg: FinetuneConfig, tracking: str) -> tuple[dict[str, Any], Validation]:
-    """Checks before any worker starts; returns the input's descriptor and the validation
-    rows. Resolves ``pretrained`` to a local model directory (an MLflow model is copied once,
-    under the run's storage)."""
-    from echoseek.models.artifact import resolve_model_path
+def resolve(cfg: FinetuneConfig) -> FinetuneConfig:
+    """A copy of ``cfg`` as a run uses it: local paths absolute, the run named."""
+    name = cfg.run.name or f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = dataclasses.replace(cfg.run, storage_path=storage_uri(cfg.run.storage_path), name=name)
+    pretrained = ModelRef.parse(cfg.pretrained).absolute().uri if cfg.pretrained else ""
+    return dataclasses.replace(
+        cfg,
+        input=absolute(cfg.input),
+        val=absolute(cfg.val),
+        output=absolute(cfg.output),
+        pretrained=pretrained,
+        run=run,
+    )
 
+
+def check(cfg: FinetuneConfig, tracking: str) -> tuple[FinetuneConfig, dict[str, Any], Validation]:
+    """Checks before any worker starts; returns a copy of ``cfg`` whose ``pretrained`` is a
+    local model directory (an MLflow model is copied once, under the run's storage), the
+    input's descriptor and the validation rows."""
     if not cfg.input:
         raise ConfigError("input is required (a labelled dataset directory)")
     if not cfg.pretrained:
         raise ConfigError("pretrained is required (a model dir or an MLflow model URI)")
     desc = read_descriptor(cfg.input)
     shard_paths(cfg.input)  # shard checksums verified on the driver, before any worker reads
-    cfg.pretrained = str(resolve_model_path(cfg.pretrained, tracking, _model_copy(cfg)))
+    local = ModelRef.parse(cfg.pretrained).local_dir(tracking, _model_copy(cfg))
+    cfg = dataclasses.replace(cfg, pretrained=str(local))
     if len(desc.get("label_counts") or {}) < 2:
         raise ConfigError(f"{cfg.input}: fine-tuning needs labels of at least two classes")
     classes = len(desc["label_counts"])
@@ -227,7 +242,7 @@ def check(cfg: FinetuneConfig, tracking: str) -> tuple[dict[str, Any], Validatio
             f"{cfg.batch_size // cfg.loss.m} classes per batch, but {cfg.input} has only "
             f"{classes}; use m >= {-(-cfg.batch_size // classes)}"
         )
-    return desc, held_out(cfg, desc)
+    return cfg, desc, held_out(cfg, desc)
 
 
 # what every epoch reports (to Ray Train, Tune and MLflow); a sweep's ``metric`` is one of them
@@ -260,13 +275,11 @@ def finetune(
     from echoseek.tracking import RunLogger, tracking_uri
 
     launched = time.time()  # the driver's start: the run's time to first step counts from here
-    cfg.input, cfg.val, cfg.output = absolute(cfg.input), absolute(cfg.val), absolute(cfg.output)
-    cfg.run.storage_path = storage_uri(cfg.run.storage_path)
-    cfg.run.name = cfg.run.name or f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
-    source = cfg.pretrained = absolute(cfg.pretrained)
-    desc, validation = check(cfg, tracking_uri(cfg.run.tracking_uri))
+    cfg = resolve(cfg)  # copies: the caller's config is never changed
+    source = cfg.pretrained
+    cfg, desc, validation = check(cfg, tracking_uri(cfg.run.tracking_uri))
     pretrained, meta = load_model(cfg.pretrained)  # refused here, before Ray and MLflow start
-    cfg.augment = dataclasses.replace(cfg.augment, **model_input(meta))
+    cfg = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, **model_input(meta)))
     logger = RunLogger(cfg.run.tracking_uri, cfg.run.experiment)
     ensure_ray()
     tags = {**run_tags("finetune", desc, pretrained=source), **(trial.tags() if trial else {})}

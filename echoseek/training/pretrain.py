@@ -17,6 +17,7 @@ to an MLflow run (``run.register`` registers it).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -110,15 +111,25 @@ class PretrainConfig:
             )
 
 
-def check(cfg: PretrainConfig) -> dict[str, Any]:
-    """Everything that can be checked before a worker starts; returns the dataset descriptor."""
+def resolve(cfg: PretrainConfig) -> PretrainConfig:
+    """A copy of ``cfg`` as a run uses it: local paths absolute, the run named."""
+    name = cfg.run.name or f"pretrain-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = dataclasses.replace(cfg.run, storage_path=storage_uri(cfg.run.storage_path), name=name)
+    return dataclasses.replace(
+        cfg, input=absolute(cfg.input), val=absolute(cfg.val), output=absolute(cfg.output), run=run
+    )
+
+
+def check(cfg: PretrainConfig) -> tuple[PretrainConfig, dict[str, Any]]:
+    """Everything that can be checked before a worker starts; returns ``cfg`` completed from
+    the input (a copy, see :func:`size_memory_bank`) and the dataset descriptor."""
     if not cfg.input:
         raise ConfigError("input is required (a dataset directory from echoseek ingest)")
     desc = read_descriptor(cfg.input)
     shard_paths(cfg.input)  # shard checksums verified on the driver, before any worker reads
     if cfg.val:
         validation_descriptor(cfg.val, desc, "validation metrics need a held-out dataset")
-    size_memory_bank(cfg, int(desc["count"]))
+    cfg = size_memory_bank(cfg, int(desc["count"]))
     rows_per_worker = desc["count"] // cfg.scale.num_workers
     if rows_per_worker < cfg.batch_size:
         raise ConfigError(
@@ -128,25 +139,27 @@ def check(cfg: PretrainConfig) -> dict[str, Any]:
     out = Path(cfg.output)
     if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
         raise ConfigError(f"output: {out} exists and is not empty (use overwrite=true)")
-    return desc
+    return cfg, desc
 
 
-def size_memory_bank(cfg: PretrainConfig, rows: int) -> None:
+def size_memory_bank(cfg: PretrainConfig, rows: int) -> PretrainConfig:
     """A method with a memory bank (``needs_index``: InstDisc) gets one row per input row:
-    ``model.method_options.num_data`` is set to the dataset's count, or refused when it
-    names another count (the stream's ``index`` runs over every row of ``input``)."""
+    a copy of ``cfg`` with ``model.method_options.num_data`` set to the dataset's count, or
+    refused when it names another count (the stream's ``index`` runs over every row of
+    ``input``); ``cfg`` itself for any other method."""
     from echoseek.models.ssl import METHODS
 
     method = METHODS.get(cfg.method)
     if method is None or not method.needs_index:
-        return
+        return cfg
     given = cfg.model.method_options.get("num_data")
     if given is not None and given != rows:
         raise ConfigError(
             f"model.method_options.num_data: {given}, but {cfg.input} has {rows} rows "
             f"(leave it out: it is set to the input's count)"
         )
-    cfg.model.method_options["num_data"] = rows
+    options = {**cfg.model.method_options, "num_data": rows}
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, method_options=options))
 
 
 # what every epoch reports (to Ray Train, Tune and MLflow); with a ``val`` dataset also
@@ -175,12 +188,7 @@ def pretrain(
     from echoseek.tracking import RunLogger
 
     launched = time.time()  # the driver's start: the run's time to first step counts from here
-    cfg.input = absolute(cfg.input)
-    cfg.val = absolute(cfg.val)
-    cfg.output = absolute(cfg.output)
-    cfg.run.storage_path = storage_uri(cfg.run.storage_path)
-    desc = check(cfg)
-    cfg.run.name = cfg.run.name or f"pretrain-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfg, desc = check(resolve(cfg))  # copies: the caller's config is never changed
     logger = RunLogger(cfg.run.tracking_uri, cfg.run.experiment)
     ensure_ray()
     # the eval views are transformed once, before training: each epoch's RankMe and val mAP
