@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -80,7 +82,6 @@ def seed_sqlite_store(path: Path) -> None:
     A store that exists is never touched, and two processes seeding one path at once leave
     one complete copy (link, not overwrite).
     """
-    import shutil
 
     from mlflow.tracking import MlflowClient
 
@@ -108,7 +109,6 @@ def seed_sqlite_store(path: Path) -> None:
 def _empty_store(target: Path) -> None:
     """A migrated sqlite store without experiments at ``target``, made with MLflow's public
     API: a new store's Default experiment is deleted, then purged by ``mlflow gc``."""
-    import sys
 
     from mlflow.tracking import MlflowClient
 

@@ -3,6 +3,7 @@ and it covers every module of the package, so a new module cannot sit outside it
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,41 @@ def test_imports_point_down_the_layers() -> None:
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "Contracts: 2 kept, 0 broken." in done.stdout
+
+
+# The only modules imported inside functions, and why: each costs seconds at import (measured
+# on the 2-core box with torch loaded) and only some commands need it.
+HEAVY = {
+    "ray": "0.8 s; plain-process helpers, the CLI's errors and the service without Ray skip it",
+    "mlflow": "2.1 s; only runs that log or resolve a model pay for it",
+    "matplotlib": "0.6 s; only figures",
+    "scipy": "1.1 s; only the sweep's analysis and the report's statistics",
+    "torchvision": "2.9 s; only the ImageNet-size backbones",
+    "pandas": "0.8 s; only vectors handed over as a DataFrame",
+}
+
+
+def function_local_imports() -> list[tuple[str, int, str]]:
+    """(file, line, top-level module) of every import inside a function under echoseek/."""
+    found = []
+    for path in sorted((ROOT / "echoseek").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    names = ["." * node.level + (node.module or "")]
+                else:
+                    continue
+                rel = str(path.relative_to(ROOT))
+                found += [(rel, node.lineno, name.split(".")[0] or ".") for name in names]
+    return found
+
+
+def test_function_local_imports_are_heavy_third_party_modules_only() -> None:
+    found = function_local_imports()
+    others = [f"{file}:{line} imports {top}" for file, line, top in found if top not in HEAVY]
+    assert others == [], "import these at the top of the module:\n" + "\n".join(others)

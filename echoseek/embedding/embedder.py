@@ -13,6 +13,7 @@ array of L2-normalised vectors. Two kinds:
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,6 +24,8 @@ from echoseek.baseline import pixel_embed
 from echoseek.data.augment import eval_frames
 from echoseek.data.frames import to_chw
 from echoseek.model_ref import ModelRef
+from echoseek.models.artifact import eval_augment, load_model
+from echoseek.models.precision import amp_dtype, autocast
 
 if TYPE_CHECKING:
     from echoseek.models.artifact import ModelMeta
@@ -62,8 +65,6 @@ class ModelEmbedder:
     def __init__(
         self, uri: str, device: str | None = None, amp: bool = True, loaded: Any = None
     ) -> None:
-        from echoseek.models.artifact import eval_augment, load_model
-        from echoseek.models.precision import amp_dtype
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model: EmbeddingModel
@@ -88,7 +89,6 @@ class ModelEmbedder:
     @torch.no_grad()
     def forward(self, batch: torch.Tensor) -> np.ndarray:
         """(N, D) unit vectors of a :meth:`preprocess` ed batch."""
-        from echoseek.models.precision import autocast
 
         x = batch.to(self.device, non_blocking=True)
         with autocast(self.device, self.dtype):
@@ -108,9 +108,6 @@ def build_embedder(
     (fetched from the store ``tracking`` into a temporary directory that is removed as soon as
     the model is loaded). ``models:/NAME@ALIAS`` is pinned to the version it names now, and
     the embedder's ``uri`` is that version's URI."""
-    import tempfile
-
-    from echoseek.models.artifact import load_model
 
     if spec == "pixels":
         return PixelEmbedder(pixel_size)

@@ -28,6 +28,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
+import torch
 
 from echoseek.errors import EchoseekError, InputError
 
@@ -443,8 +444,6 @@ def _singular_values_float32(embeddings: Any) -> np.ndarray:
     if not _is_torch(embeddings):
         x = _matrix(embeddings, "embeddings").astype(np.float32, copy=False)
         return np.linalg.svd(x, compute_uv=False)
-    import torch
-
     x = embeddings.detach().float()
     if x.ndim != 2 or min(x.shape) == 0 or not bool(torch.isfinite(x).all()):
         raise EchoseekError(

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -160,7 +161,6 @@ def fill_shard(
         raise InputError(f"shard {plan.shard}: input ended after {done} of {plan.count} rows")
     vectors.flush()
     del vectors
-    import faiss
 
     faiss.write_index(index, str(out / names["file"]))
     return _shard_entry(out, names, plan)

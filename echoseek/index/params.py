@@ -40,6 +40,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import faiss
+
 from echoseek.errors import ConfigError
 
 Metric = Literal["ip", "l2"]
@@ -248,7 +250,6 @@ def _from_factory(
 
 def _check_factory(factory: str, dim: int, metric: Metric) -> None:
     """Refuse a factory string faiss cannot build for ``dim`` before anything is written."""
-    import faiss
 
     faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
     try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+import faiss
 import numpy as np
 
 from echoseek.errors import InputError
@@ -51,7 +52,6 @@ def exact_knn(reader: IndexReader, queries: np.ndarray, k: int) -> tuple[np.ndar
     ranking the exact re-rank produces (float16 rounding leaves norms 1 ± 1e-3, enough to
     swap near-ties at rank k otherwise).
     """
-    import faiss
 
     q = reader.prepare_queries(queries)
     metric = faiss.METRIC_INNER_PRODUCT if reader.metric == "ip" else faiss.METRIC_L2

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import faiss
 import numpy as np
 
 from echoseek.data.vectors import VectorBatch
@@ -54,14 +55,12 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 
 def faiss_metric(metric: str) -> int:
     """The faiss metric constant for ``"ip"`` or ``"l2"``."""
-    import faiss
 
     return int(faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2)
 
 
 def create_index(params: IndexParams) -> Any:
     """An untrained faiss index for ``params`` that accepts ``add_with_ids``."""
-    import faiss
 
     index = faiss.index_factory(params.dim, params.factory, faiss_metric(params.metric))
     ivf: Any = _ivf_or_none(index)
@@ -78,7 +77,6 @@ def create_index(params: IndexParams) -> Any:
 
 def train_index(params: IndexParams, sample: np.ndarray, use_gpu: bool | None = None) -> Any:
     """Create and train the empty index on ``sample`` (already normalised if needed)."""
-    import faiss
 
     index = create_index(params)
     if index.is_trained:
@@ -95,21 +93,18 @@ def train_index(params: IndexParams, sample: np.ndarray, use_gpu: bool | None = 
 
 def serialize_index(index: Any) -> np.ndarray:
     """The index as a uint8 array (``faiss.serialize_index``), e.g. for ``ray.put``."""
-    import faiss
 
     return np.asarray(faiss.serialize_index(index), dtype=np.uint8)
 
 
 def deserialize_index(data: np.ndarray) -> Any:
     """Inverse of :func:`serialize_index`."""
-    import faiss
 
     return faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
 
 
 def _train_on_gpu(index: Any, sample: np.ndarray) -> None:
     """Train with the coarse k-means assignment on every GPU; the index itself stays on CPU."""
-    import faiss
 
     if faiss.get_num_gpus() == 0:
         raise InputError("use_gpu=true but faiss sees no GPU (install faiss-gpu or unset it)")
@@ -124,7 +119,6 @@ def _train_on_gpu(index: Any, sample: np.ndarray) -> None:
 
 
 def _ivf_or_none(index: Any) -> Any:
-    import faiss
 
     try:
         return faiss.extract_index_ivf(index)

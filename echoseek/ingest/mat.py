@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from echoseek.errors import InputError
@@ -170,7 +171,6 @@ def _open_v5(path: Path, variable: str | None, frame_axis: int | None) -> MatSta
 
 
 def _open_v73(path: Path, variable: str | None, frame_axis: int | None) -> MatStack:
-    import h5py
 
     try:
         with h5py.File(path, "r") as f:

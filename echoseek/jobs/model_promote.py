@@ -20,9 +20,19 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from echoseek.data.dataset import read_descriptor
 from echoseek.errors import ConfigError
 from echoseek.jobs import evaluate
 from echoseek.jobs.runner import run_job
+from echoseek.registry import (
+    CANDIDATE,
+    CHAMPION,
+    alias_version,
+    check_held_out,
+    register,
+    set_alias,
+)
+from echoseek.tracking import RunLogger, check_reachable, tracking_uri
 
 METRICS = ("map", "query_ap")
 
@@ -68,16 +78,6 @@ def score(cfg: Config, uri: str, store: str) -> float:
 
 def run(cfg: Config) -> dict[str, Any]:
     """Register, score both, move the aliases; returns the decision."""
-    from echoseek.data.dataset import read_descriptor
-    from echoseek.registry import (
-        CANDIDATE,
-        CHAMPION,
-        alias_version,
-        check_held_out,
-        register,
-        set_alias,
-    )
-    from echoseek.tracking import RunLogger, check_reachable, tracking_uri
 
     if not (cfg.input and cfg.model and cfg.name):
         raise ConfigError("input, model and name are required")

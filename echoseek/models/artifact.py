@@ -21,21 +21,19 @@ import json
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from echoseek.config import from_dict
+from echoseek.data.augment import AugmentConfig
 from echoseek.errors import ConfigError, EchoseekError, InputError
 from echoseek.model_ref import META_FILE, WEIGHTS_FILE, ModelRef
 from echoseek.models.backbones import BACKBONES, POOLINGS, build_backbone
 from echoseek.models.head import EmbeddingHead, EmbeddingModel
 from echoseek.models.state_dict import read_state_dict, state_dict_mismatch
 from echoseek.storage import staged_dir
-
-if TYPE_CHECKING:
-    from echoseek.data.augment import AugmentConfig
 
 FORMAT_VERSION = 1
 
@@ -178,7 +176,6 @@ def model_input(meta: ModelMeta) -> dict[str, Any]:
 def eval_augment(meta: ModelMeta) -> AugmentConfig:
     """The model's own evaluation input (every embedder, evaluation and validation pass
     builds its transform from this): :func:`model_input` and no augmentation."""
-    from echoseek.data.augment import AugmentConfig
 
     return AugmentConfig(**model_input(meta))
 

@@ -17,6 +17,7 @@ from typing import Any, cast
 from ray.serve import Application, Deployment
 
 from echoseek.config import from_dict
+from echoseek.model_ref import ModelRef
 from echoseek.service.auth import check_bind, load_tokens
 from echoseek.service.backend import model_spec, model_tracking
 from echoseek.service.config import ServiceConfig, service_part
@@ -45,7 +46,7 @@ def compose(cfg: ServiceConfig) -> Application:
         searcher.options(name=f"ShardSearcher{g}").bind(cfg.index, g, groups, served.version)
         for g in range(groups)
     ]  # none when colocated: the ingress searches the shards itself
-    spec = local_absolute(model_spec(cfg, served))
+    spec = model_absolute(model_spec(cfg, served))
     embedder = (
         embedding.bind(
             spec,
@@ -62,10 +63,13 @@ def compose(cfg: ServiceConfig) -> Application:
 
 
 def local_absolute(path: str) -> str:
-    """``path`` made absolute when it is a local path (replicas may run elsewhere)."""
-    if not path or path == "pixels" or "://" in path or path.startswith(("models:/", "runs:/")):
-        return path
-    return str(Path(path).resolve())
+    """A local path made absolute (replicas may run elsewhere); "" stays ""."""
+    return str(Path(path).resolve()) if path else ""
+
+
+def model_absolute(model: str) -> str:
+    """A model reference with a local directory made absolute; "" (the index's) stays ""."""
+    return ModelRef.parse(model).absolute().uri if model else ""
 
 
 def absolute_paths(cfg: ServiceConfig) -> ServiceConfig:
@@ -76,5 +80,5 @@ def absolute_paths(cfg: ServiceConfig) -> ServiceConfig:
         index=local_absolute(cfg.index),
         dataset=local_absolute(cfg.dataset),
         tokens_file=local_absolute(cfg.tokens_file),
-        model=local_absolute(cfg.model),
+        model=model_absolute(cfg.model),
     )

@@ -26,6 +26,7 @@ options) and figures.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import time
@@ -36,12 +37,21 @@ from typing import Any
 import numpy as np
 import yaml
 
-from echoseek.config import read_yaml, with_values
+from echoseek.config import flatten, plain, read_yaml, to_dict, with_values
+from echoseek.data.vectors import iter_vector_batches
+from echoseek.distances import resolve_params
 from echoseek.errors import ConfigError, InputError
 from echoseek.evaluation.ranking import ap_at_k
+from echoseek.index import open_index
+from echoseek.index.rerank import rerank_candidates
+from echoseek.storage import absolute, staged_dir
+from echoseek.sweep import results
 from echoseek.sweep.config import SweepConfig
+from echoseek.sweep.progress import top_table
 from echoseek.sweep.space import Param, check_space, parse_space
 from echoseek.sweep.trial import expand
+from echoseek.sweep.tuner import SWEEP_FILE, check_output
+from echoseek.tracking import RunLogger
 
 OFF = "false"  # rerank value: keep the ANN order
 
@@ -57,7 +67,6 @@ class RerankSetting:
     k: int = 10  # hits scored per query
 
     def __post_init__(self) -> None:
-        from echoseek.distances import resolve_params
 
         if self.rerank != OFF:
             resolve_params(self.rerank, **self.rerank_params)
@@ -73,7 +82,6 @@ class RerankSetting:
 def settings(cfg: SweepConfig) -> tuple[dict[str, Param], list[dict[str, Any]], dict[str, Any]]:
     """The checked space, every draw of its grid (the product of the fields' lists, each
     once) and the common setting (``base`` YAML with ``fixed``) as plain data."""
-    from echoseek.config import flatten, to_dict
 
     if not isinstance(cfg.base, str):
         raise ConfigError(f"base: expected a YAML file of rerank settings, got {cfg.base!r}")
@@ -101,7 +109,6 @@ class Queries:
 
 def load_queries(path: str) -> Queries:
     """The labelled rows of a vectors artifact (unlabelled rows cannot be scored)."""
-    from echoseek.data.vectors import iter_vector_batches
 
     vectors, labels = [], []
     for batch in iter_vector_batches(path):
@@ -133,7 +140,6 @@ def score_setting(
 ) -> dict[str, float]:  # fmt: skip
     """``val_map``, ``val_p@10``, latency p50/p95 (ms) of one setting (module docstring);
     ``labels``: the index's id -> label, ``totals``: label -> items in the index."""
-    from echoseek.index.rerank import rerank_candidates
 
     aps, p10s, seconds = [], [], []
     for q, label in zip(queries.vectors, queries.labels, strict=True):
@@ -159,18 +165,14 @@ def score_setting(
 
 def run_rerank_sweep(cfg: SweepConfig) -> dict[str, Any]:
     """Score every setting, log each as a child run, publish the output; a summary."""
-    from echoseek.config import plain
-    from echoseek.index import open_index
-    from echoseek.storage import absolute, staged_dir
-    from echoseek.sweep import results
-    from echoseek.sweep.progress import top_table
-    from echoseek.sweep.tuner import SWEEP_FILE, check_output
-    from echoseek.tracking import RunLogger
 
     if not cfg.index or not cfg.input:
         raise ConfigError("index and input are required: an index version and held-out vectors")
-    cfg.output = absolute(cfg.output)
-    cfg.name = cfg.name or f"sweep-rerank-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfg = dataclasses.replace(
+        cfg,
+        output=absolute(cfg.output),
+        name=cfg.name or f"sweep-rerank-{time.strftime('%Y%m%d-%H%M%S')}",
+    )
     space, draws, common = settings(cfg)
     check_output(cfg)
     queries = load_queries(cfg.input)

@@ -16,8 +16,10 @@ from typing import Any
 
 from echoseek.config import from_dict, plain, with_values
 from echoseek.storage import absolute
-from echoseek.sweep.chain import STAGES, stages
+from echoseek.sweep.chain import STAGES, ChainConfig, pretrain_then_finetune, stages
 from echoseek.sweep.space import decode
+from echoseek.training import finetune as finetuning
+from echoseek.training import pretrain as pretraining
 from echoseek.training.trial import Trial
 
 
@@ -30,18 +32,12 @@ class Job:
 
 
 def job(name: str) -> Job:
-    """``pretrain``, ``finetune`` or the chain ``pretrain+finetune`` (imported when asked for)."""
+    """``pretrain``, ``finetune`` or the chain ``pretrain+finetune``."""
     if name == "pretrain+finetune":
-        from echoseek.sweep.chain import ChainConfig, pretrain_then_finetune
-
         return Job(ChainConfig, pretrain_then_finetune)
     if name == "pretrain":
-        from echoseek.training.pretrain import PretrainConfig, pretrain
-
-        return Job(PretrainConfig, pretrain)
-    from echoseek.training.finetune import FinetuneConfig, finetune
-
-    return Job(FinetuneConfig, finetune)
+        return Job(pretraining.PretrainConfig, pretraining.pretrain)
+    return Job(finetuning.FinetuneConfig, finetuning.finetune)
 
 
 def expand(draw: Mapping[str, Any]) -> dict[str, Any]:
@@ -101,11 +97,10 @@ def run_trial(config: dict[str, Any]) -> None:
 
 def reported(cfg: Any) -> tuple[str, ...]:
     """The metrics a trial of ``cfg`` reports to Tune each epoch (its last stage's)."""
-    from echoseek.training import finetune, pretrain
-
     last = stages(cfg)[-1]
-    module = pretrain if isinstance(last, pretrain.PretrainConfig) else finetune
-    return module.reported(last)
+    if isinstance(last, pretraining.PretrainConfig):
+        return pretraining.reported(last)
+    return finetuning.reported(last)
 
 
 def trial_dirname(trial: Any) -> str:

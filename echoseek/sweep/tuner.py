@@ -10,6 +10,7 @@ resumed sweep keeps one parent; every trial is a child run (``mlflow.parentRunId
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -51,18 +52,23 @@ SWEEP_FILE = "sweep.json"
 
 @dataclass
 class Prepared:
-    """A checked sweep: the parsed space, the trials' common config and its epochs."""
+    """A checked sweep: its resolved config (a copy), the parsed space, the trials' common
+    config and its epochs."""
 
+    cfg: SweepConfig
     space: dict[str, Param]
     base: dict[str, Any]
     epochs: int
 
 
 def prepare(cfg: SweepConfig) -> Prepared:
-    """Every check that needs no trial; fails naming the field."""
-    cfg.output = absolute(cfg.output)
-    cfg.storage_path = storage_uri(cfg.storage_path)
-    cfg.name = cfg.name or f"sweep-{cfg.job}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """Every check that needs no trial; fails naming the field. ``cfg`` is left as it is."""
+    cfg = dataclasses.replace(
+        cfg,
+        output=absolute(cfg.output),
+        storage_path=storage_uri(cfg.storage_path),
+        name=cfg.name or f"sweep-{cfg.job}-{time.strftime('%Y%m%d-%H%M%S')}",
+    )
     inputs = {f"{s}.input" if cfg.job == CHAIN else "input": cfg.input for s in STAGES}
     fixed = {**flatten(cfg.fixed), **(inputs if cfg.input else {})}
     common = base_config(cfg.job, _base_data(cfg), fixed)
@@ -90,7 +96,7 @@ def prepare(cfg: SweepConfig) -> Prepared:
         raise ConfigError("space: search=optuna cannot take a grid (use choice)")
     check_space(space, lambda draw: trial_config(cfg.job, base, draw))
     check_output(cfg)
-    return Prepared(space, base, int(stages(common)[-1].epochs))
+    return Prepared(cfg, space, base, int(stages(common)[-1].epochs))
 
 
 def _base_data(cfg: SweepConfig) -> dict[str, Any]:
@@ -151,6 +157,7 @@ def run_sweep(cfg: SweepConfig, hooks: Sequence[EpochHook] = ()) -> dict[str, An
     from ray.tune.logger import JsonLoggerCallback
 
     prep = prepare(cfg)
+    cfg = prep.cfg
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/TensorBoard files
     if not is_verbose():  # Tune's own reporter prints its header box even at verbose=0
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

@@ -29,22 +29,38 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from echoseek.config import from_dict
-from echoseek.data.augment import AugmentConfig
-from echoseek.data.dataset import read_descriptor, shard_paths, validation_descriptor
+import torch
+
+from echoseek.config import from_dict, plain
+from echoseek.data.augment import AugmentConfig, eval_transform
+from echoseek.data.dataset import labelled_ids, read_descriptor, shard_paths, validation_descriptor
+from echoseek.data.frames import frame_shape
+from echoseek.data.labelled import LabelIndex, RowReader, decoded_batches, label_index
+from echoseek.data.samplers import MPerClassBatchSampler
+from echoseek.data.split import stratified_split
+from echoseek.data.views import eval_view
 from echoseek.distances import NAMES as DISTANCES
 from echoseek.distances import resolve_params
 from echoseek.errors import ConfigError
 from echoseek.evaluation.ranking import rankme
+from echoseek.losses import FastAPLoss, GatherLoss
 from echoseek.model_ref import ModelRef
+from echoseek.models.artifact import ModelMeta, build_model, load_model, model_input, save_model
 from echoseek.models.finetune import TRAINABLE, build_finetune_model
-
-if TYPE_CHECKING:
-    from echoseek.models.artifact import ModelMeta
-    from echoseek.models.head import EmbeddingModel
-
-from echoseek.config import plain
+from echoseek.ray_session import ensure_ray
 from echoseek.storage import absolute, storage_uri
+from echoseek.tracking import RunLogger, tracking_uri
+from echoseek.training import (
+    amp_dtype,
+    augmented_inputs,
+    embed_batches,
+    fastap_step,
+    load_state,
+    make_scaler,
+    retrieval_metrics,
+    unwrap_model,
+    warmup_cosine,
+)
 from echoseek.training.checkpoint import resume_epoch
 from echoseek.training.options import RunOptions, ScaleOptions
 from echoseek.training.reporting import feed_summary, run_tags
@@ -58,6 +74,9 @@ from echoseek.training.worker import (
     worker_augmenter,
     worker_context,
 )
+
+if TYPE_CHECKING:
+    from echoseek.models.head import EmbeddingModel
 
 
 def _light_augment() -> AugmentConfig:
@@ -178,8 +197,6 @@ class Validation:
 
 def held_out(cfg: FinetuneConfig, desc: dict[str, Any]) -> Validation:
     """``val`` when given (refused if it is the training input), else a stratified split."""
-    from echoseek.data.dataset import labelled_ids
-    from echoseek.data.split import stratified_split
 
     if cfg.val:
         val_desc = validation_descriptor(
@@ -267,13 +284,6 @@ def finetune(
     """
     import ray
 
-    from echoseek.data.frames import frame_shape
-    from echoseek.data.labelled import label_index
-    from echoseek.data.views import eval_view
-    from echoseek.models.artifact import load_model, model_input
-    from echoseek.ray_session import ensure_ray
-    from echoseek.tracking import RunLogger, tracking_uri
-
     launched = time.time()  # the driver's start: the run's time to first step counts from here
     cfg = resolve(cfg)  # copies: the caller's config is never changed
     source = cfg.pretrained
@@ -332,20 +342,6 @@ def finetune_loop(config: dict[str, Any]) -> None:
     import ray
     import ray.train
     import ray.train.torch
-    import torch
-
-    from echoseek.data.labelled import LabelIndex, RowReader, decoded_batches
-    from echoseek.data.samplers import MPerClassBatchSampler
-    from echoseek.losses import FastAPLoss, GatherLoss
-    from echoseek.models.artifact import ModelMeta, build_model
-    from echoseek.training import (
-        amp_dtype,
-        augmented_inputs,
-        fastap_step,
-        make_scaler,
-        unwrap_model,
-        warmup_cosine,
-    )
 
     entered = time.time()  # the start-up report: when this worker loop began
     cfg = from_dict(FinetuneConfig, config["cfg"])
@@ -412,9 +408,6 @@ def held_out_metrics(model: Any, cfg: FinetuneConfig, device: Any, dtype: Any) -
     ``model`` on the held-out rows (this worker's ``val`` shard: rank 0 holds them all)."""
     import ray.train
 
-    from echoseek.data.augment import eval_transform
-    from echoseek.training import embed_batches, retrieval_metrics
-
     batches = ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=64)
     transform = partial(eval_transform, cfg=cfg.augment)
     vectors, labels = embed_batches(model, batches, device, amp_dtype=dtype, transform=transform)
@@ -450,8 +443,6 @@ def export(
 ) -> dict[str, Any]:
     """Save the best checkpoint (held-out validation mAP) on the ``pretrained`` encoder and
     its meta as the model artifact, and log it."""
-    from echoseek.models.artifact import save_model
-    from echoseek.training import load_state
 
     best = result.get_best_checkpoint("val_map", "max") or result.checkpoint
     if best is None:

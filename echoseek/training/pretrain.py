@@ -26,15 +26,34 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
+import torch
+
 from echoseek.config import from_dict, plain
-from echoseek.data.augment import AugmentConfig
+from echoseek.data.augment import AugmentConfig, eval_transform
 from echoseek.data.dataset import read_descriptor, shard_paths, validation_descriptor
+from echoseek.data.views import eval_view, frame_dataset
 from echoseek.errors import ConfigError
-from echoseek.models.backbones import BACKBONES, POOLINGS
-from echoseek.models.ssl import METHODS
+from echoseek.models.artifact import ModelMeta, build_model, save_model
+from echoseek.models.backbones import BACKBONES, POOLINGS, build_backbone
+from echoseek.models.ssl import METHODS, build_method
 from echoseek.models.ssl.base import SSLMethod
-from echoseek.ray_session import cluster_cpus
+from echoseek.ray_session import cluster_cpus, ensure_ray
 from echoseek.storage import absolute, storage_uri
+from echoseek.tracking import RunLogger
+from echoseek.training import (
+    amp_dtype,
+    embed_batches,
+    load_state,
+    make_scaler,
+    param_groups,
+    representation_metrics,
+    retrieval_metrics,
+    scaled_lr,
+    ssl_step,
+    two_view_inputs,
+    unwrap_model,
+    warmup_cosine,
+)
 from echoseek.training.checkpoint import resume_epoch
 from echoseek.training.options import RunOptions, ScaleOptions
 from echoseek.training.reporting import feed_summary, run_tags
@@ -147,7 +166,6 @@ def size_memory_bank(cfg: PretrainConfig, rows: int) -> PretrainConfig:
     a copy of ``cfg`` with ``model.method_options.num_data`` set to the dataset's count, or
     refused when it names another count (the stream's ``index`` runs over every row of
     ``input``); ``cfg`` itself for any other method."""
-    from echoseek.models.ssl import METHODS
 
     method = METHODS.get(cfg.method)
     if method is None or not method.needs_index:
@@ -183,9 +201,6 @@ def pretrain(
     ``hooks`` are called on every worker at the start of every epoch (see :func:`run_hooks`);
     ``trial`` makes it a sweep trial (nested MLflow run, epochs reported to Tune).
     """
-    from echoseek.data.views import eval_view, frame_dataset
-    from echoseek.ray_session import ensure_ray
-    from echoseek.tracking import RunLogger
 
     launched = time.time()  # the driver's start: the run's time to first step counts from here
     cfg, desc = check(resolve(cfg))  # copies: the caller's config is never changed
@@ -243,20 +258,6 @@ def pretrain_loop(config: dict[str, Any]) -> None:
     """``train_loop_per_worker``: wires the helpers of :mod:`echoseek.training`."""
     import ray.train
     import ray.train.torch
-    import torch
-
-    from echoseek.models.backbones import build_backbone
-    from echoseek.models.ssl import build_method
-    from echoseek.training import (
-        amp_dtype,
-        make_scaler,
-        param_groups,
-        scaled_lr,
-        ssl_step,
-        two_view_inputs,
-        unwrap_model,
-        warmup_cosine,
-    )
 
     entered = time.time()  # the start-up report: when this worker loop began
     cfg = from_dict(PretrainConfig, config["cfg"])
@@ -318,9 +319,6 @@ def evaluate(
     through the evaluation transform on the device)."""
     import ray.train
 
-    from echoseek.data.augment import eval_transform
-    from echoseek.training import embed_batches, representation_metrics, retrieval_metrics
-
     def embed(name: str) -> Any:
         batches = ray.train.get_dataset_shard(name).iter_torch_batches(batch_size=64)
         return embed_batches(
@@ -339,8 +337,6 @@ def evaluate(
 
 def export(cfg: PretrainConfig, result: Any, logger: Any) -> dict[str, Any]:
     """Save the final encoder as a model artifact, log it with the config and loss curve."""
-    from echoseek.models.artifact import ModelMeta, build_model, save_model
-    from echoseek.training import load_state
 
     if result.checkpoint is None:
         raise ConfigError(f"run {cfg.run.name}: training finished without a checkpoint")
@@ -382,8 +378,6 @@ def export(cfg: PretrainConfig, result: Any, logger: Any) -> dict[str, Any]:
 
 
 def _fresh_method(cfg: PretrainConfig) -> Any:
-    from echoseek.models.backbones import build_backbone
-    from echoseek.models.ssl import build_method
 
     m = cfg.model
     backbone = build_backbone(m.backbone, m.in_channels, m.small_stem, m.pooling)

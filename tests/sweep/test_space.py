@@ -132,6 +132,15 @@ def sweep(tmp_path: Path, **kw: Any) -> SweepConfig:
     return SweepConfig(**values)
 
 
+def test_prepare_resolves_a_copy_and_leaves_the_callers_config(tmp_path: Path) -> None:
+    cfg = sweep(tmp_path, output="relative-out", storage_path="", name="")
+    before = plain(cfg)
+    prep = prepare(cfg)
+    assert plain(cfg) == before  # the caller's config is as it was
+    assert Path(prep.cfg.output) == Path("relative-out").resolve()
+    assert prep.cfg.name.startswith("sweep-finetune-") and prep.cfg.storage_path
+
+
 def test_search_rules_are_checked_before_ray(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"space\.optim\.lr: search=grid needs a list"):
         prepare(sweep(tmp_path, search="grid", space={"optim.lr": {"uniform": [0.001, 0.01]}}))
