@@ -58,7 +58,6 @@ class ProgressBar:
     pipe or a log file nothing is drawn until :meth:`close` prints the final line once."""
 
     def __init__(self, label: str, total: int, unit: str = "img", every_s: float = 0.5) -> None:
-
         self.label, self.total, self.unit, self.every_s = label, max(1, total), unit, every_s
         self.done = 0
         self.started = self._drawn = time.perf_counter()
@@ -77,7 +76,6 @@ class ProgressBar:
 
     def update(self, n: int) -> None:
         """Count ``n`` more items done; redraw when live and due."""
-
         self.done += n
         now = time.perf_counter()
         if self.live and now - self._drawn >= self.every_s:
@@ -86,5 +84,4 @@ class ProgressBar:
 
     def close(self) -> None:
         """The final line, once."""
-
         print(f"\r{self.line(time.perf_counter())}", file=sys.stderr, flush=True)

@@ -82,7 +82,6 @@ def seed_sqlite_store(path: Path) -> None:
     A store that exists is never touched, and two processes seeding one path at once leave
     one complete copy (link, not overwrite).
     """
-
     from mlflow.tracking import MlflowClient
 
     import mlflow
@@ -109,7 +108,6 @@ def seed_sqlite_store(path: Path) -> None:
 def _empty_store(target: Path) -> None:
     """A migrated sqlite store without experiments at ``target``, made with MLflow's public
     API: a new store's Default experiment is deleted, then purged by ``mlflow gc``."""
-
     from mlflow.tracking import MlflowClient
 
     target.parent.mkdir(parents=True, exist_ok=True)

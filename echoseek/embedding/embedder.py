@@ -65,7 +65,6 @@ class ModelEmbedder:
     def __init__(
         self, uri: str, device: str | None = None, amp: bool = True, loaded: Any = None
     ) -> None:
-
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model: EmbeddingModel
         self.meta: ModelMeta
@@ -89,7 +88,6 @@ class ModelEmbedder:
     @torch.no_grad()
     def forward(self, batch: torch.Tensor) -> np.ndarray:
         """(N, D) unit vectors of a :meth:`preprocess` ed batch."""
-
         x = batch.to(self.device, non_blocking=True)
         with autocast(self.device, self.dtype):
             z = self.model(x)  # NxD
@@ -108,7 +106,6 @@ def build_embedder(
     (fetched from the store ``tracking`` into a temporary directory that is removed as soon as
     the model is loaded). ``models:/NAME@ALIAS`` is pinned to the version it names now, and
     the embedder's ``uri`` is that version's URI."""
-
     if spec == "pixels":
         return PixelEmbedder(pixel_size)
     ref = ModelRef.parse(spec)

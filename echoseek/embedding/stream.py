@@ -62,7 +62,6 @@ class EmbedBatch:
         self, model: tuple[str, dict[str, Any], Any] | None, pixel_size: int, amp: bool,
         threads: int = 0,
     ) -> None:  # fmt: skip
-
         if threads:
             torch.set_num_threads(threads)
         self.embed: Embedder = PixelEmbedder(pixel_size)

@@ -250,7 +250,6 @@ def _from_factory(
 
 def _check_factory(factory: str, dim: int, metric: Metric) -> None:
     """Refuse a factory string faiss cannot build for ``dim`` before anything is written."""
-
     faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
     try:
         faiss.index_factory(dim, factory, faiss_metric)

@@ -439,7 +439,6 @@ class IndexReader:
 
 def _read_index(path: Path) -> Any:
     """Read a shard memory-mapped where faiss supports it, else into memory."""
-
     try:
         return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
     except RuntimeError:
@@ -463,7 +462,6 @@ def _column_range(meta: pq.FileMetaData, column: str) -> tuple[Any, Any]:
 
 
 def _extract_ivf(index: Any) -> Any:
-
     try:
         return faiss.extract_index_ivf(index)
     except (RuntimeError, TypeError):
@@ -472,7 +470,6 @@ def _extract_ivf(index: Any) -> Any:
 
 def _pretransform(index: Any) -> Any:
     """A function applying the index's vector transforms (e.g. OPQ), or None."""
-
     outer: Any = faiss.downcast_index(index)
     if not isinstance(outer, faiss.IndexPreTransform):
         return None
@@ -491,7 +488,6 @@ def _search_ivf(
     ivf: Any, x: np.ndarray, k: int, assign: np.ndarray, coarse: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """``ivf.search_preassigned`` with a per-call ``nprobe`` (thread-safe, no state change)."""
-
     n, nprobe = assign.shape
     assign = np.ascontiguousarray(assign, dtype=np.int64)  # kept alive across the C call
     coarse = np.ascontiguousarray(coarse, dtype=np.float32)

@@ -52,7 +52,6 @@ def exact_knn(reader: IndexReader, queries: np.ndarray, k: int) -> tuple[np.ndar
     ranking the exact re-rank produces (float16 rounding leaves norms 1 ± 1e-3, enough to
     swap near-ties at rank k otherwise).
     """
-
     q = reader.prepare_queries(queries)
     metric = faiss.METRIC_INNER_PRODUCT if reader.metric == "ip" else faiss.METRIC_L2
     best_s = np.full((len(q), k), -np.inf, dtype=np.float32)

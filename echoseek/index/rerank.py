@@ -98,7 +98,6 @@ def candidate_distances(
 
 def pairwise_rows(y: np.ndarray, x: np.ndarray, name: str, **params: float) -> np.ndarray:
     """``D(y=y[i], x=x[i])`` for each row pair (N), via :func:`echoseek.distances.rowwise`."""
-
     with torch.no_grad():
         a = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
         b = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))

@@ -55,13 +55,11 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 
 def faiss_metric(metric: str) -> int:
     """The faiss metric constant for ``"ip"`` or ``"l2"``."""
-
     return int(faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2)
 
 
 def create_index(params: IndexParams) -> Any:
     """An untrained faiss index for ``params`` that accepts ``add_with_ids``."""
-
     index = faiss.index_factory(params.dim, params.factory, faiss_metric(params.metric))
     ivf: Any = _ivf_or_none(index)
     if ivf is None:
@@ -77,7 +75,6 @@ def create_index(params: IndexParams) -> Any:
 
 def train_index(params: IndexParams, sample: np.ndarray, use_gpu: bool | None = None) -> Any:
     """Create and train the empty index on ``sample`` (already normalised if needed)."""
-
     index = create_index(params)
     if index.is_trained:
         return index
@@ -93,19 +90,16 @@ def train_index(params: IndexParams, sample: np.ndarray, use_gpu: bool | None = 
 
 def serialize_index(index: Any) -> np.ndarray:
     """The index as a uint8 array (``faiss.serialize_index``), e.g. for ``ray.put``."""
-
     return np.asarray(faiss.serialize_index(index), dtype=np.uint8)
 
 
 def deserialize_index(data: np.ndarray) -> Any:
     """Inverse of :func:`serialize_index`."""
-
     return faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
 
 
 def _train_on_gpu(index: Any, sample: np.ndarray) -> None:
     """Train with the coarse k-means assignment on every GPU; the index itself stays on CPU."""
-
     if faiss.get_num_gpus() == 0:
         raise InputError("use_gpu=true but faiss sees no GPU (install faiss-gpu or unset it)")
     ivf: Any = faiss.extract_index_ivf(index)
@@ -119,7 +113,6 @@ def _train_on_gpu(index: Any, sample: np.ndarray) -> None:
 
 
 def _ivf_or_none(index: Any) -> Any:
-
     try:
         return faiss.extract_index_ivf(index)
     except (RuntimeError, TypeError):

@@ -116,7 +116,6 @@ def delete_ids(
     Unknown ids are an error; so is a list whose ids are all deleted already (nothing new to
     delete: no version is published). Already-deleted ids among new ones are skipped.
     """
-
     root = Path(index_root)
     base_dir = root / read_latest(root)
     base = read_manifest(base_dir)
@@ -267,5 +266,4 @@ def _shard_number(file: str) -> int:
 
 
 def _now() -> str:
-
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

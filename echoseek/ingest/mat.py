@@ -171,7 +171,6 @@ def _open_v5(path: Path, variable: str | None, frame_axis: int | None) -> MatSta
 
 
 def _open_v73(path: Path, variable: str | None, frame_axis: int | None) -> MatStack:
-
     try:
         with h5py.File(path, "r") as f:
             datasets = {

@@ -78,7 +78,6 @@ def score(cfg: Config, uri: str, store: str) -> float:
 
 def run(cfg: Config) -> dict[str, Any]:
     """Register, score both, move the aliases; returns the decision."""
-
     if not (cfg.input and cfg.model and cfg.name):
         raise ConfigError("input, model and name are required")
     store = tracking_uri(cfg.tracking_uri)

@@ -60,7 +60,6 @@ class Config:
 
 def run(cfg: Config) -> dict[str, Any]:
     """Evaluate, draw, write and log the report; returns its metrics and paths."""
-
     if not (cfg.input and cfg.model and cfg.query):
         raise ConfigError("input, model and query are required (a dataset, a model, an image)")
     check_output_dir(cfg.output)

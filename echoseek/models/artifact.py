@@ -176,7 +176,6 @@ def model_input(meta: ModelMeta) -> dict[str, Any]:
 def eval_augment(meta: ModelMeta) -> AugmentConfig:
     """The model's own evaluation input (every embedder, evaluation and validation pass
     builds its transform from this): :func:`model_input` and no augmentation."""
-
     return AugmentConfig(**model_input(meta))
 
 

@@ -102,7 +102,6 @@ def mat73_header() -> bytes:
 
 def write_mat73(path: Path, frames: np.ndarray) -> None:
     """HDF5 with the MATLAB user block; ``frames`` stored N x W x H (column-major H x W x N)."""
-
     n, height, width = frames.shape
     with h5py.File(path, "w", userblock_size=USER_BLOCK) as f:
         ds = f.create_dataset(
@@ -125,7 +124,6 @@ def write_labels_csv(path: Path, labels: np.ndarray) -> None:
 
 def write_png(path: Path, image: np.ndarray) -> None:
     """An HxW uint8 array as an 8-bit grayscale PNG."""
-
     Image.fromarray(image).save(path, format="PNG")
 
 

@@ -28,7 +28,7 @@ from echoseek.embedding import build_embedder
 from echoseek.errors import EchoseekError, InputError
 from echoseek.service.config import ServiceConfig
 from echoseek.service.images import QueryError
-from echoseek.service.metrics import ServiceMetrics
+from echoseek.service.prometheus import ServiceMetrics
 from echoseek.service.searcher import ShardGroup, merge_hits
 from echoseek.service.thumbnails import Thumbnails
 from echoseek.service.versions import Served, check_replaceable, load_served
@@ -266,7 +266,6 @@ def model_tracking(cfg: ServiceConfig, served: Served) -> str:
 
 def make_embedder(cfg: ServiceConfig, served: Served) -> Any:
     """The embedder of :func:`model_spec` (None when neither names one)."""
-
     spec = model_spec(cfg, served)
     if not spec:
         return None

@@ -41,7 +41,6 @@ def search_json(
 
 
 def _post(url: str, route: str, token: str, timeout_s: float, **request: Any) -> dict[str, Any]:
-
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         with httpx.Client(base_url=url, headers=headers, timeout=timeout_s) as client:

@@ -38,7 +38,6 @@ LIGHT = {"num_cpus": 0.1}  # a replica's reservation on CPU machines (serve/*.ya
 
 
 def quiet_replica() -> None:
-
     quiet_worker()
 
 
@@ -91,7 +90,6 @@ class Embedder:
         self.embed.set_batch_wait_timeout_s(batch_wait_ms / 1000)  # type: ignore[attr-defined]
 
     def _load(self, spec: str) -> Any:
-
         embedder = build_embedder(spec, self.pixel_size, tracking=self.tracking)
         if embedder.dim != self.dim:
             raise InputError(
@@ -138,7 +136,6 @@ class SearchIngress(Backend):
         self.tokens = load_tokens(config.tokens_file)
 
     def __serve_build_asgi_app__(self) -> Any:
-
         return create_app(self, self.tokens)
 
     async def call_group(self, group: int, method: str, *args: Any) -> Any:

@@ -26,7 +26,7 @@ from echoseek.service.auth import Tokens
 from echoseek.service.backend import Backend
 from echoseek.service.body_limit import BodyLimit
 from echoseek.service.images import QueryError, decode_base64, decode_image
-from echoseek.service.metrics import CONTENT_TYPE
+from echoseek.service.prometheus import CONTENT_TYPE
 from echoseek.service.validate import check_batch, check_one_of, check_search, check_vector
 
 Rerank = str | StrictBool | None

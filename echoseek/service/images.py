@@ -41,7 +41,6 @@ def decode_base64(text: str, max_bytes: int) -> bytes:
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """An (H, W) or (H, W, 3) uint8 array from PNG/JPEG bytes of at most ``max_pixels``."""
-
     if not data:
         raise QueryError("image: empty")
     try:

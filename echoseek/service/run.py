@@ -52,7 +52,6 @@ class Running:
 
 def quiet_serve() -> None:
     """No Serve INFO lines (started, connecting, ready) on the terminal unless ``-v``."""
-
     import ray.serve  # noqa: F401  (Serve sets its logger up on import: quiet it after)
 
     if not is_verbose():
@@ -99,7 +98,6 @@ def ray_running() -> bool:
 
 def check_port(host: str, port: int) -> None:
     """Refuse a port another process already listens on (before anything starts)."""
-
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as s:
         try:
@@ -128,7 +126,6 @@ def wait_ready(
 ) -> Any:
     """Poll ``/readyz`` until it answers 200; then the ``/v1/index`` document. Raises as soon
     as ``failed()`` names a reason the service cannot start."""
-
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -220,7 +217,6 @@ def stop_serve(timeout_s: float = 30.0) -> None:
 def serve_schema(cfg: ServiceConfig, path: str) -> Any:
     """The ``ServeDeploySchema`` of a Serve config file with ``cfg`` (local paths made
     absolute: replicas may run in another directory) as its first application's ``args``."""
-
     from ray.serve.schema import ServeDeploySchema
 
     data = read_yaml(path)
@@ -250,7 +246,6 @@ def deploy(schema: Any) -> None:
 
 def _deploy_config(cfg: ServiceConfig, path: str) -> tuple[str, Callable[[], None]]:
     """Deploy a Serve config file's applications, the first with ``cfg`` as its args."""
-
     schema = serve_schema(cfg, path)
     compose(cfg)  # a bad index or config fails here, not in a replica
     deploy(schema)
@@ -263,7 +258,6 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _start_uvicorn(cfg: ServiceConfig) -> tuple[str, Callable[[], None], FailureProbe]:
-
     backend = LocalBackend(cfg, groups=cfg.shard_groups or 1)
     app = create_app(backend, load_tokens(cfg.tokens_file))
     server = uvicorn.Server(

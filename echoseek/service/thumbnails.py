@@ -39,7 +39,6 @@ class Thumbnails:
 
     def png(self, item_id: str) -> bytes:
         """The thumbnail of row ``item_id`` as PNG bytes; InputError when there is none."""
-
         if item_id not in self.where:
             raise InputError(f"id {item_id!r}: not in the dataset")
         shard, row = self.where[item_id]

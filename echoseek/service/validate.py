@@ -33,7 +33,6 @@ def check_nprobe(nprobe: Any) -> int | None:
 
 def check_rerank(rerank: Any) -> str | bool | None:
     """``None`` (the version's default), a bool, or a distance name with its parameters."""
-
     if isinstance(rerank, str):
         try:
             resolve_params(rerank)

@@ -44,7 +44,6 @@ def pretrain_then_finetune(
 ) -> dict[str, Any]:
     """Pretrain (unless its encoder is already exported), then fine-tune from it; the
     fine-tuning summary, with the encoder's path. ``hooks`` go to both stages' loops."""
-
     encoder = Path(cfg.pretrain.output)
     if not (encoder / "model.json").is_file():
         quiet = dataclasses.replace(trial, callbacks=[]) if trial is not None else None

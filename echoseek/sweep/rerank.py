@@ -67,7 +67,6 @@ class RerankSetting:
     k: int = 10  # hits scored per query
 
     def __post_init__(self) -> None:
-
         if self.rerank != OFF:
             resolve_params(self.rerank, **self.rerank_params)
         elif self.rerank_params:
@@ -82,7 +81,6 @@ class RerankSetting:
 def settings(cfg: SweepConfig) -> tuple[dict[str, Param], list[dict[str, Any]], dict[str, Any]]:
     """The checked space, every draw of its grid (the product of the fields' lists, each
     once) and the common setting (``base`` YAML with ``fixed``) as plain data."""
-
     if not isinstance(cfg.base, str):
         raise ConfigError(f"base: expected a YAML file of rerank settings, got {cfg.base!r}")
     base = read_yaml(cfg.base) if cfg.base else {}
@@ -109,7 +107,6 @@ class Queries:
 
 def load_queries(path: str) -> Queries:
     """The labelled rows of a vectors artifact (unlabelled rows cannot be scored)."""
-
     vectors, labels = [], []
     for batch in iter_vector_batches(path):
         keep = [i for i, label in enumerate(batch.metadata.get("label", [])) if label is not None]
@@ -140,7 +137,6 @@ def score_setting(
 ) -> dict[str, float]:  # fmt: skip
     """``val_map``, ``val_p@10``, latency p50/p95 (ms) of one setting (module docstring);
     ``labels``: the index's id -> label, ``totals``: label -> items in the index."""
-
     aps, p10s, seconds = [], [], []
     for q, label in zip(queries.vectors, queries.labels, strict=True):
         start = time.perf_counter()
@@ -165,7 +161,6 @@ def score_setting(
 
 def run_rerank_sweep(cfg: SweepConfig) -> dict[str, Any]:
     """Score every setting, log each as a child run, publish the output; a summary."""
-
     if not cfg.index or not cfg.input:
         raise ConfigError("index and input are required: an index version and held-out vectors")
     cfg = dataclasses.replace(

@@ -80,7 +80,6 @@ def write_table(
 ) -> None:
     """``results.parquet`` at ``path`` (the sweep publishes its output dir as a whole);
     ``extra``: more per-row values, one column each."""
-
     columns: dict[str, list[Any]] = {
         name: [r[name] for r in rows]
         for name in ("trial_id", "status", "error", "seconds", "epochs", "best", "last")
@@ -97,7 +96,6 @@ def write_table(
 def text(value: Any) -> str:
     """A parameter value as text (one column type whatever the values: 0.1, 'cosine', inf, a
     list of one value per field of a comma key)."""
-
     value = decode(value)
     if isinstance(value, (list, dict)):
         return json.dumps(value)

@@ -256,7 +256,6 @@ def publish(
 ) -> dict[str, Any]:
     """Write ``results.parquet``, ``best.yaml``, ``sweep.json`` and the figures as one
     directory, close the trials' child runs, tag the best, register it when asked."""
-
     keys = list(prep.space)
     children = child_runs(logger, parent)
     for row in rows:
@@ -324,7 +323,6 @@ def close_child(logger: Any, parent: str, name: str, row: dict[str, Any]) -> Non
 
 def register(cfg: SweepConfig, best: dict[str, Any], logger: Any) -> str:
     """Register the best trial's model as ``cfg.register`` and point ``@candidate`` at it."""
-
     version = register_version(f"runs:/{best['run_id']}/model", cfg.register, logger.uri).version
     set_alias(cfg.register, CANDIDATE, version, logger.uri)
     return f"models:/{cfg.register}@candidate (version {version})"

@@ -1,8 +1,9 @@
 """echoseek.training: the small pure helpers a Ray Train worker loop wires together.
 
-Learning-rate schedule (:mod:`schedule`), mixed precision (:mod:`precision`), checkpoints
-(:mod:`state`), one epoch of training and the evaluation metrics (:mod:`loop`) and the live
-progress line (:mod:`progress`). Nothing here imports Ray: every helper runs in a plain
+Learning-rate schedule (:mod:`schedule`), checkpoints (:mod:`state`) and one epoch of
+training with the evaluation metrics (:mod:`loop`); mixed precision
+(:mod:`echoseek.models.precision`) and the live progress line (:mod:`echoseek.progress`) are
+re-exported from the layers below. Nothing here imports Ray: every helper runs in a plain
 process, and the jobs call them from ``train_loop_per_worker``.
 """
 

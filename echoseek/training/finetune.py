@@ -197,7 +197,6 @@ class Validation:
 
 def held_out(cfg: FinetuneConfig, desc: dict[str, Any]) -> Validation:
     """``val`` when given (refused if it is the training input), else a stratified split."""
-
     if cfg.val:
         val_desc = validation_descriptor(
             cfg.val,
@@ -443,7 +442,6 @@ def export(
 ) -> dict[str, Any]:
     """Save the best checkpoint (held-out validation mAP) on the ``pretrained`` encoder and
     its meta as the model artifact, and log it."""
-
     best = result.get_best_checkpoint("val_map", "max") or result.checkpoint
     if best is None:
         raise ConfigError(f"run {cfg.run.name}: training finished without a checkpoint")

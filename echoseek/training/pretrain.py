@@ -166,7 +166,6 @@ def size_memory_bank(cfg: PretrainConfig, rows: int) -> PretrainConfig:
     a copy of ``cfg`` with ``model.method_options.num_data`` set to the dataset's count, or
     refused when it names another count (the stream's ``index`` runs over every row of
     ``input``); ``cfg`` itself for any other method."""
-
     method = METHODS.get(cfg.method)
     if method is None or not method.needs_index:
         return cfg
@@ -201,7 +200,6 @@ def pretrain(
     ``hooks`` are called on every worker at the start of every epoch (see :func:`run_hooks`);
     ``trial`` makes it a sweep trial (nested MLflow run, epochs reported to Tune).
     """
-
     launched = time.time()  # the driver's start: the run's time to first step counts from here
     cfg, desc = check(resolve(cfg))  # copies: the caller's config is never changed
     logger = RunLogger(cfg.run.tracking_uri, cfg.run.experiment)
@@ -337,7 +335,6 @@ def evaluate(
 
 def export(cfg: PretrainConfig, result: Any, logger: Any) -> dict[str, Any]:
     """Save the final encoder as a model artifact, log it with the config and loss curve."""
-
     if result.checkpoint is None:
         raise ConfigError(f"run {cfg.run.name}: training finished without a checkpoint")
     meta = ModelMeta(
@@ -378,7 +375,6 @@ def export(cfg: PretrainConfig, result: Any, logger: Any) -> dict[str, Any]:
 
 
 def _fresh_method(cfg: PretrainConfig) -> Any:
-
     m = cfg.model
     backbone = build_backbone(m.backbone, m.in_channels, m.small_stem, m.pooling)
     return build_method(cfg.method, backbone, **m.method_options)

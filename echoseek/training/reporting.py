@@ -18,7 +18,6 @@ def epoch_metrics(epoch: int, stats: Any, **extra: Any) -> dict[str, Any]:
     """What every worker reports for an epoch: loss, img/s, the share of step time spent
     waiting for data, this process's peak RSS and its device's peak allocated memory (MiB, 0
     without a GPU), and ``extra``."""
-
     gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_initialized() else 0.0
     return {
         "epoch": epoch,

@@ -66,7 +66,6 @@ def prepare(model: nn.Module, scale: ScaleOptions, world_size: int) -> nn.Module
 def augment_seed(seed: int, rank: int, start_epoch: int) -> int:
     """The seed of a worker's augmentations: one stream per (run seed, rank, start epoch), so
     ranks differ and a resumed run does not replay the augmentations of its first epochs."""
-
     return int(np.random.SeedSequence([seed, rank, start_epoch]).generate_state(1)[0])
 
 
