@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "phantom": ("echoseek.jobs.phantom", "generate a phantom ultrasound breath-hold cine"),
     "ingest": ("echoseek.jobs.ingest", "convert .mat stacks or image folders to a dataset dir"),
     "evaluate": ("echoseek.jobs.evaluate", "score retrieval (AP, mAP, P@K, lift, latency)"),
+    "anomaly": ("echoseek.jobs.anomaly", "kNN anomaly scores against normal items (AUROC, AP)"),
     "pretrain": ("echoseek.jobs.pretrain", "self-supervised pretraining on Ray Train"),
     "finetune": ("echoseek.jobs.finetune", "FastAP fine-tuning of a pretrained encoder"),
     "tune": ("echoseek.jobs.tune", "hyperparameter sweep of pretrain or finetune on Ray Tune"),

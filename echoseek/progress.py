@@ -1,4 +1,4 @@
-"""One live progress line per epoch, and the time left."""
+"""Progress on the terminal: the epoch line with the time left, and a live progress bar."""
 
 from __future__ import annotations
 

@@ -4,11 +4,12 @@ An embedder maps a list of uint8 images ((H, W) or (H, W, 3), any size) to an (N
 array of L2-normalised vectors. Two kinds:
 
 * ``pixels``: the raw-pixel baseline (:mod:`echoseek.baseline`);
-* a model artifact (a directory, or a URI :func:`echoseek.models.artifact.resolve_model_path`
-  understands): images are converted to the model's channel count (luma for RGB -> gray,
-  repetition for gray -> RGB) and go through the same deterministic evaluation transform as
-  validation during training (:func:`echoseek.data.augment.eval_transform`, batched on the
-  model's device), then the model, under autocast on GPU (bf16 where supported, else fp16).
+* a model artifact (any :class:`~echoseek.model_ref.ModelRef`: a directory, ``runs:/``,
+  ``models:/``; an alias is pinned to its version): images are converted to the model's
+  channel count (luma for RGB -> gray, repetition for gray -> RGB) and go through the same
+  deterministic evaluation transform as validation during training
+  (:func:`echoseek.data.augment.eval_transform`, batched on the model's device), then the
+  model, under autocast on GPU (bf16 where supported, else fp16).
 """
 
 from __future__ import annotations

@@ -256,6 +256,20 @@ class IndexReader:
                 out[j] = rec
         return out
 
+    def live_items(self) -> tuple[list[str], np.ndarray]:
+        """External ids and stored vectors (float32; re-normalised for a normalised index) of
+        every item not deleted, shard by shard: the version's items as a reference set."""
+        ids: list[str] = []
+        chunks: list[np.ndarray] = []
+        for s in range(len(self._shards)):
+            table = self._metadata_table(s)
+            internal = np.asarray(table.column("internal_id").to_numpy(), dtype=np.int64)
+            keep = ~np.isin(internal, self._tombstones)
+            ids += [str(v) for v, k in zip(table.column("id").to_pylist(), keep, strict=True) if k]
+            chunks.append(self.fetch_vectors(internal[keep]))
+        vectors = np.concatenate(chunks) if chunks else np.empty((0, self.dim), np.float32)
+        return ids, normalize_rows(vectors) if self.manifest.get("normalize") else vectors
+
     # --- lifecycle -----------------------------------------------------------------------
 
     def close(self) -> None:

@@ -116,6 +116,28 @@ def similarity_curve(scores_ranked: np.ndarray, relevant_ranked: np.ndarray, pat
         return _save(fig, path, plt)
 
 
+def score_histogram(
+    scores: np.ndarray, labels: np.ndarray, normal: Sequence[int], path: Path
+) -> Path:
+    """Anomaly scores by class (label -1: unlabelled), normal classes solid, others hatched."""
+    with pyplot() as plt:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        bins = np.histogram_bin_edges(scores, bins=40)
+        for label in np.unique(labels):
+            kind = "normal" if label in normal else "unlabelled" if label < 0 else "anomaly"
+            ax.hist(
+                scores[labels == label],
+                bins=bins,
+                alpha=0.55,
+                hatch=None if kind == "normal" else "//",
+                label=f"label {label} ({kind}, {int((labels == label).sum())})",
+            )
+        ax.set_xlabel("kNN score (mean cosine distance)")
+        ax.set_ylabel("items")
+        ax.legend(fontsize=8)
+        return _save(fig, path, plt)
+
+
 def topk_grid(
     query: np.ndarray, hits: Sequence[Mapping[str, Any]], images: Sequence[np.ndarray], path: Path
 ) -> Path:
