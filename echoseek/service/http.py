@@ -22,12 +22,19 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.exceptions import HTTPException
 
+from echoseek.service.anomaly import NormalScores, anomaly_answer
 from echoseek.service.auth import Tokens
 from echoseek.service.backend import Backend
 from echoseek.service.body_limit import BodyLimit
 from echoseek.service.images import QueryError, decode_base64, decode_image
 from echoseek.service.prometheus import CONTENT_TYPE
-from echoseek.service.validate import check_batch, check_one_of, check_search, check_vector
+from echoseek.service.validate import (
+    check_batch,
+    check_k,
+    check_one_of,
+    check_search,
+    check_vector,
+)
 
 Rerank = str | StrictBool | None
 CODES = {
@@ -58,6 +65,10 @@ class SearchBody(OneQuery):
     nprobe: StrictInt | None = None
     rerank: Rerank = None
     partial: StrictBool = False  # allow a result without shards that cannot answer
+
+
+class AnomalyBody(OneQuery):
+    k: StrictInt = 5
 
 
 class BatchBody(BaseModel):
@@ -101,6 +112,7 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
     install_metrics(app, backend)
     search_scope = [Depends(require(tokens, "search"))]
     app.include_router(search_router(backend), dependencies=search_scope)
+    app.include_router(anomaly_router(backend), dependencies=search_scope)
     app.include_router(items_router(backend), dependencies=search_scope)
     app.include_router(index_router(backend), dependencies=search_scope)
     app.include_router(admin_router(backend), dependencies=[Depends(require(tokens, "admin"))])
@@ -246,6 +258,25 @@ def search_router(backend: Backend) -> APIRouter:
         return await answer(
             backend, vectors, model, body.k, body.nprobe, body.rerank, body.partial, single=False
         )
+
+    return router
+
+
+def anomaly_router(backend: Backend) -> APIRouter:
+    """``/v1/anomaly``: the kNN anomaly score of one query against the served items."""
+    router = APIRouter()
+    normals = NormalScores()
+
+    @router.post("/v1/anomaly")
+    async def anomaly(body: AnomalyBody) -> dict[str, Any]:
+        """Mean cosine distance of a vector, a base64 image or a stored item to its ``k``
+        nearest stored items, and its percentile among the stored items' own scores."""
+        start = time.perf_counter()
+        check_k(body.k, backend.cfg.limits.max_k)
+        one = OneQuery(vector=body.vector, image=body.image, id=body.id)
+        vectors, model = await vectors_of(backend, [one], single=True)
+        found = await anomaly_answer(backend, normals, vectors[0], body.k, body.id, model)
+        return {**found, "took_ms": round((time.perf_counter() - start) * 1000, 3)}
 
     return router
 

@@ -87,6 +87,8 @@ def test_upload_relabel_and_download(browser, page_url, service_dataset, tmp_pat
     assert "8 results for query.png" in browser.find_element(By.ID, "status").text
     first = cards[0].find_element(By.CSS_SELECTOR, ".frame").text
     assert first == "5"  # the frame itself ranks first
+    anomaly = wait_for(lambda: browser.find_element(By.ID, "anomaly").text)
+    assert anomaly.startswith("anomaly score 0.") and "percentile" in anomaly, anomaly
     wait_for(
         lambda: all(
             c.find_element(By.TAG_NAME, "img").get_attribute("src").startswith("blob:")
