@@ -127,6 +127,24 @@ def detection_metrics(scores: np.ndarray, anomalous: np.ndarray) -> dict[str, fl
     }
 
 
+def leave_one_out_auroc(
+    embeddings: np.ndarray, labels: np.ndarray, normal_labels: Sequence[int], k: int
+) -> float:
+    """AUROC of the score of every labelled row (label ≥ 0) against the normal rows (label in
+    ``normal_labels``, never itself), anomalies the others: the held-out anomaly quality an
+    embedding gives, as a sweep's ``val_auroc``. Rows are L2-normalised first."""
+    x = _rows(embeddings, "embeddings")
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    y = np.asarray(labels).reshape(-1)
+    known = y >= 0
+    normal = known & np.isin(y, list(normal_labels))
+    rows, ref = np.flatnonzero(known), np.flatnonzero(normal)
+    if ref.size == 0:
+        raise InputError(f"no item has a normal label ({list(normal_labels)})")
+    scores = knn_scores(x[rows], x[ref], k, rows.astype(str).tolist(), ref.astype(str).tolist())
+    return auroc(scores, ~normal[rows])
+
+
 def _rows(x: np.ndarray, name: str) -> np.ndarray:
     a = np.asarray(x, dtype=np.float32)
     if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:

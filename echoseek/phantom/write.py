@@ -13,6 +13,9 @@
 * ``dataset_labels.csv``: ``frame_index,label`` rows, 0-based frame index, label 0/1;
 * ``dataset_phase_labels.csv``: the same rows with the respiratory-phase class of each frame
   (:mod:`.phase`), the labels to train a retrieval model on;
+* ``dataset_anomaly_labels.csv``: the same rows, 1 for a frame an inspector would flag (a
+  transient artefact, or a probe-shift or rib-sweep hard negative), else 0: the labels of
+  ``echoseek anomaly normal_labels=[0]`` and of a sweep's ``val_auroc``;
 * ``invivo.png``: the query, 8-bit grayscale;
 * ``phantom.json``: parameters, reference, tolerance, counts, hard negatives, breath holds,
   frames with a transient artefact, file checksums.
@@ -51,6 +54,7 @@ MAT_FILE, LABELS_FILE, PHASE_LABELS_FILE, QUERY_FILE, META_FILE = (
     "invivo.png",
     "phantom.json",
 )
+ANOMALY_LABELS_FILE = "dataset_anomaly_labels.csv"
 
 
 def write_phantom(
@@ -65,6 +69,8 @@ def write_phantom(
         write_mat(staging / MAT_FILE, phantom.frames, mat_format)
         write_labels_csv(staging / LABELS_FILE, phantom.labels)
         write_labels_csv(staging / PHASE_LABELS_FILE, phantom.phase_labels)
+        anomalous = phantom.artifact | phantom.hard_negative
+        write_labels_csv(staging / ANOMALY_LABELS_FILE, anomalous.astype(np.int64))
         write_png(staging / QUERY_FILE, phantom.query)
         meta = provenance(phantom, mat_format, staging)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -129,7 +135,7 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
 def provenance(phantom: Phantom, mat_format: str, folder: Path) -> dict[str, Any]:
     """The ``phantom.json`` content; checksums of the files already in ``folder``."""
-    names = (MAT_FILE, LABELS_FILE, PHASE_LABELS_FILE, QUERY_FILE)
+    names = (MAT_FILE, LABELS_FILE, PHASE_LABELS_FILE, ANOMALY_LABELS_FILE, QUERY_FILE)
     files = {name: sha256_file(folder / name) for name in names}
     return {
         "format": FORMAT,

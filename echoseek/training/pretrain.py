@@ -33,6 +33,7 @@ from echoseek.data.augment import AugmentConfig, eval_transform
 from echoseek.data.dataset import read_descriptor, shard_paths, validation_descriptor
 from echoseek.data.views import eval_view, frame_dataset
 from echoseek.errors import ConfigError
+from echoseek.evaluation.anomaly import leave_one_out_auroc
 from echoseek.models.artifact import ModelMeta, build_model, save_model
 from echoseek.models.backbones import BACKBONES, POOLINGS, build_backbone
 from echoseek.models.ssl import METHODS, build_method
@@ -104,6 +105,7 @@ class PretrainConfig:
     input: str = ""  # dataset dir (echoseek ingest)
     output: str = "work/model_ssl"  # model artifact of the trained encoder
     val: str = ""  # labelled dataset dir for retrieval mAP each epoch (optional)
+    normal_labels: list[int] | None = None  # with val: also val_auroc (labels of normal items)
     method: str = "simsiam"
     epochs: int = 10
     batch_size: int = 32  # per worker; global = batch_size x scale.num_workers
@@ -148,6 +150,8 @@ def check(cfg: PretrainConfig) -> tuple[PretrainConfig, dict[str, Any]]:
     shard_paths(cfg.input)  # shard checksums verified on the driver, before any worker reads
     if cfg.val:
         validation_descriptor(cfg.val, desc, "validation metrics need a held-out dataset")
+    if cfg.normal_labels is not None and not cfg.val:
+        raise ConfigError("normal_labels: val_auroc needs a labelled held-out dataset (val=)")
     cfg = size_memory_bank(cfg, int(desc["count"]))
     rows_per_worker = desc["count"] // cfg.scale.num_workers
     if rows_per_worker < cfg.batch_size:
@@ -185,11 +189,13 @@ REPORTED = ("epoch", "loss", "images_per_s", "data_wait_fraction", "peak_rss_mb"
             "gpu_peak_mb", "worker_start_s", "first_batch_s", "first_step_s", "lr", "rankme",
             "collapse_std")  # fmt: skip
 REPORTED_WITH_VAL = ("val_map", "val_p@10")
+ANOMALY_K = 5  # neighbours of val_auroc's kNN score (evaluation.anomaly)
 
 
 def reported(cfg: PretrainConfig) -> tuple[str, ...]:
     """The metric names each epoch of a run of ``cfg`` reports."""
-    return REPORTED + (REPORTED_WITH_VAL if cfg.val else ())
+    anomaly = ("val_auroc",) if cfg.val and cfg.normal_labels is not None else ()
+    return REPORTED + (REPORTED_WITH_VAL if cfg.val else ()) + anomaly
 
 
 def pretrain(
@@ -306,15 +312,23 @@ def pretrain_loop(config: dict[str, Any]) -> None:
         prepare=views,
         on_step_end=base.on_step_end,
         extra=lambda epoch, stats: {"lr": lr_at((epoch + 1) * steps_per_epoch - 1)},
-        evaluate=lambda: evaluate(base, cfg.augment, device, dtype, has_val=bool(cfg.val)),
+        evaluate=lambda: evaluate(
+            base, cfg.augment, device, dtype, has_val=bool(cfg.val), normal=cfg.normal_labels
+        ),
     )
 
 
 def evaluate(
-    model: Any, augment: AugmentConfig, device: Any, dtype: Any, has_val: bool
+    model: Any,
+    augment: AugmentConfig,
+    device: Any,
+    dtype: Any,
+    has_val: bool,
+    normal: list[int] | None = None,
 ) -> dict[str, float]:
-    """Rank 0: RankMe and collapse std on the probe subset; retrieval mAP on ``val`` (frames
-    through the evaluation transform on the device)."""
+    """Rank 0: RankMe and collapse std on the probe subset; retrieval mAP on ``val`` and, with
+    ``normal`` labels, the AUROC of kNN anomaly scores there (frames through the evaluation
+    transform on the device)."""
     import ray.train
 
     def embed(name: str) -> Any:
@@ -330,6 +344,8 @@ def evaluate(
         vectors, labels = embed("val")
         retrieval = retrieval_metrics(vectors, labels)
         out.update({"val_map": retrieval["map"], "val_p@10": retrieval["p@10"]})
+        if normal is not None:
+            out["val_auroc"] = leave_one_out_auroc(vectors, labels, normal, ANOMALY_K)
     return out
 
 

@@ -14,6 +14,7 @@ from echoseek.evaluation.anomaly import (
     detection_metrics,
     fpr_at_tpr,
     knn_scores,
+    leave_one_out_auroc,
     leave_one_out_scores,
     percentiles,
 )
@@ -99,3 +100,19 @@ def test_bad_input_names_the_problem() -> None:
         auroc(np.arange(4.0), np.zeros(4, dtype=bool))
     with pytest.raises(InputError, match="NaN"):
         knn_scores(np.full((1, 4), np.nan), ref, 1)
+
+
+def test_leave_one_out_auroc_scores_every_labelled_row_against_the_normal_ones() -> None:
+    rng = np.random.default_rng(5)
+    normal = unit_rows(rng, 30, 6) + np.float32(3.0)  # a tight cone
+    odd = unit_rows(rng, 10, 6)
+    x = np.concatenate([normal, odd, unit_rows(rng, 5, 6)])
+    labels = np.array([0] * 15 + [2] * 15 + [1] * 10 + [-1] * 5)  # two normal classes
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    ref = list(range(30))
+    scores = brute_force(unit[:40], unit[ref], 3, [*range(30), *([None] * 10)])
+    expected = roc_auc_score(labels[:40] == 1, scores)
+    assert leave_one_out_auroc(x, labels, [0, 2], 3) == pytest.approx(expected)
+    assert leave_one_out_auroc(x, labels, [0, 2], 3) > 0.9
+    with pytest.raises(InputError, match="no item has a normal label"):
+        leave_one_out_auroc(x, labels, [7], 3)

@@ -27,6 +27,7 @@ def test_cli_writes_the_phantom_files(tmp_path: Path, capsys: pytest.CaptureFixt
     assert cli.main(["phantom", f"output={out}", *SMALL]) == 0
     files = {p.name for p in out.iterdir()}
     names = {"dataset.mat", "dataset_labels.csv", "dataset_phase_labels.csv", "invivo.png"}
+    names.add("dataset_anomaly_labels.csv")
     assert {*names, "phantom.json"} == files
     printed = capsys.readouterr().out
     assert "40 frames 64x64" in printed and str(out) in printed

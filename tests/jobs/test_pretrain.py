@@ -65,7 +65,8 @@ def test_two_workers_survive_a_crash_export_track_and_resume(
     from tests.faults import FailOnce
 
     marker = tmp_path / "ray" / "t" / "echoseek-injected-failure"  # rank 1 dies at epoch 1
-    cfg = load_config(pretrain.Config, None, config(dataset, tmp_path, **{"run.register": "enc"}))
+    overrides = {"run.register": "enc", "normal_labels": "[0]"}  # val_auroc: label 1 anomalous
+    cfg = load_config(pretrain.Config, None, config(dataset, tmp_path, **overrides))
     out = pretrain_fn(cfg, hooks=[FailOnce(marker, epoch=1)])
     assert marker.exists()  # the failure really happened, and the run still finished
     assert out["epochs"] == 2 and np.isfinite(out["loss"])
@@ -88,6 +89,7 @@ def test_two_workers_survive_a_crash_export_track_and_resume(
     step_lr = client.get_metric_history(out["run_id"], "step_lr")
     assert len(step_lr) == len(steps) and all(m.value > 0 for m in step_lr)
     assert {"rankme", "collapse_std", "val_map", "data_wait_fraction"} <= set(run.data.metrics)
+    assert 0.0 <= run.data.metrics["val_auroc"] <= 1.0
     # time to first step: the first attempt's epoch 0, then the restart's own (a later step)
     first = [m.value for m in client.get_metric_history(out["run_id"], "first_step_s")]
     assert len(first) == 2 and 0 < first[0] < first[1] < out["seconds"]
@@ -122,6 +124,7 @@ def test_two_workers_survive_a_crash_export_track_and_resume(
         ({"method": "nope"}, "method: unknown 'nope'"),
         ({"nonsense": 1}, "unknown config field 'nonsense'"),
         ({"batch_size": 64}, "workers gets only 24 rows"),
+        ({"val": "", "normal_labels": "[0]"}, "normal_labels: val_auroc needs a labelled held-out"),
         (
             {"method": "instdisc", "model.method_options.num_data": 5},
             "model.method_options.num_data: 5, but",

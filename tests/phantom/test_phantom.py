@@ -277,6 +277,7 @@ def test_write_v5_reads_back(small: Phantom, tmp_path) -> None:
 
     out = write_phantom(small, tmp_path / "p", mat_format="v5")
     names = {"dataset.mat", "dataset_labels.csv", "dataset_phase_labels.csv", "invivo.png"}
+    names.add("dataset_anomaly_labels.csv")
     assert {p.name for p in out.iterdir()} == {*names, "phantom.json"}
     frames = scipy.io.loadmat(out / "dataset.mat")["frames"]
     assert frames.shape == (64, 64, 40) and frames.dtype == np.uint8
@@ -287,6 +288,10 @@ def test_write_v5_reads_back(small: Phantom, tmp_path) -> None:
     assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(40))
     phase_lines = (out / "dataset_phase_labels.csv").read_text().splitlines()
     assert [int(line.split(",")[1]) for line in phase_lines[1:]] == small.phase_labels.tolist()
+    flagged = (out / "dataset_anomaly_labels.csv").read_text().splitlines()[1:]
+    assert [int(line.split(",")[1]) for line in flagged] == (
+        small.artifact | small.hard_negative
+    ).astype(int).tolist()
     with Image.open(out / "invivo.png") as img:
         assert img.mode == "L"
         assert np.array_equal(np.asarray(img), small.query)
