@@ -321,12 +321,11 @@ def finetune(
         mode="max",
         callbacks=callbacks,
     )
-    started = time.perf_counter()
     result = fit_tracked(trainer, logger, printer)
     summary = export(cfg, result, logger, (pretrained, meta), source, validation.record)
     logger.log_history_plot("loss")
     logger.end()
-    return {**summary, "seconds": time.perf_counter() - started, "run_id": run_id}
+    return {**summary, "seconds": time.time() - launched, "run_id": run_id}
 
 
 def _model_copy(cfg: FinetuneConfig) -> Path | None:

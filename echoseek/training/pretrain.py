@@ -251,11 +251,10 @@ def pretrain(
         mode=mode,
         callbacks=callbacks,
     )
-    started = time.perf_counter()
     result = fit_tracked(trainer, logger, printer)
     summary = export(cfg, result, logger)
     logger.end()
-    return {**summary, "seconds": time.perf_counter() - started, "run_id": run_id}
+    return {**summary, "seconds": time.time() - launched, "run_id": run_id}
 
 
 def pretrain_loop(config: dict[str, Any]) -> None:
