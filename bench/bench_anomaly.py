@@ -9,9 +9,11 @@ protocol of Otero, Mateus and Balestriero (2024, arXiv 2410.04289) on this proje
 For each set and seed, one class (or the phantom's normal frames) is normal and everything else
 is an anomaly:
 
-- ``phantom``: cines with more transient artefacts and hard negatives than the demo's (both are
-  the anomalies, ``dataset_anomaly_labels.csv``); training frames come from the cine of seed
-  ``2s + 1``, the scored frames are the whole cine of seed ``2s`` (another subject);
+- ``phantom``: a cine with more transient artefacts and hard negatives than the demo's (both are
+  the anomalies, ``dataset_anomaly_labels.csv``) of the subject of seed ``2s + 1``: training
+  frames from its first 60 %, the scored frames its last 40 % (held out in time);
+  ``phantom-other``: training frames from that whole cine, scored frames the cine of seed
+  ``2s`` (another subject);
 - ``digits``: scikit-learn's digits (:mod:`real_sets`), class 0 normal, split by item.
 
 The SSL encoder (``echoseek pretrain ray_jobs/pretrain.local.yaml method=M``) trains on the
@@ -72,14 +74,25 @@ def contaminated(labels: np.ndarray, percent: float, rng: np.random.Generator) -
     return np.sort(np.concatenate([normal, rng.choice(odd, want, replace=False)]))
 
 
+def phantom_cine(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames and labels (1: a transient artefact or a hard negative) of one subject's cine."""
+    p = generate_phantom(PhantomParams(seed=seed, **PHANTOM))  # type: ignore[arg-type]
+    return p.frames, (p.artifact | p.hard_negative).astype(np.int64)
+
+
 def phantom_set(seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """(train pool, test) frames and labels: two subjects' cines, anomalies labelled 1."""
+    """(train pool, test): the first 60 % of one subject's cine, and its last 40 % (held out
+    in time; the normal reference is the same subject, as an inspection line's is)."""
+    frames, labels = phantom_cine(2 * seed + 1)
+    cut = round(0.6 * len(labels))
+    return (frames[:cut], labels[:cut]), (frames[cut:], labels[cut:])
 
-    def cine(s: int) -> tuple[np.ndarray, np.ndarray]:
-        p = generate_phantom(PhantomParams(seed=s, **PHANTOM))  # type: ignore[arg-type]
-        return p.frames, (p.artifact | p.hard_negative).astype(np.int64)
 
-    return cine(2 * seed + 1), cine(2 * seed)
+def phantom_other_subject(
+    seed: int,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """(train pool, test): one subject's whole cine, and another subject's."""
+    return phantom_cine(2 * seed + 1), phantom_cine(2 * seed)
 
 
 def digits_set(seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -95,6 +108,9 @@ def digits_set(seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarr
         test += list(members[cut : cut + (len(members) - cut if cls == 0 else 120)])
     train_i, test_i = np.sort(train), np.sort(test)
     return (data.images[train_i], y[train_i]), (data.images[test_i], y[test_i])
+
+
+SETS = {"phantom": phantom_set, "phantom-other": phantom_other_subject, "digits": digits_set}
 
 
 def score(model: str, train: Path, test: Path, out: Path) -> float:
@@ -122,9 +138,7 @@ def run_pretrain(train: Path, method: str, epochs: int, work: Path) -> tuple[Pat
 def bench_set(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     for seed in args.seeds:
-        (pool_x, pool_y), (test_x, test_y) = (phantom_set if name == "phantom" else digits_set)(
-            seed
-        )
+        (pool_x, pool_y), (test_x, test_y) = SETS[name](seed)
         test = write_dataset(work / f"{name}-{seed}-test", test_x, test_y)
         for c in args.contamination:
             rng = np.random.default_rng(1000 * seed + int(10 * c))
