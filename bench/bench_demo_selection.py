@@ -6,7 +6,7 @@ third cine (another subject), scored on the evaluation cine against raw pixels.
 Three phantom cines of 445 frames: the evaluation cine (seed 0, breath-hold labels, as
 ``make demo``), the training cine (seed 1, phase classes) and a validation cine (seed 2, phase
 classes). Per repetition the demo's encoder is pretrained once (SimSiam, 1 epoch,
-:func:`echoseek.jobs.demo_stages.training_configs`), then fine-tuned twice with the demo's config
+:func:`echoseek.jobs.demo.stages.training_configs`), then fine-tuned twice with the demo's config
 (FastAP, 3 epochs, whole backbone, 2 Ray Train CPU workers):
 
 - ``held-out frames``: 80 % of the training cine trains, the best epoch on the other 20 % is
@@ -35,7 +35,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 import numpy as np
 
 from echoseek.jobs import evaluate, finetune, pretrain
-from echoseek.jobs.demo_stages import TRAIN_LABELS, cine, training_configs
+from echoseek.jobs.demo.stages import TRAIN_LABELS, cine, training_configs
 
 
 def scores(work: Path, model: str) -> tuple[float, float]:

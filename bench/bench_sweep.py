@@ -7,8 +7,8 @@ Data (all phantom, respiratory-phase classes): the trials train on the cine of s
 and checkpoint selection read the held-out mAP of the cine of seed 2 (another subject,
 ``val=``), and the findings are scored on the cine of seed 3 (never trained or selected on).
 The encoder is the demo's SimSiam pretraining (1 epoch); every trial is the demo's fine-tune
-(:func:`echoseek.jobs.demo_stages.training_configs`) with 2 Ray Train workers, one trial at a
-time, as ``make demo``'s sweep (:func:`echoseek.jobs.demo_stages.sweep_config`) runs it.
+(:func:`echoseek.jobs.demo.stages.training_configs`) with 2 Ray Train workers, one trial at a
+time, as ``make demo``'s sweep (:func:`echoseek.jobs.demo.stages.sweep_config`) runs it.
 
 - **asha**: one grid (3 FastAP distances x 2 learning rates) run twice, to the full budget (FIFO)
   and with ASHA (grace 1 epoch, reduction factor 3). Reported: each sweep's wall time, and the
@@ -42,7 +42,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import numpy as np
 
-from echoseek.jobs import demo_stages, finetune, pretrain
+from echoseek.jobs.demo import finetune, pretrain
+from echoseek.jobs.demo import stages as demo_stages
 from echoseek.sweep import SchedulerOptions, run_sweep
 from echoseek.sweep.trial import expand
 

@@ -56,7 +56,7 @@ def test_unknown_training_labels_are_refused() -> None:
 def test_demo_sweep_is_a_checked_sweep_of_the_demo_finetune(tmp_path: Path) -> None:
     import yaml
 
-    from echoseek.jobs.demo_stages import DEMO_DISTANCES, sweep_config, training_configs
+    from echoseek.jobs.demo.stages import DEMO_DISTANCES, sweep_config, training_configs
     from echoseek.sweep.trial import trial_config
     from echoseek.sweep.tuner import prepare
     from tests.datasets import ingested_stack, random_stack
@@ -86,8 +86,8 @@ def test_demo_sweep_is_a_checked_sweep_of_the_demo_finetune(tmp_path: Path) -> N
 
 
 def test_checkpoints_are_chosen_on_a_third_cine_and_the_summary_says_so(tmp_path: Path) -> None:
-    from echoseek.jobs.demo_stages import training_configs
-    from echoseek.jobs.demo_summary import data_protocol
+    from echoseek.jobs.demo.stages import training_configs
+    from echoseek.jobs.demo.summary import data_protocol
 
     train, val = tmp_path / "train_dataset", tmp_path / "val_dataset"
     kwargs = {"size": 32, "train_labels": "phase", "pretrain_epochs": 1, "finetune_epochs": 3}

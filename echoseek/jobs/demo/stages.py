@@ -6,7 +6,7 @@ on a second cine (another subject), the fine-tune as :func:`sweep_stage`: a Ray 
 FastAP's distance (ASHA) whose best trial is the model; :func:`promote_stage` registers and
 promotes it; :func:`index_stages` embeds, indexes and measures the index; :func:`service_stage`
 starts the search endpoint on it, sends one image query over HTTP and stops it.
-:mod:`echoseek.jobs.demo` strings them together and :mod:`echoseek.jobs.demo_summary` prints
+:mod:`echoseek.jobs.demo` strings them together and :mod:`echoseek.jobs.demo.summary` prints
 the summary.
 """
 

@@ -3,7 +3,7 @@
     make demo                       # = echoseek demo work_dir=work/demo
     echoseek demo frames=200 seed=3
 
-Stages (:mod:`echoseek.jobs.demo_stages`, each the job a user runs by hand): phantom cine -> ingest
+Stages (:mod:`echoseek.jobs.demo.stages`, each the job a user runs by hand): phantom cine -> ingest
 -> raw-pixel baseline evaluation -> (``train=true``) a second cine of another "subject" with
 its respiratory-phase classes -> SimSiam pretraining on it -> FastAP fine-tuning (2 Ray Train
 CPU workers; checkpoint chosen on a held-out part of the cine), by default as a Ray Tune sweep
@@ -17,7 +17,6 @@ measured, on which data, where every output went (``make report``: the champion'
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 from echoseek.errors import ConfigError
 from echoseek.jobs import evaluate
-from echoseek.jobs.demo_stages import (
+from echoseek.jobs.demo.stages import (
     DEMO_MODEL,
     TRAIN_LABELS,
     cine,
@@ -35,7 +34,7 @@ from echoseek.jobs.demo_stages import (
     stage,
     training_stages,
 )
-from echoseek.jobs.demo_summary import data_protocol, scores, summary_lines
+from echoseek.jobs.demo.summary import data_protocol, scores, summary_lines
 from echoseek.jobs.runner import run_job
 from echoseek.service.ingress import prepare_ingress
 from echoseek.service.run import ray_running
@@ -143,7 +142,3 @@ def summarize(s: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None, prog: str = "echoseek demo") -> int:
     """Command-line entry point."""
     return run_job(Config, run, argv, prog, __doc__, summarize)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
