@@ -40,8 +40,11 @@ class LabelMatch:
         return sum(label is not None for label in self.labels)
 
 
-def read_labels_csv(path: str | Path) -> list[tuple[int, str, int]]:
-    """Parse a labels CSV into ``(line_number, key, label)`` rows."""
+def read_labels_csv(
+    path: str | Path, keys: Sequence[str] = KEY_COLUMNS
+) -> list[tuple[int, str, int]]:
+    """Parse a labels CSV into ``(line_number, key, label)`` rows; with a header, the key is
+    the first column named in ``keys``."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: labels file not found")
@@ -52,7 +55,7 @@ def read_labels_csv(path: str | Path) -> list[tuple[int, str, int]]:
     rows = [r for r in csv.reader(text.splitlines()) if any(cell.strip() for cell in r)]
     if not rows:
         raise InputError(f"{path}: labels file is empty")
-    key_col, label_col, first = _columns(path, rows[0])
+    key_col, label_col, first = _columns(path, rows[0], keys)
     out: list[tuple[int, str, int]] = []
     for lineno, row in enumerate(rows[first:], start=first + 1):
         if len(row) <= max(key_col, label_col):
@@ -70,7 +73,7 @@ def read_labels_csv(path: str | Path) -> list[tuple[int, str, int]]:
     return out
 
 
-def _columns(path: Path, head: Sequence[str]) -> tuple[int, int, int]:
+def _columns(path: Path, head: Sequence[str], keys: Sequence[str]) -> tuple[int, int, int]:
     """(key column, label column, index of the first data row)."""
     names = [c.strip().lower() for c in head]
     if len(names) < 2:
@@ -82,13 +85,13 @@ def _columns(path: Path, head: Sequence[str]) -> tuple[int, int, int]:
         pass
     if "label" not in names:
         raise InputError(f"{path}:1: header has no 'label' column (got {', '.join(names)})")
-    keys = [i for i, n in enumerate(names) if n in KEY_COLUMNS]
-    if not keys:
+    found = [i for i, n in enumerate(names) if n in keys]
+    if not found:
         raise InputError(
-            f"{path}:1: header has no key column (one of {', '.join(KEY_COLUMNS)}; "
+            f"{path}:1: header has no key column (one of {', '.join(keys)}; "
             f"got {', '.join(names)})"
         )
-    return keys[0], names.index("label"), 1
+    return found[0], names.index("label"), 1
 
 
 def match_frames(

@@ -27,6 +27,7 @@ import numpy as np
 from echoseek.embedding import build_embedder
 from echoseek.errors import EchoseekError, InputError
 from echoseek.service.config import ServiceConfig
+from echoseek.service.feedback import FeedbackLog, Mark, default_path, now
 from echoseek.service.images import QueryError
 from echoseek.service.prometheus import ServiceMetrics
 from echoseek.service.searcher import ShardGroup, merge_hits
@@ -53,6 +54,7 @@ class Backend(abc.ABC):
                 f"dataset: {cfg.dataset} is not the dataset index version "
                 f"{self.served.version} was built from (sha256 differs)"
             )
+        self.feedback = FeedbackLog(cfg.feedback or default_path(cfg.index))
         self._swap_lock = asyncio.Lock()
 
     # --- what differs between Serve and in-process ------------------------------------------
@@ -169,6 +171,37 @@ class Backend(abc.ABC):
             return await asyncio.to_thread(self.thumbnails.png, str(item["item"]))
         except InputError as exc:
             raise QueryError(str(exc), 404, "not_found") from None
+
+    async def add_mark(self, internal_id: int, label: int, mark: str, query: str) -> Mark:
+        """Append a user's ``mark`` of a live item to the feedback log (404 when the id is
+        not in the served version; 503 when the log cannot be written)."""
+        served = self.served
+        item = await self.item(internal_id)
+        record = Mark(
+            item=str(item["item"]),
+            label=label,
+            mark=mark,
+            id=internal_id,
+            query=query,
+            index_version=served.version,
+            model=str(served.manifest.get("model_uri") or ""),
+            dataset_sha256=str(served.manifest.get("dataset_sha256") or ""),
+            time=now(),
+        )
+        try:
+            await asyncio.to_thread(self.feedback.append, record)
+        except OSError as exc:
+            log.error("feedback log %s: %s", self.feedback.path, exc)
+            raise QueryError("feedback: the log cannot be written", 503, "unavailable") from None
+        return record
+
+    async def marks(self) -> list[Mark]:
+        """Every mark of the feedback log, oldest first."""
+        try:
+            return await asyncio.to_thread(self.feedback.read)
+        except (OSError, InputError) as exc:
+            log.error("feedback log %s: %s", self.feedback.path, exc)
+            raise QueryError("feedback: the log cannot be read", 503, "unavailable") from None
 
     async def swap(self, version: str) -> dict[str, Any]:
         """Serve ``version`` from now on, once it is verified and every group has opened it;

@@ -57,6 +57,7 @@ class ServiceConfig:
     batch_wait_ms: float = 2.0
     shard_timeout_s: float = 10.0  # a shard call slower than this counts as failed
     tracking_uri: str = ""  # MLflow store for models:/ URIs
+    feedback: str = ""  # the feedback log file; "" = <index>/feedback.jsonl
     ingress: str = "fast"  # HTTP ingress on Ray: fast (HAProxy) or proxy (echoseek.service.ingress)
     limits: Limits = field(default_factory=Limits)
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Annotated, Any
+from dataclasses import asdict
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, File, Header, Query, Request, UploadFile
@@ -26,6 +27,7 @@ from echoseek.service.anomaly import NormalScores, anomaly_answer
 from echoseek.service.auth import Tokens
 from echoseek.service.backend import Backend
 from echoseek.service.body_limit import BodyLimit
+from echoseek.service.feedback import to_csv
 from echoseek.service.images import QueryError, decode_base64, decode_image
 from echoseek.service.prometheus import CONTENT_TYPE
 from echoseek.service.validate import (
@@ -71,6 +73,16 @@ class AnomalyBody(OneQuery):
     k: StrictInt = 5
 
 
+class FeedbackBody(BaseModel):
+    """A user's mark of one hit: stored item ``id`` is ``label`` (``mark`` says which way)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: StrictInt
+    label: StrictInt = Field(ge=-(2**63), le=2**63 - 1)
+    mark: Literal["positive", "negative"]
+    query: str = Field("", max_length=256)  # the query's item id or content hash
+
+
 class BatchBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     queries: list[OneQuery] = Field(min_length=1)
@@ -114,6 +126,7 @@ def create_app(backend: Backend, tokens: Tokens) -> FastAPI:
     app.include_router(search_router(backend), dependencies=search_scope)
     app.include_router(anomaly_router(backend), dependencies=search_scope)
     app.include_router(items_router(backend), dependencies=search_scope)
+    app.include_router(feedback_router(backend), dependencies=search_scope)
     app.include_router(index_router(backend), dependencies=search_scope)
     app.include_router(admin_router(backend), dependencies=[Depends(require(tokens, "admin"))])
     app.include_router(health_router(backend))
@@ -281,6 +294,30 @@ def anomaly_router(backend: Backend) -> APIRouter:
     return router
 
 
+def feedback_router(backend: Backend) -> APIRouter:
+    """``/v1/feedback``: marks of hits, kept in the index root's feedback log."""
+    router = APIRouter()
+    max_ids = backend.cfg.limits.max_k
+
+    @router.post("/v1/feedback")
+    async def add(body: FeedbackBody) -> dict[str, Any]:
+        """Append a mark of a stored item; the answer is the stored record and the count."""
+        record = await backend.add_mark(body.id, body.label, body.mark, body.query)
+        return {"mark": asdict(record), "count": len(await backend.marks())}
+
+    @router.get("/v1/feedback/marks")
+    async def marks(id: Annotated[list[int], Query()] = []) -> dict[str, Any]:  # noqa: B006
+        """The last mark of each given id (the ones that have one) and the log's count."""
+        if len(id) > max_ids:
+            raise QueryError(f"id: at most {max_ids} ids per request, got {len(id)}", 400)
+        every = await backend.marks()
+        wanted = set(id)
+        last = {str(m.id): asdict(m) for m in every if m.id in wanted}
+        return {"marks": last, "count": len(every)}
+
+    return router
+
+
 def items_router(backend: Backend) -> APIRouter:
     """``/v1/items/{id}`` and its thumbnail."""
     router = APIRouter()
@@ -315,8 +352,23 @@ def index_router(backend: Backend) -> APIRouter:
 
 
 def admin_router(backend: Backend) -> APIRouter:
-    """``POST /v1/admin/index``: the version switch (admin scope)."""
+    """``POST /v1/admin/index``: the version switch, and ``GET /v1/feedback``: the feedback
+    log as a labels CSV (admin scope)."""
     router = APIRouter()
+
+    @router.get(
+        "/v1/feedback",
+        response_class=Response,
+        responses={200: {"content": {"text/csv": {}}}},
+    )
+    async def export() -> Response:
+        """Every mark, oldest first, as the labels CSV ``echoseek relabel`` applies."""
+        disposition = 'attachment; filename="feedback.csv"'
+        return Response(
+            to_csv(await backend.marks()),
+            media_type="text/csv",
+            headers={"Content-Disposition": disposition},
+        )
 
     @router.post("/v1/admin/index")
     async def swap(body: SwapBody) -> dict[str, Any]:
