@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "phantom": ("echoseek.jobs.phantom", "generate a phantom ultrasound breath-hold cine"),
     "ingest": ("echoseek.jobs.ingest", "convert .mat stacks or image folders to a dataset dir"),
+    "relabel": ("echoseek.jobs.relabel", "apply label corrections as a new dataset version"),
     "evaluate": ("echoseek.jobs.evaluate", "score retrieval (AP, mAP, P@K, lift, latency)"),
     "anomaly": ("echoseek.jobs.anomaly", "kNN anomaly scores against normal items (AUROC, AP)"),
     "pretrain": ("echoseek.jobs.pretrain", "self-supervised pretraining on Ray Train"),
@@ -27,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "index delete": ("echoseek.jobs.index_delete", "tombstone ids in a new index version"),
     "serve": ("echoseek.jobs.serve", "run the search service (Ray Serve) in the foreground"),
     "search": ("echoseek.jobs.search", "query a running search service: the top-K table"),
+    "feedback export": (
+        "echoseek.jobs.feedback_export",
+        "the service's feedback marks (or a feedback log file) as a labels CSV",
+    ),
     "model promote": (
         "echoseek.jobs.model_promote",
         "register a model (@candidate); make it @champion if it beats the champion",

@@ -108,7 +108,7 @@ class DatasetWriter:
         self.extra = dict(extra or {})
         self._staged = staged_dir(self.out_dir, overwrite=overwrite)
         self._dir: Path | None = None
-        self._buffer: list[Row] = []
+        self._buffer: list[dict[str, Any]] = []
         self._shards: list[dict[str, Any]] = []
         self._labels: Counter[int] = Counter()
         self._shapes: set[tuple[int, int, int]] = set()
@@ -121,7 +121,18 @@ class DatasetWriter:
 
     def add(self, row: Row) -> None:
         """Buffer one row; a full buffer is written as the next shard."""
-        self._buffer.append(row)
+        self.add_encoded(self._encode(row))
+
+    def add_encoded(self, record: dict[str, Any]) -> None:
+        """Buffer one row already in :data:`SCHEMA` form (PNG bytes), as another dataset's
+        shards hold it; a full buffer is written as the next shard."""
+        self._shapes.add((int(record["height"]), int(record["width"]), int(record["channels"])))
+        self._count += 1
+        if record["label"] is None:
+            self._unlabelled += 1
+        else:
+            self._labels[int(record["label"])] += 1
+        self._buffer.append(record)
         if len(self._buffer) >= self.shard_size:
             self._flush()
 
@@ -131,27 +142,21 @@ class DatasetWriter:
         assert self._dir is not None, "DatasetWriter used outside its with-block"
         rows = self._buffer
         self._buffer = []
-        table = pa.Table.from_pylist([self._encode(r) for r in rows], schema=SCHEMA)
+        table = pa.Table.from_pylist(rows, schema=SCHEMA)
         name = f"part-{len(self._shards):05d}.parquet"
         pq.write_table(table, self._dir / name, compression="zstd", row_group_size=ROW_GROUP_ROWS)
         digest = sha256_file(self._dir / name)
         self._shards.append({"file": name, "rows": len(rows), "sha256": digest})
 
-    def _encode(self, row: Row) -> dict[str, Any]:
+    @staticmethod
+    def _encode(row: Row) -> dict[str, Any]:
         img = row.image
-        channels = 1 if img.ndim == 2 else int(img.shape[2])
-        self._shapes.add((int(img.shape[0]), int(img.shape[1]), channels))
-        self._count += 1
-        if row.label is None:
-            self._unlabelled += 1
-        else:
-            self._labels[int(row.label)] += 1
         return {
             "id": row.id,
             "image": encode_png(img),
             "height": int(img.shape[0]),
             "width": int(img.shape[1]),
-            "channels": channels,
+            "channels": 1 if img.ndim == 2 else int(img.shape[2]),
             "label": row.label,
             "source": row.source,
             "frame_index": row.frame_index,

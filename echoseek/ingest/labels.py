@@ -88,8 +88,7 @@ def _columns(path: Path, head: Sequence[str], keys: Sequence[str]) -> tuple[int,
     found = [i for i, n in enumerate(names) if n in keys]
     if not found:
         raise InputError(
-            f"{path}:1: header has no key column (one of {', '.join(keys)}; "
-            f"got {', '.join(names)})"
+            f"{path}:1: header has no key column (one of {', '.join(keys)}; got {', '.join(names)})"
         )
     return found[0], names.index("label"), 1
 

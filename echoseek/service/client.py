@@ -40,16 +40,27 @@ def search_json(
     return _post(url, "/v1/search", token, timeout_s, json={**query, **options})
 
 
+def get_text(url: str, route: str, token: str = "", timeout_s: float = 60.0) -> str:
+    """The body of ``GET route`` (e.g. the feedback export's CSV)."""
+    return _request("GET", url, route, token, timeout_s).text
+
+
 def _post(url: str, route: str, token: str, timeout_s: float, **request: Any) -> dict[str, Any]:
+    return dict(_request("POST", url, route, token, timeout_s, **request).json())
+
+
+def _request(
+    method: str, url: str, route: str, token: str, timeout_s: float, **request: Any
+) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         with httpx.Client(base_url=url, headers=headers, timeout=timeout_s) as client:
-            r = client.post(route, **request)
+            r = client.request(method, route, **request)
     except httpx.HTTPError as exc:
         raise EchoseekError(f"{url}: cannot reach the service ({exc})") from None
     if r.status_code != 200:
         raise EchoseekError(f"{url}: {r.status_code} {_message(r)}")
-    return dict(r.json())
+    return r
 
 
 def _message(r: Any) -> str:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from importlib import resources
 from dataclasses import asdict
+from importlib import resources
 from typing import Annotated, Any, Literal
 
 import numpy as np

@@ -12,10 +12,11 @@ import httpx
 import numpy as np
 import pytest
 
-from echoseek.errors import InputError
+from echoseek.errors import EchoseekError, InputError
 from echoseek.index.publish import read_latest
 from echoseek.index.update import add_vectors
 from echoseek.ingest.labels import read_labels_csv
+from echoseek.jobs import feedback_export
 from echoseek.service.config import ServiceConfig
 from echoseek.service.feedback import CSV_COLUMNS, FeedbackLog, Mark, parse_log
 from tests.service.conftest import PIXELS
@@ -59,11 +60,16 @@ def test_marks_persist_across_a_restart_and_a_swap(index_root_copy: Path, tmp_pa
             assert latest["marks"]["7"]["label"] == 0 and latest["count"] == 3
             assert latest["marks"]["7"]["index_version"] == swapped.json()["version"]
             export = c.get("/v1/feedback", headers=AS_ADMIN)
+            cli = feedback_export.Config(source=running.url, output=str(tmp_path / "cli.csv"))
+            with pytest.raises(EchoseekError, match="401"):
+                feedback_export.run(cli)
+            cli.token = ADMIN
+            assert feedback_export.run(cli)["marks"] == 3
     finally:
         running.stop()
     assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(export.text.splitlines()))
-    assert tuple(rows[0]) == CSV_COLUMNS
+    assert tuple(rows[0]) == CSV_COLUMNS and (tmp_path / "cli.csv").read_text() == export.text
     assert [(r["id"], r["label"], r["mark"]) for r in rows] == [
         ("7", "1", "positive"),
         ("9", "0", "negative"),
