@@ -1,10 +1,12 @@
 """The web page in a real headless Chromium (Debian's chromium + chromedriver, driven with
-Selenium) against a real server: upload an image, see K results, relabel one, download the
-corrected labels CSV. A screenshot of the page goes to work/screenshots/search_page.png."""
+Selenium) against a real server: upload an image, see K results, mark hits (stored by the
+service), see the marks again after a reload, export them. A screenshot of the page goes to
+work/screenshots/search_page.png."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import shutil
 import time
 from collections.abc import Iterator
@@ -24,9 +26,15 @@ SCREENSHOT = ROOT / "work" / "screenshots" / "search_page.png"
 
 
 @pytest.fixture(scope="module")
-def page_url(service_index: Path, service_dataset: Path) -> Iterator[str]:
+def page_url(
+    service_index: Path, service_dataset: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     cfg = ServiceConfig(
-        index=str(service_index), dataset=str(service_dataset), pixel_size=PIXELS, port=free_port()
+        index=str(service_index),
+        dataset=str(service_dataset),
+        pixel_size=PIXELS,
+        port=free_port(),
+        feedback=str(tmp_path_factory.mktemp("page") / "feedback.jsonl"),
     )
     running = start_service(cfg, use_ray=False)
     yield running.url
@@ -69,11 +77,9 @@ def wait_for(condition: Any, timeout: float = 30.0) -> Any:
     raise AssertionError("timed out waiting for the page")
 
 
-def test_upload_relabel_and_download(browser, page_url, service_dataset, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def search_for(browser: Any, page_url: str, query: Path) -> list[Any]:
     from selenium.webdriver.common.by import By
 
-    query = tmp_path / "query.png"
-    Image.fromarray(frame(service_dataset, 5)).save(query)
     browser.get(page_url + "/")
     info = browser.find_element(By.ID, "index-info")
     wait_for(lambda: "index v" in info.text)
@@ -82,7 +88,16 @@ def test_upload_relabel_and_download(browser, page_url, service_dataset, tmp_pat
     k.clear()
     k.send_keys("8")
     browser.find_element(By.ID, "file").send_keys(str(query))
-    cards = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#grid .hit"))
+    cards: list[Any] = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#grid .hit"))
+    return cards
+
+
+def test_upload_mark_reload_and_export(browser, page_url, service_dataset, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+
+    query = tmp_path / "query.png"
+    Image.fromarray(frame(service_dataset, 5)).save(query)
+    cards = search_for(browser, page_url, query)
     assert len(cards) == 8
     assert "8 results for query.png" in browser.find_element(By.ID, "status").text
     first = cards[0].find_element(By.CSS_SELECTOR, ".frame").text
@@ -95,21 +110,32 @@ def test_upload_relabel_and_download(browser, page_url, service_dataset, tmp_pat
             for c in cards
         )
     )
+    count = browser.find_element(By.ID, "mark-count")
+    assert count.text == "0 marks stored for this index"
     second = cards[1]
     second.find_element(By.CSS_SELECTOR, ".mark-negative").click()
-    assert "negative" in second.get_attribute("class")
+    wait_for(lambda: "negative" in second.get_attribute("class"))
     cards[0].find_element(By.CSS_SELECTOR, ".mark-positive").click()
+    wait_for(lambda: count.text == "2 marks stored for this index")
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOT))
-    browser.find_element(By.ID, "download").click()
-    path = wait_for(lambda: next(iter(tmp_path.glob("corrected_labels*.csv")), None))
+    marked = {c.get_attribute("data-id"): c for c in cards[:2]}
+
+    # a new page load: the same search shows the stored marks
+    cards = search_for(browser, page_url, query)
+    wait_for(lambda: "positive" in cards[0].get_attribute("class"))
+    assert "negative" in cards[1].get_attribute("class")
+    assert all("hit" == c.get_attribute("class") for c in cards[2:])
+    assert browser.find_element(By.ID, "mark-count").text == "2 marks stored for this index"
+
+    browser.find_element(By.ID, "export").click()
+    path = wait_for(lambda: next(iter(tmp_path.glob("feedback*.csv")), None))
     time.sleep(0.2)  # the download completes
     rows = list(csv.DictReader(path.read_text().splitlines()))
-    assert [int(r["rank"]) for r in rows] == list(range(1, 9))
-    assert (
-        rows[0]["frame_index"] == "5" and rows[0]["mark"] == "positive" and rows[0]["label"] == "1"
-    )
-    assert rows[1]["mark"] == "negative" and rows[1]["label"] == "0"
-    assert rows[1]["id"] == second.get_attribute("data-id")
-    assert all(r["mark"] == "" and r["label"] == r["stored_label"] for r in rows[2:])
+    assert [(r["id"], r["mark"], r["label"]) for r in rows] == [
+        (list(marked)[1], "negative", "0"),
+        (list(marked)[0], "positive", "1"),
+    ]
+    digest = hashlib.sha256(query.read_bytes()).hexdigest()
+    assert all(r["query"] == f"sha256:{digest}" and r["item"] for r in rows)
     assert Image.open(SCREENSHOT).size[0] >= 1000
