@@ -19,7 +19,7 @@ import abc
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -209,7 +209,8 @@ class Backend(abc.ABC):
         async with self._swap_lock:
             try:
                 new = await asyncio.to_thread(load_served, self.cfg.index, version)
-                check_replaceable(self.served, new, self.embed_dim)
+                follow = await self.follow_model(new)
+                check_replaceable(self.served, new, self.embed_dim if follow is None else None)
             except QueryError:
                 raise
             except EchoseekError as exc:
@@ -218,8 +219,25 @@ class Backend(abc.ABC):
                 ) from None
             await asyncio.gather(*(self._ask(g, "load", new.version) for g in range(self.groups)))
             old, self.served = self.served, new
+            if follow is not None:
+                follow()
             log.info("index version %s -> %s", old.version, new.version)
         return await self.index_document()
+
+    async def follow_model(self, new: Served) -> Callable[[], None] | None:
+        """When query images are embedded with the index's own model (no ``model`` in the
+        config) and ``new`` was built by another one: that model, loaded and checked, as a
+        switch to call with the version swap (None when the model stays)."""
+        spec = model_spec(self.cfg, new)
+        if self.cfg.model or not spec or spec == model_spec(self.cfg, self.served):
+            return None
+        return await self.load_model(new, spec)
+
+    async def load_model(self, new: Served, spec: str) -> Callable[[], None]:
+        """Load ``spec``, the model ``new`` was built by (see :meth:`follow_model`)."""
+        raise InputError(
+            f"version {new.version} was built by model {spec}; swap the query-image model too"
+        )
 
     async def unready_groups(self) -> list[int]:
         """The shard groups that cannot answer for the served version right now (one try
@@ -268,6 +286,16 @@ class LocalBackend(Backend):
 
     async def call_group(self, group: int, method: str, *args: Any) -> Any:
         return await asyncio.to_thread(getattr(self._groups[group], method), *args)
+
+    async def load_model(self, new: Served, spec: str) -> Callable[[], None]:
+        embedder = await asyncio.to_thread(make_embedder, self.cfg, new)
+        if embedder is not None and int(embedder.dim) != new.dim:
+            raise InputError(f"model: {spec} embeds into {embedder.dim} dimensions, not {new.dim}")
+
+        def switch() -> None:
+            self._embedder = embedder
+
+        return switch
 
     async def embed(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, str]:
         embedder = self._embedder

@@ -16,7 +16,7 @@ then switch; the embedder's ``reconfigure({model: ...})`` loads a new model befo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from echoseek.service.config import ServiceConfig
 from echoseek.service.http import create_app
 from echoseek.service.images import QueryError
 from echoseek.service.searcher import ShardGroup
+from echoseek.service.versions import Served
 
 LIGHT = {"num_cpus": 0.1}  # a replica's reservation on CPU machines (serve/*.yaml override it)
 
@@ -169,6 +170,17 @@ class SearchIngress(Backend):
     @property
     def embed_dim(self) -> int | None:
         return None  # the Embedder checks its dim against the index when it starts
+
+    async def load_model(self, new: Served, spec: str) -> Callable[[], None]:
+        """The Embedder is a deployment of its own, reached on every replica only by a
+        ``serve deploy``: the swap goes ahead once it embeds with ``spec``."""
+        if self._embedder is None or await self.current_model() == spec:
+            return lambda: None
+        raise InputError(
+            f"version {new.version} was built by model {spec} but query images are embedded "
+            f"by {self._model}: deploy that model first (serve deploy with the Embedder's "
+            f"user_config: {{model: {spec}}}), then swap"
+        )
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """``{version: ID | latest}`` from a ``serve deploy``: swap to it (a refused

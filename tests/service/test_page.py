@@ -119,13 +119,13 @@ def test_upload_mark_reload_and_export(browser, page_url, service_dataset, tmp_p
     wait_for(lambda: count.text == "2 marks stored for this index")
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOT))
-    marked = {c.get_attribute("data-id"): c for c in cards[:2]}
+    first_id, second_id = (c.get_attribute("data-id") for c in cards[:2])
 
     # a new page load: the same search shows the stored marks
     cards = search_for(browser, page_url, query)
     wait_for(lambda: "positive" in cards[0].get_attribute("class"))
     assert "negative" in cards[1].get_attribute("class")
-    assert all("hit" == c.get_attribute("class") for c in cards[2:])
+    assert all(c.get_attribute("class") == "hit" for c in cards[2:])
     assert browser.find_element(By.ID, "mark-count").text == "2 marks stored for this index"
 
     browser.find_element(By.ID, "export").click()
@@ -133,8 +133,8 @@ def test_upload_mark_reload_and_export(browser, page_url, service_dataset, tmp_p
     time.sleep(0.2)  # the download completes
     rows = list(csv.DictReader(path.read_text().splitlines()))
     assert [(r["id"], r["mark"], r["label"]) for r in rows] == [
-        (list(marked)[1], "negative", "0"),
-        (list(marked)[0], "positive", "1"),
+        (second_id, "negative", "0"),
+        (first_id, "positive", "1"),
     ]
     digest = hashlib.sha256(query.read_bytes()).hexdigest()
     assert all(r["query"] == f"sha256:{digest}" and r["item"] for r in rows)
