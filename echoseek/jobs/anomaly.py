@@ -92,6 +92,8 @@ def run(cfg: Config) -> dict[str, Any]:
                 writer.write_table(pa.table({**rows, "label": cols["label"]}, schema=SCHEMA))
                 scores.append(s)
                 labels += [-1 if v is None else int(v) for v in cols["label"]]
+        if not labels:
+            raise InputError(f"{cfg.input}: the dataset holds no items to score")
         summary: dict[str, Any] = {"items": len(labels), "reference": cfg.reference, "k": cfg.k}
         summary |= {"reference_items": len(ref_ids), "model": getattr(embed, "uri", "pixels")}
         metrics = _metrics(cfg, np.concatenate(scores), np.asarray(labels), out)

@@ -106,6 +106,23 @@ def test_bad_input_names_the_problem(data: Path, tmp_path: Path) -> None:
         anomaly.Config(k=0)
 
 
+def test_an_input_without_items_is_refused(data: Path, tmp_path: Path) -> None:
+    from echoseek.data.dataset import DESCRIPTOR, SCHEMA
+    from echoseek.storage import combined_sha256, sha256_file
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    pq.write_table(SCHEMA.empty_table(), empty / "part-00000.parquet")
+    digest = sha256_file(empty / "part-00000.parquet")
+    desc = {"format": "echoseek.dataset", "format_version": 1, "count": 0,
+            "sha256": combined_sha256([digest]),
+            "shards": [{"file": "part-00000.parquet", "rows": 0, "sha256": digest}]}  # fmt: skip
+    (empty / DESCRIPTOR).write_text(json.dumps(desc))
+    with pytest.raises(InputError, match="empty: the dataset holds no items to score"):
+        anomaly.run(config(data, tmp_path / "out", input=str(empty), log=False))
+    assert not (tmp_path / "out").exists()
+
+
 def test_command_line(data: Path, tmp_path: Path) -> None:
     cli = [sys.executable, "-m", "echoseek.cli", "anomaly"]
     args = [f"input={data / 'test'}", f"reference={data / 'normal'}", "k=3", "normal_labels=[0]"]

@@ -106,6 +106,13 @@ def test_image_query_over_serve(
     assert httpx.get(f"{endpoint}/v1/items/9/thumbnail").headers["content-type"] == "image/png"
     bad = httpx.post(f"{endpoint}/v1/search", json={"vector": [1.0]})
     assert bad.status_code == 400 and "expected 64 numbers" in bad.json()["error"]["message"]
+    mark = {"id": 9, "label": 1, "mark": "positive", "query": "item:9"}
+    stored = httpx.post(f"{endpoint}/v1/feedback", json=mark, timeout=30).json()["mark"]
+    assert stored["item"] == found["results"][0]["item"]
+    log = index_root_copy_module / "feedback.jsonl"
+    assert log.read_text().count("\n") == 1  # the replica wrote the index root's log
+    marks = httpx.get(f"{endpoint}/v1/feedback/marks", params={"id": 9}).json()
+    assert marks["marks"]["9"]["label"] == 1
 
 
 def test_swap_under_load_then_a_killed_shard_replica(
