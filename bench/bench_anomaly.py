@@ -14,7 +14,9 @@ is an anomaly:
   frames from its first 60 %, the scored frames its last 40 % (held out in time);
   ``phantom-other``: training frames from that whole cine, scored frames the cine of seed
   ``2s`` (another subject);
-- ``digits``: scikit-learn's digits (:mod:`real_sets`), class 0 normal, split by item.
+- ``digits``: scikit-learn's digits (:mod:`real_sets`), class 0 normal, split by item;
+- ``fashion``: Fashion-MNIST (``make real-sets``, 200 per class), class 0 (T-shirt/top)
+  normal, split by item.
 
 The SSL encoder (``echoseek pretrain ray_jobs/pretrain.local.yaml method=M``) trains on the
 unlabelled training set: the normal training items plus anomalies making up ``c`` % of it. The
@@ -95,22 +97,40 @@ def phantom_other_subject(
     return phantom_cine(2 * seed + 1), phantom_cine(2 * seed)
 
 
-def digits_set(seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """(train pool, test): class 0 normal, a stratified split by item (60 % train)."""
-    data = real_sets.digits()
-    y = (data.labels != 0).astype(np.int64)
+def one_class_set(
+    data: real_sets.ImageSet, seed: int, normal: int = 0, test_anomalies: int = 120
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """(train pool, test): class ``normal`` normal, every other class an anomaly; a split
+    stratified by item (60 % of each side to training), ``test_anomalies`` scored."""
+    y = (data.labels != normal).astype(np.int64)
     order = np.random.default_rng(seed).permutation(len(y))
     train, test = [], []
     for cls in (0, 1):
         members = order[y[order] == cls]
         cut = round(0.6 * len(members))
         train += list(members[:cut])
-        test += list(members[cut : cut + (len(members) - cut if cls == 0 else 120)])
+        test += list(members[cut : cut + (len(members) - cut if cls == 0 else test_anomalies)])
     train_i, test_i = np.sort(train), np.sort(test)
     return (data.images[train_i], y[train_i]), (data.images[test_i], y[test_i])
 
 
-SETS = {"phantom": phantom_set, "phantom-other": phantom_other_subject, "digits": digits_set}
+def digits_set(seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """scikit-learn's digits, class 0 normal."""
+    return one_class_set(real_sets.digits(), seed)
+
+
+def fashion_set(seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Fashion-MNIST (200 per class), class 0 (T-shirt/top) normal: shirts and pullovers
+    are near misses."""
+    return one_class_set(real_sets.fashion(), seed)
+
+
+SETS = {
+    "phantom": phantom_set,
+    "phantom-other": phantom_other_subject,
+    "digits": digits_set,
+    "fashion": fashion_set,
+}
 
 
 def score(model: str, train: Path, test: Path, out: Path) -> float:
