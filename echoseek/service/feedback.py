@@ -18,7 +18,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -86,11 +86,6 @@ class FeedbackLog:
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, parse_log(self.path.read_bytes(), str(self.path)))
         return list(self._cache[1])
-
-    def latest(self, ids: Iterable[int]) -> dict[int, Mark]:
-        """The last mark of each of ``ids`` that has one."""
-        wanted = set(ids)
-        return {m.id: m for m in self.read() if m.id in wanted}
 
 
 def parse_log(data: bytes, where: str) -> list[Mark]:
