@@ -51,6 +51,7 @@ from echoseek.jobs.demo.stages import training_configs
 from echoseek.jobs.relabel import Config as RelabelConfig
 from echoseek.jobs.relabel import run as relabel
 from echoseek.phantom import Phantom, PhantomParams, generate_phantom
+from echoseek.ray_session import set_verbosity
 from echoseek.service.config import ServiceConfig
 from echoseek.service.run import start_service
 
@@ -237,6 +238,7 @@ def table(runs: list[dict[str, Any]]) -> str:
 
 
 def main() -> int:
+    set_verbosity(False)  # echoseek's lines only, as the CLI prints them
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--rounds", type=int, default=3)
