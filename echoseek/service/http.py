@@ -297,7 +297,7 @@ def anomaly_router(backend: Backend) -> APIRouter:
 def feedback_router(backend: Backend) -> APIRouter:
     """``/v1/feedback``: marks of hits, kept in the index root's feedback log."""
     router = APIRouter()
-    max_ids = backend.cfg.limits.max_k
+    max_items = backend.cfg.limits.max_k
 
     @router.post("/v1/feedback")
     async def add(body: FeedbackBody) -> dict[str, Any]:
@@ -306,14 +306,19 @@ def feedback_router(backend: Backend) -> APIRouter:
         return {"mark": asdict(record), "count": len(await backend.marks())}
 
     @router.get("/v1/feedback/marks")
-    async def marks(id: Annotated[list[int], Query()] = []) -> dict[str, Any]:  # noqa: B006
-        """The last mark of each given id (the ones that have one) and the log's count."""
-        if len(id) > max_ids:
-            raise QueryError(f"id: at most {max_ids} ids per request, got {len(id)}", 400)
+    async def marks(
+        item: Annotated[list[Annotated[str, Field(max_length=256)]], Query()] = [],  # noqa: B006
+    ) -> dict[str, Any]:
+        """The last mark of each given item (dataset id: internal ids change between
+        versions) that has one, and the log's count."""
+        if len(item) > max_items:
+            raise QueryError(f"item: at most {max_items} items per request, got {len(item)}", 400)
         every = await backend.marks()
-        wanted = set(id)
-        last = {str(m.id): asdict(m) for m in every if m.id in wanted}
-        return {"marks": last, "count": len(every)}
+        wanted = set(item)
+        return {
+            "marks": {m.item: asdict(m) for m in every if m.item in wanted},
+            "count": len(every),
+        }
 
     return router
 

@@ -37,6 +37,7 @@ def test_marks_persist_across_a_restart_and_a_swap(index_root_copy: Path, tmp_pa
     try:
         with httpx.Client(base_url=running.url, headers=AS_SEARCH, timeout=30) as c:
             item = c.get("/v1/items/7").json()["item"]
+            other = c.get("/v1/items/9").json()["item"]
             r = c.post("/v1/feedback", json=mark(7, 1))
             assert r.status_code == 200, r.text
             stored = r.json()["mark"]
@@ -51,14 +52,15 @@ def test_marks_persist_across_a_restart_and_a_swap(index_root_copy: Path, tmp_pa
     running = serve_local(cfg, env=TOKENS)  # a restart
     try:
         with httpx.Client(base_url=running.url, timeout=30) as c:
-            marks = c.get("/v1/feedback/marks", params={"id": [7, 9, 11]}, headers=AS_SEARCH)
-            assert set(marks.json()["marks"]) == {"7", "9"} and marks.json()["count"] == 2
+            asked = {"item": [item, other, "no-such-item"]}
+            marks = c.get("/v1/feedback/marks", params=asked, headers=AS_SEARCH)
+            assert set(marks.json()["marks"]) == {item, other} and marks.json()["count"] == 2
             swapped = c.post("/v1/admin/index", json={"version": "latest"}, headers=AS_ADMIN)
             assert swapped.json()["version"] != first
             c.post("/v1/feedback", json=mark(7, 0, "negative"), headers=AS_SEARCH)
-            latest = c.get("/v1/feedback/marks", params={"id": 7}, headers=AS_SEARCH).json()
-            assert latest["marks"]["7"]["label"] == 0 and latest["count"] == 3
-            assert latest["marks"]["7"]["index_version"] == swapped.json()["version"]
+            latest = c.get("/v1/feedback/marks", params={"item": item}, headers=AS_SEARCH).json()
+            assert latest["marks"][item]["label"] == 0 and latest["count"] == 3
+            assert latest["marks"][item]["index_version"] == swapped.json()["version"]
             export = c.get("/v1/feedback", headers=AS_ADMIN)
             cli = feedback_export.Config(source=running.url, output=str(tmp_path / "cli.csv"))
             with pytest.raises(EchoseekError, match="401"):
@@ -101,7 +103,7 @@ def test_bad_marks_get_4xx_and_store_nothing(  # type: ignore[no-untyped-def]
     try:
         with httpx.Client(base_url=running.url, timeout=30) as c:
             assert_error(c.post("/v1/feedback", json=body), status, needle)
-            assert c.get("/v1/feedback/marks", params={"id": 3}).json()["count"] == 0
+            assert c.get("/v1/feedback/marks").json() == {"marks": {}, "count": 0}
     finally:
         running.stop()
     assert not (index_root_copy / "feedback.jsonl").exists()
@@ -113,12 +115,13 @@ def test_scopes_and_limits(index_root_copy: Path) -> None:
     try:
         with httpx.Client(base_url=running.url, timeout=30) as c:
             assert_error(c.post("/v1/feedback", json=mark(3, 1)), 401, "Bearer")
-            assert_error(c.get("/v1/feedback/marks", params={"id": 3}), 401, "Bearer")
+            assert_error(c.get("/v1/feedback/marks", params={"item": "a"}), 401, "Bearer")
             assert_error(c.get("/v1/feedback", headers=AS_SEARCH), 403, "admin")
             assert c.get("/v1/feedback", headers=AS_ADMIN).text == ",".join(CSV_COLUMNS) + "\n"
-            many = c.get("/v1/feedback/marks", params={"id": list(range(1001))}, headers=AS_SEARCH)
-            assert_error(many, 400, "at most 1000 ids")
-            bad = c.get("/v1/feedback/marks", params={"id": "x"}, headers=AS_SEARCH)
+            items = {"item": [str(i) for i in range(1001)]}
+            many = c.get("/v1/feedback/marks", params=items, headers=AS_SEARCH)
+            assert_error(many, 400, "at most 1000 items")
+            bad = c.get("/v1/feedback/marks", params={"item": "x" * 300}, headers=AS_SEARCH)
             assert bad.status_code == 422
     finally:
         running.stop()

@@ -111,8 +111,8 @@ def test_image_query_over_serve(
     assert stored["item"] == found["results"][0]["item"]
     log = index_root_copy_module / "feedback.jsonl"
     assert log.read_text().count("\n") == 1  # the replica wrote the index root's log
-    marks = httpx.get(f"{endpoint}/v1/feedback/marks", params={"id": 9}).json()
-    assert marks["marks"]["9"]["label"] == 1
+    marks = httpx.get(f"{endpoint}/v1/feedback/marks", params={"item": stored["item"]}).json()
+    assert marks["marks"][stored["item"]]["label"] == 1
 
 
 def test_swap_under_load_then_a_killed_shard_replica(
