@@ -45,6 +45,35 @@ def pixel_vectors(dataset: Path, out: Path) -> Path:
     return out
 
 
+def random_model(path: Path, seed: int = 0) -> Path:
+    """A randomly initialised 64-dimensional encoder saved as a model directory."""
+    import torch
+
+    from echoseek.models.artifact import ModelMeta, build_model, save_model
+
+    meta = ModelMeta(
+        small_stem=True, head_dim=PIXELS * PIXELS, head_hidden=None, input_size=(16, 16)
+    )
+    torch.manual_seed(seed)
+    save_model(build_model(meta), path, meta)
+    return path
+
+
+def publish_model_version(dataset: Path, model: Path, root: Path, work: Path) -> str:
+    """Embed ``dataset`` with ``model`` and publish the vectors as a new version of ``root``
+    (a 2-shard IVF index whose manifest names ``model``); its version id."""
+    from echoseek.embedding import build_embedder
+    from echoseek.index.publish import read_latest
+
+    rows = [r for b in iter_batches(dataset) for r in b.to_pylist()]
+    vectors = build_embedder(str(model), PIXELS)([decode_png(r["image"]) for r in rows])
+    meta = {key: [r[key] for r in rows] for key in ("label", "frame_index", "source")}
+    write_vectors(work, [([r["id"] for r in rows], vectors, meta)], dim=64, model_uri=str(model))
+    params = choose_params(FRAMES, PIXELS * PIXELS, nlist=4, train_size=FRAMES)
+    build_index(work, root, params, num_shards=2, use_ray=False)
+    return read_latest(root)
+
+
 @pytest.fixture(scope="session")
 def service_index(service_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An index root with one published 2-shard IVF version of the pixel vectors."""

@@ -156,35 +156,18 @@ def test_a_swap_to_a_version_of_another_model_embeds_queries_with_it(
 ) -> None:
     """The loop's last step: the promoted model's index version is swapped in, and query
     images are embedded by that model from then on (the service follows the index's model)."""
-    import torch
-
-    from echoseek.data.dataset import decode_png, iter_batches
-    from echoseek.data.vectors import write_vectors
-    from echoseek.embedding import build_embedder
-    from echoseek.index import build_index, choose_params
-    from echoseek.models.artifact import ModelMeta, build_model, save_model
-    from tests.service.conftest import FRAMES, frame
+    from echoseek.data.dataset import iter_batches
+    from tests.service.conftest import frame, publish_model_version, random_model
     from tests.service.test_http import png_b64
 
-    meta = ModelMeta(small_stem=True, head_dim=64, head_hidden=None, input_size=(16, 16))
-    torch.manual_seed(0)
-    save_model(build_model(meta), tmp_path / "model", meta)
+    model = random_model(tmp_path / "model")
     rows = [r for b in iter_batches(service_dataset) for r in b.to_pylist()]
-    embedder = build_embedder(str(tmp_path / "model"), PIXELS)
-    vectors = embedder([decode_png(r["image"]) for r in rows])
-    write_vectors(
-        tmp_path / "vectors",
-        [([r["id"] for r in rows], vectors, {"label": [r["label"] for r in rows]})],
-        dim=64,
-        model_uri=str(tmp_path / "model"),
-    )
-    params = choose_params(FRAMES, 64, nlist=4, train_size=FRAMES)
     running = serve_local(ServiceConfig(index=str(index_root_copy), pixel_size=PIXELS))
     try:
         with httpx.Client(base_url=running.url, timeout=30) as c:
             query = {"image": png_b64(frame(service_dataset, 9)), "k": 3}
             assert c.post("/v1/search", json=query).json()["model"] == "pixels"
-            build_index(tmp_path / "vectors", index_root_copy, params, num_shards=2, use_ray=False)
+            publish_model_version(service_dataset, model, index_root_copy, tmp_path / "vectors")
             doc = c.post("/v1/admin/index", json={"version": "latest"}).json()
             assert doc["model"] == str(tmp_path / "model")
             after = c.post("/v1/search", json=query).json()

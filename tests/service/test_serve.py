@@ -24,7 +24,13 @@ from PIL import Image
 
 from echoseek.index.publish import read_latest
 from echoseek.index.update import add_vectors
-from tests.service.conftest import PIXELS, frame, free_port
+from tests.service.conftest import (
+    PIXELS,
+    frame,
+    free_port,
+    publish_model_version,
+    random_model,
+)
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -210,14 +216,9 @@ def wait_for_index_field(endpoint: str, field: str, want: str, seconds: float = 
 def test_serve_deploy_with_a_new_embedder_model_swaps_the_query_model(
     endpoint: str, service_dataset: Path, tmp_path: Path
 ) -> None:
-    import torch
-
-    from echoseek.models.artifact import ModelMeta, build_model, save_model
     from echoseek.service.run import deploy, serve_schema
 
-    meta = ModelMeta(small_stem=True, head_dim=64, head_hidden=None, input_size=(16, 16))
-    torch.manual_seed(0)
-    save_model(build_model(meta), tmp_path / "model", meta)
+    random_model(tmp_path / "model")
     body = {"image": png_b64(frame(service_dataset, 9)), "k": 60}
     before = httpx.post(f"{endpoint}/v1/search", json=body, timeout=30).json()
     assert before["model"] == "pixels"
@@ -232,3 +233,24 @@ def test_serve_deploy_with_a_new_embedder_model_swaps_the_query_model(
     assert not np.allclose(scores[0], scores[1])  # another model embedded the same image
     vector = httpx.post(f"{endpoint}/v1/search", json={"vector": [1.0] * 64, "k": 3}).json()
     assert vector["model"] == "pixels"  # vectors given by the client: the index's own model
+
+
+def test_a_swap_to_a_version_of_another_model_waits_for_the_embedder(
+    endpoint: str, service_dataset: Path, index_root_copy_module: Path, tmp_path: Path
+) -> None:
+    """On Serve the Embedder is its own deployment: a version built by a model it does not
+    serve is refused (409, saying what to deploy); one built by the model it serves (the one
+    the test above deployed) is swapped in."""
+    served = httpx.get(f"{endpoint}/v1/index").json()
+    other = random_model(tmp_path / "other", seed=1)
+    refused = publish_model_version(service_dataset, other, index_root_copy_module, tmp_path / "a")
+    r = httpx.post(f"{endpoint}/v1/admin/index", json={"version": refused}, timeout=60)
+    assert r.status_code == 409 and "deploy that model first" in r.json()["error"]["message"]
+    assert httpx.get(f"{endpoint}/v1/index").json()["version"] == served["version"]
+    model = Path(served["model"])  # what the Embedder serves now
+    ok = publish_model_version(service_dataset, model, index_root_copy_module, tmp_path / "b")
+    doc = httpx.post(f"{endpoint}/v1/admin/index", json={"version": ok}, timeout=60).json()
+    assert doc["version"] == ok and doc["model"] == str(model)
+    body = {"image": png_b64(frame(service_dataset, 9)), "k": 3}
+    found = httpx.post(f"{endpoint}/v1/search", json=body, timeout=30).json()
+    assert found["results"][0]["frame_index"] == 9 and found["index_version"] == ok
