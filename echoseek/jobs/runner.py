@@ -106,11 +106,8 @@ def run_job(
 
 
 def _check_output(cfg: Any) -> None:
-    """A local ``output`` directory that cannot be created fails before the job starts (a
-    config whose class sets ``output_is_file`` names a file, written atomically by the job)."""
-    output = getattr(cfg, "output", None)
-    if getattr(cfg, "output_is_file", False):
-        return
+    """A local ``output`` dir that cannot be created fails early (not for ``output_is_file``)."""
+    output = None if getattr(cfg, "output_is_file", False) else getattr(cfg, "output", None)
     if isinstance(output, str) and output and "://" not in output:
         check_output_dir(output)
 

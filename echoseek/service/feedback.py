@@ -4,7 +4,8 @@ There is one log per index root (``<index>/feedback.jsonl`` unless the deploy co
 another file), so it outlives restarts and version swaps; every mark records the version, model
 and dataset it was made on. A mark is appended with a single ``write`` to a file opened for
 appending, under an exclusive ``flock``, and synced: replicas sharing the file never interleave
-or lose lines. A reader skips a last line without its newline (a writer that died mid-write).
+or lose lines. A reader skips a last line without its newline (a writer that died mid-write),
+and parses only what was appended since its last read.
 
 Exported, the log is a labels CSV (:data:`CSV_COLUMNS`) keyed by the dataset item id
 (``item``), which ``echoseek relabel`` applies (last mark wins).
@@ -61,7 +62,8 @@ class FeedbackLog:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._cache: tuple[tuple[int, int], list[Mark]] | None = None
+        self._marks: list[Mark] = []  # the file's complete lines read so far
+        self._read_to = (0, 0, 0)  # (inode, bytes through the last newline read, lines)
 
     def append(self, mark: Mark) -> None:
         """Add ``mark`` at the end, durably, whole or not at all."""
@@ -77,24 +79,34 @@ class FeedbackLog:
             os.close(fd)  # releases the lock
 
     def read(self) -> list[Mark]:
-        """Every complete mark, oldest first (re-read only when the file changed)."""
+        """Every complete mark, oldest first. The log only grows, so only the bytes appended
+        since the last read are parsed (all of them again when the file was replaced)."""
         try:
             stat = self.path.stat()
         except FileNotFoundError:
             return []
-        key = (stat.st_size, stat.st_mtime_ns)
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, parse_log(self.path.read_bytes(), str(self.path)))
-        return list(self._cache[1])
+        inode, offset, lines = self._read_to
+        if stat.st_ino != inode or stat.st_size < offset:
+            self._marks, offset, lines = [], 0, 0
+        if stat.st_size > offset:
+            with open(self.path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+            complete = data[: data.rfind(b"\n") + 1]  # a torn tail waits for its newline
+            self._marks += parse_log(complete, str(self.path), first_line=lines + 1)
+            offset, lines = offset + len(complete), lines + complete.count(b"\n")
+        self._read_to = (stat.st_ino, offset, lines)
+        return list(self._marks)
 
 
-def parse_log(data: bytes, where: str) -> list[Mark]:
-    """The marks of a log file's bytes; a torn last line is skipped, a corrupt one refused."""
+def parse_log(data: bytes, where: str, first_line: int = 1) -> list[Mark]:
+    """The marks of a log file's bytes (line ``first_line`` on); a torn last line is skipped,
+    a corrupt one refused."""
     lines = data.split(b"\n")
     complete = lines[:-1]  # the part after the last newline is empty or torn
     names = {f.name for f in fields(Mark)}
     out = []
-    for lineno, raw in enumerate(complete, start=1):
+    for lineno, raw in enumerate(complete, start=first_line):
         if not raw.strip():
             continue
         try:

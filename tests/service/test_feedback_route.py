@@ -146,6 +146,16 @@ def test_concurrent_appends_keep_every_line_whole(tmp_path: Path) -> None:
     with open(log.path, "ab") as f:
         f.write(b'{"item": "torn')
     assert len(FeedbackLog(log.path).read()) == 200
+    # one reader over time: a torn tail is read once it is whole, a replaced file again
+    with open(log.path, "ab") as f:
+        f.write(b'", "x": 1}\n')  # the torn line's rest: now a corrupt line 201
+    with pytest.raises(InputError, match=r"feedback.jsonl:201: not a feedback mark"):
+        log.read()
+    lines = log.path.read_bytes().split(b"\n")
+    log.path.write_bytes(b"\n".join(lines[:3]) + b"\n")  # a new file (new inode)
+    assert [m.id for m in log.read()] == [m.id for m in marks[:3]]
+    log.append(record)
+    assert len(log.read()) == 4 and log.read()[-1] == record
     first = log.path.read_bytes().split(b"\n")[0]
     with pytest.raises(InputError, match=r"feedback.jsonl:2: not a feedback mark"):
         parse_log(first + b"\nnot json\n", str(log.path))
