@@ -41,7 +41,7 @@ from bench_quality_real import prepare, run_pretrain
 from echoseek.data.augment import PHASE_RETRIEVAL, AugmentConfig, Augmenter, eval_transform
 from echoseek.data.dataset import read_descriptor
 from echoseek.data.frames import frame_shape
-from echoseek.data.labelled import LabelIndex, RowReader, decoded_batches, label_index
+from echoseek.data.labelled import LabelIndex, LabelledFrames, decoded_batches, label_index
 from echoseek.data.samplers import MPerClassBatchSampler
 from echoseek.losses import FastAPLoss
 from echoseek.models.artifact import eval_augment, load_model, model_input
@@ -118,7 +118,7 @@ def eval_batches(path: Path, augment: AugmentConfig) -> list[dict[str, Any]]:
     order = np.arange(len(index))
     picks = [list(order[i : i + 128]) for i in range(0, len(order), 128)]
     shape = frame_shape(read_descriptor(path), augment.size)
-    batches = decoded_batches(RowReader(index.files), index, picks, 1, shape)
+    batches = decoded_batches(LabelledFrames(index, 1, shape), picks)
     return [{**b, "image": eval_transform(b["image"], augment)} for b in batches]
 
 
@@ -162,8 +162,8 @@ def fine_tune(encoder_dir: Path, data: dict[str, Path], v: Variant, epochs: int)
     index: LabelIndex = label_index(data["train"])
     sampler = MPerClassBatchSampler(index.labels, v.m, v.batch, 0, num_replicas=1, rank=0)
     augment = AugmentConfig(**{**v.augment, **model_input(meta)})
-    reader, augmenter = RowReader(index.files), Augmenter(augment, seed=0)
     shape = frame_shape(read_descriptor(data["train"]), augment.size)
+    frames, augmenter = LabelledFrames(index, 1, shape), Augmenter(augment, seed=0)
     steps = len(sampler)
     total, warmup = steps * epochs, int(v.warmup_epochs * steps)
     loss = FastAPLoss(v.num_bins, "sqeuclidean")
@@ -172,7 +172,7 @@ def fine_tune(encoder_dir: Path, data: dict[str, Path], v: Variant, epochs: int)
         sampler.set_epoch(epoch)
         train_epoch(
             model=model,
-            batches=decoded_batches(reader, index, sampler, 1, shape),
+            batches=decoded_batches(frames, sampler),
             prepare=augmented_inputs(augmenter),
             optimizer=optimizer,
             step_fn=fastap_step(loss),

@@ -12,7 +12,9 @@ writes them):
     decode tasks -> ``iter_torch_batches`` -> two augmented views on the worker's device) with
     no model step: how fast the data arrives;
 (c) the real ``echoseek pretrain`` job (last epoch's img/s, data-wait share, time to first step);
-(d) the real ``echoseek finetune`` and ``echoseek embed`` jobs.
+(d) the real ``echoseek finetune`` and ``echoseek embed`` jobs, and the fine-tune's input alone
+    (m-per-class batches read and decoded in the worker's threads, no step) per epoch, with the
+    decoded frames kept after the first epoch and, side by side, decoded again every epoch.
 
 Beside (b), the per-image two-view augmentation echoseek ran before (``bench/per_image_augment``:
 decode, then torchvision v2 per image, on one core as one Ray Data task ran it) is timed on the
@@ -54,7 +56,7 @@ from echoseek.data.frames import to_chw
 from echoseek.training.reporting import feed_summary
 
 RESULTS = Path(__file__).resolve().parent / "results"
-STAGES = ("augment", "floor", "feed", "pretrain", "finetune", "embed", "compile")
+STAGES = ("augment", "floor", "feed", "input", "pretrain", "finetune", "embed", "compile")
 FRAME = 256  # side of the synthetic frames
 CLASSES = 8  # labels i % CLASSES (fine-tuning needs several per batch)
 
@@ -227,6 +229,29 @@ def feed_alone(dataset: Path, size: int, batch: int, steps: int, use_gpu: bool) 
     return {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
 
 
+def finetune_input(dataset: Path, batch: int, epochs: int, threads: int) -> dict[str, list]:
+    """img/s of each epoch of the fine-tune's input alone (``LabelledFrames`` ->
+    ``decoded_batches`` with ``threads`` decode threads, m-per-class batches of ``batch``, no
+    step): with the decoded frames kept (the job's default) and with none kept."""
+    from echoseek.data.labelled import LabelledFrames, decoded_batches, label_index
+    from echoseek.data.samplers import MPerClassBatchSampler
+
+    index = label_index(dataset)
+    sampler = MPerClassBatchSampler(index.labels, batch // CLASSES, batch, 0)
+    found: dict[str, list] = {}
+    for name, budget in (("kept", None), ("decoded_every_epoch", 0)):
+        kwargs = {} if budget is None else {"cache_bytes": budget}
+        frames = LabelledFrames(index, 1, (FRAME, FRAME), **kwargs)
+        found[name] = []
+        for epoch in range(epochs):
+            sampler.set_epoch(epoch)
+            start, images = time.perf_counter(), 0
+            for b in decoded_batches(frames, sampler, threads=threads):
+                images += len(b["label"])
+            found[name].append(images / (time.perf_counter() - start))
+    return found
+
+
 def measured(value: Any) -> bool:
     """Whether a stage ran and did not fail."""
     return value is not None and not (isinstance(value, dict) and "error" in value)
@@ -356,6 +381,13 @@ def main() -> int:
                     f"(b) feed alone {size}px: {f['steady_images_per_s']:.0f} img/s, data wait "
                     f"{f['data_wait_fraction']:.0%} (first batch after {f['first_batch_s']:.1f} s)"
                 )
+        if "input" in wanted:
+            threads = (os.cpu_count() or 1) if cuda else 1  # as training.worker.decode_threads
+            measure = partial(finetune_input, dataset, args.batch, 3, threads)
+            if r := stage("finetune_input", measure):
+                kept, again = ([round(x) for x in r[k]] for k in ("kept", "decoded_every_epoch"))
+                say(f"(d) fine-tune input alone, img/s per epoch: frames kept {kept}, decoded "
+                    f"every epoch {again}")  # fmt: skip
         for key, job in (("pretrain", pretrain_job), ("finetune", finetune_job)):
             if key in wanted and (r := stage(key, partial(job, args, dataset, work, cuda))):
                 say(f"({'c' if key == 'pretrain' else 'd'}) {key} {args.job_size}px: {r}")

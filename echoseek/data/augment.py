@@ -236,8 +236,7 @@ class Augmenter:
             x = jitter(x, p.brightness, p.contrast, p.contrast_first)
         x = gamma_curve(x, p.gamma)
         x = speckle(x, p.speckle, cfg.speckle_sigma, self.noise_generator)
-        if bool((p.blur_sigma > 0).any()):
-            x = gaussian_blur(x, p.blur_sigma.to(x.device), cfg.blur_kernel)
+        x = blur(x, p.blur_sigma, cfg.blur_kernel)
         x = normalise(x, cfg.mean, cfg.std)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
@@ -350,7 +349,8 @@ def speckle(
 
     def noisy(frames: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         shape = (len(rows), 1, *x.shape[-2:])
-        return frames.mul_(gamma_noise(shape, looks, generator, x.device) / looks).clamp_(0, 1)
+        noise = gamma_noise(shape, looks, generator, x.device).div_(looks)
+        return frames.mul_(noise).clamp_(0.0, 1.0)
 
     return on_frames(x, apply, noisy)
 
@@ -362,20 +362,28 @@ def gamma_noise(
 
     For a ≥ 1: d = a - 1/3, c = 1/√(9d); draw z ~ N(0, 1), u ~ U(0, 1), v = (1 + cz)³ and accept
     d·v when v > 0 and log u < z²/2 + d - d·v + d·log v (acceptance > 95 %), redrawing the
-    rejected entries. For a < 1: Gamma(a + 1) · u^(1/a).
+    rejected entries. The paper's squeeze u < 1 - 0.0331 z⁴ implies that bound and decides most
+    draws without a logarithm; only the rest take the log test. For a < 1:
+    Gamma(a + 1) · u^(1/a).
     """
+    a = concentration if concentration >= 1 else concentration + 1
+    d = a - 1 / 3
+    c = 1 / math.sqrt(9 * d)
 
     def propose(count: int) -> tuple[torch.Tensor, torch.Tensor]:
         z = torch.randn(count, generator=generator, device=device)
         u = torch.rand(count, generator=generator, device=device)
-        t = 1 + c * z
-        v = t * t * t
-        bound = 0.5 * z * z + d - d * v + d * torch.log(v.clamp(min=1e-30))
-        return d * v, (v > 0) & (torch.log(u) < bound)
+        v = z.mul(c).add_(1)
+        v = v.square().mul_(v)  # (1 + cz)³
+        z2 = z.square_()
+        positive = v > 0
+        ok = (u < z2.square().mul_(-0.0331).add_(1)).logical_and_(positive)  # the squeeze
+        rest = (positive & ~ok).nonzero().squeeze(1)
+        vr = v[rest]
+        bound = z2[rest].mul_(0.5).add_(d - d * vr).add_(vr.log().mul_(d))
+        ok[rest] = u[rest].log_() < bound
+        return v.mul_(d), ok
 
-    a = concentration if concentration >= 1 else concentration + 1
-    d = a - 1 / 3
-    c = 1 / math.sqrt(9 * d)
     out, ok = propose(math.prod(shape))
     todo = (~ok).nonzero().squeeze(1)  # a few per cent: redrawn until accepted
     while todo.numel():
@@ -384,8 +392,21 @@ def gamma_noise(
         todo = todo[~ok]
     if concentration < 1:
         u = torch.rand(out.numel(), generator=generator, device=device)
-        out = out * u.pow(1 / concentration)
+        out = out.mul_(u.pow_(1 / concentration))
     return out.view(shape)
+
+
+def blur(x: torch.Tensor, sigma: torch.Tensor, kernel: int) -> torch.Tensor:
+    """:func:`gaussian_blur` of the frames with σ > 0 (``sigma``: a CPU tensor). On a GPU the
+    whole batch is convolved (frames with σ = 0 by a unit impulse), so the convolution has one
+    shape every step and cudnn's autotuner picks its kernel once; on a CPU, where the cost is
+    the arithmetic, only the flagged frames are (a run's blur_prob of them)."""
+    flagged = sigma > 0
+    if not bool(flagged.any()):
+        return x
+    if x.device.type != "cpu":
+        return gaussian_blur(x, sigma.to(x.device), kernel)
+    return on_frames(x, flagged, lambda frames, rows: gaussian_blur(frames, sigma[rows], kernel))
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel: int) -> torch.Tensor:

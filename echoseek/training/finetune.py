@@ -35,7 +35,7 @@ from echoseek.config import from_dict, plain
 from echoseek.data.augment import AugmentConfig, eval_transform
 from echoseek.data.dataset import labelled_ids, read_descriptor, shard_paths, validation_descriptor
 from echoseek.data.frames import frame_shape
-from echoseek.data.labelled import LabelIndex, RowReader, decoded_batches, label_index
+from echoseek.data.labelled import LabelIndex, LabelledFrames, decoded_batches, label_index
 from echoseek.data.samplers import MPerClassBatchSampler
 from echoseek.data.split import stratified_split
 from echoseek.data.views import eval_view
@@ -365,13 +365,13 @@ def finetune_loop(config: dict[str, Any]) -> None:
     scaler = make_scaler(dtype)
     start_epoch = resume_epoch(base, optimizer, scaler)
     index: LabelIndex = config["index"]
-    reader = RowReader(index.files)
     sampler = MPerClassBatchSampler(
         index.labels, cfg.loss.m, cfg.batch_size, cfg.seed, num_replicas=world, rank=rank
     )
     augmenter = worker_augmenter(cfg.augment, cfg.scale, device, cfg.seed, rank, start_epoch)
     augment = augmented_inputs(augmenter)
     shape = (int(config["frame_shape"][0]), int(config["frame_shape"][1]))
+    frames = LabelledFrames(index, cfg.augment.in_channels, shape)  # decoded once, then kept
     steps_per_epoch = max(1, len(sampler))
     total, warmup = steps_per_epoch * cfg.epochs, int(cfg.optim.warmup_epochs * steps_per_epoch)
 
@@ -383,9 +383,7 @@ def finetune_loop(config: dict[str, Any]) -> None:
 
     def batches(epoch: int) -> Any:
         sampler.set_epoch(epoch)  # this epoch's m-per-class draw
-        pin = device.type == "cuda"
-        channels = cfg.augment.in_channels
-        return decoded_batches(reader, index, sampler, channels, shape, pin=pin, threads=threads)
+        return decoded_batches(frames, sampler, pin=device.type == "cuda", threads=threads)
 
     parts = model, optimizer, scaler, device, dtype, rank, world, steps_per_epoch, lr_at
     run = WorkerRun.of(config, *parts, entered=entered)

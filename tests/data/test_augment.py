@@ -19,6 +19,7 @@ from echoseek.data.augment import (
     AugmentConfig,
     Augmenter,
     ViewParams,
+    blur,
     draw_params,
     eval_frames,
     eval_transform,
@@ -173,6 +174,16 @@ def test_photometric_ops_match_torchvision_per_image() -> None:
         ref = TF.gaussian_blur(image[i], [9, 9], [float(sigma[i])] * 2)
         torch.testing.assert_close(blurred[i], ref, atol=1e-5, rtol=0)
     assert torch.equal(blurred[1], image[1])  # sigma 0: untouched
+
+
+def test_blur_on_a_cpu_convolves_only_the_flagged_frames_as_the_whole_batch_would() -> None:
+    x = frames(5).float() / 255
+    sigma = torch.tensor([0.0, 1.5, 0.0, 0.3, 2.0])
+    out = blur(x.clone(), sigma, 9)
+    torch.testing.assert_close(out, gaussian_blur(x, sigma, 9))
+    assert torch.equal(out[[0, 2]], x[[0, 2]])  # sigma 0: the very same values
+    assert not torch.equal(out[1], x[1])
+    assert torch.equal(blur(x, torch.zeros(5), 9), x)
 
 
 def test_augmenter_is_its_ops_in_order() -> None:
