@@ -284,11 +284,28 @@ def pretrain_job(args: argparse.Namespace, dataset: Path, work: Path, use_gpu: b
     return {**feed_summary(out), "wall_s": time.perf_counter() - start}
 
 
+def trained_or_fresh(work: Path, name: str, size: int) -> Path:
+    """``work / name`` when an earlier stage of this run saved that model there, else a randomly
+    initialised ResNet-18 encoder saved as the pretrain job exports one: throughput does not
+    depend on the weights, so ``finetune`` and ``embed`` can be measured without the stages
+    before them (``--stages embed`` on a device with little time)."""
+    from echoseek.models.artifact import ModelMeta, build_model, save_model
+
+    if (work / name).is_dir():
+        return work / name
+    meta = ModelMeta(
+        small_stem=size <= 64, head_dim=None, head_hidden=None, input_size=(size, size),
+        mean=(0.5,), std=(0.5,), distance="cosine",
+    )  # fmt: skip
+    return save_model(build_model(meta), work / "fresh-encoder", meta, overwrite=True)
+
+
 def finetune_job(args: argparse.Namespace, dataset: Path, work: Path, use_gpu: bool) -> dict:
     from echoseek.jobs import finetune
 
+    pretrained = trained_or_fresh(work, "ssl", args.job_size)
     cfg = load_config(finetune.Config, None, [
-        f"input={dataset}", f"pretrained={work / 'ssl'}", f"output={work / 'ft'}",
+        f"input={dataset}", f"pretrained={pretrained}", f"output={work / 'ft'}",
         f"epochs={args.epochs}", f"batch_size={args.batch}", f"loss.m={args.batch // CLASSES}",
         f"run.name=finetune-{time.time_ns()}", *job_overrides(args, work, use_gpu),
     ])  # fmt: skip
@@ -297,10 +314,11 @@ def finetune_job(args: argparse.Namespace, dataset: Path, work: Path, use_gpu: b
     return {**feed_summary(out), "wall_s": time.perf_counter() - start}
 
 
-def embed_job(dataset: Path, work: Path, use_gpu: bool) -> dict:
+def embed_job(dataset: Path, work: Path, use_gpu: bool, size: int) -> dict:
     from echoseek.jobs import embed
 
-    cfg = embed.Config(input=str(dataset), output=str(work / "vectors"), model=str(work / "ft"),
+    model = trained_or_fresh(work, "ft", size)
+    cfg = embed.Config(input=str(dataset), output=str(work / "vectors"), model=str(model),
                        use_gpu=use_gpu, batch_size=256, overwrite=True)  # fmt: skip
     out = embed.run(cfg)
     keys = ("images_per_s", "steady_images_per_s", "start_s", "seconds")
@@ -314,7 +332,8 @@ def main() -> int:
     parser.add_argument(
         "--stages",
         default=",".join(STAGES),
-        help=f"comma-separated subset of {','.join(STAGES)} (finetune needs pretrain)",
+        help=f"comma-separated subset of {','.join(STAGES)} (finetune and embed use the "
+        "models of pretrain and finetune when those ran, else a randomly initialised encoder)",
     )
     args = parser.parse_args()
     wanted = set(args.stages.split(","))
@@ -391,7 +410,8 @@ def main() -> int:
         for key, job in (("pretrain", pretrain_job), ("finetune", finetune_job)):
             if key in wanted and (r := stage(key, partial(job, args, dataset, work, cuda))):
                 say(f"({'c' if key == 'pretrain' else 'd'}) {key} {args.job_size}px: {r}")
-        if "embed" in wanted and (r := stage("embed", partial(embed_job, dataset, work, cuda))):
+        embed = partial(embed_job, dataset, work, cuda, args.job_size)
+        if "embed" in wanted and (r := stage("embed", embed)):
             say(f"(d) embed: {r}")
         ray.shutdown()
         if (
