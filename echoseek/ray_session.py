@@ -109,6 +109,15 @@ def quiet_ray_data() -> None:
     DataContext.get_current().enable_progress_bars = False
 
 
+def quiet_serve() -> None:
+    """No Serve INFO lines (started, connecting, ready, which HAProxy binary) on the terminal
+    unless ``-v``."""
+    import ray.serve  # noqa: F401  (Serve sets its logger up on import: quiet it after)
+
+    if not is_verbose():
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+
+
 def quiet_worker() -> None:
     """Worker-process setup of a local instance: Ray Data and Train at WARNING (no lines per
     dataset execution or per report from inside Train workers), and no warning every

@@ -26,6 +26,8 @@ from __future__ import annotations
 import os
 import socket
 
+from echoseek.ray_session import quiet_serve
+
 INGRESS_KINDS = ("fast", "proxy")
 FAST_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 LABELS = {"fast": "HAProxy", "proxy": "Serve proxy"}
@@ -42,6 +44,7 @@ def fast_ingress_unsupported() -> str | None:
         from ray.serve._private.haproxy import get_haproxy_binary
     except ImportError:
         return f"Ray {ray.__version__} has no HAProxy ingress (it needs Ray 2.55 or later)"
+    quiet_serve()  # the lookup logs the binary it found at INFO
     if not hasattr(constants, "RAY_SERVE_ENABLE_HA_PROXY"):
         return f"Ray {ray.__version__} has no HAProxy ingress (it needs Ray 2.55 or later)"
     named = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")  # read again: Serve's starts anew

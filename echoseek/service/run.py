@@ -10,7 +10,6 @@ tries and would retry forever), or an in-process HTTP server that stopped.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import re
 import socket
@@ -25,7 +24,7 @@ import uvicorn
 
 from echoseek.config import read_yaml
 from echoseek.errors import EchoseekError
-from echoseek.ray_session import ensure_ray, is_verbose
+from echoseek.ray_session import ensure_ray, quiet_serve
 from echoseek.service.app import absolute_paths, compose
 from echoseek.service.auth import check_bind, load_tokens
 from echoseek.service.backend import LocalBackend
@@ -48,14 +47,6 @@ class Running:
     ntotal: int
     ingress: str = "uvicorn"  # what answers HTTP: HAProxy, Serve proxy or uvicorn
     note: str = ""  # why the ingress is not the one asked for ("" when it is)
-
-
-def quiet_serve() -> None:
-    """No Serve INFO lines (started, connecting, ready) on the terminal unless ``-v``."""
-    import ray.serve  # noqa: F401  (Serve sets its logger up on import: quiet it after)
-
-    if not is_verbose():
-        logging.getLogger("ray.serve").setLevel(logging.WARNING)
 
 
 def start_service(cfg: ServiceConfig, use_ray: bool = True, serve_config: str = "") -> Running:

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from echoseek.ray_session import VERBOSE_ENV
 from echoseek.service.ingress import FAST_ENV, fast_ingress_unsupported, prepare_ingress
 from tests.service.conftest import PIXELS, free_port
 from tests.service.test_serve import listeners
@@ -35,6 +36,17 @@ def test_fast_is_set_up_where_haproxy_runs_and_proxy_clears_it(
     assert int(os.environ["RAY_SERVE_HAPROXY_STATS_PORT"]) != 8404  # not the fixed default
     assert prepare_ingress("proxy", joining=False) == ("proxy", "")
     assert not any(name in os.environ for name in FAST_ENV)
+
+
+def test_the_haproxy_check_prints_nothing_on_the_terminal() -> None:
+    """``echoseek demo`` runs the check before anything else: Serve's INFO line naming the
+    binary it found must not reach the user's terminal (it does with ``-v``)."""
+    code = "from echoseek.service import ingress; print(ingress.prepare_ingress('fast', False))"
+    env = {k: v for k, v in os.environ.items() if k not in NAMES and k != VERBOSE_ENV}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "('fast', '')"
+    assert done.stderr == ""
 
 
 def test_without_a_haproxy_binary_it_falls_back_and_says_why(
