@@ -1,6 +1,7 @@
 """Does the training job feed its device? Step floor, feed alone, the real jobs, per-image baseline.
 
-    .venv/bin/python bench/bench_gpu_feed.py [--device auto|cpu|cuda] [--quick]
+    .venv/bin/python bench/bench_gpu_feed.py [--device auto|cpu|cuda] [--quick] [--stages ...]
+        [--results DIR] [--tag NAME]
 
 Measured in one run on whatever device is present (``--device``), on a synthetic dataset of
 smooth 256 x 256 frames written as a real dataset directory (PNG shards, as ``echoseek ingest``
@@ -23,7 +24,9 @@ same frames, at 64 and 224 px. The last line reads
 on 2 cores) runs the step floor and the jobs at 32 px (the laptop profiles' size) on a few
 hundred frames, and is what a CPU always runs (``make bench``); on a GPU without it, (a)-(d) run
 at 224 px with the full ResNet stem, batch 256 and 8192 frames. Results go to
-``bench/results/gpu_feed-<device>[-quick].json``.
+``bench/results/gpu_feed-<device>[-quick][-<tag>].json`` (``--results``: another folder), written
+again after every stage, so a run cut off by a time limit keeps what it measured.
+``bench/gpu_check.sh`` runs it on a lent GPU machine.
 """
 
 from __future__ import annotations
@@ -335,6 +338,8 @@ def main() -> int:
         help=f"comma-separated subset of {','.join(STAGES)} (finetune and embed use the "
         "models of pretrain and finetune when those ran, else a randomly initialised encoder)",
     )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the result file")
+    parser.add_argument("--tag", default="", help="appended to the result file's name")
     args = parser.parse_args()
     wanted = set(args.stages.split(","))
     if wanted - set(STAGES):
@@ -360,8 +365,9 @@ def main() -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
-    RESULTS.mkdir(exist_ok=True)
-    name = f"gpu_feed-{device.type}{'-quick' if quick else ''}.json"
+    args.results.mkdir(parents=True, exist_ok=True)
+    tag = f"-{args.tag}" if args.tag else ""
+    result_file = args.results / f"gpu_feed-{device.type}{'-quick' if quick else ''}{tag}.json"
 
     def stage(key: str, fn: Callable[[], Any]) -> Any:
         """Run one measurement and record it, or its error (then None: the other stages still
@@ -371,7 +377,7 @@ def main() -> int:
         except Exception as exc:
             found[key] = {"error": f"{type(exc).__name__}: {exc}"}
             say(f"{key}: FAILED {found[key]['error']}")
-        (RESULTS / name).write_text(json.dumps(found, indent=2) + "\n")
+        result_file.write_text(json.dumps(found, indent=2) + "\n")
         return None if isinstance(found[key], dict) and "error" in found[key] else found[key]
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,7 +4,8 @@
 # package index), as one xz archive under the device's 64 MiB carry limit:
 #
 #   make gpu-bundle          # -> work/gpu-site.tar.xz (~52 MiB; ~3 min on 2 cores)
-#   (device) mkdir -p /tmp/site && tar xJf work/gpu-site.tar.xz -C /tmp/site &&
+#   (device) sh bench/gpu_check.sh   # unpacks it and runs the benchmark's stages; or by hand:
+#            mkdir -p /tmp/site && tar xJf work/gpu-site.tar.xz -C /tmp/site &&
 #            PYTHONPATH=/tmp/site:. python3 bench/bench_gpu_feed.py --device cuda
 #
 # cp312 manylinux wheels of the pinned versions (constraints.txt), minus what the machine has,
