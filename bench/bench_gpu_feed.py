@@ -12,7 +12,8 @@ writes them):
 (b) **feed alone**: the job's data path into a Ray Train worker (``frame_dataset`` -> Ray Data
     decode tasks -> ``iter_torch_batches`` -> two augmented views on the worker's device) with
     no model step: how fast the data arrives;
-(c) the real ``echoseek pretrain`` job (last epoch's img/s, data-wait share, time to first step);
+(c) the real ``echoseek pretrain`` job (last epoch's img/s, data-wait share, time to first step),
+    and on a GPU the same job with ``scale.compile=true``;
 (d) the real ``echoseek finetune`` and ``echoseek embed`` jobs, and the fine-tune's input alone
     (m-per-class batches read and decoded in the worker's threads, no step) per epoch, with the
     decoded frames kept after the first epoch and, side by side, decoded again every epoch.
@@ -59,7 +60,9 @@ from echoseek.data.frames import to_chw
 from echoseek.training.reporting import feed_summary
 
 RESULTS = Path(__file__).resolve().parent / "results"
-STAGES = ("augment", "floor", "feed", "input", "pretrain", "finetune", "embed", "compile")
+# in the order they run; pretrain_compile and compile run on a GPU only
+STAGES: tuple[str, ...] = ("augment", "floor", "feed", "input", "pretrain", "finetune", "embed")
+STAGES += ("pretrain_compile", "compile")
 FRAME = 256  # side of the synthetic frames
 CLASSES = 8  # labels i % CLASSES (fine-tuning needs several per batch)
 
@@ -229,22 +232,26 @@ def feed_alone(dataset: Path, size: int, batch: int, steps: int, use_gpu: bool) 
         datasets={"train": stream},
     )
     result = trainer.fit()
-    return {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
+    return {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, int | float)}
 
 
 def finetune_input(dataset: Path, batch: int, epochs: int, threads: int) -> dict[str, list]:
     """img/s of each epoch of the fine-tune's input alone (``LabelledFrames`` ->
     ``decoded_batches`` with ``threads`` decode threads, m-per-class batches of ``batch``, no
     step): with the decoded frames kept (the job's default) and with none kept."""
-    from echoseek.data.labelled import LabelledFrames, decoded_batches, label_index
+    from echoseek.data.labelled import (
+        FRAME_CACHE_BYTES,
+        LabelledFrames,
+        decoded_batches,
+        label_index,
+    )
     from echoseek.data.samplers import MPerClassBatchSampler
 
     index = label_index(dataset)
     sampler = MPerClassBatchSampler(index.labels, batch // CLASSES, batch, 0)
     found: dict[str, list] = {}
-    for name, budget in (("kept", None), ("decoded_every_epoch", 0)):
-        kwargs = {} if budget is None else {"cache_bytes": budget}
-        frames = LabelledFrames(index, 1, (FRAME, FRAME), **kwargs)
+    for name, budget in (("kept", FRAME_CACHE_BYTES), ("decoded_every_epoch", 0)):
+        frames = LabelledFrames(index, 1, (FRAME, FRAME), cache_bytes=budget)
         found[name] = []
         for epoch in range(epochs):
             sampler.set_epoch(epoch)
@@ -272,15 +279,20 @@ def job_overrides(args: argparse.Namespace, work: Path, use_gpu: bool) -> list[s
     ]
 
 
-def pretrain_job(args: argparse.Namespace, dataset: Path, work: Path, use_gpu: bool) -> dict:
+def pretrain_job(
+    args: argparse.Namespace, dataset: Path, work: Path, use_gpu: bool, compiled: bool = False
+) -> dict:
+    """The real ``echoseek pretrain`` job (``compiled``: with ``scale.compile=true``, its model
+    under ``torch.compile``; the compile is paid inside the job, as a user pays it)."""
     from echoseek.jobs import pretrain
 
     small = "true" if args.job_size <= 64 else "false"
+    output = work / ("ssl-compiled" if compiled else "ssl")
     cfg = load_config(pretrain.Config, None, [
-        f"input={dataset}", f"output={work / 'ssl'}", f"epochs={args.epochs}",
+        f"input={dataset}", f"output={output}", f"epochs={args.epochs}",
         f"batch_size={args.batch}", f"model.small_stem={small}", "optim.warmup_epochs=0",
         "probe_size=64", f"run.name=pretrain-{time.time_ns()}",
-        *job_overrides(args, work, use_gpu),
+        f"scale.compile={str(compiled).lower()}", *job_overrides(args, work, use_gpu),
     ])  # fmt: skip
     start = time.perf_counter()
     out = pretrain.run(cfg)
@@ -419,6 +431,10 @@ def main() -> int:
         embed = partial(embed_job, dataset, work, cuda, args.job_size)
         if "embed" in wanted and (r := stage("embed", embed)):
             say(f"(d) embed: {r}")
+        if cuda and "pretrain_compile" in wanted:  # what decides scale.compile's default
+            job = partial(pretrain_job, args, dataset, work, cuda, compiled=True)
+            if r := stage("pretrain_compiled", job):
+                say(f"(c) pretrain {args.job_size}px with scale.compile=true: {r}")
         ray.shutdown()
         if (
             cuda and "compile" in wanted

@@ -2,8 +2,9 @@
 # Issue 26's device check as one command on a lent GPU machine, from the repository root, with
 # work/gpu-site.tar.xz (`make gpu-bundle`) carried there:
 #
-#   sh bench/gpu_check.sh                                  # fine-tune input, fine-tune, embed
-#   STAGES=augment,floor,feed,pretrain,compile sh bench/gpu_check.sh   # the rest, a second call
+#   sh bench/gpu_check.sh                                    # fine-tune input, fine-tune, embed
+#   STAGES=pretrain,pretrain_compile sh bench/gpu_check.sh   # the job with and without compile
+#   STAGES=augment,floor,feed,compile sh bench/gpu_check.sh  # the rest, if device time is left
 #
 # Unpacks the bundle once per machine, names the GPU, and runs bench/bench_gpu_feed.py with its
 # result file in $OUT (the device tool's folder that comes back, even from a run cut off by its
