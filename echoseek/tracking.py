@@ -9,6 +9,7 @@ live beside it in ``mlflow/artifacts/`` (see ``mlflow/README.md``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -93,16 +94,31 @@ def seed_sqlite_store(path: Path) -> None:
     empty = cache / f"mlflow-{mlflow.__version__}-empty-v2.db"
     staging = path.with_name(f".{path.name}.{os.getpid()}.seed")
     try:
-        if not empty.is_file():
-            _empty_store(empty)
-        shutil.copyfile(empty, staging)
-        MlflowClient(f"sqlite:///{staging}").search_experiments(max_results=1)
+        with quiet_migrations():
+            if not empty.is_file():
+                _empty_store(empty)
+            shutil.copyfile(empty, staging)
+            MlflowClient(f"sqlite:///{staging}").search_experiments(max_results=1)
         with contextlib.suppress(FileExistsError):  # another process seeded it first: keep it
             os.link(staging, path)
     except (OSError, subprocess.SubprocessError):
         pass  # no cache: MLflow creates the store itself, only slower
     finally:
         staging.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def quiet_migrations() -> Iterator[None]:
+    """MLflow's store setup without its INFO lines on the terminal ("Creating initial MLflow
+    database tables...", "Updating database tables"): a user's first job on a machine makes
+    the cached empty store and would print them."""
+    logger = logging.getLogger("mlflow.store.db.utils")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _empty_store(target: Path) -> None:
