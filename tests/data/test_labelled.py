@@ -53,14 +53,16 @@ def test_the_cache_keeps_at_most_its_budget_and_still_reads_every_row(dataset: P
 
 
 @pytest.mark.parametrize("threads", [1, 3])
-def test_threads_yield_the_sampler_order(dataset: Path, threads: int) -> None:
+@pytest.mark.parametrize("kept", [0, 1 << 20], ids=["decoded-each-time", "kept"])
+def test_threads_yield_the_sampler_order(dataset: Path, threads: int, kept: int) -> None:
     index = label_index(dataset)
     rng = np.random.default_rng(1)
     picks = [rng.choice(len(index), 16, replace=False).tolist() for _ in range(12)]
     reader = RowReader(index.files, cache_bytes=0)  # every batch reads: slow and uneven
-    frames = LabelledFrames(index, 1, (12, 10), cache_bytes=0, reader=reader)
-    batches = list(decoded_batches(frames, picks, threads=threads))
-    assert [frame_values(b) for b in batches] == [[p % 256 for p in ps] for ps in picks]
+    frames = LabelledFrames(index, 1, (12, 10), cache_bytes=kept, reader=reader)
+    for _ in range(2):  # with frames kept, threads fill the array at once, then read it
+        batches = list(decoded_batches(frames, picks, threads=threads))
+        assert [frame_values(b) for b in batches] == [[p % 256 for p in ps] for ps in picks]
 
 
 def test_an_error_in_a_decode_thread_reaches_the_consumer(dataset: Path) -> None:
