@@ -419,7 +419,9 @@ def main() -> int:
                     f"{f['data_wait_fraction']:.0%} (first batch after {f['first_batch_s']:.1f} s)"
                 )
         if "input" in wanted:
-            threads = (os.cpu_count() or 1) if cuda else 1  # as training.worker.decode_threads
+            from echoseek.training.worker import decode_threads
+
+            threads = decode_threads(device, os.cpu_count() or 1, 1)  # as the job, one worker
             measure = partial(finetune_input, dataset, args.batch, 3, threads)
             if r := stage("finetune_input", measure):
                 kept, again = ([round(x) for x in r[k]] for k in ("kept", "decoded_every_epoch"))

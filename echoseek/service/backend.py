@@ -83,6 +83,11 @@ class Backend(abc.ABC):
     def embed_dim(self) -> int | None:
         """The embedder's dimension (None without one)."""
 
+    @abc.abstractmethod
+    async def load_model(self, new: Served, spec: str) -> Callable[[], None]:
+        """Ready ``spec``, the model version ``new`` was built by, and return the switch to
+        call with the version swap (see :meth:`follow_model`); InputError when it cannot be."""
+
     # --- shared logic -----------------------------------------------------------------------
 
     def check_embedder(self) -> None:
@@ -232,12 +237,6 @@ class Backend(abc.ABC):
         if self.cfg.model or not spec or spec == model_spec(self.cfg, self.served):
             return None
         return await self.load_model(new, spec)
-
-    async def load_model(self, new: Served, spec: str) -> Callable[[], None]:
-        """Load ``spec``, the model ``new`` was built by (see :meth:`follow_model`)."""
-        raise InputError(
-            f"version {new.version} was built by model {spec}; swap the query-image model too"
-        )
 
     async def unready_groups(self) -> list[int]:
         """The shard groups that cannot answer for the served version right now (one try
