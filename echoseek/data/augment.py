@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from echoseek.data.gamma_noise import gamma_noise
 from echoseek.errors import ConfigError, InputError
 
 # Respiratory-phase retrieval (the phantom, breath-hold cines): no crop or vertical shift (the
@@ -281,11 +282,18 @@ def geometry(x: torch.Tensor, p: ViewParams, size: int) -> torch.Tensor:
 
 def affine_grid(affine: torch.Tensor, side: int) -> torch.Tensor:
     """``F.affine_grid`` for a side x side output (Nxside x side x2), as broadcast
-    multiply-adds: CPU torch builds it with a batched matmul of inner size 3, many times
-    slower. Grid point (y, x) = A[:, :, 0]·x + A[:, :, 1]·y + A[:, :, 2] at pixel centres."""
+    multiply-adds: grid point (y, x) = A[:, :, 0]·x + A[:, :, 1]·y + A[:, :, 2] at pixel
+    centres. CPU torch builds ``F.affine_grid`` with a batched matmul of inner size 3, and a
+    broadcast add whose innermost axis is the pair (x, y) does not vectorise; each coordinate
+    here is one row + column add of side-long rows, written into its slot of the grid."""
     steps = (torch.arange(side, device=affine.device, dtype=affine.dtype) * 2 + 1) / side - 1
-    a = affine.transpose(1, 2).reshape(-1, 3, 1, 1, 2)  # N x (x, y, 1) x 1 x 1 x (out x, out y)
-    return steps.view(1, 1, -1, 1) * a[:, 0] + (steps.view(1, -1, 1, 1) * a[:, 1] + a[:, 2])
+    grid = torch.empty(len(affine), side, side, 2, device=affine.device, dtype=affine.dtype)
+    for axis in range(2):  # input x, then input y
+        a = affine[:, axis].view(-1, 3, 1, 1)
+        along_x = steps.view(1, 1, -1) * a[:, 0]  # Nx1xside
+        along_y = torch.addcmul(a[:, 2], steps.view(1, -1, 1), a[:, 1])  # Nxsidex1
+        torch.add(along_x, along_y, out=grid[..., axis])
+    return grid
 
 
 def on_frames(
@@ -343,7 +351,7 @@ def speckle(
     n ~ Gamma(shape L, rate L) with L = 1/σ²: E[n] = 1 (mean brightness kept) and std(n) = σ.
     The gamma law is the intensity statistics of fully developed speckle averaged over L looks
     (Goodman, "Statistical properties of laser speckle patterns", 1975). One noise field is
-    shared by all channels of a frame.
+    shared by all channels of a frame; :func:`gamma_noise` draws it.
     """
     looks = 1.0 / sigma**2
 
@@ -353,47 +361,6 @@ def speckle(
         return frames.mul_(noise).clamp_(0.0, 1.0)
 
     return on_frames(x, apply, noisy)
-
-
-def gamma_noise(
-    shape: tuple[int, ...], concentration: float, generator: torch.Generator, device: torch.device
-) -> torch.Tensor:
-    """Gamma(concentration, 1) samples from ``generator`` (Marsaglia & Tsang, ACM TOMS 2000).
-
-    For a ≥ 1: d = a - 1/3, c = 1/√(9d); draw z ~ N(0, 1), u ~ U(0, 1), v = (1 + cz)³ and accept
-    d·v when v > 0 and log u < z²/2 + d - d·v + d·log v (acceptance > 95 %), redrawing the
-    rejected entries. The paper's squeeze u < 1 - 0.0331 z⁴ implies that bound and decides most
-    draws without a logarithm; only the rest take the log test. For a < 1:
-    Gamma(a + 1) · u^(1/a).
-    """
-    a = concentration if concentration >= 1 else concentration + 1
-    d = a - 1 / 3
-    c = 1 / math.sqrt(9 * d)
-
-    def propose(count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        z = torch.randn(count, generator=generator, device=device)
-        u = torch.rand(count, generator=generator, device=device)
-        v = z.mul(c).add_(1)
-        v = v.square().mul_(v)  # (1 + cz)³
-        z2 = z.square_()
-        positive = v > 0
-        ok = (u < z2.square().mul_(-0.0331).add_(1)).logical_and_(positive)  # the squeeze
-        rest = (positive & ~ok).nonzero().squeeze(1)
-        vr = v[rest]
-        bound = z2[rest].mul_(0.5).add_(d - d * vr).add_(vr.log().mul_(d))
-        ok[rest] = u[rest].log_() < bound
-        return v.mul_(d), ok
-
-    out, ok = propose(math.prod(shape))
-    todo = (~ok).nonzero().squeeze(1)  # a few per cent: redrawn until accepted
-    while todo.numel():
-        value, ok = propose(todo.numel())
-        out[todo[ok]] = value[ok]
-        todo = todo[~ok]
-    if concentration < 1:
-        u = torch.rand(out.numel(), generator=generator, device=device)
-        out = out.mul_(u.pow_(1 / concentration))
-    return out.view(shape)
 
 
 def blur(x: torch.Tensor, sigma: torch.Tensor, kernel: int) -> torch.Tensor:
