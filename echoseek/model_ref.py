@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from echoseek.errors import InputError
+from echoseek.tracking import client as tracking_client
 from echoseek.tracking import download_artifacts, fetch_error, tracking_uri
 
 PIXELS, LOCAL, RUN, VERSION, ALIAS = "pixels", "local", "run", "version", "alias"
@@ -106,12 +107,11 @@ class ModelRef:
         registry of the store itself (MLflow's own ``models:/`` resolution consults the
         process-wide registry URI, whatever store it is given)."""
         from mlflow.exceptions import MlflowException  # heavy: imported on use
-        from mlflow.tracking import MlflowClient
 
         if not self.registered:
             raise InputError(f"{self}: not a registered model (models:/NAME/VERSION)")
         store = tracking_uri(tracking)
-        client = MlflowClient(store, registry_uri=store)
+        client = tracking_client(store)
         try:
             if self.kind == ALIAS:
                 return client.get_model_version_by_alias(self.name, self.alias)

@@ -13,7 +13,7 @@ from typing import Any
 
 from echoseek.errors import InputError
 from echoseek.model_ref import RUN, ModelRef
-from echoseek.tracking import register_model_dir
+from echoseek.tracking import client, register_model_dir
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 MODEL_ARTIFACT = "model"
@@ -21,9 +21,7 @@ MODEL_ARTIFACT = "model"
 
 def registry(store: str) -> Any:
     """An ``MlflowClient`` whose tracking and registry are both ``store``."""
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(store, registry_uri=store)
+    return client(store)
 
 
 def register(model: str, name: str, store: str) -> Any:

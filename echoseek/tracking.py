@@ -57,16 +57,27 @@ def artifact_root(uri: str) -> str | None:
     return None
 
 
-def check_reachable(uri: str) -> None:
-    """Fail fast with a clear error when the tracking store cannot be reached or opened."""
+def client(uri: str) -> Any:
+    """An ``MlflowClient`` whose tracking store and model registry are both ``uri``.
+
+    MLflow opens the store when the client is made, and a new sqlite store is created then,
+    printing its migration lines; a missing local store is therefore seeded first
+    (:func:`seed_sqlite_store`), and the creation MLflow does itself when it cannot be is quiet.
+    """
     from mlflow.tracking import MlflowClient
 
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     if uri.startswith("sqlite:///"):
         seed_sqlite_store(Path(uri[len("sqlite:///") :]))
+    with quiet_migrations():
+        return MlflowClient(uri, registry_uri=uri)
+
+
+def check_reachable(uri: str) -> None:
+    """Fail fast with a clear error when the tracking store cannot be reached or opened."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     try:
-        MlflowClient(uri).search_experiments(max_results=1)
+        client(uri).search_experiments(max_results=1)
     except Exception as exc:
         raise InputError(
             f"MLflow tracking store {uri} is not reachable: {_first_line(exc)}"
@@ -188,13 +199,11 @@ class RunLogger:
         retries: int = 3,
         backoff_s: float = 0.5,
     ) -> None:
-        from mlflow.tracking import MlflowClient
-
         self.uri = tracking_uri(tracking)
         self.experiment = experiment
         self.retries = retries
         self.backoff_s = backoff_s
-        self.client = MlflowClient(self.uri)
+        self.client = client(self.uri)
         self.run_id = ""
 
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
@@ -373,12 +382,11 @@ def register_model_dir(run_id: str, artifact_path: str, name: str, tracking: str
     registered model when missing; returns the new version number as a string.
     """
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri(tracking))
+    store = client(tracking_uri(tracking))
     try:
-        client.get_registered_model(name)
+        store.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name)
-    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
-    return str(client.create_model_version(name, source, run_id=run_id).version)
+        store.create_registered_model(name)
+    source = f"{store.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+    return str(store.create_model_version(name, source, run_id=run_id).version)

@@ -163,3 +163,19 @@ def test_a_new_local_store_is_seeded_with_mlflows_own_schema(
     before = seeded.read_bytes()
     seed_sqlite_store(seeded)  # an existing store is never replaced
     assert seeded.read_bytes() == before and len(client.search_runs([exp])) == 1
+
+
+def test_a_run_logger_on_a_new_local_store_is_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """MLflow opens (and would migrate, printing INFO lines) a store when its client is made:
+    a job's logger on a new local store seeds it first, on a fresh cache and a warm one."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    capfd.readouterr()
+    for name in ("first", "second"):
+        store = tmp_path / name / "mlflow.db"
+        log = RunLogger(f"sqlite:///{store}", experiment="quiet")
+        assert store.is_file()
+        log.start("run", {"lr": 0.1}, {})
+        log.end()
+    assert "INFO" not in "".join(capfd.readouterr())

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from echoseek.model_ref import ModelRef
+from echoseek.tracking import client as tracking_client
 
 HISTORY_METRICS = ("loss", "val_map")
 
@@ -34,12 +35,11 @@ def model_run(model: str, store: str) -> ModelRun:
     """The run of ``model`` with its params and loss / val mAP history, read from ``store``;
     an empty :class:`ModelRun` when the store does not hold it."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     run_id = model_run_id(model, store)
     if not run_id:
         return ModelRun()
-    client = MlflowClient(store)
+    client = tracking_client(store)
     try:
         run = client.get_run(run_id)
     except MlflowException:
