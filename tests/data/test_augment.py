@@ -16,6 +16,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from echoseek.config import from_dict
 from echoseek.data.augment import (
+    CPU_CHUNK_PIXELS,
     AugmentConfig,
     Augmenter,
     ViewParams,
@@ -28,6 +29,7 @@ from echoseek.data.augment import (
     geometry,
     jitter,
     speckle,
+    supersampling,
 )
 from echoseek.errors import ConfigError, InputError
 
@@ -155,6 +157,13 @@ def test_affine_grid_matches_torch(side: int) -> None:
     torch.testing.assert_close(affine_grid(affine, side), expected)
 
 
+@pytest.mark.parametrize(("side", "size", "r"), [(128, 64, 1), (129, 64, 2), (256, 64, 2),
+                                                 (257, 64, 3), (90, 224, 1)])  # fmt: skip
+def test_supersampling_reads_every_pixel_of_the_largest_crop(side: int, size: int, r: int) -> None:
+    """r = ceil(side / 2·size): bilinear taps at a step of at most 2 input pixels."""
+    assert supersampling(torch.tensor([[0, 0, 10, 10], [0, 0, side, 20]]), size) == r
+
+
 def test_downscaled_crops_are_averaged_not_aliased() -> None:
     """A box four times the output is read at 2 x 2 samples per pixel and averaged: a
     one-pixel checkerboard comes out flat grey, not a moiré of black and white."""
@@ -203,6 +212,23 @@ def test_augmenter_is_its_ops_in_order() -> None:
     x = jitter(x, p.brightness, p.contrast, p.contrast_first).pow(p.gamma.view(-1, 1, 1, 1))
     x = gaussian_blur(x, p.blur_sigma, cfg.blur_kernel) if (p.blur_sigma > 0).any() else x
     torch.testing.assert_close(augmenter.apply(images, p), (x - 0.25) / 0.5)
+
+
+def test_a_cpu_batch_larger_than_a_chunk_gives_each_frame_its_own_view() -> None:
+    """70 frames at 224 px go through in chunks; each output is its frame's view alone."""
+    assert supersampling(torch.tensor([[0, 0, 72, 90]]), 224) == 1
+    assert 2 * CPU_CHUNK_PIXELS < 70 * 224 * 224
+    cfg = AugmentConfig(size=224, speckle_prob=0.0)
+    augmenter = Augmenter(cfg, channels_last=True)
+    images = frames(70)
+    p = augmenter.draw(images)
+    out = augmenter.apply(images, p)
+    assert out.shape == (70, 1, 224, 224)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    alone = torch.cat([augmenter.apply(images[i : i + 1], p.rows(slice(i, i + 1)))
+                       for i in range(70)])  # fmt: skip
+    torch.testing.assert_close(out, alone, rtol=1e-5, atol=1e-5)
+    assert torch.equal(p.rows(slice(65, 70)).angle, p.angle[65:])
 
 
 def test_eval_transform_is_deterministic_resize_and_normalise() -> None:
