@@ -242,11 +242,12 @@ class Augmenter:
         pixels (each frame's parameters stay its own); a GPU takes the whole batch at once."""
         images = _checked(images, self.cfg.in_channels)
         side = supersampling(p.crop, self.cfg.size) * self.cfg.size
-        chunk = max(1, CPU_CHUNK_PIXELS // side**2)
-        if images.device.type != "cpu" or len(images) <= chunk:
+        n, most = len(images), max(1, CPU_CHUNK_PIXELS // side**2)
+        if images.device.type != "cpu" or n <= most:
             x = self._view(images, p)
         else:
-            starts = range(0, len(images), chunk)
+            chunk = math.ceil(n / math.ceil(n / most))  # chunks of even size: 64 -> 4 x 16
+            starts = range(0, n, chunk)
             x = torch.cat([self._view(images[i : i + chunk], p.rows(slice(i, i + chunk)))
                            for i in starts])  # fmt: skip
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
