@@ -60,9 +60,10 @@ from echoseek.data.frames import to_chw
 from echoseek.training.reporting import feed_summary
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# in the order they run; pretrain_compile and compile run on a GPU only
-STAGES: tuple[str, ...] = ("augment", "floor", "feed", "input", "pretrain", "finetune", "embed")
-STAGES += ("pretrain_compile", "compile")
+STAGES = (  # in the order they run; pretrain_compile and compile run on a GPU only
+    "augment", "floor", "feed", "input", "pretrain", "finetune", "embed", "pretrain_compile",
+    "compile",
+)  # fmt: skip
 FRAME = 256  # side of the synthetic frames
 CLASSES = 8  # labels i % CLASSES (fine-tuning needs several per batch)
 

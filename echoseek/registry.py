@@ -19,11 +19,6 @@ CANDIDATE, CHAMPION = "candidate", "champion"
 MODEL_ARTIFACT = "model"
 
 
-def registry(store: str) -> Any:
-    """An ``MlflowClient`` whose tracking and registry are both ``store``."""
-    return client(store)
-
-
 def register(model: str, name: str, store: str) -> Any:
     """The ``ModelVersion`` of ``name`` holding ``model``: a ``models:/`` URI of ``name`` as it
     is; a model directory or ``runs:/ID/...`` by its training run, registering that run's
@@ -37,19 +32,19 @@ def register(model: str, name: str, store: str) -> Any:
     run_id = ref.training_run(store)
     if not run_id:
         raise InputError(f"{model}: no MLflow run recorded for this model; nothing to register")
-    client = registry(store)
-    for version in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
+    store_client = client(store)
+    for version in store_client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
         return version
     try:
-        run = client.get_run(run_id)
+        run = store_client.get_run(run_id)
     except Exception as exc:
         raise InputError(f"{model}: its run {run_id} is not in the store {store}") from exc
     artifact = (ref.path if ref.kind == RUN else "") or MODEL_ARTIFACT
     number = register_model_dir(run_id, artifact, name, store)
-    client.set_model_version_tag(
+    store_client.set_model_version_tag(
         name, number, "dataset_sha256", run.data.tags.get("dataset_sha256", "")
     )
-    return client.get_model_version(name, number)
+    return store_client.get_model_version(name, number)
 
 
 def alias_version(name: str, alias: str, store: str) -> Any | None:
@@ -57,14 +52,14 @@ def alias_version(name: str, alias: str, store: str) -> Any | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return registry(store).get_model_version_by_alias(name, alias)
+        return client(store).get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
 
 
 def set_alias(name: str, alias: str, version: str, store: str) -> None:
     """Point ``name@alias`` at ``version`` (moved from wherever it pointed)."""
-    registry(store).set_registered_model_alias(name, alias, version)
+    client(store).set_registered_model_alias(name, alias, version)
 
 
 def trained_on(version: Any, store: str) -> str:
@@ -103,6 +98,6 @@ def run_dataset(run_id: str, store: str) -> str:
     if not run_id:
         return ""
     try:
-        return str(registry(store).get_run(run_id).data.tags.get("dataset_sha256", ""))
+        return str(client(store).get_run(run_id).data.tags.get("dataset_sha256", ""))
     except MlflowException:
         return ""
