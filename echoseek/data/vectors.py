@@ -140,37 +140,72 @@ def iter_vector_batches(
         yield from reader(vf, lo - vf.offset, hi - vf.offset, batch_size)
 
 
+def id_hash_partitions(
+    source: VectorSource, start: int, stop: int, parts: int, batch_size: int = 1 << 16
+) -> list[np.ndarray]:
+    """The 64-bit hashes of the ids of global rows ``[start, stop)``, split by ``hash % parts``.
+
+    The map side of the id check (:func:`check_ids`, ``echoseek.index.ids``): a task per row
+    range holds ``8·(stop − start)`` bytes. A null id raises naming its file and row.
+    """
+    hashes = np.empty(max(0, stop - start), dtype=np.uint64)
+    filled = 0
+    for _, _, ids in iter_ids(source, batch_size, start, stop):
+        hashes[filled : filled + len(ids)] = _hash_ids(ids)
+        filled += len(ids)
+    bucket = hashes % np.uint64(parts)
+    return [hashes[bucket == j] for j in range(parts)]
+
+
+def id_hashes(
+    source: VectorSource, start: int, stop: int, parts: int = 1, batch_size: int = 1 << 16
+) -> np.ndarray:
+    """:func:`id_hash_partitions` of one partition: every hash of rows ``[start, stop)``."""
+    return id_hash_partitions(source, start, stop, 1, batch_size)[0]
+
+
+def repeated_hashes(*parts: np.ndarray, most: int = 1000) -> np.ndarray:
+    """The reduce side: hashes that occur more than once in ``parts`` (at most ``most``)."""
+    if not parts:
+        return np.empty(0, dtype=np.uint64)
+    x = np.sort(np.concatenate(parts))
+    return np.unique(x[1:][x[1:] == x[:-1]])[:most]
+
+
 def check_ids(source: VectorSource, batch_size: int = 1 << 16) -> None:
     """Check that every external id of ``source`` is non-null and names one row only.
 
-    Streams the ``id`` columns only and holds one 64-bit hash per row; rows whose hashes
-    collide are compared exactly in a second pass. Inputs without ids (row numbers) pass.
+    In this process: one partition of ``8·N`` bytes of hashes; rows whose hashes repeat are
+    compared exactly in a second pass (:func:`find_duplicate`). Inputs without ids (row
+    numbers) pass. ``echoseek.index.ids`` runs the same two sides as Ray tasks.
     """
     if not source.has_ids:
         return
-    hashes = np.empty(source.count, dtype=np.uint64)
-    for vf, first, ids in iter_ids(source, batch_size):
-        hashes[vf.offset + first : vf.offset + first + len(ids)] = _hash_ids(ids)
-    hashes.sort()
-    twins = hashes[1:][hashes[1:] == hashes[:-1]]
+    twins = repeated_hashes(id_hashes(source, 0, source.count, 1, batch_size))
     if twins.size:
-        _find_duplicate(source, set(twins[:1000].tolist()), batch_size)
+        find_duplicate(source, set(twins.tolist()), batch_size)
 
 
-def iter_ids(source: VectorSource, batch_size: int) -> Iterator[tuple[VectorFile, int, list[str]]]:
-    """``(file, first row in the file, ids as strings)`` batches of the id columns.
+def iter_ids(
+    source: VectorSource, batch_size: int, start: int = 0, stop: int | None = None
+) -> Iterator[tuple[VectorFile, int, list[str]]]:
+    """``(file, first row in the file, ids as strings)`` batches of the id columns of global
+    rows ``[start, stop)``, reading only the row groups that hold them.
 
     A null id raises :class:`~echoseek.errors.InputError` naming the file and row.
     """
+    end = source.count if stop is None else min(stop, source.count)
     for vf in source.files:
-        first = 0
-        for batch in pq.ParquetFile(vf.path).iter_batches(batch_size=batch_size, columns=["id"]):
-            col = batch.column(0)
+        lo, hi = max(start, vf.offset), min(end, vf.offset + vf.rows)
+        if lo >= hi:
+            continue
+        for first, table in _row_group_slices(vf, lo - vf.offset, hi - vf.offset, ["id"]):
+            col = table.column(0).combine_chunks()
             if col.null_count:
-                row = first + int(np.argmax(np.asarray(col.is_null())))
-                raise InputError(f"{vf.path}: row {row} has a null id")
-            yield vf, first, [str(v) for v in col.to_pylist()]
-            first += batch.num_rows
+                raise InputError(f"{vf.path}: row {first + _first_null(col)} has a null id")
+            values = [str(v) for v in col.to_pylist()]
+            for s in range(0, len(values), batch_size):
+                yield vf, first + s, values[s : s + batch_size]
 
 
 def _hash_ids(ids: list[str]) -> np.ndarray:
@@ -179,11 +214,13 @@ def _hash_ids(ids: list[str]) -> np.ndarray:
     return np.asarray(pd.util.hash_array(np.asarray(ids, dtype=object)), dtype=np.uint64)
 
 
-def _find_duplicate(source: VectorSource, suspects: set[int], batch_size: int) -> None:
-    """Raise naming the first id that really repeats among rows whose hash is in ``suspects``."""
+def find_duplicate(source: VectorSource, suspects: set[int], batch_size: int) -> None:
+    """Raise naming the first id that really repeats among rows whose hash is in ``suspects``
+    (streams the id columns; holds only the suspects' rows). Passes on a mere hash collision."""
     seen: dict[str, tuple[str, int]] = {}
+    wanted = np.fromiter(suspects, dtype=np.uint64)
     for vf, first, ids in iter_ids(source, batch_size):
-        for j in np.flatnonzero(np.isin(_hash_ids(ids), list(suspects))):
+        for j in np.flatnonzero(np.isin(_hash_ids(ids), wanted)):
             item, where = ids[j], (Path(vf.path).name, first + int(j))
             if item in seen:
                 (f0, r0), (f1, r1) = seen[item], where
@@ -192,6 +229,60 @@ def _find_duplicate(source: VectorSource, suspects: set[int], batch_size: int) -
                     f"{r1}); ids must be unique"
                 )
             seen[item] = where
+
+
+def read_rows(source: VectorSource, rows: np.ndarray) -> np.ndarray:
+    """The vectors of global rows ``rows`` (sorted, distinct) as a len(rows)×dim float32 array,
+    reading only the Parquet row groups (or the ``.npy`` pages) that hold them. A training
+    sample costs the groups it touches, not the whole input."""
+    out = np.empty((len(rows), source.dim), dtype=np.float32)
+    for vf in source.files:
+        lo, hi = np.searchsorted(rows, [vf.offset, vf.offset + vf.rows])
+        if lo < hi:
+            local = np.asarray(rows[lo:hi], dtype=np.int64) - vf.offset
+            read = _npy_rows if vf.kind == "npy" else _parquet_rows
+            out[lo:hi] = read(vf, local, source.dim)
+    return out
+
+
+def _npy_rows(vf: VectorFile, local: np.ndarray, dim: int) -> np.ndarray:
+    x = np.asarray(_load_npy(Path(vf.path))[local], dtype=np.float32)
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        raise InputError(f"{vf.path}: row {int(local[np.argmin(finite)])} has a NaN or infinite value")
+    return x
+
+
+def _parquet_rows(vf: VectorFile, local: np.ndarray, dim: int) -> np.ndarray:
+    out = np.empty((len(local), dim), dtype=np.float32)
+    pf = pq.ParquetFile(vf.path)
+    sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
+    starts = np.cumsum([0, *sizes])
+    cuts = np.searchsorted(local, starts)  # local[cuts[g]:cuts[g + 1]] lie in group g
+    for g in np.flatnonzero(np.diff(cuts)):
+        table = pf.read_row_group(int(g), columns=[vf.column])
+        x = _parquet_vectors(table.column(vf.column).combine_chunks(), vf, int(starts[g]))
+        a, b = cuts[g], cuts[g + 1]
+        out[a:b] = x[local[a:b] - starts[g]]
+    return out
+
+
+def _row_group_slices(
+    vf: VectorFile, lo: int, hi: int, columns: list[str]
+) -> Iterator[tuple[int, pa.Table]]:
+    """``(first file row, table)`` of rows ``[lo, hi)`` of a Parquet file, one per row group
+    that holds any of them (the others are never read)."""
+    pf = pq.ParquetFile(vf.path)
+    group_start = 0
+    for g in range(pf.metadata.num_row_groups):
+        group_rows = pf.metadata.row_group(g).num_rows
+        g_lo, g_hi = max(lo, group_start), min(hi, group_start + group_rows)
+        if g_lo < g_hi:
+            table = pf.read_row_group(g, columns=columns)
+            yield g_lo, table.slice(g_lo - group_start, g_hi - g_lo)
+        group_start += group_rows
+        if group_start >= hi:
+            break
 
 
 def check_vectors(
@@ -342,34 +433,16 @@ def _iter_npy(vf: VectorFile, lo: int, hi: int, batch_size: int) -> Iterator[Vec
 
 
 def _iter_parquet(vf: VectorFile, lo: int, hi: int, batch_size: int) -> Iterator[VectorBatch]:
-    pf = pq.ParquetFile(vf.path)
-    names = pf.schema_arrow.names
+    names = pq.ParquetFile(vf.path).schema_arrow.names
     columns = [vf.column] + [c for c in ("id", *METADATA_TYPES) if c in names]
-    group_start = 0
-    for g in range(pf.metadata.num_row_groups):
-        group_rows = pf.metadata.row_group(g).num_rows
-        g_lo, g_hi = max(lo, group_start), min(hi, group_start + group_rows)
-        if g_lo < g_hi:
-            table = pf.read_row_group(g, columns=columns).slice(g_lo - group_start, g_hi - g_lo)
-            for s in range(0, table.num_rows, batch_size):
-                chunk = table.slice(s, batch_size)
-                yield _parquet_batch(chunk, vf, g_lo + s)
-        group_start += group_rows
-        if group_start >= hi:
-            break
+    for first, table in _row_group_slices(vf, lo, hi, columns):
+        for s in range(0, table.num_rows, batch_size):
+            yield _parquet_batch(table.slice(s, batch_size), vf, first + s)
 
 
 def _parquet_batch(table: pa.Table, vf: VectorFile, first_row: int) -> VectorBatch:
     col = table.column(vf.column).combine_chunks()
-    if col.null_count:
-        raise InputError(f"{vf.path}: row {first_row + _first_null(col)} has a null vector")
-    lengths = np.asarray(col.value_lengths()) if not pa.types.is_fixed_size_list(col.type) else None
-    flat = np.asarray(col.flatten().to_numpy(zero_copy_only=False))
-    dim = flat.size // max(1, len(col))
-    if lengths is not None and (lengths != dim).any():
-        bad = int(np.argmax(lengths != dim))
-        raise InputError(f"{vf.path}: row {first_row + bad} has {lengths[bad]} values, not {dim}")
-    x = check_vectors(flat.reshape(len(col), dim), dim, vf.path, first_row=first_row)
+    x = _parquet_vectors(col, vf, first_row)
     if "id" in table.column_names:
         id_col = table.column("id")
         if id_col.null_count:
@@ -380,6 +453,19 @@ def _parquet_batch(table: pa.Table, vf: VectorFile, first_row: int) -> VectorBat
         ids = [str(vf.offset + first_row + i) for i in range(len(col))]
     meta = {c: table.column(c).to_pylist() for c in METADATA_TYPES if c in table.column_names}
     return VectorBatch(ids, x, meta)
+
+
+def _parquet_vectors(col: pa.Array, vf: VectorFile, first_row: int) -> np.ndarray:
+    """A vector column as a checked N×dim float32 array (rows numbered from ``first_row``)."""
+    if col.null_count:
+        raise InputError(f"{vf.path}: row {first_row + _first_null(col)} has a null vector")
+    lengths = np.asarray(col.value_lengths()) if not pa.types.is_fixed_size_list(col.type) else None
+    flat = np.asarray(col.flatten().to_numpy(zero_copy_only=False))
+    dim = flat.size // max(1, len(col))
+    if lengths is not None and (lengths != dim).any():
+        bad = int(np.argmax(lengths != dim))
+        raise InputError(f"{vf.path}: row {first_row + bad} has {lengths[bad]} values, not {dim}")
+    return check_vectors(flat.reshape(len(col), dim), dim, vf.path, first_row=first_row)
 
 
 def _first_null(col: pa.Array) -> int:

@@ -1,20 +1,29 @@
-"""Staged, sharded index build: sample → train once → fill shards on Ray → manifest → publish.
+"""Staged, sharded index build: check ids → sample → train once → fill shards → calibrate →
+publish, each stage as Ray tasks placed by the memory they need (:mod:`echoseek.index.tasks`).
 
-The stages follow autofaiss's distributed build (``indices/distributed.py``):
+The stages follow autofaiss's distributed build (``indices/distributed.py``); the driver holds
+only plans, samples and summaries, never data that grows with N:
 
-1. :func:`~echoseek.index.train.sample_rows` / ``gather_rows``: a seeded sample of
-   ``params.train_size`` rows, streamed;
-2. :func:`~echoseek.index.train.train_index`: train the empty index once (GPU when present);
-3. :func:`fill_shards`: the serialised empty index goes into the Ray object store once; each
-   of ``S`` Ray tasks deserialises it, streams its contiguous slice of input rows and calls
-   ``add_with_ids`` with global row numbers (:func:`fill_shard`), writing its faiss file, its
-   float16 re-rank vectors and its id→metadata Parquet into the staging directory;
-4. :func:`build_index`: measures the version's operating point on the staged files
-   (:func:`~echoseek.index.recall.calibrate_nprobe`: the smallest nprobe reaching
-   recall@10 ≥ 0.9 with exact re-rank, on a seeded sample of a few hundred stored vectors;
-   skipped for exact Flat indexes), writes it as the default nprobe into the manifest and
-   publishes the version atomically (:mod:`echoseek.index.publish`). Any failure, in any
-   stage or shard task, removes the staging directory and publishes nothing.
+1. ``check``: every external id non-null and unique, a map-reduce over id hashes in tasks
+   (:mod:`echoseek.index.ids`);
+2. ``sample``: a seeded uniform sample of ``params.train_size`` row numbers
+   (:func:`~echoseek.index.train.sample_rows`), read by one task per shard from the row groups
+   that hold them (:func:`~echoseek.data.vectors.read_rows`);
+3. ``train``: one task (a GPU when the cluster has one) trains the empty index on the sample
+   and writes it to the staging directory (:func:`~echoseek.index.train.train_to_file`);
+4. ``fill``: one task per shard (:func:`fill_from_source`) takes the trained index through the
+   object store, streams its contiguous slice of input rows, calls ``add_with_ids`` with
+   global row numbers and writes its faiss file, float16 re-rank vectors and id→metadata
+   Parquet under temporary names, renamed when complete, so a task retried after a lost node
+   rewrites its shard whole. Each task asks for the memory its rows need
+   (:func:`fill_placement`), tasks spread over the nodes, and each records the node it ran on,
+   its rows, seconds and peak RSS (the manifest's ``build.shard_fills``);
+5. ``calibrate``: the smallest nprobe reaching recall@10 ≥ 0.9 with exact re-rank, measured
+   per shard in tasks and merged (:mod:`echoseek.index.calibrate`; skipped for Flat), becomes
+   the default nprobe;
+6. ``publish``: the manifest is written and the version renamed into place
+   (:mod:`echoseek.index.publish`). Any failure, in any stage or task, removes the staging
+   directory and publishes nothing.
 
 On a cluster the index root must be a filesystem every worker can write (shared mount).
 """
@@ -24,6 +33,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,11 +47,13 @@ from echoseek.data.vectors import (
     METADATA_TYPES,
     VectorBatch,
     VectorSource,
-    check_ids,
     iter_vector_batches,
     open_vectors,
+    read_rows,
 )
-from echoseek.errors import EchoseekError, InputError
+from echoseek.errors import InputError
+from echoseek.index.calibrate import calibrate_on_shards
+from echoseek.index.ids import check_unique_ids
 from echoseek.index.manifest import (
     FORMAT,
     FORMAT_VERSION,
@@ -51,18 +63,28 @@ from echoseek.index.manifest import (
 )
 from echoseek.index.params import IndexParams, choose_params
 from echoseek.index.publish import DEFAULT_RETENTION, new_version_id, staged_version
-from echoseek.index.reader import IndexReader
-from echoseek.index.recall import CALIBRATION_QUERIES, CALIBRATION_TARGET, calibrate_nprobe
+from echoseek.index.recall import CALIBRATION_QUERIES, CALIBRATION_TARGET
 from echoseek.index.rerank import NATURAL_DISTANCE
+from echoseek.index.tasks import (
+    WORKER_BASE_BYTES,
+    Pending,
+    Placement,
+    gather,
+    publish_file,
+    remove_temporaries,
+    submit,
+    task_record,
+    temporary_path,
+    wait,
+)
 from echoseek.index.train import (
     deserialize_index,
-    gather_rows,
     normalize_rows,
     sample_rows,
     serialize_index,
     train_index,
+    train_to_file,
 )
-from echoseek.ray_session import ensure_ray
 from echoseek.storage import combined_sha256, sha256_file
 
 ROWS_PER_SHARD = 1_000_000
@@ -106,97 +128,6 @@ def auto_num_shards(n: int, rows_per_shard: int = ROWS_PER_SHARD) -> int:
     return max(1, math.ceil(n / max(1, rows_per_shard)))
 
 
-def train_stage(
-    source: VectorSource,
-    params: IndexParams,
-    seed: int = 0,
-    batch_size: int = BATCH_SIZE,
-    use_gpu: bool | None = None,
-) -> np.ndarray:
-    """Stages 1–2: sample ``params.train_size`` rows, train, return the serialised index."""
-    rows = sample_rows(source.count, params.train_size, seed) if params.kind != "flat" else None
-    sample = np.empty((0, source.dim), dtype=np.float32)
-    if rows is not None and len(rows):
-        sample = gather_rows(iter_vector_batches(source, batch_size), rows, source.dim)
-        if params.normalize:
-            sample = normalize_rows(sample)
-    return serialize_index(train_index(params, sample, use_gpu))
-
-
-def fill_shard(
-    trained: np.ndarray,
-    batches: Iterable[VectorBatch],
-    plan: ShardPlan,
-    out_dir: str | Path,
-    normalize: bool,
-    external_ids: bool = True,
-) -> dict[str, Any]:
-    """Stage 3 for one shard: add ``plan.count`` rows with global ids; write its three files.
-
-    ``external_ids=False`` stores ``str(internal id)`` as the external id (inputs without ids).
-    Returns the shard's manifest entry.
-    """
-    out = Path(out_dir)
-    names = shard_names(plan.shard)
-    index = deserialize_index(trained)
-    vectors = np.lib.format.open_memmap(
-        out / names["vectors"], mode="w+", dtype=np.float16, shape=(plan.count, index.d)
-    )
-    writer = pq.ParquetWriter(out / names["metadata"], METADATA_SCHEMA, compression="zstd")
-    done = 0
-    try:
-        for batch in batches:
-            n = len(batch.ids)
-            if done + n > plan.count:
-                raise InputError(f"shard {plan.shard}: input has more rows than planned")
-            x = normalize_rows(batch.vectors) if normalize else batch.vectors
-            ids = np.arange(plan.id_start + done, plan.id_start + done + n, dtype=np.int64)
-            index.add_with_ids(x, ids)
-            vectors[done : done + n] = x
-            writer.write_table(_metadata_table(batch, ids, external_ids))
-            done += n
-    finally:
-        writer.close()
-    if done != plan.count:
-        raise InputError(f"shard {plan.shard}: input ended after {done} of {plan.count} rows")
-    vectors.flush()
-    del vectors
-
-    faiss.write_index(index, str(out / names["file"]))
-    return _shard_entry(out, names, plan)
-
-
-def fill_from_source(
-    trained: np.ndarray,
-    source: VectorSource,
-    plan: ShardPlan,
-    out_dir: str,
-    normalize: bool,
-    batch_size: int = BATCH_SIZE,
-) -> dict[str, Any]:
-    """The body of one shard task: read input rows ``plan.start..stop`` and fill the shard."""
-    batches = iter_vector_batches(source, batch_size, plan.start, plan.stop)
-    return fill_shard(trained, batches, plan, out_dir, normalize, source.has_ids)
-
-
-def fill_shards(
-    trained: np.ndarray,
-    source: VectorSource,
-    plans: Sequence[ShardPlan],
-    out_dir: str | Path,
-    *,
-    normalize: bool,
-    batch_size: int = BATCH_SIZE,
-    use_ray: bool = True,
-    cpus_per_shard: float = 1.0,
-) -> list[dict[str, Any]]:
-    """Stage 3: fill every shard, as parallel Ray tasks or sequentially in this process."""
-    args = (source, str(out_dir), normalize, batch_size)
-    if not use_ray:
-        return [fill_from_source(trained, args[0], p, *args[1:]) for p in plans]
-    return _fill_on_ray(trained, plans, args, cpus_per_shard)
-
-
 def build_index(
     input: str | Path | VectorSource,
     root: str | Path,
@@ -217,67 +148,217 @@ def build_index(
 ) -> dict[str, Any]:
     """Build and publish a new index version of ``input`` under ``root``; return its manifest.
 
-    The input's external ids must be non-null and unique (:func:`check_ids`); a failure
-    publishes nothing and leaves no staging directory (nor a new, empty ``root``).
+    The input's external ids must be non-null and unique; a failure publishes nothing and
+    leaves no staging directory (nor a new, empty ``root``).
 
     ``params`` defaults to :func:`~echoseek.index.params.choose_params` for the input's size.
     The default nprobe is the smallest one reaching recall@10 ≥ ``target_recall`` on
     ``calibration_queries`` sampled stored vectors (``target_recall=None``: ``params.nprobe``).
     ``model_tracking_uri``: the MLflow store ``model_uri`` resolves in (default: the one the
     vectors artifact records), so a service finds the model without being told.
+    ``use_ray=False`` runs every stage's tasks one after another in this process.
     """
     source = input if isinstance(input, VectorSource) else open_vectors(input)
     params = params or choose_params(source.count, source.dim)
     if params.dim != source.dim:
         raise InputError(f"{source.path}: vectors have dim {source.dim}, params say {params.dim}")
     plans = plan_shards(source.count, num_shards or auto_num_shards(source.count, rows_per_shard))
-    check_ids(source, batch_size)
     version = new_version_id()
-    timings: dict[str, float] = {}
+    t: dict[str, float] = {}
     with staged_version(root, version, retention) as staging:
-        t0 = time.perf_counter()
-        trained = train_stage(source, params, seed, batch_size, use_gpu)
-        (staging / TRAINED).write_bytes(trained.tobytes())
-        timings["train_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        shards = fill_shards(
-            trained,
-            source,
-            plans,
-            staging,
-            normalize=params.normalize,
-            batch_size=batch_size,
-            use_ray=use_ray,
-            cpus_per_shard=cpus_per_shard,
-        )
-        timings["fill_s"] = time.perf_counter() - t0
+        checksums = _source_checksums(source, use_ray)
+        with stage(t, "check"):
+            check_unique_ids(source, plans, batch_size, use_ray)
+        with stage(t, "sample"):
+            parts = sample_stage(source, params, plans, seed, use_ray)
+            wait(parts)
+        with stage(t, "train"):
+            trained = train_on_sample(params, parts, staging / TRAINED, use_gpu, use_ray)
+            wait(trained)
+        with stage(t, "fill"):
+            entries = fill_shards(
+                trained, source, plans, staging, normalize=params.normalize,
+                batch_size=batch_size, use_ray=use_ray, cpus_per_shard=cpus_per_shard,
+                params=params,
+            )  # fmt: skip
+        fills = [{"file": e["file"], "rows": e["count"], **e.pop("task")} for e in entries]
         manifest = new_manifest(
             version,
             params,
-            shards,
+            entries,
             trained_sha256=sha256_file(staging / TRAINED),
             model_uri=model_uri or source.model_uri,
             model_tracking_uri=model_tracking_uri
             or str(source.descriptor.get("model_tracking_uri", "")),
             dataset_sha256=str(source.descriptor.get("dataset_sha256", "")),
-            vectors_sha256=source.sha256 or _source_sha256(source),
-            build={**timings, "seed": seed, "train_size": params.train_size},
+            vectors_sha256=source.sha256 or combined_sha256(gather(checksums)),
+            build={**t, "seed": seed, "train_size": params.train_size, "shard_fills": fills},
         )
         if target_recall is not None and params.nlist > 1:
-            calibrate(staging, manifest, target_recall, calibration_queries, seed)
+            with stage(t, "calibrate"):
+                point = calibrate_on_shards(
+                    staging, manifest, target=target_recall, n_queries=calibration_queries,
+                    seed=seed, use_ray=use_ray,
+                )  # fmt: skip
+            manifest["default_nprobe"] = point["nprobe"]
+            manifest["build"].update(calibrate_s=t["calibrate_s"], calibration=point)
         write_manifest(staging, manifest)
     return manifest
 
 
-def calibrate(
-    staging: Path, manifest: dict[str, Any], target: float, n_queries: int, seed: int
-) -> None:
-    """Set ``manifest``'s default nprobe to the measured one (files in ``staging``)."""
-    with IndexReader(staging, manifest) as reader:
-        point = calibrate_nprobe(reader, target=target, n_queries=n_queries, seed=seed)
-    manifest["default_nprobe"] = point["nprobe"]
-    manifest["build"]["calibrate_s"] = point["seconds"]
-    manifest["build"]["calibration"] = point
+@contextmanager
+def stage(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Record the wall time of the block as ``timings[name + "_s"]``."""
+    t0 = time.perf_counter()
+    yield
+    timings[f"{name}_s"] = time.perf_counter() - t0
+
+
+def train_stage(
+    source: VectorSource,
+    params: IndexParams,
+    seed: int = 0,
+    use_gpu: bool | None = None,
+) -> np.ndarray:
+    """Stages 2–3 in this process: sample ``params.train_size`` rows, train, return the
+    serialised index."""
+    rows = sample_rows(source.count, params.train_size, seed) if params.kind != "flat" else None
+    sample = np.empty((0, source.dim), dtype=np.float32)
+    if rows is not None and len(rows):
+        sample = read_rows(source, rows)
+        if params.normalize:
+            sample = normalize_rows(sample)
+    return serialize_index(train_index(params, sample, use_gpu))
+
+
+def sample_stage(
+    source: VectorSource, params: IndexParams, plans: Sequence[ShardPlan], seed: int, use_ray: bool
+) -> Pending:
+    """Stage 2: the seeded sample's rows, read by one task per shard that holds any of them
+    (outputs: an array, or its object ref, per such shard, in row order)."""
+    rows = sample_rows(source.count, params.train_size, seed) if params.kind != "flat" else None
+    if rows is None or not len(rows):
+        return Pending([], on_ray=use_ray)
+    cuts = np.searchsorted(rows, [p.start for p in plans] + [source.count])
+    mine = [rows[cuts[i] : cuts[i + 1]] for i in range(len(plans))]
+    calls = [(source, r) for r in mine if len(r)]
+    places = [sample_placement(len(r), source.dim) for _, r in calls]
+    return submit(read_rows, calls, places, use_ray)
+
+
+def train_on_sample(
+    params: IndexParams, parts: Pending, out: Path, use_gpu: bool | None, use_ray: bool
+) -> Pending:
+    """Stage 3: one task trains on the sample's parts and writes ``out``; its output (the
+    serialised index, or its object ref) goes to the fill tasks as is. It asks for a GPU
+    when ``use_gpu`` or (None) when the cluster has one."""
+    gpu = use_gpu if use_gpu is not None else _cluster_has_gpus(use_ray)
+    place = train_placement(params, num_gpus=1.0 if gpu else 0.0)
+    return submit(train_to_file, [(params, str(out), use_gpu, *parts.outputs)], place, use_ray)
+
+
+def fill_shards(
+    trained: np.ndarray | Pending,
+    source: VectorSource,
+    plans: Sequence[ShardPlan],
+    out_dir: str | Path,
+    *,
+    normalize: bool,
+    batch_size: int = BATCH_SIZE,
+    use_ray: bool = True,
+    cpus_per_shard: float = 1.0,
+    params: IndexParams | None = None,
+) -> list[dict[str, Any]]:
+    """Stage 4: fill every shard, as Ray tasks placed by :func:`fill_placement` or one after
+    another in this process; returns the manifest entries, each with its task's record under
+    ``task``. ``trained`` is the serialised index or the train stage's pending output."""
+    if isinstance(trained, Pending):
+        index_arg, size = trained.outputs[0], params.trained_bytes if params else 0
+    else:
+        index_arg, size = trained, trained.nbytes
+        if use_ray:
+            import ray
+
+            index_arg = ray.put(trained)
+    per_vector = params.bytes_per_vector if params else 4.0 * source.dim + 8
+    calls = [(index_arg, source, p, str(out_dir), normalize, batch_size) for p in plans]
+    places = [
+        fill_placement(p.count, source.dim, per_vector, size, batch_size, cpus_per_shard)
+        for p in plans
+    ]
+    entries = gather(submit(fill_from_source, calls, places, use_ray))
+    remove_temporaries(Path(out_dir))
+    return entries
+
+
+def fill_from_source(
+    trained: np.ndarray,
+    source: VectorSource,
+    plan: ShardPlan,
+    out_dir: str,
+    normalize: bool,
+    batch_size: int = BATCH_SIZE,
+) -> dict[str, Any]:
+    """The body of one shard task: read input rows ``plan.start..stop`` and fill the shard."""
+    batches = iter_vector_batches(source, batch_size, plan.start, plan.stop)
+    return fill_shard(trained, batches, plan, out_dir, normalize, source.has_ids)
+
+
+def fill_shard(
+    trained: np.ndarray,
+    batches: Iterable[VectorBatch],
+    plan: ShardPlan,
+    out_dir: str | Path,
+    normalize: bool,
+    external_ids: bool = True,
+) -> dict[str, Any]:
+    """Stage 4 for one shard: add ``plan.count`` rows with global ids; write its three files.
+
+    The files are written under temporary names and renamed into place once all three are
+    complete, so an attempt that dies leaves only ``.*.tmp`` files and a retry rewrites the
+    shard whole. ``external_ids=False`` stores ``str(internal id)`` as the external id (inputs
+    without ids). Returns the shard's manifest entry, with the task's record under ``task``
+    (:func:`~echoseek.index.tasks.task_record`).
+    """
+    start = time.perf_counter()
+    out = Path(out_dir)
+    names = shard_names(plan.shard)
+    tmp = {key: temporary_path(out / names[key]) for key in ("file", "vectors", "metadata")}
+    try:
+        _write_shard(trained, batches, plan, tmp, normalize, external_ids)
+        entry = _shard_entry(tmp, names, plan)
+    except BaseException:
+        for path in tmp.values():
+            path.unlink(missing_ok=True)
+        raise
+    for key, path in tmp.items():
+        publish_file(path, out / names[key])
+    return {**entry, "task": task_record(start)}
+
+
+def fill_placement(
+    rows: int, dim: int, bytes_per_vector: float, trained_bytes: int, batch_size: int, cpus: float
+) -> Placement:
+    """A fill task's memory: its codes and ids (``rows·bytes_per_vector``, twice: faiss grows
+    an inverted list by doubling), its float16 re-rank copy (``2·rows·dim``: the memory map's
+    dirty pages until written back), four batches of float32 vectors in flight, the trained
+    index twice (object and deserialised) and the worker itself."""
+    need = 2 * rows * bytes_per_vector + 2 * rows * dim + 16 * batch_size * dim
+    memory = int(WORKER_BASE_BYTES + need + 2 * trained_bytes)
+    return Placement(memory=memory, num_cpus=cpus, fresh_worker=True)
+
+
+def sample_placement(rows: int, dim: int) -> Placement:
+    """A sample task: its rows of the sample and one decoded row group (2^15 rows, 3 copies)."""
+    return Placement(memory=WORKER_BASE_BYTES + 4 * dim * (rows + 3 * (1 << 15)), num_cpus=0.5)
+
+
+def train_placement(params: IndexParams, num_gpus: float) -> Placement:
+    """The train task: the sample three times (parts, concatenated, normalised) and the
+    index being trained (centroids and k-means buffers, ~4x the trained index)."""
+    sample = 4 * params.dim * params.train_size
+    need = WORKER_BASE_BYTES + 3 * sample + 4 * params.trained_bytes
+    return Placement(memory=int(need), num_cpus=1.0, num_gpus=num_gpus)
 
 
 def new_manifest(
@@ -397,55 +478,64 @@ def _metadata_table(batch: VectorBatch, ids: np.ndarray, external_ids: bool) -> 
     return pa.table(columns, schema=METADATA_SCHEMA)
 
 
-def _shard_entry(out: Path, names: dict[str, str], plan: ShardPlan) -> dict[str, Any]:
+def _write_shard(
+    trained: np.ndarray,
+    batches: Iterable[VectorBatch],
+    plan: ShardPlan,
+    paths: dict[str, Path],
+    normalize: bool,
+    external_ids: bool,
+) -> None:
+    index = deserialize_index(trained)
+    vectors = np.lib.format.open_memmap(
+        paths["vectors"], mode="w+", dtype=np.float16, shape=(plan.count, index.d)
+    )
+    writer = pq.ParquetWriter(paths["metadata"], METADATA_SCHEMA, compression="zstd")
+    done = 0
+    try:
+        for batch in batches:
+            n = len(batch.ids)
+            if done + n > plan.count:
+                raise InputError(f"shard {plan.shard}: input has more rows than planned")
+            x = normalize_rows(batch.vectors) if normalize else batch.vectors
+            ids = np.arange(plan.id_start + done, plan.id_start + done + n, dtype=np.int64)
+            index.add_with_ids(x, ids)
+            vectors[done : done + n] = x
+            writer.write_table(_metadata_table(batch, ids, external_ids))
+            done += n
+    finally:
+        writer.close()
+    if done != plan.count:
+        raise InputError(f"shard {plan.shard}: input ended after {done} of {plan.count} rows")
+    vectors.flush()
+    del vectors
+    faiss.write_index(index, str(paths["file"]))
+
+
+def _shard_entry(paths: dict[str, Path], names: dict[str, str], plan: ShardPlan) -> dict[str, Any]:
     return {
         "file": names["file"],
         "count": plan.count,
-        "sha256": sha256_file(out / names["file"]),
+        "sha256": sha256_file(paths["file"]),
         "id_start": plan.id_start,
-        "vectors": {"file": names["vectors"], "sha256": sha256_file(out / names["vectors"])},
-        "metadata": {"file": names["metadata"], "sha256": sha256_file(out / names["metadata"])},
+        "vectors": {"file": names["vectors"], "sha256": sha256_file(paths["vectors"])},
+        "metadata": {"file": names["metadata"], "sha256": sha256_file(paths["metadata"])},
     }
 
 
-def _source_sha256(source: VectorSource) -> str:
-    return combined_sha256([sha256_file(f.path) for f in source.files])
+def _source_checksums(source: VectorSource, use_ray: bool) -> Pending:
+    """The input files' SHA-256, one task per file, for an input without a descriptor's
+    (an artifact's checksum is its descriptor's): streamed, in tasks beside the build."""
+    if source.sha256:
+        return Pending([], on_ray=use_ray)
+    calls = [(f.path,) for f in source.files]
+    return submit(sha256_file, calls, Placement(memory=WORKER_BASE_BYTES, num_cpus=0.25), use_ray)
 
 
-def _fill_on_ray(
-    trained: np.ndarray,
-    plans: Sequence[ShardPlan],
-    args: tuple[Any, ...],
-    cpus_per_shard: float,
-) -> list[dict[str, Any]]:
-    """Run :func:`fill_from_source` per plan as Ray tasks; on any failure cancel the rest."""
-    import ray
+def _cluster_has_gpus(use_ray: bool) -> bool:
+    if not use_ray:
+        return False
+    from echoseek.ray_session import cluster_has_gpus, ensure_ray
 
     ensure_ray()
-    trained_ref = ray.put(trained)
-    task = ray.remote(num_cpus=cpus_per_shard, max_retries=0)(fill_from_source)
-    pending = {task.remote(trained_ref, args[0], p, *args[1:]): p for p in plans}
-    results: list[dict[str, Any]] = []
-    try:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                pending.pop(ref)
-                results.append(ray.get(ref))
-    except BaseException as exc:
-        _cancel_all(list(pending))
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, EchoseekError):
-            raise cause from None
-        raise
-    return results
-
-
-def _cancel_all(refs: list[Any]) -> None:
-    """Cancel running shard tasks and wait for them to stop writing."""
-    import ray
-
-    for ref in refs:
-        ray.cancel(ref, force=True)
-    if refs:
-        ray.wait(refs, num_returns=len(refs), timeout=60)
+    return cluster_has_gpus()

@@ -37,6 +37,24 @@ def merge_topk(
     return s[:, :k], i[:, :k]
 
 
+def merge_topk_carrying(
+    scores: Sequence[np.ndarray],
+    ids: Sequence[np.ndarray],
+    payload: Sequence[np.ndarray],
+    k: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`merge_topk` that carries a per-entry ``payload`` (Q×k_s each) along with the
+    ids, in the same order (the calibration's exact re-rank scores of candidates)."""
+    s = np.concatenate([np.asarray(a, dtype=np.float32) for a in scores], axis=1)  # QxC
+    i = np.concatenate([np.asarray(a, dtype=np.int64) for a in ids], axis=1)  # QxC
+    p = np.concatenate(list(payload), axis=1)  # QxC
+    s = np.where(i == MISSING_ID, -np.inf, s).astype(np.float32)
+    id_key = np.where(i == MISSING_ID, _LAST_ID, i)
+    order = np.lexsort((id_key, -s), axis=1)[:, :k]
+    take = [np.take_along_axis(a, order, axis=1) for a in (s, i, p)]
+    return take[0], take[1], take[2]
+
+
 def sort_results(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sort each row by score descending, then id ascending; missing ids last."""
     id_key = np.where(ids == MISSING_ID, _LAST_ID, ids)

@@ -21,7 +21,9 @@ Rules for ``N`` vectors of dimension ``d`` (every value can be overridden):
     as ``OPQ{M},IVF…``;
   - training sample ``n_train = min(N, max_train, max(train_per_list·nlist, 39·2^nbits))``
     with ``train_per_list = 64`` (faiss asks for 30–256 points per centroid) and
-    ``max_train = 2^21``;
+    ``max_train = 2^23`` (4 GiB of float32 at d = 128);
+  - consistent at every N: ``nlist ≤ min(N, max_train) / 39``, so the sample always holds
+    at least 39 points per list (at 10^9 vectors: 2^17 lists, 2^23 = 64·2^17 samples);
   - ``nprobe = 2^round(log2(√nlist))`` (≤ nlist), the starting point only: ``index build``
     measures the smallest nprobe reaching recall@10 ≥ 0.9 (:mod:`echoseek.index.recall`)
     and writes that as the version's default; ``echoseek index eval target_recall=…``
@@ -50,7 +52,7 @@ Kind = Literal["auto", "flat", "ivfpq"]
 FLAT_THRESHOLD = 10_000
 NLIST_FACTOR = 4.0
 TRAIN_PER_LIST = 64
-MAX_TRAIN = 1 << 21
+MAX_TRAIN = 1 << 23
 MIN_POINTS_PER_CENTROID = 39
 HNSW_COARSE_FROM = 1 << 16
 ID_BYTES = 8
@@ -88,6 +90,16 @@ class IndexParams:
     def exact(self) -> bool:
         """True for a brute-force Flat index (its search is exact; nothing to re-rank)."""
         return self.factory.replace("IDMap2,", "").replace("IDMap,", "") == "Flat"
+
+    @property
+    def trained_bytes(self) -> int:
+        """Estimated bytes of the trained empty index: float32 centroids (and the HNSW coarse
+        quantizer's links), PQ codebooks, the OPQ matrix."""
+        if self.kind == "flat":
+            return 0
+        centroids = self.nlist * self.dim * 4 + (self.nlist * 64 * 4 if self.hnsw_coarse else 0)
+        codebooks = (1 << self.nbits) * self.dim * 4
+        return centroids + codebooks + (self.dim * self.dim * 4 if self.opq else 0)
 
     @property
     def bytes_per_vector(self) -> float:
@@ -139,7 +151,7 @@ def choose_params(
         return _from_factory(factory, n, dim, metric, norm, nprobe, train_size, max_train)
     if kind == "flat" or (kind == "auto" and n < flat_threshold):
         return IndexParams(kind="flat", dim=dim, metric=metric, normalize=norm)
-    lists = nlist if nlist else choose_nlist(n, nlist_factor)
+    lists = nlist if nlist else choose_nlist(n, nlist_factor, max_train)
     if lists > n:
         raise ConfigError(f"index.nlist: {lists} lists for only {n} vectors (use fewer lists)")
     budget = _budget_per_vector(memory_budget_bytes, n, lists, dim)
@@ -161,10 +173,11 @@ def choose_params(
     )
 
 
-def choose_nlist(n: int, factor: float = NLIST_FACTOR) -> int:
-    """``2^round(log2(factor·√n))`` clamped to ``[16, n/39]`` (power of two)."""
+def choose_nlist(n: int, factor: float = NLIST_FACTOR, max_train: int = MAX_TRAIN) -> int:
+    """``2^round(log2(factor·√n))`` clamped to ``[16, min(n, max_train)/39]`` (power of two):
+    the largest training sample still holds 39 points per list."""
     target = _pow2_round(factor * math.sqrt(n))
-    most = _pow2_floor(max(1, n // MIN_POINTS_PER_CENTROID))
+    most = _pow2_floor(max(1, min(n, max_train) // MIN_POINTS_PER_CENTROID))
     return max(1, min(max(16, target), most))
 
 

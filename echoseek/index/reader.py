@@ -184,7 +184,7 @@ class IndexReader:
         q = self.prepare_queries(queries)
         probe = self._check_nprobe(nprobe)
         name = self.rerank_name(rerank)
-        depth = self._rerank_depth(k, rerank_depth) if name else k
+        depth = self.rerank_depth(k, rerank_depth) if name else k
         scores, ids = self._search_live(q, depth, probe)
         if name is None:
             return scores[:, :k], ids[:, :k]
@@ -205,6 +205,11 @@ class IndexReader:
         if not np.isfinite(q).all():
             raise EchoseekError("queries: contain NaN or infinite values")
         return normalize_rows(q) if self.manifest.get("normalize") else q
+
+    def candidates(self, q: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` of prepared queries by approximate score, tombstones removed: what a
+        search re-ranks."""
+        return self._search_live(q, k, self._check_nprobe(nprobe))
 
     def search_shards(self, q: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
         """Merged top-``k`` over all shards of prepared queries (tombstones not removed)."""
@@ -401,7 +406,8 @@ class IndexReader:
         resolve_params(rerank)
         return rerank
 
-    def _rerank_depth(self, k: int, depth: int | None) -> int:
+    def rerank_depth(self, k: int, depth: int | None = None) -> int:
+        """Candidates a search for ``k`` re-ranks (``depth``, else the version's default)."""
         if depth is None:
             depth = self.manifest.get("default_rerank_depth") or max(MIN_RERANK_DEPTH, 2 * k)
         if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:

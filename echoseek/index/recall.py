@@ -36,12 +36,31 @@ CALIBRATION_K = 10
 
 
 def sample_ids(reader: IndexReader, n: int, seed: int = 0) -> np.ndarray:
-    """A seeded sample of ``min(n, live)`` live internal ids, sorted."""
+    """A seeded sample of ``min(n, live)`` live internal ids of the reader's version, sorted."""
+    return sample_live_ids(reader.manifest, n, seed)
+
+
+def sample_live_ids(manifest: dict[str, Any], n: int, seed: int = 0) -> np.ndarray:
+    """A seeded sample of ``min(n, live)`` live internal ids of a version, sorted.
+
+    Positions are drawn among the ``ntotal`` stored rows (numpy's sampling without
+    replacement holds only the draw when it is small against ``ntotal``) and mapped to ids
+    through the shards' id ranges; tombstoned ids are drawn past. No list of every id is made.
+    """
+    shards = manifest["shards"]
+    starts = np.array([s["id_start"] for s in shards], dtype=np.int64)
+    counts = np.array([s["count"] for s in shards], dtype=np.int64)
+    dead = np.asarray(manifest.get("tombstones", []), dtype=np.int64)
+    total = int(counts.sum())
+    want = min(n, total - len(dead))
+    if want <= 0:
+        raise InputError(f"index version {manifest['version']}: no live vectors to sample")
     rng = np.random.default_rng(seed)
-    live = np.setdiff1d(_all_ids(reader), reader.tombstones, assume_unique=True)
-    if live.size == 0:
-        raise InputError(f"{reader.path}: the index has no live vectors to sample queries from")
-    return np.sort(rng.choice(live, size=min(n, live.size), replace=False))
+    pos = rng.choice(total, size=min(total, want + len(dead)), replace=False)
+    first_row = np.cumsum(counts) - counts
+    shard = np.searchsorted(first_row, pos, side="right") - 1
+    ids = starts[shard] + pos - first_row[shard]
+    return np.sort(ids[~np.isin(ids, dead)][:want])
 
 
 def exact_knn(reader: IndexReader, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,15 +155,9 @@ def calibrate_nprobe(
     }
 
 
-def _all_ids(reader: IndexReader) -> np.ndarray:
-    return np.concatenate(
-        [s["id_start"] + np.arange(s["count"], dtype=np.int64) for s in reader.manifest["shards"]]
-    )
-
-
 def _id_chunks(reader: IndexReader) -> list[np.ndarray]:
     chunks = []
-    for s in reader.manifest["shards"]:
+    for s in (reader.manifest["shards"][i] for i in reader.shard_numbers):
         for lo in range(0, s["count"], EXACT_CHUNK):
             hi = min(s["count"], lo + EXACT_CHUNK)
             chunks.append(s["id_start"] + np.arange(lo, hi, dtype=np.int64))

@@ -47,13 +47,8 @@ def rerank_candidates(
 
     ``fetch(ids)`` returns the stored vectors of a 1-D id array as an N×d float32 array.
     """
-    q_count, r = candidates.shape
-    valid = candidates != MISSING_ID  # QxR
-    dist = np.full((q_count, r), np.inf, dtype=np.float32)
-    if valid.any():
-        refs = np.zeros((q_count, r, queries.shape[1]), dtype=np.float32)  # QxRxd
-        refs[valid] = fetch(candidates[valid])
-        dist = np.where(valid, candidate_distances(queries, refs, name, **params), np.inf)
+    r = candidates.shape[1]
+    dist = exact_distances(queries, candidates, fetch, name, **params)
     take = min(k, r)
     if r > take:
         part = np.argpartition(dist, take - 1, axis=1)[:, :take]
@@ -66,6 +61,24 @@ def rerank_candidates(
         scores = np.pad(scores, ((0, 0), (0, k - take)), constant_values=-np.inf)
         ids = np.pad(ids, ((0, 0), (0, k - take)), constant_values=MISSING_ID)
     return scores, ids
+
+
+def exact_distances(
+    queries: np.ndarray,
+    candidates: np.ndarray,
+    fetch: Callable[[np.ndarray], np.ndarray],
+    name: str,
+    **params: float,
+) -> np.ndarray:
+    """Q×R exact distances of ``candidates`` (Q×R ids) to their queries; +inf where none."""
+    q_count, r = candidates.shape
+    valid = candidates != MISSING_ID  # QxR
+    dist = np.full((q_count, r), np.inf, dtype=np.float32)
+    if valid.any():
+        refs = np.zeros((q_count, r, queries.shape[1]), dtype=np.float32)  # QxRxd
+        refs[valid] = fetch(candidates[valid])
+        dist = np.where(valid, candidate_distances(queries, refs, name, **params), np.inf)
+    return dist
 
 
 def score_from_distance(distance: np.ndarray, name: str) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Build stage 1: sample training vectors from the stream and train the empty index once.
 
-The sample is a seeded uniform choice of ``n_train`` row numbers out of ``N`` (sorted), picked
-up while streaming the input batch by batch, so only the sample is ever in memory. Training
+The sample is a seeded uniform choice of ``n_train`` row numbers out of ``N`` (sorted), read
+from the row groups that hold them (:func:`~echoseek.data.vectors.read_rows`), so only the
+sample is ever in memory. Training
 runs the k-means of the coarse quantizer (and the PQ/OPQ codebooks) on it, on the GPU when
 faiss sees one (``faiss.get_num_gpus() > 0``: the k-means assignment step is moved to a GPU
 flat index, as autofaiss does), else on the CPU. The trained empty index is serialised to a
@@ -10,15 +11,15 @@ uint8 array (:func:`serialize_index`) that Ray can broadcast through its object 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
-from echoseek.data.vectors import VectorBatch
 from echoseek.errors import InputError
 from echoseek.index.params import IndexParams
+from echoseek.index.tasks import publish_file, temporary_path
 
 
 def sample_rows(n_total: int, n_samples: int, seed: int = 0) -> np.ndarray:
@@ -27,23 +28,6 @@ def sample_rows(n_total: int, n_samples: int, seed: int = 0) -> np.ndarray:
         return np.arange(n_total, dtype=np.int64)
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n_total, size=n_samples, replace=False)).astype(np.int64)
-
-
-def gather_rows(batches: Iterable[VectorBatch], rows: np.ndarray, dim: int) -> np.ndarray:
-    """Stream ``batches`` (global rows 0, 1, …) and keep only ``rows`` (sorted): len(rows)×dim."""
-    out = np.empty((len(rows), dim), dtype=np.float32)
-    start, filled = 0, 0
-    for batch in batches:
-        stop = start + len(batch.ids)
-        lo, hi = np.searchsorted(rows, [start, stop])
-        out[filled : filled + hi - lo] = batch.vectors[rows[lo:hi] - start]
-        filled += hi - lo
-        start = stop
-        if filled == len(rows):
-            break
-    if filled != len(rows):
-        raise InputError(f"training sample: input ended after {start} rows, expected more")
-    return out
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
@@ -86,6 +70,23 @@ def train_index(params: IndexParams, sample: np.ndarray, use_gpu: bool | None = 
     else:
         index.train(sample)
     return index
+
+
+def train_to_file(
+    params: IndexParams, out: str, use_gpu: bool | None, *parts: np.ndarray
+) -> np.ndarray:
+    """The train task: concatenate the sample's parts (one per shard's rows), normalise if
+    the index does, train, write the serialised empty index to ``out`` (temporary name, then
+    rename) and return it."""
+    sample = np.concatenate(parts) if parts else np.empty((0, params.dim), dtype=np.float32)
+    if params.normalize and len(sample):
+        sample = normalize_rows(sample)
+    trained = serialize_index(train_index(params, sample, use_gpu))
+    final = Path(out)
+    tmp = temporary_path(final)
+    trained.tofile(tmp)
+    publish_file(tmp, final)
+    return trained
 
 
 def serialize_index(index: Any) -> np.ndarray:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from echoseek.data.vectors import VectorSource, check_ids, check_vectors, iter_ids, open_vectors
+from echoseek.data.vectors import VectorSource, check_vectors, iter_ids, open_vectors
 from echoseek.errors import InputError
 from echoseek.index.build import (
     BATCH_SIZE,
@@ -35,6 +35,7 @@ from echoseek.index.build import (
     fill_shards,
     plan_shards,
 )
+from echoseek.index.ids import check_unique_ids
 from echoseek.index.manifest import (
     listed_files,
     read_manifest,
@@ -85,11 +86,11 @@ def add_vectors(
         else:
             source = vectors if isinstance(vectors, VectorSource) else open_vectors(vectors)
             _check_dim(source.dim, base, source.path)
-            check_ids(source, batch_size)
+            plans = plan_shards(source.count, num_shards, first, base["next_id"])
+            check_unique_ids(source, plans, batch_size, use_ray)
             if source.has_ids:
                 new_ids = (i for _, _, batch in iter_ids(source, batch_size) for i in batch)
                 _check_not_indexed(base_dir, base, new_ids, source.path)
-            plans = plan_shards(source.count, num_shards, first, base["next_id"])
             new = fill_shards(
                 trained,
                 source,
@@ -100,6 +101,8 @@ def add_vectors(
                 use_ray=use_ray,
                 cpus_per_shard=cpus_per_shard,
             )
+        for entry in new:
+            entry.pop("task", None)  # where each shard was filled: a build's record only
         manifest = _derive(base, version, shards=base["shards"] + new)
         write_manifest(staging, manifest)
     return manifest

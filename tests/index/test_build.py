@@ -10,12 +10,12 @@ import faiss
 import numpy as np
 import pytest
 
-from echoseek.data.vectors import iter_vector_batches, open_vectors
+from echoseek.data.vectors import iter_vector_batches, open_vectors, read_rows
 from echoseek.errors import InputError
 from echoseek.index import build_index, choose_params, list_versions, open_index, read_latest
 from echoseek.index.build import fill_shard, plan_shards, train_stage
 from echoseek.index.manifest import read_manifest
-from echoseek.index.train import deserialize_index, gather_rows, sample_rows
+from echoseek.index.train import deserialize_index, sample_rows
 from tests.index_fixtures import SHARDS, clustered, small_params
 
 
@@ -38,10 +38,9 @@ def test_sample_rows_is_seeded_sorted_and_distinct() -> None:
     np.testing.assert_array_equal(sample_rows(5, 10), np.arange(5))
 
 
-def test_gather_rows_streams_only_the_sample(corpus_npy: Path, corpus: np.ndarray) -> None:
+def test_read_rows_reads_the_sample(corpus_npy: Path, corpus: np.ndarray) -> None:
     rows = sample_rows(len(corpus), 500, seed=1)
-    got = gather_rows(iter_vector_batches(corpus_npy, batch_size=777), rows, corpus.shape[1])
-    np.testing.assert_array_equal(got, corpus[rows])
+    np.testing.assert_array_equal(read_rows(open_vectors(corpus_npy), rows), corpus[rows])
 
 
 @pytest.fixture(scope="module")

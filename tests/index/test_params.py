@@ -8,6 +8,8 @@ import pytest
 
 from echoseek.errors import ConfigError
 from echoseek.index.params import (
+    MAX_TRAIN,
+    MIN_POINTS_PER_CENTROID,
     IndexParams,
     choose_m,
     choose_nlist,
@@ -50,9 +52,35 @@ def test_ivfpq_factory_and_sizes() -> None:
 def test_huge_corpus_uses_hnsw_coarse_quantizer_and_capped_training() -> None:
     p = choose_params(100_000_000, 128)
     assert p.nlist == 1 << 15 and not p.hnsw_coarse
-    big = choose_params(400_000_000, 128)
+    big = choose_params(1_000_000_000, 128)
     assert big.hnsw_coarse and big.factory.startswith(f"IVF{big.nlist}_HNSW32,")
-    assert big.train_size == 1 << 21
+    assert big.nlist == 1 << 17 and big.train_size == MAX_TRAIN == 1 << 23
+
+
+@pytest.mark.parametrize("exponent", [5, 6, 7, 8, 9])
+@pytest.mark.parametrize("dim", [64, 128, 512])
+def test_rule_is_consistent_at_every_scale(exponent: int, dim: int) -> None:
+    """Lists, sample and code agree from 10^5 to 10^9 vectors: at least 39 training points per
+    list (faiss's minimum) and per PQ centroid, never more samples than vectors or than the
+    cap, lists no more than vectors, the code a divisor of dim, nprobe within the lists."""
+    n = 10**exponent
+    p = choose_params(n, dim)
+    assert p.kind == "ivfpq"
+    assert p.train_size >= MIN_POINTS_PER_CENTROID * p.nlist
+    assert p.train_size >= min(n, MIN_POINTS_PER_CENTROID * (1 << p.nbits))
+    assert p.train_size <= min(n, MAX_TRAIN) and p.nlist <= n
+    assert dim % p.m == 0 and 1 <= p.nprobe <= p.nlist
+    assert p.hnsw_coarse == (p.nlist >= 1 << 16)
+
+
+def test_list_count_follows_sqrt_n_until_the_sample_caps_it() -> None:
+    """nlist ≈ 4·√N as a power of two, never above what the capped sample can train."""
+    assert [choose_params(10**e, 128).nlist for e in range(5, 10)] == [
+        1 << 10, 1 << 12, 1 << 14, 1 << 15, 1 << 17,
+    ]  # fmt: skip
+    small_cap = choose_params(10**9, 128, max_train=1 << 21)
+    assert small_cap.nlist == 1 << 15  # 2^21 / 39 = 53 773 -> 2^15
+    assert small_cap.train_size >= MIN_POINTS_PER_CENTROID * small_cap.nlist
 
 
 def test_opq_prefix() -> None:
@@ -87,7 +115,8 @@ def test_m_divides_dim_and_is_at_most_a_quarter(dim: int) -> None:
 def test_train_size_bounds() -> None:
     assert choose_train_size(20_000, 256) == 16_384
     assert choose_train_size(5_000, 256) == 5_000
-    assert choose_train_size(10**9, 1 << 16) == 1 << 21
+    assert choose_train_size(10**9, 1 << 16) == 1 << 22  # 64 per list
+    assert choose_train_size(10**9, 1 << 18) == MAX_TRAIN  # capped
     assert choose_train_size(10**6, 16) == 39 * 256
 
 
