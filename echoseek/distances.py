@@ -42,19 +42,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from echoseek.distance_params import DEFAULT_PARAMS as DEFAULT_PARAMS  # re-exported
+from echoseek.distance_params import NAMES as NAMES  # re-exported
+from echoseek.distance_params import resolve_params
 from echoseek.errors import ConfigError, InputError
-
-NAMES: tuple[str, ...] = ("cosine", "sqeuclidean", "minkowski", "soart3_yita", "soart3_gamma")
-"""Every distance name accepted by :func:`pairwise`, :func:`rowwise` and :func:`distance_range`."""
-
-DEFAULT_PARAMS: dict[str, dict[str, float]] = {
-    "cosine": {},
-    "sqeuclidean": {},
-    "minkowski": {"p": 2.0},
-    "soart3_yita": {},
-    "soart3_gamma": {"p": 4.0},
-}
-"""The parameters each distance accepts, with their defaults."""
 
 SOART3_EPS = 1e-4
 """ε in SOART3's β = (x·y + ε)/(x·x + ε)."""
@@ -66,25 +57,6 @@ CACHE_BYTES = 4 * 2**20
 """Without autograd: size of the one reused SOART3 scratch tile (kept cache-resident)."""
 
 _BLOCK_TEMPORARIES = 4  # residual, |residual| and the norm reductions' scratch, with headroom
-
-
-def resolve_params(name: str, **params: float) -> dict[str, float]:
-    """Check ``name`` and its parameters; return the parameters with defaults filled in.
-
-    Raises :class:`~echoseek.errors.ConfigError` for an unknown name, an unknown parameter or a
-    ``p`` out of range (``p > 0`` for minkowski, ``p ≥ 1`` for SOART3 so that ‖·‖_p is a norm).
-    """
-    if name not in DEFAULT_PARAMS:
-        raise ConfigError(f"distance: unknown name {name!r} (known: {', '.join(NAMES)})")
-    accepted = DEFAULT_PARAMS[name]
-    for key in params:
-        if key not in accepted:
-            takes = f"accepts only {', '.join(accepted)}" if accepted else "takes no parameters"
-            raise ConfigError(f"distance {name!r}: unknown parameter {key!r} ({name} {takes})")
-    resolved = {**accepted, **params}
-    if "p" in resolved:
-        resolved["p"] = _check_p(name, resolved["p"])
-    return resolved
 
 
 def pairwise(queries: Tensor, refs: Tensor, name: str, **params: float) -> Tensor:
@@ -336,18 +308,6 @@ _ROWWISE: dict[str, Callable[..., Tensor]] = {
 
 # ---------------------------------------------------------------------------------------------
 # Input checks.
-
-
-def _check_p(name: str, value: object) -> float:
-    try:
-        p = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigError(f"distance {name!r}: p must be a number, got {value!r}") from None
-    low, strict = (0.0, True) if name == "minkowski" else (1.0, False)
-    if math.isnan(p) or p < low or (strict and p == low):
-        bound = f"> {low:g}" if strict else f">= {low:g}"
-        raise ConfigError(f"distance {name!r}: p must be {bound} (or inf), got {value!r}")
-    return p
 
 
 def _check_matrices(a: Tensor, b: Tensor, a_name: str, b_name: str) -> tuple[Tensor, Tensor]:

@@ -82,8 +82,24 @@ def two_node_run(
     if not selected(request, "tests/jobs/test_two_node_resume.py"):
         yield None
         return
-    from tests.two_node_resume import started
+    from tests.script_process import started
 
     out = tmp_path_factory.mktemp("two-node")
-    with started(out) as proc:
+    with started("tests.two_node_resume", out) as proc:
+        yield proc, out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cluster_build_run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """The run of tests/index/test_cluster_build.py (its process and output dir), started when
+    the session starts, like :func:`two_node_run`."""
+    if not selected(request, "tests/index/test_cluster_build.py"):
+        yield None
+        return
+    from tests.script_process import started
+
+    out = tmp_path_factory.mktemp("cluster-build")
+    with started("tests.cluster_build", out) as proc:
         yield proc, out

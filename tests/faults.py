@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cloudpickle
 
@@ -61,3 +62,23 @@ class WaitForNodeLoss:
         self.marker.write_text(ray.get_runtime_context().get_node_id())
         time.sleep(self.wait_s)  # the node goes away with this process long before
         raise RuntimeError(f"node of rank {rank} was not removed within {self.wait_s} s")
+
+
+def fill_waiting_for_node_loss(marker: Path, shard: int, wait_s: float = 300.0) -> Any:
+    """A stand-in for ``echoseek.index.build.fill_from_source`` (patched in a build's driver):
+    the first attempt at shard ``shard`` writes its Ray node id to ``marker`` and waits for the
+    test to remove that node (which kills it); every other call, and the retry, fills as usual.
+    A function, not a callable object: ``ray.remote`` takes functions (a closure of this
+    module, which ships by value)."""
+
+    def fill(trained: Any, source: Any, plan: Any, *args: Any) -> Any:
+        from echoseek.index.build import fill_from_source
+
+        if plan.shard == shard and not marker.exists():
+            import ray
+
+            marker.write_text(ray.get_runtime_context().get_node_id())
+            time.sleep(wait_s)
+        return fill_from_source(trained, source, plan, *args)
+
+    return fill

@@ -11,15 +11,10 @@ when the test session starts (:func:`started`), so its node start-ups overlap ot
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,28 +66,6 @@ def main(out: Path) -> dict[str, Any]:
     finally:
         ray.shutdown()
         cluster.shutdown()
-
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@contextlib.contextmanager
-def started(out: Path) -> Iterator[subprocess.Popen[str]]:
-    """This script on ``out`` in its own process group (stdout and stderr to files in ``out``),
-    killed with every process of its cluster when the caller leaves."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    with open(out / "stdout", "w") as stdout, open(out / "stderr", "w") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.two_node_resume", str(out)],
-            cwd=ROOT, env=env, stdout=stdout, stderr=stderr, text=True, start_new_session=True,
-        )  # fmt: skip
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=60)
 
 
 if __name__ == "__main__":

@@ -249,7 +249,8 @@ def _npy_rows(vf: VectorFile, local: np.ndarray, dim: int) -> np.ndarray:
     x = np.asarray(_load_npy(Path(vf.path))[local], dtype=np.float32)
     finite = np.isfinite(x).all(axis=1)
     if not finite.all():
-        raise InputError(f"{vf.path}: row {int(local[np.argmin(finite)])} has a NaN or infinite value")
+        row = int(local[np.argmin(finite)])
+        raise InputError(f"{vf.path}: row {row} has a NaN or infinite value")
     return x
 
 

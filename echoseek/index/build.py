@@ -30,11 +30,9 @@ On a cluster the index root must be a filesystem every worker can write (shared 
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +60,7 @@ from echoseek.index.manifest import (
     write_manifest,
 )
 from echoseek.index.params import IndexParams, choose_params
+from echoseek.index.plan import ROWS_PER_SHARD, ShardPlan, auto_num_shards, plan_shards
 from echoseek.index.publish import DEFAULT_RETENTION, new_version_id, staged_version
 from echoseek.index.recall import CALIBRATION_QUERIES, CALIBRATION_TARGET
 from echoseek.index.rerank import NATURAL_DISTANCE
@@ -87,45 +86,10 @@ from echoseek.index.train import (
 )
 from echoseek.storage import combined_sha256, sha256_file
 
-ROWS_PER_SHARD = 1_000_000
 BATCH_SIZE = 1 << 15
 METADATA_SCHEMA = pa.schema(
     [("internal_id", pa.int64()), ("id", pa.string()), *METADATA_TYPES.items()]
 )
-
-
-@dataclass(frozen=True)
-class ShardPlan:
-    """Shard ``shard`` holds input rows ``[start, stop)`` as ids ``id_start + (row − start)``."""
-
-    shard: int
-    start: int
-    stop: int
-    id_start: int
-
-    @property
-    def count(self) -> int:
-        return self.stop - self.start
-
-
-def plan_shards(
-    n: int, num_shards: int, first_shard: int = 0, id_start: int = 0
-) -> list[ShardPlan]:
-    """Split rows ``[0, n)`` into ``num_shards`` contiguous, balanced, non-empty slices."""
-    if n <= 0:
-        raise InputError("nothing to index: the input has no vectors")
-    if num_shards <= 0:
-        raise InputError(f"num_shards must be positive, got {num_shards}")
-    s = min(num_shards, n)
-    bounds = [n * i // s for i in range(s + 1)]
-    return [
-        ShardPlan(first_shard + i, bounds[i], bounds[i + 1], id_start + bounds[i]) for i in range(s)
-    ]
-
-
-def auto_num_shards(n: int, rows_per_shard: int = ROWS_PER_SHARD) -> int:
-    """``ceil(n / rows_per_shard)``, at least 1."""
-    return max(1, math.ceil(n / max(1, rows_per_shard)))
 
 
 def build_index(
@@ -421,9 +385,11 @@ def build_summary(manifest: dict[str, Any], params: IndexParams) -> dict[str, An
 
 def summary_text(s: dict[str, Any]) -> str:
     """The terminal line of ``echoseek index build``'s summary (``jobs.index_build.run``)."""
+    nodes = len({f["node_id"] for f in s.get("shard_fills", [])})
+    where = f" on {nodes} nodes" if nodes > 1 else ""
     line = (
-        f"indexed {s['ntotal']} vectors (dim {s['dim']}, {s['factory']}, {s['shards']} shards) "
-        f"as {s['output']}/{s['version']} in {s['seconds']:.1f} s"
+        f"indexed {s['ntotal']} vectors (dim {s['dim']}, {s['factory']}, {s['shards']} shards"
+        f"{where}) as {s['output']}/{s['version']} in {s['seconds']:.1f} s"
     )
     point = s.get("calibration")
     if point:

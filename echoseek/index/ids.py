@@ -12,7 +12,6 @@ hashes (at most 1000), whose rows are then compared exactly
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,10 +22,8 @@ from echoseek.data.vectors import (
     id_hashes,
     repeated_hashes,
 )
+from echoseek.index.plan import ShardPlan
 from echoseek.index.tasks import WORKER_BASE_BYTES, Placement, gather, submit
-
-if TYPE_CHECKING:
-    from echoseek.index.build import ShardPlan
 
 HASH_BYTES = 8
 ID_TEXT_BYTES = 120  # a Python str id and its list slot, per row of a batch

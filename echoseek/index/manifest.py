@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from echoseek.distances import resolve_params
+from echoseek.distance_params import resolve_params
 from echoseek.errors import ConfigError, InputError
 from echoseek.storage import contained, read_json_document, sha256_file, write_json_atomic
 

@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from echoseek.distances import resolve_params
+from echoseek.distance_params import resolve_params
 from echoseek.errors import EchoseekError, InputError
 from echoseek.index.manifest import MANIFEST, read_manifest, verify_files
 from echoseek.index.merge import drop_ids, merge_topk

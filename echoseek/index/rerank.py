@@ -25,9 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
-from echoseek.distances import rowwise
 from echoseek.index.merge import MISSING_ID, sort_results
 
 # The exact distance that re-ranks an index's own metric ("rerank=True").
@@ -110,7 +108,14 @@ def candidate_distances(
 
 
 def pairwise_rows(y: np.ndarray, x: np.ndarray, name: str, **params: float) -> np.ndarray:
-    """``D(y=y[i], x=x[i])`` for each row pair (N), via :func:`echoseek.distances.rowwise`."""
+    """``D(y=y[i], x=x[i])`` for each row pair (N), via :func:`echoseek.distances.rowwise`.
+
+    torch is imported here, not with the module: cosine and sqeuclidean re-rank in numpy, so
+    a build task or a searcher that never re-ranks by another distance never loads it."""
+    import torch
+
+    from echoseek.distances import rowwise
+
     with torch.no_grad():
         a = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
         b = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))

@@ -32,7 +32,9 @@ from typing import Any
 from echoseek.errors import EchoseekError, InputError
 
 MIB = 1 << 20
-WORKER_BASE_BYTES = 400 * MIB  # a worker with numpy, pyarrow and faiss imported (measured)
+WORKER_BASE_BYTES = (
+    300 * MIB
+)  # a Ray worker with numpy, pyarrow, faiss and echoseek.index (measured: ~250)
 RETRIES = 3
 
 

@@ -14,6 +14,11 @@ reaching recall@10 ≥ ``build.target_recall`` (0.9; with exact re-rank, on
 ``build.calibration_queries`` sampled vectors) and makes it the version's default, so the
 version searches well without ``index eval``; ``index.nprobe=N`` or ``build.target_recall=null``
 keep the rule's nprobe instead. Flat (exact) indexes skip the measurement.
+
+Every stage runs as Ray tasks that ask for the memory they need and spread over the nodes
+(:mod:`echoseek.index.build`); the driver's memory does not grow with the input. ``--json``
+lists each shard's fill task (``shard_fills``: file, rows, node_id, seconds, peak_rss_mib),
+the stages' seconds and the driver's peak RSS.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from echoseek.index.params import (
     choose_params,
 )
 from echoseek.index.recall import CALIBRATION_QUERIES, CALIBRATION_TARGET
+from echoseek.index.tasks import peak_rss_mib
 from echoseek.jobs.runner import run_job
 from echoseek.model_ref import ModelRef
 
@@ -128,7 +134,8 @@ def run(cfg: Config) -> dict[str, Any]:
         calibration_queries=b.calibration_queries,
     )
     seconds = time.perf_counter() - start
-    return {"output": cfg.output, **build_summary(manifest, params), "seconds": seconds}
+    summary = {"output": cfg.output, **build_summary(manifest, params), "seconds": seconds}
+    return {**summary, "driver_peak_rss_mib": peak_rss_mib()}
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "echoseek index build") -> int:

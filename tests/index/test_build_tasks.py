@@ -3,6 +3,8 @@ calibration, idempotent shard files, placement and each task's record."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +140,11 @@ def test_ray_build_records_where_each_shard_was_filled(
     assert all(100 < f["peak_rss_mib"] < 4_000 for f in fills)
     for stage in ("check_s", "sample_s", "train_s", "fill_s", "calibrate_s"):
         assert manifest["build"][stage] >= 0
+
+
+def test_build_tasks_do_not_load_torch() -> None:
+    """A fill, sample or calibration worker imports the build without torch (~450 MB of
+    resident memory per task otherwise): only a re-rank by a torch distance loads it."""
+    code = "import sys, echoseek.index.build; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
