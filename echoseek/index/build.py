@@ -84,6 +84,7 @@ from echoseek.index.train import (
     train_index,
     train_to_file,
 )
+from echoseek.ray_session import cluster_has_gpus, ensure_ray
 from echoseek.storage import combined_sha256, sha256_file
 
 BATCH_SIZE = 1 << 15
@@ -104,6 +105,7 @@ def build_index(
     use_gpu: bool | None = None,
     use_ray: bool = True,
     cpus_per_shard: float = 1.0,
+    train_cpus: float = 1.0,
     retention: int = DEFAULT_RETENTION,
     model_uri: str = "",
     model_tracking_uri: str = "",
@@ -121,6 +123,8 @@ def build_index(
     ``model_tracking_uri``: the MLflow store ``model_uri`` resolves in (default: the one the
     vectors artifact records), so a service finds the model without being told.
     ``use_ray=False`` runs every stage's tasks one after another in this process.
+    ``cpus_per_shard`` and ``train_cpus``: the CPUs a fill task and the train task reserve
+    (faiss runs that many OpenMP threads in a Ray task).
     """
     source = input if isinstance(input, VectorSource) else open_vectors(input)
     params = params or choose_params(source.count, source.dim)
@@ -137,7 +141,9 @@ def build_index(
             parts = sample_stage(source, params, plans, seed, use_ray)
             wait(parts)
         with stage(t, "train"):
-            trained = train_on_sample(params, parts, staging / TRAINED, use_gpu, use_ray)
+            trained = train_on_sample(
+                params, parts, staging / TRAINED, use_gpu, use_ray, train_cpus
+            )
             wait(trained)
         with stage(t, "fill"):
             entries = fill_shards(
@@ -211,13 +217,18 @@ def sample_stage(
 
 
 def train_on_sample(
-    params: IndexParams, parts: Pending, out: Path, use_gpu: bool | None, use_ray: bool
+    params: IndexParams,
+    parts: Pending,
+    out: Path,
+    use_gpu: bool | None,
+    use_ray: bool,
+    cpus: float = 1.0,
 ) -> Pending:
     """Stage 3: one task trains on the sample's parts and writes ``out``; its output (the
     serialised index, or its object ref) goes to the fill tasks as is. It asks for a GPU
     when ``use_gpu`` or (None) when the cluster has one."""
     gpu = use_gpu if use_gpu is not None else _cluster_has_gpus(use_ray)
-    place = train_placement(params, num_gpus=1.0 if gpu else 0.0)
+    place = train_placement(params, num_cpus=cpus, num_gpus=1.0 if gpu else 0.0)
     return submit(train_to_file, [(params, str(out), use_gpu, *parts.outputs)], place, use_ray)
 
 
@@ -317,12 +328,12 @@ def sample_placement(rows: int, dim: int) -> Placement:
     return Placement(memory=WORKER_BASE_BYTES + 4 * dim * (rows + 3 * (1 << 15)), num_cpus=0.5)
 
 
-def train_placement(params: IndexParams, num_gpus: float) -> Placement:
+def train_placement(params: IndexParams, num_cpus: float, num_gpus: float) -> Placement:
     """The train task: the sample three times (parts, concatenated, normalised) and the
     index being trained (centroids and k-means buffers, ~4x the trained index)."""
     sample = 4 * params.dim * params.train_size
     need = WORKER_BASE_BYTES + 3 * sample + 4 * params.trained_bytes
-    return Placement(memory=int(need), num_cpus=1.0, num_gpus=num_gpus)
+    return Placement(memory=int(need), num_cpus=num_cpus, num_gpus=num_gpus)
 
 
 def new_manifest(
@@ -501,7 +512,5 @@ def _source_checksums(source: VectorSource, use_ray: bool) -> Pending:
 def _cluster_has_gpus(use_ray: bool) -> bool:
     if not use_ray:
         return False
-    from echoseek.ray_session import cluster_has_gpus, ensure_ray
-
     ensure_ray()
     return cluster_has_gpus()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from echoseek.errors import EchoseekError, InputError
+from echoseek.ray_session import ensure_ray
 
 MIB = 1 << 20
 WORKER_BASE_BYTES = (
@@ -86,8 +88,6 @@ def submit(
     if not use_ray:
         return Pending([fn(*call) for call in calls], on_ray=False)
     import ray
-
-    from echoseek.ray_session import ensure_ray
 
     ensure_ray()
     for p in set(places):
@@ -183,8 +183,6 @@ def task_record(start: float) -> dict[str, Any]:
 
 def current_node_id() -> str:
     """The Ray node this process runs on (``"local"`` outside Ray)."""
-    import sys
-
     if "ray" not in sys.modules:
         return "local"
     import ray

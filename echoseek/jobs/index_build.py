@@ -74,6 +74,7 @@ class BuildOptions:
     num_shards: int = 0  # 0: ceil(N / rows_per_shard)
     rows_per_shard: int = ROWS_PER_SHARD
     cpus_per_shard: float = 1.0
+    train_cpus: float = 1.0  # the k-means task's CPUs (its OpenMP threads)
     batch_size: int = 1 << 15
     seed: int = 0
     use_gpu: bool | None = None  # None: train on GPU when faiss sees one
@@ -86,7 +87,8 @@ class BuildOptions:
         for name in ("num_shards", "retention"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"build.{name}: must be >= 0, got {getattr(self, name)}")
-        for name in ("rows_per_shard", "batch_size", "cpus_per_shard", "calibration_queries"):
+        positive = ("rows_per_shard", "batch_size", "cpus_per_shard", "train_cpus")
+        for name in (*positive, "calibration_queries"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"build.{name}: must be positive, got {getattr(self, name)}")
         if self.target_recall is not None and not 0 < self.target_recall <= 1:
@@ -127,6 +129,7 @@ def run(cfg: Config) -> dict[str, Any]:
         use_gpu=b.use_gpu,
         use_ray=b.use_ray,
         cpus_per_shard=b.cpus_per_shard,
+        train_cpus=b.train_cpus,
         retention=b.retention,
         model_uri=model.uri if model else "",
         model_tracking_uri=model.store(cfg.tracking_uri) if model else "",  # "": the vectors' own

@@ -21,7 +21,7 @@ from echoseek.index.calibrate import calibrate_on_shards
 from echoseek.index.ids import check_unique_ids
 from echoseek.index.publish import resolve_version_dir
 from echoseek.index.recall import calibrate_nprobe, sample_live_ids
-from echoseek.index.tasks import Placement, check_fits, temporary_path
+from echoseek.index.tasks import Placement, check_fits, current_node_id, temporary_path
 from tests.index_fixtures import clustered, small_params
 
 
@@ -118,7 +118,7 @@ def test_a_failed_fill_attempt_leaves_only_temporaries_which_the_stage_removes(
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "shard-00000.faiss", "shard-00000.meta.parquet", "shard-00000.vectors.npy",
     ]  # fmt: skip
-    assert entry["count"] == 500 and entry["task"]["node_id"] == "local"
+    assert entry["count"] == 500 and entry["task"]["node_id"] == current_node_id()
 
 
 def test_a_task_no_node_can_hold_is_refused_up_front(ray_session: Any) -> None:

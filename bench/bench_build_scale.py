@@ -1,0 +1,155 @@
+"""`echoseek index build` at growing N: stage times, driver and task peak memory, recall.
+
+    .venv/bin/python bench/bench_build_scale.py --sizes 1000000 3000000      # ~25 min here
+    .venv/bin/python bench/bench_build_scale.py --sizes 200000 --queries 200  # quick check
+
+For each N, a vectors artifact of N × ``--dim`` points of the clustered mixture of
+bench_index.py (string ids ``v<row>``, 2^18 rows per Parquet file) is written once under
+``--work`` and kept. Then the real command runs in its own process against a local Ray of
+``--cpus`` CPUs, exactly as a user runs it:
+
+    echoseek index build input=<vectors> output=<root> build.train_cpus=<cpus> --json
+
+with the rule-chosen IVF-PQ parameters and one shard per 10^6 rows. From its JSON summary:
+each stage's wall time (check, sample, train, fill, calibrate; publish is the rest), the
+driver's peak RSS (the command's own process) and every fill task's peak RSS (a fresh worker
+per task), against its rows; bytes per vector of the shard files (codes, ids, lists) and of
+the float16 re-rank copies. Recall@10 at the version's default nprobe with its default exact
+re-rank, on ``--queries`` held-out points of the same mixture, against an exact brute-force
+search over the N float32 vectors (done here, streamed, not by the build).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from bench_index import recall10
+
+CLUSTERS = 1000
+CHUNK = 1 << 18
+
+
+def vectors_artifact(path: Path, n: int, dim: int) -> Path:
+    """``n`` mixture points with ids, written once (chunk by chunk, one seed per chunk)."""
+    from echoseek.data.vectors import write_vectors
+
+    if (path / "vectors.json").is_file():
+        return path
+
+    def batches() -> Iterator[tuple[list[str], np.ndarray]]:
+        for s in range(0, n, CHUNK):
+            e = min(n, s + CHUNK)
+            x = mixture_chunk(e - s, dim, seed=1 + s // CHUNK)
+            yield [f"v{i}" for i in range(s, e)], x
+
+    write_vectors(path, batches(), dim, model_uri="bench", rows_per_file=CHUNK)
+    return path
+
+
+def mixture_chunk(n: int, dim: int, seed: int) -> np.ndarray:
+    """``n`` points of the one mixture (centres fixed by seed 0), drawn with ``seed``."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(CLUSTERS, dim)).astype(np.float32)
+    bases = rng.normal(scale=0.35, size=(CLUSTERS, 32, dim)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, CLUSTERS, n)
+    z = rng.normal(size=(n, 32)).astype(np.float32)
+    x = centres[labels] + np.einsum("nr,nrd->nd", z, bases[labels])
+    x += 0.3 * rng.normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def exact_truth(vectors: Path, q: np.ndarray, k: int) -> np.ndarray:
+    """Exact top-``k`` row numbers of ``q`` over the artifact, streamed in chunks."""
+    import faiss
+
+    from echoseek.data.vectors import iter_vector_batches
+    from echoseek.index.merge import merge_topk
+
+    best_s = np.full((len(q), k), -np.inf, np.float32)
+    best_i = np.full((len(q), k), -1, np.int64)
+    start = 0
+    for batch in iter_vector_batches(vectors, batch_size=CHUNK):
+        flat = faiss.IndexFlatIP(q.shape[1])
+        flat.add(batch.vectors)
+        s, i = flat.search(q, k)
+        best_s, best_i = merge_topk([best_s, s], [best_i, i + start], k)
+        start += len(batch.ids)
+    return best_i
+
+
+def build(vectors: Path, root: Path, cpus: int) -> dict[str, Any]:
+    """The real command in its own process; its JSON summary and wall time."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    exe = str(Path(sys.executable).parent / "echoseek")
+    args = [exe, "index", "build", f"input={vectors}", f"output={root}", "--json"]
+    args += [f"build.train_cpus={cpus}", "build.retention=1"]
+    start = time.perf_counter()
+    out = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
+    summary = json.loads(out[out.index("{") :])
+    return {**summary, "wall_s": time.perf_counter() - start}
+
+
+def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    from echoseek.index import open_index
+
+    vectors = vectors_artifact(args.work / f"vectors-{n}", n, args.dim)
+    s = build(vectors, args.work / f"index-{n}", args.cpus)
+    q = mixture_chunk(args.queries, args.dim, seed=10**6)
+    truth = exact_truth(vectors, q, 10)
+    with open_index(args.work / f"index-{n}") as index:
+        ids = index.search(q, 10)[1]
+        external = index.lookup(ids.ravel().tolist())
+    found = np.array([int(r["id"][1:]) for r in external]).reshape(ids.shape)
+    version = args.work / f"index-{n}" / s["version"]
+    fills = s["shard_fills"]
+    stages = ("check_s", "sample_s", "train_s", "fill_s", "calibrate_s")
+    return {
+        "n": n,
+        "factory": s["factory"],
+        "shards": s["shards"],
+        "train_size": s["train_size"],
+        **{k: round(s.get(k, 0.0), 1) for k in stages},
+        "publish_s": round(s["seconds"] - sum(s.get(k, 0.0) for k in stages), 1),
+        "build_s": round(s["seconds"], 1),
+        "wall_s": round(s["wall_s"], 1),
+        "driver_peak_mib": round(s["driver_peak_rss_mib"]),
+        "fill_peak_mib": round(max(f["peak_rss_mib"] for f in fills)),
+        "fill_rows": max(f["rows"] for f in fills),
+        "fill_s_max": round(max(f["seconds"] for f in fills), 1),
+        "index_bytes_per_vector": round(_bytes(version, "shard-*.faiss") / n, 1),
+        "rerank_bytes_per_vector": round(_bytes(version, "shard-*.vectors.npy") / n, 1),
+        "default_nprobe": s["default_nprobe"],
+        "recall@10": round(recall10(found, truth), 3),
+    }
+
+
+def _bytes(folder: Path, pattern: str) -> int:
+    return sum(p.stat().st_size for p in folder.glob(pattern))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000])
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--work", type=Path, default=Path("work/bench-build-scale"))
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    for n in args.sizes:
+        row = measure(n, args)
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
