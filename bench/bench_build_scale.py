@@ -8,7 +8,7 @@ bench_index.py (string ids ``v<row>``, 2^18 rows per Parquet file) is written on
 ``--work`` and kept. Then the real command runs in its own process against a local Ray of
 ``--cpus`` CPUs, exactly as a user runs it:
 
-    echoseek index build input=<vectors> output=<root> build.train_cpus=<cpus> --json
+    echoseek index build --json input=<vectors> output=<root> build.train_cpus=<cpus>
 
 with the rule-chosen IVF-PQ parameters and one shard per 10^6 rows. From its JSON summary:
 each stage's wall time (check, sample, train, fill, calibrate; publish is the rest), the
@@ -62,9 +62,11 @@ def mixture_chunk(n: int, dim: int, seed: int) -> np.ndarray:
     bases = rng.normal(scale=0.35, size=(CLUSTERS, 32, dim)).astype(np.float32)
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, CLUSTERS, n)
+    x = 0.3 * rng.normal(size=(n, dim)).astype(np.float32)
     z = rng.normal(size=(n, 32)).astype(np.float32)
-    x = centres[labels] + np.einsum("nr,nrd->nd", z, bases[labels])
-    x += 0.3 * rng.normal(size=(n, dim)).astype(np.float32)
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        x[rows] += centres[c] + z[rows] @ bases[c]
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
@@ -91,7 +93,7 @@ def build(vectors: Path, root: Path, cpus: int) -> dict[str, Any]:
     """The real command in its own process; its JSON summary and wall time."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     exe = str(Path(sys.executable).parent / "echoseek")
-    args = [exe, "index", "build", f"input={vectors}", f"output={root}", "--json"]
+    args = [exe, "index", "build", "--json", f"input={vectors}", f"output={root}"]
     args += [f"build.train_cpus={cpus}", "build.retention=1"]
     start = time.perf_counter()
     out = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout

@@ -503,7 +503,8 @@ class _PartWriter:
         start = 0
         n = len(batch.ids)
         while start < n:
-            take = min(n - start, self.rows_per_file - self._rows_in_file)
+            room = min(self.rows_per_file - self._rows_in_file, ROWS_PER_GROUP - self._pending_rows)
+            take = min(n - start, room)  # row groups of at most ROWS_PER_GROUP, whatever the batch
             self._write(batch, start, start + take)
             start += take
 

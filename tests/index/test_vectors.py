@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from echoseek.data.vectors import (
+    ROWS_PER_GROUP,
     VectorBatch,
     iter_vector_batches,
     open_vectors,
@@ -137,3 +138,14 @@ def test_metadata_columns_must_not_change(tmp_path: Path) -> None:
     batches = [VectorBatch(["a"], x, {"label": [1]}), VectorBatch(["b"], x, {})]
     with pytest.raises(InputError, match="metadata columns"):
         write_vectors(tmp_path / "v", batches, 2, "")
+
+
+def test_row_groups_stay_small_whatever_the_batch_size(tmp_path: Path) -> None:
+    """A reader (a fill or sample task) decodes one row group at a time: one large batch in
+    is still written as groups of at most ROWS_PER_GROUP rows."""
+    n = 2 * ROWS_PER_GROUP + 5
+    x = np.zeros((n, 4), dtype=np.float32)
+    desc = write_vectors(tmp_path / "v", [([str(i) for i in range(n)], x)], 4, "pixels")
+    meta = pq.ParquetFile(tmp_path / "v" / desc["files"][0]["file"]).metadata
+    sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    assert sizes == [ROWS_PER_GROUP, ROWS_PER_GROUP, 5]
