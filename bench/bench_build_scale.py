@@ -117,6 +117,8 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     stages = ("check_s", "sample_s", "train_s", "fill_s", "calibrate_s")
     return {
         "n": n,
+        "dim": s["dim"],
+        "nlist": nlist_of(s["factory"]),
         "factory": s["factory"],
         "shards": s["shards"],
         "train_size": s["train_size"],
@@ -135,6 +137,67 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+NITER = 25  # faiss's k-means iterations (ClusteringParameters.niter)
+
+
+def fit(rows: list[dict[str, Any]], cpus: int) -> dict[str, float]:
+    """Rates of the time model, fitted by least squares through the origin over the runs:
+
+    * train: ``2·n_train·nlist·d·niter`` FLOP of k-means on ``cpus`` threads → FLOP/s per core;
+    * fill: ``2·N·(nlist + 256)·d`` FLOP (coarse assignment + PQ encoding) over the fill
+      tasks, ``min(cpus, shards)`` at a time → FLOP/s per core;
+    * check: id rows per second per core (hashing, ``min(cpus, shards)`` tasks);
+    * fill task memory: ``peak = a + b·rows`` (MiB), fitted over the runs' largest shards.
+    """
+    d = rows
+    train_flop = np.array([2 * r["train_size"] * r["nlist"] * r["dim"] * NITER for r in d])
+    fill_flop = np.array([2 * r["n"] * (r["nlist"] + 256) * r["dim"] for r in d])
+    par = np.array([min(cpus, r["shards"]) for r in d])
+    train_s, fill_s = np.array([r["train_s"] for r in d]), np.array([r["fill_s"] for r in d])
+    check_rate = np.array([r["n"] / r["check_s"] / min(cpus, r["shards"]) for r in d])
+    rows_, peak = np.array([r["fill_rows"] for r in d]), np.array([r["fill_peak_mib"] for r in d])
+    b, a = np.polyfit(rows_, peak, 1) if len(d) > 1 else (0.0, float(peak[0]))
+    return {
+        "train_flops_per_core": float(train_flop @ train_s / (train_s @ train_s)) / cpus,
+        "fill_flops_per_core": float((fill_flop / par) @ fill_s / (fill_s @ fill_s)),
+        "check_rows_per_s_per_core": float(np.median(check_rate)),
+        "fill_peak_base_mib": float(a),
+        "fill_peak_bytes_per_row": float(b * 2**20),
+    }
+
+
+def project(rates: dict[str, float], n: int, nodes: int, cores: int, gpu_flops: float) -> dict:
+    """Stage times at ``n`` × 128 on ``nodes`` × ``cores`` (rule-chosen parameters), with the
+    fitted rates; k-means on one node's cores, or on a GPU of ``gpu_flops`` when given."""
+    from echoseek.index.params import choose_params
+
+    p = choose_params(n, 128)
+    cpus = nodes * cores
+    train_flop = 2 * p.train_size * p.nlist * 128 * NITER
+    train_cpu = train_flop / (rates["train_flops_per_core"] * cores)
+    # an HNSW coarse quantizer (nlist >= 2^16) visits ~ef·M centroids, not all of them
+    assign = min(p.nlist, 64 * 32) if p.hnsw_coarse else p.nlist
+    fill = 2 * n * (assign + 256) * 128 / (rates["fill_flops_per_core"] * cpus)
+    check = n / (rates["check_rows_per_s_per_core"] * cpus)
+    shard_rows = 1_000_000
+    return {
+        "n": n, "factory": p.factory, "train_size": p.train_size,
+        "check_s": check, "train_cpu_s": train_cpu,
+        "train_gpu_s": train_flop / gpu_flops if gpu_flops else None, "fill_s": fill,
+        "total_cpu_h": (check + train_cpu + fill) / 3600,
+        "total_gpu_h": (check + train_flop / gpu_flops + fill) / 3600 if gpu_flops else None,
+        "fill_task_peak_gib": (rates["fill_peak_base_mib"] * 2**20
+                               + rates["fill_peak_bytes_per_row"] * shard_rows) / 2**30,
+        "train_task_gib": (3 * 4 * 128 * p.train_size + 4 * p.trained_bytes) / 2**30 + 0.3,
+        "index_gb": n * p.bytes_per_vector / 1e9, "rerank_gb": n * 128 * 2 / 1e9,
+    }  # fmt: skip
+
+
+def nlist_of(factory: str) -> int:
+    """The list count of an ``IVF{nlist}[_HNSW32],PQ…`` factory string."""
+    return int(factory.split(",")[0][3:].split("_")[0])
+
+
 def _bytes(folder: Path, pattern: str) -> int:
     return sum(p.stat().st_size for p in folder.glob(pattern))
 
@@ -146,11 +209,23 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--work", type=Path, default=Path("work/bench-build-scale"))
+    parser.add_argument("--rows", type=Path, help="fit and project from these JSON lines only")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    for n in args.sizes:
-        row = measure(n, args)
-        print(json.dumps(row), flush=True)
+    if args.rows:
+        rows = [json.loads(line) for line in args.rows.read_text().splitlines() if line]
+        for row in rows:  # lines of a run before these keys were printed
+            row.setdefault("dim", args.dim)
+            row.setdefault("nlist", nlist_of(row["factory"]))
+    else:
+        rows = [measure(n, args) for n in args.sizes]
+        for row in rows:
+            print(json.dumps(row), flush=True)
+    rates = fit(rows, args.cpus)
+    print(json.dumps({"fitted": rates}))
+    for n in (10**8, 10**9):  # 4 nodes x 32 cores x 128 GiB; an H100 at ~20 TFLOP/s (fp32)
+        for gpu in (0.0, 20e12):
+            print(json.dumps(project(rates, n, nodes=4, cores=32, gpu_flops=gpu), default=str))
 
 
 if __name__ == "__main__":

@@ -78,7 +78,6 @@ def ray_job(dataset: Path, model: Path, out: Path, batch: int, whole: bool) -> d
         input=str(dataset),
         model=str(model),
         output=str(out),
-        batch_size=batch,
         overwrite=True,
         **(whole_cpu if whole else {}),  # type: ignore[arg-type]
     )

@@ -19,8 +19,11 @@ slice. Every batch is checked: a wrong dimension, a null or a NaN/inf value rais
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -328,8 +331,45 @@ def write_vectors(
         writer.close()
         if writer.count == 0:
             raise InputError(f"{out_dir}: no vectors to write (the input was empty)")
-        desc = _descriptor(writer, dim, model_uri, extra or {})
-        (staging / DESCRIPTOR).write_text(json.dumps(desc, indent=2) + "\n")
+        desc = finish_vectors(staging, writer.files, dim, model_uri, extra)
+    return desc
+
+
+def write_vector_part(
+    folder: str | Path, name: str, batch: VectorBatch | tuple[Any, ...], dim: int
+) -> dict[str, Any]:
+    """Write one part file of a vectors artifact (``folder/name``, a temporary name first,
+    renamed when complete, so a retried writer replaces it whole); return its ``files``
+    entry ``{file, rows, sha256}``. Parts are what embedding actors write on any node, so
+    no vector passes through the driver (:func:`finish_vectors` lists them)."""
+    root = Path(folder)
+    tmp = root / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        writer = _PartWriter(root, dim, rows_per_file=1 << 62, names=iter([tmp.name]))
+        writer.add(_as_batch(tuple(batch), dim, 0))
+        writer.close()
+        os.replace(tmp, root / name)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return {**writer.files[0], "file": name}
+
+
+def finish_vectors(
+    folder: str | Path,
+    files: list[dict[str, Any]],
+    dim: int,
+    model_uri: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the descriptor of the parts ``files`` (in row order) into ``folder``; return it.
+
+    An artifact with no rows is refused, naming the folder."""
+    rows = sum(int(f["rows"]) for f in files)
+    if rows == 0:
+        raise InputError(f"{folder}: no vectors to write (the input was empty)")
+    desc = _descriptor(files, rows, dim, model_uri, extra or {})
+    (Path(folder) / DESCRIPTOR).write_text(json.dumps(desc, indent=2) + "\n")
     return desc
 
 
@@ -479,10 +519,14 @@ def _first_null(col: pa.Array) -> int:
 class _PartWriter:
     """Rolls ``part-*.parquet`` files of ``rows_per_file`` rows in row groups."""
 
-    def __init__(self, root: Path, dim: int, rows_per_file: int) -> None:
+    def __init__(
+        self, root: Path, dim: int, rows_per_file: int, names: Iterator[str] | None = None
+    ) -> None:
         if rows_per_file <= 0:
             raise InputError(f"rows_per_file must be positive, got {rows_per_file}")
         self.root, self.dim, self.rows_per_file = root, dim, rows_per_file
+        numbered = (f"part-{i:05d}.parquet" for i in itertools.count())
+        self.names = names if names is not None else numbered
         self.files: list[dict[str, Any]] = []
         self.count = 0
         self._meta_keys: tuple[str, ...] | None = None
@@ -540,7 +584,7 @@ class _PartWriter:
         return pa.schema(fields)
 
     def _open(self) -> None:
-        name = f"part-{len(self.files):05d}.parquet"
+        name = next(self.names)
         self._writer = pq.ParquetWriter(
             self.root / name, self._schema(), compression="zstd", write_statistics=False
         )
@@ -586,7 +630,7 @@ def _as_batch(batch: VectorBatch | tuple[Any, ...], dim: int, row: int) -> Vecto
 
 
 def _descriptor(
-    writer: _PartWriter, dim: int, model_uri: str, extra: dict[str, Any]
+    files: list[dict[str, Any]], rows: int, dim: int, model_uri: str, extra: dict[str, Any]
 ) -> dict[str, Any]:
     return {
         "format": FORMAT,
@@ -594,9 +638,9 @@ def _descriptor(
         "model_uri": model_uri,
         "dim": dim,
         "dtype": "float32",
-        "count": writer.count,
+        "count": rows,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "files": writer.files,
-        "sha256": combined_sha256([f["sha256"] for f in writer.files]),
+        "files": files,
+        "sha256": combined_sha256([f["sha256"] for f in files]),
         **extra,
     }

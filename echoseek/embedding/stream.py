@@ -1,9 +1,12 @@
-"""Embedding a dataset on Ray Data: Parquet rows in, vector batches out, one model per actor.
+"""Embedding a dataset on Ray Data: Parquet rows in, vector part files out, one model per actor.
 
 The work list is the dataset's Parquet row groups; each actor of the pool (``map_batches`` with
 :class:`EmbedBatch`, a GPU per actor when the cluster has GPUs) reads its row groups, decodes
-the PNGs and runs the model, so batches stream to the driver as they are embedded and no
-separate read task competes for the actors' CPUs. A model
+the PNGs, runs the model and writes the vectors of each row group as one part file of the
+output artifact (:func:`~echoseek.data.vectors.write_vector_part`), on whichever node it runs.
+Only each part's ``{file, rows, sha256}`` reaches the driver, which lists the parts in row
+order in the artifact's descriptor: no vector passes through it. No separate read task
+competes for the actors' CPUs. A model
 reaches the actors through the object store (its ``model.json`` fields and state dict, loaded
 once on the driver), so actors on any node embed with the same weights and never resolve a
 model URI themselves.
@@ -23,7 +26,7 @@ import pyarrow.parquet as pq
 import torch
 
 from echoseek.data.dataset import decode_png, shard_paths
-from echoseek.data.vectors import VectorBatch
+from echoseek.data.vectors import VectorBatch, write_vector_part
 from echoseek.embedding.embedder import Embedder, ModelEmbedder, PixelEmbedder
 from echoseek.models.artifact import ModelMeta, build_model
 from echoseek.progress import ProgressBar
@@ -60,8 +63,9 @@ class EmbedBatch:
 
     def __init__(
         self, model: tuple[str, dict[str, Any], Any] | None, pixel_size: int, amp: bool,
-        threads: int = 0,
+        threads: int = 0, out: str = "",
     ) -> None:  # fmt: skip
+        self.out = out
         if threads:
             torch.set_num_threads(threads)
         self.embed: Embedder = PixelEmbedder(pixel_size)
@@ -76,8 +80,24 @@ class EmbedBatch:
         self.model_lock = threading.Lock()
 
     def __call__(self, work: pa.Table) -> pa.Table:
-        """Work items (``file``, ``group``) -> the rows of those Parquet row groups, embedded:
-        the metadata columns as read (Arrow, no per-row Python objects) and ``vector``."""
+        """Work items (``part``, ``file``, ``group``) -> with ``out``, the part files written
+        (``file``, ``rows``, ``sha256``: one per item); else the rows embedded (the metadata
+        columns as read and ``vector``)."""
+        if not self.out:
+            return self.embed_rows(work)
+        entries = []
+        for i in range(work.num_rows):
+            item = work.slice(i, 1)
+            rows = to_vector_batch(self.embed_rows(item))
+            part = int(item.column("part")[0].as_py())
+            name = f"part-{part:05d}.parquet"
+            entry = write_vector_part(self.out, name, rows, rows.vectors.shape[1])
+            entries.append({**entry, "part": part})
+        return pa.Table.from_pylist(entries)
+
+    def embed_rows(self, work: pa.Table) -> pa.Table:
+        """The rows of the work items' Parquet row groups, embedded: the metadata columns as
+        read (Arrow, no per-row Python objects) and ``vector``."""
         tables = [
             pq.ParquetFile(str(file)).read_row_group(int(group), columns=COLUMNS)
             for file, group in zip(
@@ -97,20 +117,21 @@ class EmbedBatch:
         return rows.select(list(META)).append_column("vector", column)
 
 
-def embedded_batches(
+def embedded_parts(
     path: str,
     model: ModelEmbedder | None,
+    out: str,
     *,
     pixel_size: int = 32,
-    batch_size: int = 64,
     actors: int = 1,
     resources: dict[str, Any],
     amp: bool = True,
     threads: int = 0,
     calls: int = CALLS_PER_ACTOR,
-) -> Iterator[VectorBatch]:
-    """Stream the dataset at ``path`` through the actor pool as :class:`VectorBatch` es
-    (``calls`` concurrent calls per actor: see :func:`calls_per_actor`)."""
+) -> Iterator[dict[str, Any]]:
+    """Embed the dataset at ``path`` through the actor pool into part files under ``out``
+    (a folder every node can write), yielding each part's ``{file, rows, sha256, part}`` as
+    it is written (``calls`` concurrent calls per actor: see :func:`calls_per_actor`)."""
     import ray
 
     shipped = None
@@ -118,9 +139,10 @@ def embedded_batches(
         state = {k: v.cpu() for k, v in model.model.state_dict().items()}
         shipped = (model.uri, model.meta.to_json(), ray.put(state))
     work = [
-        {"file": str(f), "group": g}
-        for f in shard_paths(path)
-        for g in range(pq.ParquetFile(f).num_row_groups)
+        {"part": i, "file": str(f), "group": g}
+        for i, (f, g) in enumerate(
+            (f, g) for f in shard_paths(path) for g in range(pq.ParquetFile(f).num_row_groups)
+        )
     ]
     # The actors read their row groups themselves: behind ray.data.read_parquet (which packs
     # small files into one block) the pool returned nothing until every row was embedded.
@@ -134,6 +156,7 @@ def embedded_batches(
                 "pixel_size": pixel_size,
                 "amp": amp,
                 "threads": threads,
+                "out": out,
             },
             batch_size=1,
             batch_format="pyarrow",
@@ -145,8 +168,8 @@ def embedded_batches(
             **resources,
             **restart_policy(),
         )
-    for batch in embedded.iter_batches(batch_size=batch_size, batch_format="pyarrow"):
-        yield to_vector_batch(batch)
+    for row in embedded.iter_rows():
+        yield {k: row[k] for k in ("file", "rows", "sha256", "part")}
 
 
 def restart_policy() -> dict[str, Any]:
@@ -166,8 +189,8 @@ def restart_policy() -> dict[str, Any]:
 
 
 class StreamClock:
-    """Times a batch stream: the fixed start cost (until the first batch arrives: actor start,
-    model load, first read) apart from the steady rate after it."""
+    """Times a stream of written parts: the fixed start cost (until the first part arrives:
+    actor start, model load, first read) apart from the steady rate after it."""
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
@@ -176,20 +199,20 @@ class StreamClock:
         self.rows = self.rows_after_first = 0
 
     def wrap(
-        self, batches: Iterable[VectorBatch], bar: ProgressBar | None = None
-    ) -> Iterator[VectorBatch]:
-        """Yield ``batches`` unchanged, timing them (and advancing ``bar``)."""
-        for batch in batches:
-            now = time.perf_counter()
+        self, parts: Iterable[dict[str, Any]], bar: ProgressBar | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Yield ``parts`` (``{rows, ...}`` each) unchanged, timing them (and advancing ``bar``)."""
+        for part in parts:
+            now, rows = time.perf_counter(), int(part["rows"])
             if self.first is None:
                 self.first = now
             else:
-                self.rows_after_first += len(batch.ids)
-            self.rows += len(batch.ids)
+                self.rows_after_first += rows
+            self.rows += rows
             self.end = now
             if bar is not None:
-                bar.update(len(batch.ids))
-            yield batch
+                bar.update(rows)
+            yield part
 
     def summary(self) -> dict[str, float]:
         """``start_s`` (fixed cost) and ``steady_images_per_s`` (rate after the first batch)."""

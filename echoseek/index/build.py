@@ -65,6 +65,7 @@ from echoseek.index.publish import DEFAULT_RETENTION, new_version_id, staged_ver
 from echoseek.index.recall import CALIBRATION_QUERIES, CALIBRATION_TARGET
 from echoseek.index.rerank import NATURAL_DISTANCE
 from echoseek.index.tasks import (
+    READ_BUFFER_BYTES,
     WORKER_BASE_BYTES,
     Pending,
     Placement,
@@ -314,18 +315,19 @@ def fill_shard(
 def fill_placement(
     rows: int, dim: int, bytes_per_vector: float, trained_bytes: int, batch_size: int, cpus: float
 ) -> Placement:
-    """A fill task's memory: its codes and ids (``rows·bytes_per_vector``, twice: faiss grows
-    an inverted list by doubling), its float16 re-rank copy (``2·rows·dim``: the memory map's
-    dirty pages until written back), four batches of float32 vectors in flight, the trained
-    index twice (object and deserialised) and the worker itself."""
-    need = 2 * rows * bytes_per_vector + 2 * rows * dim + 16 * batch_size * dim
+    """A fill task's memory: the worker, the input reader's buffers (a decoded row group), its
+    codes and ids (``rows·bytes_per_vector``, twice: faiss grows an inverted list by
+    doubling), four batches of float32 vectors in flight and the trained index twice (object
+    and deserialised). The float16 re-rank copy goes to its file as it is made."""
+    need = READ_BUFFER_BYTES + 2 * rows * bytes_per_vector + 16 * batch_size * dim
     memory = int(WORKER_BASE_BYTES + need + 2 * trained_bytes)
     return Placement(memory=memory, num_cpus=cpus, fresh_worker=True)
 
 
 def sample_placement(rows: int, dim: int) -> Placement:
-    """A sample task: its rows of the sample and one decoded row group (2^15 rows, 3 copies)."""
-    return Placement(memory=WORKER_BASE_BYTES + 4 * dim * (rows + 3 * (1 << 15)), num_cpus=0.5)
+    """A sample task: its rows of the sample and the reader's buffers."""
+    memory = WORKER_BASE_BYTES + READ_BUFFER_BYTES + 4 * dim * rows
+    return Placement(memory=memory, num_cpus=0.5)
 
 
 def train_placement(params: IndexParams, num_cpus: float, num_gpus: float) -> Placement:
@@ -464,12 +466,12 @@ def _write_shard(
     external_ids: bool,
 ) -> None:
     index = deserialize_index(trained)
-    vectors = np.lib.format.open_memmap(
-        paths["vectors"], mode="w+", dtype=np.float16, shape=(plan.count, index.d)
-    )
     writer = pq.ParquetWriter(paths["metadata"], METADATA_SCHEMA, compression="zstd")
     done = 0
-    try:
+    # the float16 re-rank copy is written through the file, not a memory map: a map's
+    # dirty pages counted in the task's memory until unmapped (2·dim bytes per row)
+    with writer, open(paths["vectors"], "wb") as vectors:
+        np.lib.format.write_array_header_1_0(vectors, _npy_header(plan.count, index.d))
         for batch in batches:
             n = len(batch.ids)
             if done + n > plan.count:
@@ -477,16 +479,16 @@ def _write_shard(
             x = normalize_rows(batch.vectors) if normalize else batch.vectors
             ids = np.arange(plan.id_start + done, plan.id_start + done + n, dtype=np.int64)
             index.add_with_ids(x, ids)
-            vectors[done : done + n] = x
+            vectors.write(x.astype("<f2").tobytes())
             writer.write_table(_metadata_table(batch, ids, external_ids))
             done += n
-    finally:
-        writer.close()
     if done != plan.count:
         raise InputError(f"shard {plan.shard}: input ended after {done} of {plan.count} rows")
-    vectors.flush()
-    del vectors
     faiss.write_index(index, str(paths["file"]))
+
+
+def _npy_header(rows: int, dim: int) -> dict[str, Any]:
+    return {"descr": "<f2", "fortran_order": False, "shape": (rows, dim)}
 
 
 def _shard_entry(paths: dict[str, Path], names: dict[str, str], plan: ShardPlan) -> dict[str, Any]:

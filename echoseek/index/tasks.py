@@ -37,6 +37,7 @@ MIB = 1 << 20
 WORKER_BASE_BYTES = (
     300 * MIB
 )  # a Ray worker with numpy, pyarrow, faiss and echoseek.index (measured: ~250)
+READ_BUFFER_BYTES = 256 * MIB  # a Parquet reader's buffers for one decoded row group (measured)
 RETRIES = 3
 
 

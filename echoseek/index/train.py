@@ -21,13 +21,31 @@ from echoseek.errors import InputError
 from echoseek.index.params import IndexParams
 from echoseek.index.tasks import publish_file, temporary_path
 
+SAMPLE_BLOCK = 1 << 20
+
 
 def sample_rows(n_total: int, n_samples: int, seed: int = 0) -> np.ndarray:
-    """Sorted, distinct row numbers: a seeded uniform sample of ``min(n_samples, n_total)``."""
+    """Sorted, distinct row numbers: a seeded uniform sample of ``min(n_samples, n_total)``.
+
+    In memory bounded by the sample, whatever ``n_total``: the rows are cut into blocks of
+    2^20, the sample's count in each block is drawn from the multivariate hypergeometric
+    distribution (exactly how many of a uniform k-subset fall in each block), then each
+    block's rows are drawn uniformly without replacement. The result is a uniform k-subset;
+    ``rng.choice(n_total, k, replace=False)`` would permute all ``n_total`` rows whenever
+    ``k > n_total/50`` (800 MB at 10^8).
+    """
     if n_samples >= n_total:
         return np.arange(n_total, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n_total, size=n_samples, replace=False)).astype(np.int64)
+    starts = np.arange(0, n_total, SAMPLE_BLOCK, dtype=np.int64)
+    sizes = np.minimum(SAMPLE_BLOCK, n_total - starts)
+    counts = rng.multivariate_hypergeometric(sizes, n_samples)
+    picks = [
+        start + np.sort(rng.choice(size, c, replace=False))
+        for start, size, c in zip(starts, sizes, counts, strict=True)
+        if c
+    ]
+    return np.concatenate(picks).astype(np.int64)
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:

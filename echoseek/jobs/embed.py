@@ -6,7 +6,10 @@
 
 The dataset's Parquet shards are read lazily, PNG decoding and the model run in an actor pool
 (``map_batches`` with one model per actor; a GPU per actor when the cluster has GPUs, AMP on
-GPU), and the driver streams the embedded batches into ``output`` (staging dir, then rename).
+GPU), and each actor writes the vectors of the row groups it embeds as part files of
+``output``'s staging directory (which every node must reach: the shared mount on a cluster);
+the driver only lists the parts in the descriptor, then renames the staging directory into
+place. No vector passes through the driver.
 ``model=pixels`` embeds with the raw-pixel baseline. Reports images per second.
 """
 
@@ -19,14 +22,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from echoseek.data.dataset import read_descriptor, shard_paths
-from echoseek.data.vectors import write_vectors
+from echoseek.data.vectors import finish_vectors
 from echoseek.embedding import ModelEmbedder, build_embedder
-from echoseek.embedding.stream import StreamClock, calls_per_actor, embedded_batches
+from echoseek.embedding.stream import StreamClock, calls_per_actor, embedded_parts
 from echoseek.errors import ConfigError
 from echoseek.jobs.runner import run_job
 from echoseek.model_ref import ModelRef
 from echoseek.progress import ProgressBar
 from echoseek.ray_session import cluster_has_gpus, ensure_ray
+from echoseek.storage import staged_dir
 
 
 @dataclass
@@ -37,7 +41,6 @@ class Config:
     output: str = "work/vectors"
     model: str = "pixels"  # model dir, models:/NAME/VERSION, runs:/ID/PATH, or pixels
     pixel_size: int = 32  # for model=pixels
-    batch_size: int = 64  # images per model call
     actors: int = 0  # actor pool size (a model replica each); 0: one per GPU, else per actor_cpus
     actor_cpus: float = 1.0  # CPUs reserved per actor when it runs on CPU
     torch_threads: int = 0  # intra-op threads per actor; 0: Ray's default (= reserved CPUs)
@@ -47,8 +50,8 @@ class Config:
     tracking_uri: str = ""  # MLflow store for models:/ and runs:/ URIs; default: see tracking
 
     def __post_init__(self) -> None:
-        if self.batch_size <= 0 or self.actors < 0 or self.actor_cpus <= 0:
-            raise ConfigError("batch_size and actor_cpus must be positive, actors >= 0")
+        if self.actors < 0 or self.actor_cpus <= 0:
+            raise ConfigError("actor_cpus must be positive, actors >= 0")
         if self.torch_threads < 0:
             raise ConfigError(f"torch_threads: must be >= 0, got {self.torch_threads}")
 
@@ -64,29 +67,30 @@ def run(cfg: Config) -> dict[str, Any]:
     ensure_ray()
     gpu = cluster_has_gpus() if cfg.use_gpu is None else cfg.use_gpu
     clock, bar = StreamClock(), ProgressBar("embed", int(desc["count"]))
-    batches = embedded_batches(
-        cfg.input,
-        probe if isinstance(probe, ModelEmbedder) else None,
-        pixel_size=cfg.pixel_size,
-        batch_size=cfg.batch_size,
-        actors=cfg.actors or pool_size(gpu, cfg.actor_cpus),
-        resources={"num_gpus": 1} if gpu else {"num_cpus": cfg.actor_cpus},
-        amp=cfg.amp,
-        threads=cfg.torch_threads,
-        calls=calls_per_actor(*cluster_cpus_gpus(gpu)),
-    )
-    out = write_vectors(
-        cfg.output,
-        clock.wrap(batches, bar),
-        dim=probe.dim,
-        model_uri=probe.uri,
-        overwrite=cfg.overwrite,
-        extra={
-            "dataset": str(cfg.input),
-            "dataset_sha256": desc["sha256"],
-            "model_tracking_uri": ModelRef.parse(probe.uri).store(cfg.tracking_uri),
-        },
-    )
+    with staged_dir(cfg.output, overwrite=cfg.overwrite) as staging:
+        parts = embedded_parts(
+            cfg.input,
+            probe if isinstance(probe, ModelEmbedder) else None,
+            str(staging),
+            pixel_size=cfg.pixel_size,
+            actors=cfg.actors or pool_size(gpu, cfg.actor_cpus),
+            resources={"num_gpus": 1} if gpu else {"num_cpus": cfg.actor_cpus},
+            amp=cfg.amp,
+            threads=cfg.torch_threads,
+            calls=calls_per_actor(*cluster_cpus_gpus(gpu)),
+        )
+        files = sorted(clock.wrap(parts, bar), key=lambda p: p.pop("part"))
+        out = finish_vectors(
+            staging,
+            files,
+            dim=probe.dim,
+            model_uri=probe.uri,
+            extra={
+                "dataset": str(cfg.input),
+                "dataset_sha256": desc["sha256"],
+                "model_tracking_uri": ModelRef.parse(probe.uri).store(cfg.tracking_uri),
+            },
+        )
     bar.close()
     seconds = time.perf_counter() - clock.start
     return {

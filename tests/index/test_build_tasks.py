@@ -17,7 +17,7 @@ from echoseek.data.vectors import find_duplicate, id_hashes, open_vectors, read_
 from echoseek.errors import InputError
 from echoseek.index import build_index, open_index, plan_shards, read_manifest
 from echoseek.index.build import fill_shard, fill_shards, train_stage
-from echoseek.index.calibrate import calibrate_on_shards
+from echoseek.index.calibrate import calibrate_on_shards, read_npy_rows
 from echoseek.index.ids import check_unique_ids
 from echoseek.index.publish import resolve_version_dir
 from echoseek.index.recall import calibrate_nprobe, sample_live_ids
@@ -93,6 +93,13 @@ def test_calibration_on_shards_measures_what_one_reader_measures(index_root: Pat
         whole = calibrate_nprobe(reader, target=0.95, n_queries=120)
     assert split["rows"] == whole["rows"] and split["nprobe"] == whole["nprobe"]
     assert len(split["rows"]) > 1  # the sweep went past its first nprobe
+
+
+def test_stored_rows_are_read_one_by_one_from_the_npy_file(tmp_path: Path) -> None:
+    x = clustered(500, 6, 3, seed=5).astype(np.float16)
+    np.save(tmp_path / "v.npy", x)
+    rows = np.array([0, 17, 18, 499])
+    np.testing.assert_array_equal(read_npy_rows(tmp_path / "v.npy", rows), x[rows])
 
 
 def test_a_failed_fill_attempt_leaves_only_temporaries_which_the_stage_removes(

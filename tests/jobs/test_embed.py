@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from echoseek.baseline import pixel_embed
 from echoseek.cli import main as cli
-from echoseek.data.dataset import decode_png, iter_batches
+from echoseek.data.dataset import decode_png, iter_batches, shard_paths
 from echoseek.data.frames import to_chw
-from echoseek.data.vectors import iter_vector_batches, open_vectors
+from echoseek.data.vectors import iter_vector_batches, open_vectors, read_descriptor
 from echoseek.embedding import ModelEmbedder
 from echoseek.embedding.stream import calls_per_actor
 from echoseek.jobs import embed
@@ -45,9 +46,7 @@ def read_all(path: Path) -> tuple[list[str], np.ndarray, dict[str, list]]:
 def test_pixels_embed_matches_baseline_and_keeps_metadata(
     dataset: Path, tmp_path: Path, ray_session: object
 ) -> None:
-    out = embed.run(
-        embed.Config(input=str(dataset), output=str(tmp_path / "v"), batch_size=5, pixel_size=8)
-    )
+    out = embed.run(embed.Config(input=str(dataset), output=str(tmp_path / "v"), pixel_size=8))
     assert out["count"] == 23 and out["dim"] == 64 and out["images_per_s"] > 0
     assert open_vectors(tmp_path / "v").model_uri == "pixels"
     ids, vecs, meta = read_all(tmp_path / "v")
@@ -57,6 +56,16 @@ def test_pixels_embed_matches_baseline_and_keeps_metadata(
     np.testing.assert_allclose(vecs, expected, rtol=1e-6, atol=1e-7)
     by_id = dict(zip(ids, zip(meta["label"], meta["frame_index"], strict=True), strict=True))
     assert by_id["d:000003"] == (1, 3) and by_id["d:000022"] == (None, 22)
+    # the actors wrote one part per dataset row group, listed in the dataset's row order
+    assert ids == [r["id"] for b in iter_batches(dataset) for r in b.to_pylist()]
+    desc = read_descriptor(tmp_path / "v")
+    groups = [g for f in shard_paths(dataset) for g in range(pq.ParquetFile(f).num_row_groups)]
+    assert [f["file"] for f in desc["files"]] == [
+        f"part-{i:05d}.parquet" for i in range(len(groups))
+    ]
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == sorted(
+        [*(f["file"] for f in desc["files"]), "vectors.json"]
+    )  # no temporaries left
 
 
 def test_model_embed_equals_direct_forward(
@@ -77,7 +86,6 @@ def test_model_embed_equals_direct_forward(
             input=str(dataset),
             model=str(tmp_path / "model"),
             output=str(tmp_path / "v"),
-            batch_size=8,
         )
     )
     assert out["dim"] == 16
