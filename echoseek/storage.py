@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from echoseek.errors import InputError
+from echoseek.errors import ConfigError, InputError
 
 
 def fsync_tree(root: Path) -> None:
@@ -365,6 +365,18 @@ def verify_sha256(path: Path, digest: Any, where: str) -> None:
             f"{path}: checksum mismatch with {where} (the file is corrupt or was modified)"
         )
     _VERIFIED[key] = None
+
+
+def filesystem_path(value: str, field: str) -> str:
+    """``value`` when it is a filesystem path; an object-store URI (``s3://``, ``gs://``) is
+    a clear error naming ``field``, never a local folder named ``s3:``."""
+    scheme = value.split("://", 1)[0] if "://" in value else ""
+    if scheme:
+        raise ConfigError(
+            f"{field}: {value} is an object-store URI ({scheme}://); artifacts are read and "
+            "written on a filesystem every node mounts (the cluster profiles' /mnt/shared)"
+        )
+    return value
 
 
 def storage_uri(path: str) -> str:

@@ -1,7 +1,7 @@
 """Embed a dataset with a model into a vectors artifact, streaming with Ray Data.
 
     echoseek embed input=work/dataset model=work/model output=work/vectors
-    echoseek embed input=work/dataset model=models:/echoseek/3 output=s3://bucket/vectors
+    echoseek embed input=/mnt/shared/dataset model=models:/echoseek/3 output=/mnt/shared/vectors
     python -m echoseek.jobs.embed CONFIG.yaml
 
 The dataset's Parquet shards are read lazily, PNG decoding and the model run in an actor pool
@@ -30,7 +30,7 @@ from echoseek.jobs.runner import run_job
 from echoseek.model_ref import ModelRef
 from echoseek.progress import ProgressBar
 from echoseek.ray_session import cluster_has_gpus, ensure_ray
-from echoseek.storage import staged_dir
+from echoseek.storage import filesystem_path, staged_dir
 
 
 @dataclass
@@ -60,6 +60,8 @@ def run(cfg: Config) -> dict[str, Any]:
     """Embed ``cfg.input`` with ``cfg.model`` into ``cfg.output``; returns the descriptor."""
     if not cfg.input:
         raise ConfigError("input is required (a dataset directory from echoseek ingest)")
+    filesystem_path(cfg.input, "input")
+    filesystem_path(cfg.output, "output")
     desc = read_descriptor(cfg.input)
     shard_paths(cfg.input)  # shard checksums verified here, before Ray reads them
     # loaded once here (fail fast, learn dim); the actors get the weights by object store

@@ -44,6 +44,7 @@ from echoseek.index.recall import CALIBRATION_QUERIES, CALIBRATION_TARGET
 from echoseek.index.tasks import peak_rss_mib
 from echoseek.jobs.runner import run_job
 from echoseek.model_ref import ModelRef
+from echoseek.storage import filesystem_path
 
 
 @dataclass
@@ -113,6 +114,8 @@ def run(cfg: Config) -> dict[str, Any]:
         raise ConfigError("input is required (a vectors artifact, a .npy file or a folder)")
     if not cfg.output:
         raise ConfigError("output is required (the index root directory)")
+    filesystem_path(cfg.input, "input")
+    filesystem_path(cfg.output, "output")
     start = time.perf_counter()
     source = open_vectors(cfg.input)
     model = ModelRef.parse(cfg.model_uri).pinned(cfg.tracking_uri) if cfg.model_uri else None
