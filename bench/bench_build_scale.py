@@ -218,9 +218,10 @@ def main() -> None:
             row.setdefault("dim", args.dim)
             row.setdefault("nlist", nlist_of(row["factory"]))
     else:
-        rows = [measure(n, args) for n in args.sizes]
-        for row in rows:
-            print(json.dumps(row), flush=True)
+        rows = []
+        for n in args.sizes:
+            rows.append(measure(n, args))
+            print(json.dumps(rows[-1]), flush=True)
     rates = fit(rows, args.cpus)
     print(json.dumps({"fitted": rates}))
     for n in (10**8, 10**9):  # 4 nodes x 32 cores x 128 GiB; an H100 at ~20 TFLOP/s (fp32)
