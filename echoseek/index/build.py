@@ -72,6 +72,7 @@ from echoseek.index.tasks import (
     gather,
     publish_file,
     remove_temporaries,
+    reset_peak_rss,
     submit,
     task_record,
     temporary_path,
@@ -297,6 +298,7 @@ def fill_shard(
     (:func:`~echoseek.index.tasks.task_record`).
     """
     start = time.perf_counter()
+    reset_peak_rss()
     out = Path(out_dir)
     names = shard_names(plan.shard)
     tmp = {key: temporary_path(out / names[key]) for key in ("file", "vectors", "metadata")}
@@ -321,7 +323,7 @@ def fill_placement(
     and deserialised). The float16 re-rank copy goes to its file as it is made."""
     need = READ_BUFFER_BYTES + 2 * rows * bytes_per_vector + 16 * batch_size * dim
     memory = int(WORKER_BASE_BYTES + need + 2 * trained_bytes)
-    return Placement(memory=memory, num_cpus=cpus, fresh_worker=True)
+    return Placement(memory=memory, num_cpus=cpus)
 
 
 def sample_placement(rows: int, dim: int) -> Placement:

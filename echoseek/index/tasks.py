@@ -10,8 +10,8 @@ partition). :func:`submit` starts them as Ray tasks, each with a :class:`Placeme
 * ``max_retries``: a task lost with its worker or node runs again elsewhere (system failures
   only: an error the task raises itself, such as bad input, fails the stage at once). Tasks
   are idempotent: they write under temporary names and rename (:func:`publish_file`);
-* ``fresh_worker`` (``max_calls=1``): a new worker process for the task, so the peak RSS it
-  reports (:func:`task_record`) is its own, not a reused process's (the fill tasks).
+* a record of where and how long each task ran, and its own peak RSS: a task that reports it
+  resets its process's peak first (:func:`reset_peak_rss`; Ray reuses worker processes).
 
 ``use_ray=False`` runs the same calls one after another in this process (tests, laptops).
 :func:`gather` waits for all, in call order; :func:`as_completed` yields them as they finish;
@@ -49,7 +49,6 @@ class Placement:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     retries: int = RETRIES
-    fresh_worker: bool = False
 
     def options(self) -> dict[str, Any]:
         """``ray.remote`` options of a task with this placement."""
@@ -93,9 +92,9 @@ def submit(
     ensure_ray()
     for p in set(places):
         check_fits(p)
-    tasks = {fresh: ray.remote(max_calls=1 if fresh else 0)(fn) for fresh in (False, True)}
+    task = ray.remote(fn)
     refs = [
-        tasks[p.fresh_worker].options(**p.options(), num_returns=returns).remote(*c)
+        task.options(**p.options(), num_returns=returns).remote(*c)
         for c, p in zip(calls, places, strict=True)
     ]
     return Pending(refs, on_ray=True)
@@ -173,8 +172,8 @@ def check_fits(placement: Placement) -> None:
 
 
 def task_record(start: float) -> dict[str, Any]:
-    """Where and how long a task ran: ``node_id``, ``seconds``, ``peak_rss_mib`` (of the
-    process, which is the task's own under ``max_calls=1``)."""
+    """Where and how long a task ran: ``node_id``, ``seconds``, ``peak_rss_mib`` (the
+    process's peak since :func:`reset_peak_rss`: the worker's own memory and the task's)."""
     return {
         "node_id": current_node_id(),
         "seconds": time.perf_counter() - start,
@@ -203,6 +202,16 @@ def peak_rss_mib() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> None:
+    """Start this process's peak RSS afresh (Linux: ``5`` to ``/proc/self/clear_refs``), so
+    that a task run by a reused worker reports its own peak, not an earlier task's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        pass
 
 
 def temporary_path(final: Path) -> Path:

@@ -21,7 +21,14 @@ from echoseek.index.calibrate import calibrate_on_shards, read_npy_rows
 from echoseek.index.ids import check_unique_ids
 from echoseek.index.publish import resolve_version_dir
 from echoseek.index.recall import calibrate_nprobe, sample_live_ids
-from echoseek.index.tasks import Placement, check_fits, current_node_id, temporary_path
+from echoseek.index.tasks import (
+    Placement,
+    check_fits,
+    current_node_id,
+    peak_rss_mib,
+    reset_peak_rss,
+    temporary_path,
+)
 from tests.index_fixtures import clustered, small_params
 
 
@@ -126,6 +133,15 @@ def test_a_failed_fill_attempt_leaves_only_temporaries_which_the_stage_removes(
         "shard-00000.faiss", "shard-00000.meta.parquet", "shard-00000.vectors.npy",
     ]  # fmt: skip
     assert entry["count"] == 500 and entry["task"]["node_id"] == current_node_id()
+
+
+def test_a_task_reports_its_own_peak_not_an_earlier_tasks() -> None:
+    """Ray reuses worker processes: a task starts the process's peak afresh."""
+    big = np.ones(25_000_000)  # 200 MB, as an earlier task of the same worker might have
+    del big
+    before = peak_rss_mib()
+    reset_peak_rss()
+    assert peak_rss_mib() < before - 150
 
 
 def test_a_task_no_node_can_hold_is_refused_up_front(ray_session: Any) -> None:
