@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/bench_build_scale.py --sizes 1000000 3000000      # ~25 min here
     .venv/bin/python bench/bench_build_scale.py --sizes 200000 --queries 200  # quick check
+    git worktree add /tmp/before <commit>      # and the same builds by the code before a change:
+    .venv/bin/python bench/bench_build_scale.py --sizes 1000000 --baseline-src /tmp/before
 
 For each N, a vectors artifact of N × ``--dim`` points of the clustered mixture of
 bench_index.py (string ids ``v<row>``, 2^18 rows per Parquet file) is written once under
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -89,16 +92,47 @@ def exact_truth(vectors: Path, q: np.ndarray, k: int) -> np.ndarray:
     return best_i
 
 
-def build(vectors: Path, root: Path, cpus: int) -> dict[str, Any]:
-    """The real command in its own process; its JSON summary and wall time."""
+BASELINE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from echoseek.cli import main
+code = main(["index", "build", "--json", *sys.argv[2:]])
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(json.dumps({"driver_peak_rss_mib": int(hwm.split()[1]) / 1024}))
+sys.exit(code)
+"""
+
+
+def build(vectors: Path, root: Path, cpus: int, baseline: Path | None = None) -> dict[str, Any]:
+    """The real command in its own process; its JSON summary and wall time. ``baseline``: the
+    same command from another checkout's ``echoseek`` (e.g. the code before a change), its
+    driver's peak read the same way (``VmHWM``) by a wrapper."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    exe = str(Path(sys.executable).parent / "echoseek")
-    args = [exe, "index", "build", "--json", f"input={vectors}", f"output={root}"]
-    args += [f"build.train_cpus={cpus}", "build.retention=1"]
+    config = [f"input={vectors}", f"output={root}", "build.retention=1"]
+    if baseline is None:
+        exe = str(Path(sys.executable).parent / "echoseek")
+        args = [exe, "index", "build", "--json", *config, f"build.train_cpus={cpus}"]
+    else:
+        args = [sys.executable, "-c", BASELINE, str(baseline.resolve()), *config]
     start = time.perf_counter()
     out = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
-    summary = json.loads(out[out.index("{") :])
-    return {**summary, "wall_s": time.perf_counter() - start}
+    wall = time.perf_counter() - start
+    lines = out.strip().splitlines()
+    peak = json.loads(lines.pop()) if baseline is not None else {}
+    text = "\n".join(lines)
+    return {**json.loads(text[text.index("{") :]), **peak, "wall_s": wall}
+
+
+def baseline_row(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The build of the same vectors by ``--baseline-src``'s code (its summary's keys)."""
+    vectors = vectors_artifact(args.work / f"vectors-{n}", n, args.dim)
+    s = build(vectors, args.work / f"baseline-{n}", args.cpus, args.baseline_src)
+    keys = ("train_s", "fill_s", "calibrate_s")
+    return {
+        "code": str(args.baseline_src), "n": n, "factory": s["factory"], "shards": s["shards"],
+        **{k: round(s.get(k, 0.0), 1) for k in keys},
+        "build_s": round(s["seconds"], 1), "driver_peak_mib": round(s["driver_peak_rss_mib"]),
+    }  # fmt: skip
 
 
 def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -141,54 +175,72 @@ NITER = 25  # faiss's k-means iterations (ClusteringParameters.niter)
 
 
 def fit(rows: list[dict[str, Any]], cpus: int) -> dict[str, float]:
-    """Rates of the time model, fitted by least squares through the origin over the runs:
+    """Rates of the time-and-memory model, from the runs (medians over them):
 
     * train: ``2·n_train·nlist·d·niter`` FLOP of k-means on ``cpus`` threads → FLOP/s per core;
-    * fill: ``2·N·(nlist + 256)·d`` FLOP (coarse assignment + PQ encoding) over the fill
-      tasks, ``min(cpus, shards)`` at a time → FLOP/s per core;
-    * check: id rows per second per core (hashing, ``min(cpus, shards)`` tasks);
-    * fill task memory: ``peak = a + b·rows`` (MiB), fitted over the runs' largest shards.
+    * fill: ``2·rows·(nlist + 256)·d`` FLOP per shard task (coarse assignment + PQ encoding),
+      one core each, timed by the slowest shard → FLOP/s per core;
+    * check and calibrate: seconds per shard task round (``ceil(shards / cpus)`` rounds);
+    * fill task memory: ``peak = a + b·rows`` (MiB), a line through the runs' largest shards.
     """
-    d = rows
-    train_flop = np.array([2 * r["train_size"] * r["nlist"] * r["dim"] * NITER for r in d])
-    fill_flop = np.array([2 * r["n"] * (r["nlist"] + 256) * r["dim"] for r in d])
-    par = np.array([min(cpus, r["shards"]) for r in d])
-    train_s, fill_s = np.array([r["train_s"] for r in d]), np.array([r["fill_s"] for r in d])
-    check_rate = np.array([r["n"] / r["check_s"] / min(cpus, r["shards"]) for r in d])
-    rows_, peak = np.array([r["fill_rows"] for r in d]), np.array([r["fill_peak_mib"] for r in d])
-    b, a = np.polyfit(rows_, peak, 1) if len(d) > 1 else (0.0, float(peak[0]))
+
+    def med(values: list[float]) -> float:
+        return float(np.median(values))
+
+    rounds = [math.ceil(r["shards"] / cpus) for r in rows]
+    train = [
+        2 * r["train_size"] * r["nlist"] * r["dim"] * NITER / r["train_s"] / cpus for r in rows
+    ]
+    fill = [2 * r["fill_rows"] * (r["nlist"] + 256) * r["dim"] / r["fill_s_max"] for r in rows]
+    x, y = np.array([r["fill_rows"] for r in rows]), np.array([r["fill_peak_mib"] for r in rows])
+    b, a = np.polyfit(x, y, 1) if len(set(x.tolist())) > 1 else (0.0, float(y.max()))
     return {
-        "train_flops_per_core": float(train_flop @ train_s / (train_s @ train_s)) / cpus,
-        "fill_flops_per_core": float((fill_flop / par) @ fill_s / (fill_s @ fill_s)),
-        "check_rows_per_s_per_core": float(np.median(check_rate)),
+        "train_flops_per_core": med(train),
+        "fill_flops_per_core": med(fill),
+        "check_s_per_round": med([r["check_s"] / k for r, k in zip(rows, rounds, strict=True)]),
+        "calibrate_s_per_round": med(
+            [r["calibrate_s"] / k for r, k in zip(rows, rounds, strict=True)]
+        ),
         "fill_peak_base_mib": float(a),
         "fill_peak_bytes_per_row": float(b * 2**20),
     }
 
 
-def project(rates: dict[str, float], n: int, nodes: int, cores: int, gpu_flops: float) -> dict:
-    """Stage times at ``n`` × 128 on ``nodes`` × ``cores`` (rule-chosen parameters), with the
-    fitted rates; k-means on one node's cores, or on a GPU of ``gpu_flops`` when given."""
+def project(
+    rates: dict[str, float], n: int, nodes: int, cores: int, gpu_flops: float, io_bps: float
+) -> dict[str, Any]:
+    """Stage times at ``n`` × 128 (rule-chosen parameters, 10^6 rows per shard) on ``nodes`` ×
+    ``cores``: k-means on one node's cores (or a GPU of ``gpu_flops``), the fill tasks one
+    core each in ``ceil(shards / cores)`` rounds, and the bytes read and written (input
+    float32, re-rank float16, codes) at ``io_bps`` of shared-storage bandwidth in all."""
     from echoseek.index.params import choose_params
 
     p = choose_params(n, 128)
-    cpus = nodes * cores
+    shards, cpus = math.ceil(n / 1e6), nodes * cores
+    rounds = math.ceil(shards / cpus)
     train_flop = 2 * p.train_size * p.nlist * 128 * NITER
-    train_cpu = train_flop / (rates["train_flops_per_core"] * cores)
-    # an HNSW coarse quantizer (nlist >= 2^16) visits ~ef·M centroids, not all of them
+    train_s = train_flop / (gpu_flops or rates["train_flops_per_core"] * cores)
+    # an HNSW coarse quantizer (nlist >= 2^16) visits ~ef·M centroids, not all of them; its
+    # per-distance cost is not BLAS's (no run here used one): the 10^9 fill is optimistic
     assign = min(p.nlist, 64 * 32) if p.hnsw_coarse else p.nlist
-    fill = 2 * n * (assign + 256) * 128 / (rates["fill_flops_per_core"] * cpus)
-    check = n / (rates["check_rows_per_s_per_core"] * cpus)
-    shard_rows = 1_000_000
+    fill_s = rounds * 2 * 1e6 * (assign + 256) * 128 / rates["fill_flops_per_core"]
+    io_s = n * (4 * 128 + 2 * 128 + p.bytes_per_vector) / io_bps
+    stages = {
+        "check_s": rounds * rates["check_s_per_round"],
+        "train_s": train_s,
+        "fill_s": fill_s,
+        "calibrate_s": rounds * rates["calibrate_s_per_round"],
+        "io_s": io_s,
+    }
+    peak = rates["fill_peak_base_mib"] * 2**20 + rates["fill_peak_bytes_per_row"] * 1e6
     return {
-        "n": n, "factory": p.factory, "train_size": p.train_size,
-        "check_s": check, "train_cpu_s": train_cpu,
-        "train_gpu_s": train_flop / gpu_flops if gpu_flops else None, "fill_s": fill,
-        "total_cpu_h": (check + train_cpu + fill) / 3600,
-        "total_gpu_h": (check + train_flop / gpu_flops + fill) / 3600 if gpu_flops else None,
-        "fill_task_peak_gib": (rates["fill_peak_base_mib"] * 2**20
-                               + rates["fill_peak_bytes_per_row"] * shard_rows) / 2**30,
-        "train_task_gib": (3 * 4 * 128 * p.train_size + 4 * p.trained_bytes) / 2**30 + 0.3,
+        "n": n, "factory": p.factory, "train_size": p.train_size, "shards": shards,
+        "k-means": "gpu" if gpu_flops else f"{cores} cores",
+        **{k: round(v) for k, v in stages.items()},
+        "total_min": round(sum(stages.values()) / 60, 1),
+        "fill_task_peak_gib": round(peak / 2**30, 2),
+        "fill_tasks_per_node_gib": round(cores * peak / 2**30, 1),
+        "train_task_gib": round((12 * 128 * p.train_size + 4 * p.trained_bytes) / 2**30 + 0.3, 1),
         "index_gb": n * p.bytes_per_vector / 1e9, "rerank_gb": n * 128 * 2 / 1e9,
     }  # fmt: skip
 
@@ -210,6 +262,9 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--work", type=Path, default=Path("work/bench-build-scale"))
     parser.add_argument("--rows", type=Path, help="fit and project from these JSON lines only")
+    parser.add_argument(
+        "--baseline-src", type=Path, help="also build each size with this checkout's code"
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.rows:
@@ -222,11 +277,15 @@ def main() -> None:
         for n in args.sizes:
             rows.append(measure(n, args))
             print(json.dumps(rows[-1]), flush=True)
+            if args.baseline_src:
+                print(json.dumps(baseline_row(n, args)), flush=True)
     rates = fit(rows, args.cpus)
     print(json.dumps({"fitted": rates}))
-    for n in (10**8, 10**9):  # 4 nodes x 32 cores x 128 GiB; an H100 at ~20 TFLOP/s (fp32)
+    # 4 nodes x 32 cores x 128 GiB; an H100 at ~20 TFLOP/s (fp32); 1 GB/s of shared storage
+    for n in (10**8, 10**9):
         for gpu in (0.0, 20e12):
-            print(json.dumps(project(rates, n, nodes=4, cores=32, gpu_flops=gpu), default=str))
+            row = project(rates, n, nodes=4, cores=32, gpu_flops=gpu, io_bps=1e9)
+            print(json.dumps(row, default=str))
 
 
 if __name__ == "__main__":
