@@ -268,24 +268,62 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.rows:
-        rows = [json.loads(line) for line in args.rows.read_text().splitlines() if line]
+        lines = [json.loads(line) for line in args.rows.read_text().splitlines() if line]
+        rows = [r for r in lines if "recall@10" in r]
+        baselines = [r for r in lines if "code" in r]
         for row in rows:  # lines of a run before these keys were printed
             row.setdefault("dim", args.dim)
             row.setdefault("nlist", nlist_of(row["factory"]))
     else:
-        rows = []
+        rows, baselines = [], []
         for n in args.sizes:
             rows.append(measure(n, args))
             print(json.dumps(rows[-1]), flush=True)
             if args.baseline_src:
-                print(json.dumps(baseline_row(n, args)), flush=True)
+                baselines.append(baseline_row(n, args))
+                print(json.dumps(baselines[-1]), flush=True)
     rates = fit(rows, args.cpus)
     print(json.dumps({"fitted": rates}))
     # 4 nodes x 32 cores x 128 GiB; an H100 at ~20 TFLOP/s (fp32); 1 GB/s of shared storage
-    for n in (10**8, 10**9):
-        for gpu in (0.0, 20e12):
-            row = project(rates, n, nodes=4, cores=32, gpu_flops=gpu, io_bps=1e9)
-            print(json.dumps(row, default=str))
+    projected = [
+        project(rates, n, nodes=4, cores=32, gpu_flops=gpu, io_bps=1e9)
+        for n in (10**8, 10**9)
+        for gpu in (0.0, 20e12)
+    ]
+    for row in projected:
+        print(json.dumps(row, default=str))
+    print(markdown(rows, baselines, projected))
+
+
+def markdown(
+    rows: list[dict[str, Any]], baselines: list[dict[str, Any]], projected: list[dict[str, Any]]
+) -> str:
+    """The runs, the baseline beside them and the projection as markdown tables."""
+    cols = ["n", "factory", "shards", "check_s", "sample_s", "train_s", "fill_s",
+            "calibrate_s", "build_s", "driver_peak_mib", "fill_peak_mib", "fill_rows",
+            "index_bytes_per_vector", "default_nprobe", "recall@10"]  # fmt: skip
+    out = [table(cols, rows)]
+    if baselines:
+        before = {b["n"]: b for b in baselines}
+        pairs = [
+            {"n": r["n"], "build_s": r["build_s"], "before_build_s": before[r["n"]]["build_s"],
+             "driver_peak_mib": r["driver_peak_mib"],
+             "before_driver_peak_mib": before[r["n"]]["driver_peak_mib"],
+             "driver_ratio": round(before[r["n"]]["driver_peak_mib"] / r["driver_peak_mib"], 1)}
+            for r in rows if r["n"] in before
+        ]  # fmt: skip
+        out.append(table(list(pairs[0]), pairs) if pairs else "")
+    pcols = ["n", "factory", "k-means", "check_s", "train_s", "fill_s", "calibrate_s", "io_s",
+             "total_min", "fill_task_peak_gib", "fill_tasks_per_node_gib",
+             "train_task_gib"]  # fmt: skip
+    out.append(table(pcols, projected))
+    return "\n\n".join(out)
+
+
+def table(cols: list[str], rows: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
