@@ -318,10 +318,12 @@ def fill_placement(
     rows: int, dim: int, bytes_per_vector: float, trained_bytes: int, batch_size: int, cpus: float
 ) -> Placement:
     """A fill task's memory: the worker, the input reader's buffers (a decoded row group), its
-    codes and ids (``rows·bytes_per_vector``, twice: faiss grows an inverted list by
-    doubling), four batches of float32 vectors in flight and the trained index twice (object
-    and deserialised). The float16 re-rank copy goes to its file as it is made."""
-    need = READ_BUFFER_BYTES + 2 * rows * bytes_per_vector + 16 * batch_size * dim
+    codes and ids (``rows·bytes_per_vector``, four times: faiss grows an inverted list by
+    doubling, and the measured peak per row was 3.5x the code at PQ32: BENCHMARKS.md, "Index
+    build past one machine"), four batches of float32 vectors in flight and the trained index
+    twice (object and deserialised). The float16 re-rank copy goes to its file as it is
+    made."""
+    need = READ_BUFFER_BYTES + 4 * rows * bytes_per_vector + 16 * batch_size * dim
     memory = int(WORKER_BASE_BYTES + need + 2 * trained_bytes)
     return Placement(memory=memory, num_cpus=cpus)
 
