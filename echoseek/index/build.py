@@ -331,7 +331,7 @@ def fill_placement(
 def sample_placement(rows: int, dim: int) -> Placement:
     """A sample task: its rows of the sample and the reader's buffers."""
     memory = WORKER_BASE_BYTES + READ_BUFFER_BYTES + 4 * dim * rows
-    return Placement(memory=memory, num_cpus=0.5)
+    return Placement(memory=memory, num_cpus=0.5, exit_after=True)
 
 
 def train_placement(params: IndexParams, num_cpus: float, num_gpus: float) -> Placement:
@@ -339,7 +339,7 @@ def train_placement(params: IndexParams, num_cpus: float, num_gpus: float) -> Pl
     index being trained (centroids and k-means buffers, ~4x the trained index)."""
     sample = 4 * params.dim * params.train_size
     need = WORKER_BASE_BYTES + 3 * sample + 4 * params.trained_bytes
-    return Placement(memory=int(need), num_cpus=num_cpus, num_gpus=num_gpus)
+    return Placement(memory=int(need), num_cpus=num_cpus, num_gpus=num_gpus, exit_after=True)
 
 
 def new_manifest(
