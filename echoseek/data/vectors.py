@@ -148,8 +148,8 @@ def id_hash_partitions(
 ) -> list[np.ndarray]:
     """The 64-bit hashes of the ids of global rows ``[start, stop)``, split by ``hash % parts``.
 
-    The map side of the id check (:func:`check_ids`, ``echoseek.index.ids``): a task per row
-    range holds ``8·(stop − start)`` bytes. A null id raises naming its file and row.
+    The map side of the id check (``echoseek.index.ids``): a task per row range holds
+    ``8·(stop − start)`` bytes. A null id raises naming its file and row.
     """
     hashes = np.empty(max(0, stop - start), dtype=np.uint64)
     filled = 0
@@ -173,20 +173,6 @@ def repeated_hashes(*parts: np.ndarray, most: int = 1000) -> np.ndarray:
         return np.empty(0, dtype=np.uint64)
     x = np.sort(np.concatenate(parts))
     return np.unique(x[1:][x[1:] == x[:-1]])[:most]
-
-
-def check_ids(source: VectorSource, batch_size: int = 1 << 16) -> None:
-    """Check that every external id of ``source`` is non-null and names one row only.
-
-    In this process: one partition of ``8·N`` bytes of hashes; rows whose hashes repeat are
-    compared exactly in a second pass (:func:`find_duplicate`). Inputs without ids (row
-    numbers) pass. ``echoseek.index.ids`` runs the same two sides as Ray tasks.
-    """
-    if not source.has_ids:
-        return
-    twins = repeated_hashes(id_hashes(source, 0, source.count, 1, batch_size))
-    if twins.size:
-        find_duplicate(source, set(twins.tolist()), batch_size)
 
 
 def iter_ids(
