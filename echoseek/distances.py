@@ -11,7 +11,7 @@ Names (:data:`NAMES`) and their parameters:
     ``‖x − y‖_p``; on the unit sphere in [0, 2] for ``p ≥ 2`` and in [0, 2·d^(1/p − 1/2)] for
     ``p < 2`` (see :func:`distance_range`).
 ``soart3_yita``, ``soart3_gamma`` (``p``, default 4; ``p ≥ 1``, ``float("inf")`` allowed)
-    SOART3 from the team's Siamese-network notes (shared/DESIGN.md). For a query ``y`` and a
+    SOART3 from the team's Siamese-network notes. For a query ``y`` and a
     reference ``x``::
 
         β = (x·y + ε) / (x·x + ε),   ε = 1e-4

@@ -1,4 +1,4 @@
-"""The public metric names of ``echoseek.metrics`` (shared/DESIGN.md, "Public Python names").
+"""The public metric names of ``echoseek.metrics``.
 
 Their home is :mod:`echoseek.evaluation.ranking`; this module only re-exports them, so code
 written against ``echoseek.metrics.average_precision`` and friends keeps working. Code inside

@@ -22,14 +22,13 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from echoseek.data.vectors import write_vectors
 from tests.datasets import ingested_stack, random_stack
 from tests.index_fixtures import clustered
-from tests.script_process import ROOT
+from tests.script_process import ROOT, remove_when_marked
 
 N, DIM, SHARDS, LOST_SHARD = 24_000, 32, 6, 2
 BUILD_WITH_NODE_LOSS = """
@@ -53,17 +52,6 @@ def vectors_input(out: Path) -> Path:
     batches = ((ids[s : s + 4096], x[s : s + 4096]) for s in range(0, N, 4096))
     write_vectors(out, batches, DIM, model_uri="pixels", rows_per_file=5_000)
     return out
-
-
-def remove_when_marked(cluster: Any, nodes: list[Any], marker: Path, removed: list[str]) -> None:
-    deadline = time.monotonic() + 300
-    while not marker.exists() or not marker.read_text():
-        if time.monotonic() > deadline:
-            return
-        time.sleep(0.2)
-    node_id = marker.read_text().strip()
-    cluster.remove_node(next(n for n in nodes if n.node_id == node_id))
-    removed.append(node_id)
 
 
 def command(args: list[str], address: str, out: Path, name: str) -> str:

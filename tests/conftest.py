@@ -10,7 +10,7 @@ import pytest
 
 pytest_plugins = ["tests.index_fixtures"]  # the shared synthetic corpus and index
 
-# Quiet, fast local Ray (shared/DESIGN.md, "Ray notes"). Set before Ray is imported anywhere.
+# Quiet, fast local Ray. Set before Ray is imported anywhere.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")

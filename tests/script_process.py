@@ -9,8 +9,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,3 +34,17 @@ def started(module: str, out: Path) -> Iterator[subprocess.Popen[str]]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=60)
+
+
+def remove_when_marked(cluster: Any, nodes: list[Any], marker: Path, removed: list[str]) -> None:
+    """Remove the node of ``nodes`` whose id a fault hook writes to ``marker`` (within 300 s),
+    and note its id in ``removed`` (a watcher thread of a simulated-cluster script)."""
+    deadline = time.monotonic() + 300
+    while not marker.exists() or not marker.read_text():
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
+    node_id = marker.read_text().strip()
+    node = next(n for n in nodes if n.node_id == node_id)  # a worker: it ran the hooked work
+    cluster.remove_node(node)
+    removed.append(node_id)

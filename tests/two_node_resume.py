@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +22,7 @@ from echoseek.jobs import pretrain
 from echoseek.training.pretrain import pretrain as pretrain_fn
 from tests.faults import WaitForNodeLoss
 from tests.jobs.test_pretrain import config, pretrain_dataset
-
-
-def remove_when_marked(cluster: Any, nodes: list[Any], marker: Path, removed: list[str]) -> None:
-    deadline = time.monotonic() + 300
-    while not marker.exists() or not marker.read_text():
-        if time.monotonic() > deadline:
-            return
-        time.sleep(0.2)
-    node_id = marker.read_text().strip()
-    node = next(n for n in nodes if n.node_id == node_id)  # never the head: no trainer slot
-    cluster.remove_node(node)
-    removed.append(node_id)
+from tests.script_process import remove_when_marked
 
 
 def main(out: Path) -> dict[str, Any]:

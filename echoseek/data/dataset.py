@@ -1,6 +1,6 @@
 """The dataset artifact: Parquet shards of PNG-encoded images plus ``dataset.json``.
 
-Layout (shared/DESIGN.md, "Artifacts")::
+Layout (README.md, "Artifacts")::
 
     dataset/
       dataset.json        format_version, count, label counts, source, sha256, shards

@@ -1,6 +1,6 @@
 """The vectors artifact, and streaming reads of every vector input ``index build`` accepts.
 
-Layout (shared/DESIGN.md, "Artifacts")::
+Layout (README.md, "Artifacts")::
 
     vectors/
       vectors.json        format, format_version, model_uri, dim, dtype, count, created,

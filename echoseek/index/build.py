@@ -167,15 +167,22 @@ def build_index(
             build={**t, "seed": seed, "train_size": params.train_size, "shard_fills": fills},
         )
         if target_recall is not None and params.nlist > 1:
-            with stage(t, "calibrate"):
-                point = calibrate_on_shards(
-                    staging, manifest, target=target_recall, n_queries=calibration_queries,
-                    seed=seed, use_ray=use_ray,
-                )  # fmt: skip
-            manifest["default_nprobe"] = point["nprobe"]
-            manifest["build"].update(calibrate_s=t["calibrate_s"], calibration=point)
+            calibrate(staging, manifest, target_recall, calibration_queries, seed, use_ray)
         write_manifest(staging, manifest)
     return manifest
+
+
+def calibrate(
+    staging: Path, manifest: dict[str, Any], target: float, queries: int, seed: int, use_ray: bool
+) -> None:
+    """Stage 5: measure the default nprobe on the staged files and write it into ``manifest``."""
+    t: dict[str, float] = {}
+    with stage(t, "calibrate"):
+        point = calibrate_on_shards(
+            staging, manifest, target=target, n_queries=queries, seed=seed, use_ray=use_ray
+        )
+    manifest["default_nprobe"] = point["nprobe"]
+    manifest["build"].update(calibrate_s=t["calibrate_s"], calibration=point)
 
 
 @contextmanager

@@ -30,9 +30,9 @@ from echoseek.index.merge import MISSING_ID, merge_topk, merge_topk_carrying, so
 from echoseek.index.reader import IndexReader
 from echoseek.index.recall import (
     CALIBRATION_K,
+    calibration_record,
     default_nprobes,
     exact_knn,
-    knn_recall,
     sample_live_ids,
     without_self,
 )
@@ -125,24 +125,11 @@ def calibrate_on_shards(
         merged.add(part)
     assert merged.exact is not None
     truth = without_self(merged.exact[1], own, k)
-    rows: list[dict[str, Any]] = []
-    for j, nprobe in enumerate(default_nprobes(int(manifest["params"]["nlist"]))):
-        found = without_self(merged.found(j), own, k)
-        rows.append({"nprobe": nprobe, f"recall@{k}": knn_recall(found, truth, k)})
-        if rows[-1][f"recall@{k}"] >= target:
-            break
-    best = rows[-1]
-    return {
-        "nprobe": best["nprobe"],
-        f"recall@{k}": best[f"recall@{k}"],
-        "reached": best[f"recall@{k}"] >= target,
-        "target_recall": target,
-        "rerank": manifest.get("default_rerank") or None,
-        "n_queries": len(own),
-        "queries": "seeded sample of stored vectors, own id excluded",
-        "seconds": time.perf_counter() - start,
-        "rows": rows,
-    }
+    return calibration_record(
+        default_nprobes(int(manifest["params"]["nlist"])),
+        lambda j, _: without_self(merged.found(j), own, k),
+        truth, k=k, target=target, rerank=manifest.get("default_rerank") or None, start=start,
+    )  # fmt: skip
 
 
 def stored_vectors(version_dir: Path, manifest: dict[str, Any], ids: np.ndarray) -> np.ndarray:

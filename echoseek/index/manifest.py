@@ -1,6 +1,6 @@
 """The index version manifest: what a version holds and how readers check it.
 
-``manifest.json`` (shared/DESIGN.md, "Artifacts")::
+``manifest.json`` (README.md, "Artifacts")::
 
     {
       "format": "echoseek.index", "format_version": 1,

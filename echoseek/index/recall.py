@@ -17,6 +17,7 @@ functions.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import faiss
@@ -135,10 +136,28 @@ def calibrate_nprobe(
     own = sample_ids(reader, n_queries, seed)
     queries = reader.fetch_vectors(own)
     truth = without_self(exact_knn(reader, queries, k + 1)[1], own, k)
+    return calibration_record(
+        default_nprobes(reader.nlist),
+        lambda _, nprobe: without_self(reader.search(queries, k + 1, nprobe=nprobe)[1], own, k),
+        truth, k=k, target=target, rerank=reader.default_rerank, start=start,
+    )  # fmt: skip
+
+
+def calibration_record(
+    nprobes: list[int],
+    found_at: Callable[[int, int], np.ndarray],
+    truth: np.ndarray,
+    *,
+    k: int,
+    target: float,
+    rerank: str | None,
+    start: float,
+) -> dict[str, Any]:
+    """Sweep ``nprobes`` until recall@k of ``found_at(j, nprobe)`` (Q×k ids, own ids removed)
+    against ``truth`` reaches ``target``; the JSON-ready record of :func:`calibrate_nprobe`."""
     rows: list[dict[str, Any]] = []
-    for nprobe in default_nprobes(reader.nlist):
-        found = without_self(reader.search(queries, k + 1, nprobe=nprobe)[1], own, k)
-        rows.append({"nprobe": nprobe, f"recall@{k}": knn_recall(found, truth, k)})
+    for j, nprobe in enumerate(nprobes):
+        rows.append({"nprobe": nprobe, f"recall@{k}": knn_recall(found_at(j, nprobe), truth, k)})
         if rows[-1][f"recall@{k}"] >= target:
             break
     best = rows[-1]
@@ -147,8 +166,8 @@ def calibrate_nprobe(
         f"recall@{k}": best[f"recall@{k}"],
         "reached": best[f"recall@{k}"] >= target,
         "target_recall": target,
-        "rerank": reader.default_rerank,
-        "n_queries": len(own),
+        "rerank": rerank,
+        "n_queries": len(truth),
         "queries": "seeded sample of stored vectors, own id excluded",
         "seconds": time.perf_counter() - start,
         "rows": rows,

@@ -15,10 +15,7 @@ reaching recall@10 ≥ ``build.target_recall`` (0.9; with exact re-rank, on
 version searches well without ``index eval``; ``index.nprobe=N`` or ``build.target_recall=null``
 keep the rule's nprobe instead. Flat (exact) indexes skip the measurement.
 
-Every stage runs as Ray tasks that ask for the memory they need and spread over the nodes
-(:mod:`echoseek.index.build`); the driver's memory does not grow with the input. ``--json``
-lists each shard's fill task (``shard_fills``: file, rows, node_id, seconds, peak_rss_mib),
-the stages' seconds and the driver's peak RSS.
+Stages run as placed Ray tasks (:mod:`echoseek.index.build`); ``--json`` adds ``shard_fills``.
 """
 
 from __future__ import annotations
@@ -88,8 +85,8 @@ class BuildOptions:
         for name in ("num_shards", "retention"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"build.{name}: must be >= 0, got {getattr(self, name)}")
-        positive = ("rows_per_shard", "batch_size", "cpus_per_shard", "train_cpus")
-        for name in (*positive, "calibration_queries"):
+        for name in ("rows_per_shard", "batch_size", "cpus_per_shard", "train_cpus",
+                     "calibration_queries"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"build.{name}: must be positive, got {getattr(self, name)}")
         if self.target_recall is not None and not 0 < self.target_recall <= 1:

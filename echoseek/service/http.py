@@ -1,4 +1,4 @@
-"""The HTTP API (shared/DESIGN.md, "HTTP") as a FastAPI app over a :class:`Backend`.
+"""The HTTP API (README.md, "The search service") as a FastAPI app over a :class:`Backend`.
 
 The same app is the Ray Serve ingress (:mod:`echoseek.service.deployments`) and the
 in-process server. Client errors are JSON ``{"error": {"code", "message"}}`` with a 4xx
