@@ -6,9 +6,9 @@
 
 The service answers the HTTP API (README.md, "The search service") on ``host:port``
 (127.0.0.1:8000; any other address needs tokens), with the web page at ``/`` and the API
-docs at ``/docs``. A Serve config file (``applications:``) is deployed as ``serve run`` deploys it (deployment options,
-replicas, autoscaling), its first application's ``args`` updated by the ``key=value``
-overrides. ``for_s`` stops after that many seconds.
+docs at ``/docs``. A Serve config file (``applications:``) is deployed as ``serve run``
+deploys it (deployment options, replicas, autoscaling), its first application's ``args``
+updated by the ``key=value`` overrides. ``for_s`` stops after that many seconds.
 """
 
 from __future__ import annotations
