@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from echoseek.errors import ConfigError, InputError
+from echoseek.errors import InputError
 
 
 def fsync_tree(root: Path) -> None:
@@ -286,11 +286,18 @@ def read_json_document(path: Path, fmt: str, format_version: int, missing: str) 
     """
     if not path.is_file():
         raise InputError(f"{path.parent}: {missing}")
+    return parse_json_document(path.read_bytes(), str(path), fmt, format_version)
+
+
+def parse_json_document(data: bytes, where: str, fmt: str, format_version: int) -> dict[str, Any]:
+    """:func:`read_json_document` of bytes already read from ``where`` (a path or URI)."""
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(data.decode())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
-        raise InputError(f"{path}: corrupt {path.name} ({reason})") from None
+        name = where.rstrip("/").rsplit("/", 1)[-1]
+        raise InputError(f"{where}: corrupt {name} ({reason})") from None
+    path = where
     if not isinstance(doc, dict) or doc.get("format") != fmt:
         raise InputError(f"{path}: not an {fmt} document")
     if doc.get("format_version") != format_version:
@@ -365,18 +372,6 @@ def verify_sha256(path: Path, digest: Any, where: str) -> None:
             f"{path}: checksum mismatch with {where} (the file is corrupt or was modified)"
         )
     _VERIFIED[key] = None
-
-
-def filesystem_path(value: str, field: str) -> str:
-    """``value`` when it is a filesystem path; an object-store URI (``s3://``, ``gs://``) is
-    a clear error naming ``field``, never a local folder named ``s3:``."""
-    scheme = value.split("://", 1)[0] if "://" in value else ""
-    if scheme:
-        raise ConfigError(
-            f"{field}: {value} is an object-store URI ({scheme}://); artifacts are read and "
-            "written on a filesystem every node mounts (the cluster profiles' /mnt/shared)"
-        )
-    return value
 
 
 def storage_uri(path: str) -> str:

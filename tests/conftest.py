@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["tests.index_fixtures"]  # the shared synthetic corpus and index
+# the shared synthetic corpus and index; the S3-compatible server of the object-store tests
+pytest_plugins = ["tests.index_fixtures", "tests.object_store_server"]
 
 # Quiet, fast local Ray. Set before Ray is imported anywhere.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

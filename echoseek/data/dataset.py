@@ -29,9 +29,10 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from echoseek.errors import ConfigError, InputError
+from echoseek.object_store import is_file, is_uri, join, member, parquet_file, read_bytes, sha256
 from echoseek.storage import (
     combined_sha256,
-    contained,
+    parse_json_document,
     read_json_document,
     sha256_file,
     staged_dir,
@@ -203,19 +204,21 @@ class DatasetWriter:
 
 
 def read_descriptor(path: str | Path) -> dict[str, Any]:
-    """Load and validate ``dataset.json`` of a dataset directory (its shard list included)."""
-    file = Path(path) / DESCRIPTOR
-    desc = read_json_document(
-        file,
-        "echoseek.dataset",
-        FORMAT_VERSION,
-        f"not a dataset directory (no {DESCRIPTOR}; run echoseek ingest)",
-    )
-    _check_shards(Path(path), file, desc)
+    """Load and validate ``dataset.json`` of a dataset directory or object-store prefix
+    (``s3://…``; its shard list included)."""
+    file = join(path, DESCRIPTOR)
+    missing = f"not a dataset directory (no {DESCRIPTOR}; run echoseek ingest)"
+    if not is_uri(path):
+        desc = read_json_document(Path(file), "echoseek.dataset", FORMAT_VERSION, missing)
+    elif not is_file(file):
+        raise InputError(f"{path}: {missing}")
+    else:
+        desc = parse_json_document(read_bytes(file), file, "echoseek.dataset", FORMAT_VERSION)
+    _check_shards(path, file, desc)
     return dict(desc)
 
 
-def _check_shards(root: Path, file: Path, desc: dict[str, Any]) -> None:
+def _check_shards(root: str | Path, file: str, desc: dict[str, Any]) -> None:
     """``shards``: a non-empty list of ``{file, rows, sha256}`` inside ``root``, adding up to
     ``count`` and to the dataset's ``sha256``."""
     shards = desc.get("shards")
@@ -225,7 +228,7 @@ def _check_shards(root: Path, file: Path, desc: dict[str, Any]) -> None:
         where = f"{file} shards[{i}]"
         if not isinstance(shard, dict):
             raise InputError(f"{where}: expected an object {{file, rows, sha256}}")
-        contained(root, shard.get("file"), f"{where}.file")
+        member(root, shard.get("file"), f"{where}.file")
         rows = shard.get("rows")
         if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
             raise InputError(f"{where}.rows: expected a row count, got {rows!r}")
@@ -238,17 +241,21 @@ def _check_shards(root: Path, file: Path, desc: dict[str, Any]) -> None:
         raise InputError(f"{file}: 'sha256' does not match the shards' checksums")
 
 
-def shard_paths(path: str | Path) -> list[Path]:
-    """The Parquet shard files of a dataset, in order, checked to exist and to match the
-    checksums ``dataset.json`` lists (hashed once per process while unchanged)."""
+def shard_paths(path: str | Path) -> list[str]:
+    """The Parquet shard files of a dataset (paths, or URIs in a store), in order, checked to
+    exist and to match the checksums ``dataset.json`` lists (on a filesystem, hashed once per
+    process while unchanged)."""
     desc = read_descriptor(path)
-    where = str(Path(path) / DESCRIPTOR)
+    where = join(path, DESCRIPTOR)
     files = []
     for i, shard in enumerate(desc["shards"]):
-        file = contained(path, shard["file"], f"{where} shards[{i}].file")
-        if not file.is_file():
+        file = member(path, shard["file"], f"{where} shards[{i}].file")
+        if not is_file(file):
             raise InputError(f"{file}: shard listed in {DESCRIPTOR} is missing")
-        verify_sha256(file, shard["sha256"], DESCRIPTOR)
+        if not is_uri(file):
+            verify_sha256(Path(file), shard["sha256"], DESCRIPTOR)
+        elif sha256(file) != shard["sha256"]:
+            raise InputError(f"{file}: checksum mismatch with {DESCRIPTOR} (corrupt or modified)")
         files.append(file)
     return files
 
@@ -273,7 +280,7 @@ def iter_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Stream record batches of a dataset with pyarrow (no Ray), in row order."""
     for file in shard_paths(path):
-        yield from pq.ParquetFile(file).iter_batches(batch_size=batch_size, columns=columns)
+        yield from parquet_file(file).iter_batches(batch_size=batch_size, columns=columns)
 
 
 def labelled_ids(path: str | Path) -> tuple[list[str], list[int]]:

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +33,22 @@ import pyarrow.parquet as pq
 
 from echoseek.data.npy import load_npy
 from echoseek.errors import InputError
+from echoseek.object_store import (
+    basename,
+    exists,
+    is_file,
+    is_uri,
+    join,
+    list_files,
+    member,
+    parquet_file,
+    read_bytes,
+    write_bytes,
+    writing,
+)
 from echoseek.storage import (
     combined_sha256,
-    contained,
+    parse_json_document,
     read_json_document,
     sha256_file,
     staged_dir,
@@ -95,14 +106,18 @@ class VectorSource:
 
 
 def open_vectors(path: str | Path) -> VectorSource:
-    """Inspect a vector input (artifact dir, ``.npy`` file or folder) without reading vectors."""
-    p = Path(path)
-    if not p.exists():
+    """Inspect a vector input (artifact dir, ``.npy`` file or folder) without reading vectors.
+
+    ``path`` may be an object-store URI (``s3://bucket/vectors``) of an artifact, a folder of
+    Parquet files or one Parquet file; every reader (tasks on any node) reads its row groups
+    with ranged reads (:mod:`echoseek.object_store`)."""
+    p = str(path) if is_uri(path) else Path(path)
+    if not exists(p):
         raise InputError(f"{p}: vector input not found")
-    if p.is_file():
-        files = [_inspect_file(p, 0)]
+    if is_file(p):
+        files = [_inspect_file(str(p), 0)]
         desc: dict[str, Any] = {}
-    elif (p / DESCRIPTOR).is_file():
+    elif is_file(join(p, DESCRIPTOR)):
         desc = read_descriptor(p)
         files = _artifact_files(p, desc)
     else:
@@ -210,7 +225,7 @@ def find_duplicate(source: VectorSource, suspects: set[int], batch_size: int) ->
     wanted = np.fromiter(suspects, dtype=np.uint64)
     for vf, first, ids in iter_ids(source, batch_size):
         for j in np.flatnonzero(np.isin(_hash_ids(ids), wanted)):
-            item, where = ids[j], (Path(vf.path).name, first + int(j))
+            item, where = ids[j], (basename(vf.path), first + int(j))
             if item in seen:
                 (f0, r0), (f1, r1) = seen[item], where
                 raise InputError(
@@ -245,7 +260,7 @@ def _npy_rows(vf: VectorFile, local: np.ndarray, dim: int) -> np.ndarray:
 
 def _parquet_rows(vf: VectorFile, local: np.ndarray, dim: int) -> np.ndarray:
     out = np.empty((len(local), dim), dtype=np.float32)
-    pf = pq.ParquetFile(vf.path)
+    pf = parquet_file(vf.path)
     sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
     starts = np.cumsum([0, *sizes])
     cuts = np.searchsorted(local, starts)  # local[cuts[g]:cuts[g + 1]] lie in group g
@@ -262,7 +277,7 @@ def _row_group_slices(
 ) -> Iterator[tuple[int, pa.Table]]:
     """``(first file row, table)`` of rows ``[lo, hi)`` of a Parquet file, one per row group
     that holds any of them (the others are never read)."""
-    pf = pq.ParquetFile(vf.path)
+    pf = parquet_file(vf.path)
     group_start = 0
     for g in range(pf.metadata.num_row_groups):
         group_rows = pf.metadata.row_group(g).num_rows
@@ -325,19 +340,14 @@ def write_vector_part(
     folder: str | Path, name: str, batch: VectorBatch | tuple[Any, ...], dim: int
 ) -> dict[str, Any]:
     """Write one part file of a vectors artifact (``folder/name``, a temporary name first,
-    renamed when complete, so a retried writer replaces it whole); return its ``files``
+    renamed, or uploaded from node-local scratch to a store, when complete, so a retried
+    writer replaces it whole); return its ``files``
     entry ``{file, rows, sha256}``. Parts are what embedding actors write on any node, so
     no vector passes through the driver (:func:`finish_vectors` lists them)."""
-    root = Path(folder)
-    tmp = root / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        writer = _PartWriter(root, dim, rows_per_file=1 << 62, names=iter([tmp.name]))
+    with writing(join(folder, name)) as tmp:
+        writer = _PartWriter(tmp.parent, dim, rows_per_file=1 << 62, names=iter([tmp.name]))
         writer.add(_as_batch(tuple(batch), dim, 0))
         writer.close()
-        os.replace(tmp, root / name)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return {**writer.files[0], "file": name}
 
 
@@ -355,30 +365,33 @@ def finish_vectors(
     if rows == 0:
         raise InputError(f"{folder}: no vectors to write (the input was empty)")
     desc = _descriptor(files, rows, dim, model_uri, extra or {})
-    (Path(folder) / DESCRIPTOR).write_text(json.dumps(desc, indent=2) + "\n")
+    write_bytes(join(folder, DESCRIPTOR), (json.dumps(desc, indent=2) + "\n").encode())
     return desc
 
 
 def read_descriptor(path: str | Path) -> dict[str, Any]:
-    """Load and validate ``vectors.json`` of a vectors artifact."""
-    desc = read_json_document(
-        Path(path) / DESCRIPTOR, FORMAT, FORMAT_VERSION, f"not a vectors artifact (no {DESCRIPTOR})"
-    )
-    return desc
+    """Load and validate ``vectors.json`` of a vectors artifact (a folder or a URI)."""
+    missing = f"not a vectors artifact (no {DESCRIPTOR})"
+    if not is_uri(path):
+        return read_json_document(Path(path) / DESCRIPTOR, FORMAT, FORMAT_VERSION, missing)
+    where = join(path, DESCRIPTOR)
+    if not is_file(where):
+        raise InputError(f"{path}: {missing}")
+    return parse_json_document(read_bytes(where), where, FORMAT, FORMAT_VERSION)
 
 
 # --- reading ------------------------------------------------------------------------------
 
 
-def _artifact_files(root: Path, desc: dict[str, Any]) -> list[VectorFile]:
-    where = root / DESCRIPTOR
+def _artifact_files(root: str | Path, desc: dict[str, Any]) -> list[VectorFile]:
+    where = join(root, DESCRIPTOR)
     entries = desc.get("files")
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise InputError(f"{where}: 'files' must be a list of {{file, rows, sha256}} objects")
     files, offset = [], 0
     for i, entry in enumerate(entries):
-        p = contained(root, entry.get("file"), f"{where} files[{i}].file")
-        if not p.is_file():
+        p = member(root, entry.get("file"), f"{where} files[{i}].file")
+        if not is_file(p):
             raise InputError(f"{p}: file listed in {DESCRIPTOR} is missing")
         vf = _inspect_file(p, offset)
         if vf.rows != entry.get("rows", vf.rows):
@@ -388,8 +401,9 @@ def _artifact_files(root: Path, desc: dict[str, Any]) -> list[VectorFile]:
     return files
 
 
-def _folder_files(root: Path) -> list[VectorFile]:
-    paths = sorted(p for p in root.iterdir() if p.suffix in (".npy", ".parquet") and p.is_file())
+def _folder_files(root: str | Path) -> list[VectorFile]:
+    names = [n for n in list_files(root, recursive=False) if n.endswith((".npy", ".parquet"))]
+    paths = [join(root, n) for n in names]
     if not paths:
         raise InputError(f"{root}: no .npy or .parquet vector files in this folder")
     files, offset = [], 0
@@ -400,22 +414,25 @@ def _folder_files(root: Path) -> list[VectorFile]:
     return files
 
 
-def _inspect_file(path: Path, offset: int) -> VectorFile:
-    if path.suffix == ".npy":
-        arr = _load_npy(path)
-        return VectorFile(str(path), "npy", int(arr.shape[0]), offset)
-    if path.suffix == ".parquet":
+def _inspect_file(path: str, offset: int) -> VectorFile:
+    if path.endswith(".npy") and is_uri(path):
+        raise InputError(
+            f"{path}: .npy vectors are memory-mapped and must be on a filesystem; in an object "
+            "store keep Parquet vectors (echoseek embed writes them)"
+        )
+    if path.endswith(".npy"):
+        arr = _load_npy(Path(path))
+        return VectorFile(path, "npy", int(arr.shape[0]), offset)
+    if path.endswith(".parquet"):
         try:
-            meta = pq.ParquetFile(path)
+            meta = parquet_file(path)
         except (OSError, pa.ArrowInvalid) as exc:
             raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
         names = meta.schema_arrow.names
         column = next((c for c in VECTOR_COLUMNS if c in names), None)
         if column is None:
             raise InputError(f"{path}: no 'vector' column (columns: {', '.join(names)})")
-        return VectorFile(
-            str(path), "parquet", meta.metadata.num_rows, offset, column, "id" in names
-        )
+        return VectorFile(path, "parquet", meta.metadata.num_rows, offset, column, "id" in names)
     raise InputError(f"{path}: unsupported vector file (expected .npy or .parquet)")
 
 
@@ -426,7 +443,7 @@ def _load_npy(path: Path) -> np.ndarray:
 def _file_dim(vf: VectorFile) -> int:
     if vf.kind == "npy":
         return int(_load_npy(Path(vf.path)).shape[1])
-    pf = pq.ParquetFile(vf.path)
+    pf = parquet_file(vf.path)
     tp = pf.schema_arrow.field(vf.column).type
     if pa.types.is_fixed_size_list(tp):
         return int(tp.list_size)
@@ -460,7 +477,7 @@ def _iter_npy(vf: VectorFile, lo: int, hi: int, batch_size: int) -> Iterator[Vec
 
 
 def _iter_parquet(vf: VectorFile, lo: int, hi: int, batch_size: int) -> Iterator[VectorBatch]:
-    names = pq.ParquetFile(vf.path).schema_arrow.names
+    names = parquet_file(vf.path).schema_arrow.names
     columns = [vf.column] + [c for c in ("id", *METADATA_TYPES) if c in names]
     for first, table in _row_group_slices(vf, lo, hi, columns):
         for s in range(0, table.num_rows, batch_size):

@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from echoseek.data.dataset import decode_png, shard_paths
 from echoseek.data.vectors import VectorBatch, write_vector_part
 from echoseek.embedding.embedder import Embedder, ModelEmbedder, PixelEmbedder
 from echoseek.models.artifact import ModelMeta, build_model
+from echoseek.object_store import parquet_file
 from echoseek.progress import ProgressBar
 
 META = ("id", "label", "source", "frame_index")
@@ -99,7 +99,7 @@ class EmbedBatch:
         """The rows of the work items' Parquet row groups, embedded: the metadata columns as
         read (Arrow, no per-row Python objects) and ``vector``."""
         tables = [
-            pq.ParquetFile(str(file)).read_row_group(int(group), columns=COLUMNS)
+            parquet_file(str(file)).read_row_group(int(group), columns=COLUMNS)
             for file, group in zip(
                 work.column("file").to_pylist(), work.column("group").to_pylist(), strict=True
             )
@@ -141,7 +141,7 @@ def embedded_parts(
     work = [
         {"part": i, "file": str(f), "group": g}
         for i, (f, g) in enumerate(
-            (f, g) for f in shard_paths(path) for g in range(pq.ParquetFile(f).num_row_groups)
+            (f, g) for f in shard_paths(path) for g in range(parquet_file(f).num_row_groups)
         )
     ]
     # The actors read their row groups themselves: behind ray.data.read_parquet (which packs

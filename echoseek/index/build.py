@@ -25,14 +25,19 @@ only plans, samples and summaries, never data that grows with N:
    (:mod:`echoseek.index.publish`). Any failure, in any stage or task, removes the staging
    directory and publishes nothing.
 
-On a cluster the index root must be a filesystem every worker can write (shared mount).
+On a cluster the index root must be a filesystem every worker can write (the shared mount)
+or an object store every node reaches (``s3://…``, ``gs://…``): tasks then write their files
+on node-local scratch and upload each when complete, read the shards they calibrate from
+node-local copies, and the version is published by order
+(:func:`~echoseek.index.publish.staged_remote_version`). The input may be a vectors artifact
+in a store as well (:func:`~echoseek.data.vectors.open_vectors`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +66,12 @@ from echoseek.index.manifest import (
 )
 from echoseek.index.params import IndexParams, choose_params
 from echoseek.index.plan import ROWS_PER_SHARD, ShardPlan, auto_num_shards, plan_shards
-from echoseek.index.publish import DEFAULT_RETENTION, new_version_id, staged_version
+from echoseek.index.publish import (
+    DEFAULT_RETENTION,
+    new_version_id,
+    staged_remote_version,
+    staged_version,
+)
 from echoseek.index.recall import CALIBRATION_QUERIES, CALIBRATION_TARGET
 from echoseek.index.rerank import NATURAL_DISTANCE
 from echoseek.index.tasks import (
@@ -70,12 +80,10 @@ from echoseek.index.tasks import (
     Pending,
     Placement,
     gather,
-    publish_file,
     remove_temporaries,
     reset_peak_rss,
     submit,
     task_record,
-    temporary_path,
     wait,
 )
 from echoseek.index.train import (
@@ -86,6 +94,7 @@ from echoseek.index.train import (
     train_index,
     train_to_file,
 )
+from echoseek.object_store import is_uri, join, sha256, writing
 from echoseek.ray_session import cluster_has_gpus, ensure_ray
 from echoseek.storage import combined_sha256, sha256_file
 
@@ -135,7 +144,12 @@ def build_index(
     plans = plan_shards(source.count, num_shards or auto_num_shards(source.count, rows_per_shard))
     version = new_version_id()
     t: dict[str, float] = {}
-    with staged_version(root, version, retention) as staging:
+    staged: AbstractContextManager[str | Path] = (
+        staged_remote_version(str(root), version, retention)
+        if is_uri(root)
+        else staged_version(root, version, retention)
+    )
+    with staged as staging:
         checksums = _source_checksums(source, use_ray)
         with stage(t, "check"):
             check_unique_ids(source, plans, batch_size, use_ray)
@@ -144,7 +158,7 @@ def build_index(
             wait(parts)
         with stage(t, "train"):
             trained = train_on_sample(
-                params, parts, staging / TRAINED, use_gpu, use_ray, train_cpus
+                params, parts, join(staging, TRAINED), use_gpu, use_ray, train_cpus
             )
             wait(trained)
         with stage(t, "fill"):
@@ -158,7 +172,7 @@ def build_index(
             version,
             params,
             entries,
-            trained_sha256=sha256_file(staging / TRAINED),
+            trained_sha256=sha256(join(staging, TRAINED)),
             model_uri=model_uri or source.model_uri,
             model_tracking_uri=model_tracking_uri
             or str(source.descriptor.get("model_tracking_uri", "")),
@@ -173,7 +187,12 @@ def build_index(
 
 
 def calibrate(
-    staging: Path, manifest: dict[str, Any], target: float, queries: int, seed: int, use_ray: bool
+    staging: str | Path,
+    manifest: dict[str, Any],
+    target: float,
+    queries: int,
+    seed: int,
+    use_ray: bool,
 ) -> None:
     """Stage 5: measure the default nprobe on the staged files and write it into ``manifest``."""
     t: dict[str, float] = {}
@@ -228,7 +247,7 @@ def sample_stage(
 def train_on_sample(
     params: IndexParams,
     parts: Pending,
-    out: Path,
+    out: str,
     use_gpu: bool | None,
     use_ray: bool,
     cpus: float = 1.0,
@@ -238,7 +257,7 @@ def train_on_sample(
     when ``use_gpu`` or (None) when the cluster has one."""
     gpu = use_gpu if use_gpu is not None else _cluster_has_gpus(use_ray)
     place = train_placement(params, num_cpus=cpus, num_gpus=1.0 if gpu else 0.0)
-    return submit(train_to_file, [(params, str(out), use_gpu, *parts.outputs)], place, use_ray)
+    return submit(train_to_file, [(params, out, use_gpu, *parts.outputs)], place, use_ray)
 
 
 def fill_shards(
@@ -271,7 +290,8 @@ def fill_shards(
         for p in plans
     ]
     entries = gather(submit(fill_from_source, calls, places, use_ray))
-    remove_temporaries(Path(out_dir))
+    if not is_uri(out_dir):
+        remove_temporaries(Path(out_dir))
     return entries
 
 
@@ -298,26 +318,20 @@ def fill_shard(
 ) -> dict[str, Any]:
     """Stage 4 for one shard: add ``plan.count`` rows with global ids; write its three files.
 
-    The files are written under temporary names and renamed into place once all three are
-    complete, so an attempt that dies leaves only ``.*.tmp`` files and a retry rewrites the
-    shard whole. ``external_ids=False`` stores ``str(internal id)`` as the external id (inputs
-    without ids). Returns the shard's manifest entry, with the task's record under ``task``
+    The files are written under temporary names (node-local scratch for an object store) and
+    renamed (uploaded) into place once all three are complete, so an attempt that dies leaves
+    only ``.*.tmp`` files and a retry rewrites the shard whole. ``external_ids=False``
+    stores ``str(internal id)`` as the external id (inputs without ids). Returns the shard's
+    manifest entry, with the task's record under ``task``
     (:func:`~echoseek.index.tasks.task_record`).
     """
     start = time.perf_counter()
     reset_peak_rss()
-    out = Path(out_dir)
     names = shard_names(plan.shard)
-    tmp = {key: temporary_path(out / names[key]) for key in ("file", "vectors", "metadata")}
-    try:
+    with ExitStack() as files:
+        tmp = {key: files.enter_context(writing(join(out_dir, names[key]))) for key in names}
         _write_shard(trained, batches, plan, tmp, normalize, external_ids)
         entry = _shard_entry(tmp, names, plan)
-    except BaseException:
-        for path in tmp.values():
-            path.unlink(missing_ok=True)
-        raise
-    for key, path in tmp.items():
-        publish_file(path, out / names[key])
     return {**entry, "task": task_record(start)}
 
 
@@ -519,7 +533,7 @@ def _source_checksums(source: VectorSource, use_ray: bool) -> Pending:
     if source.sha256:
         return Pending([], on_ray=use_ray)
     calls = [(f.path,) for f in source.files]
-    return submit(sha256_file, calls, Placement(memory=WORKER_BASE_BYTES, num_cpus=0.25), use_ray)
+    return submit(sha256, calls, Placement(memory=WORKER_BASE_BYTES, num_cpus=0.25), use_ray)
 
 
 def _cluster_has_gpus(use_ray: bool) -> bool:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from echoseek.index.manifest import listed_files
 from echoseek.index.merge import MISSING_ID, merge_topk, merge_topk_carrying, sort_results
 from echoseek.index.reader import IndexReader
 from echoseek.index.recall import (
@@ -38,6 +39,7 @@ from echoseek.index.recall import (
 )
 from echoseek.index.rerank import exact_distances, score_from_distance
 from echoseek.index.tasks import WORKER_BASE_BYTES, Placement, as_completed, submit
+from echoseek.object_store import local_files, member, open_input
 
 Part = dict[str, Any]
 
@@ -46,8 +48,13 @@ def shard_part(
     version_dir: str, manifest: dict[str, Any], shard: int, queries: np.ndarray, k: int
 ) -> Part:
     """One shard's share of the calibration: ``exact`` (scores, ids) top-``k``, and per swept
-    nprobe its ``depth`` best candidates ``(approximate scores, ids, re-rank scores)``."""
-    with IndexReader(Path(version_dir), manifest, [shard]) as reader:
+    nprobe its ``depth`` best candidates ``(approximate scores, ids, re-rank scores)``. A
+    version in an object store is read from node-local copies of the shard's files."""
+    names = [name for name, _ in listed_files(manifest, [shard])]
+    with (
+        local_files(version_dir, names, f"{version_dir} manifest") as local,
+        IndexReader(local, manifest, [shard]) as reader,
+    ):
         q = reader.prepare_queries(queries)
         exact = exact_knn(reader, q, k)
         name, depth = reader.default_rerank, reader.rerank_depth(k)
@@ -99,7 +106,7 @@ class Merged:
 
 
 def calibrate_on_shards(
-    version_dir: Path,
+    version_dir: str | Path,
     manifest: dict[str, Any],
     *,
     target: float,
@@ -132,7 +139,9 @@ def calibrate_on_shards(
     )  # fmt: skip
 
 
-def stored_vectors(version_dir: Path, manifest: dict[str, Any], ids: np.ndarray) -> np.ndarray:
+def stored_vectors(
+    version_dir: str | Path, manifest: dict[str, Any], ids: np.ndarray
+) -> np.ndarray:
     """The stored (float16) vectors of internal ``ids`` as float32, read row by row from the
     shards' re-rank files (one seek and read per row: a memory map fancy-indexed here
     brought the whole file into the process, 256 MB per million rows)."""
@@ -140,14 +149,15 @@ def stored_vectors(version_dir: Path, manifest: dict[str, Any], ids: np.ndarray)
     for s in manifest["shards"]:
         sel = np.flatnonzero((ids >= s["id_start"]) & (ids < s["id_start"] + s["count"]))
         if sel.size:
-            path = Path(version_dir) / s["vectors"]["file"]
+            path = member(version_dir, s["vectors"]["file"], f"{version_dir} manifest")
             out[sel] = read_npy_rows(path, ids[sel] - s["id_start"])
     return out
 
 
-def read_npy_rows(path: Path, rows: np.ndarray) -> np.ndarray:
-    """Rows ``rows`` of a 2-D C-ordered ``.npy`` file, read with one seek each."""
-    with open(path, "rb") as f:
+def read_npy_rows(path: str | Path, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of a 2-D C-ordered ``.npy`` file, read with one seek each (a ranged read
+    in an object store)."""
+    with open_input(path) as f:
         major, _ = np.lib.format.read_magic(f)
         read_header = (
             np.lib.format.read_array_header_1_0

@@ -35,6 +35,7 @@ rejects a version whose files do not match, naming the file.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,8 @@ import numpy as np
 
 from echoseek.distance_params import resolve_params
 from echoseek.errors import ConfigError, InputError
-from echoseek.storage import contained, read_json_document, sha256_file, write_json_atomic
+from echoseek.object_store import join, write_bytes
+from echoseek.storage import contained, read_json_document, sha256_file
 
 FORMAT = "echoseek.index"
 FORMAT_VERSION = 1
@@ -220,8 +222,9 @@ class _Fields:
 
 
 def write_manifest(version_dir: str | Path, manifest: dict[str, Any]) -> None:
-    """Write ``manifest.json`` atomically (temporary file, fsync, rename)."""
-    write_json_atomic(Path(version_dir) / MANIFEST, manifest)
+    """Write ``manifest.json`` atomically (temporary file, fsync, rename; one object write in
+    an object store)."""
+    write_bytes(join(version_dir, MANIFEST), (json.dumps(manifest, indent=2) + "\n").encode())
 
 
 def listed_files(

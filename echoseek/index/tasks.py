@@ -23,11 +23,9 @@ both cancel the rest when one fails and re-raise an echoseek error as itself.
 
 from __future__ import annotations
 
-import os
 import resource
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,16 +214,6 @@ def reset_peak_rss() -> None:
             refs.write("5")
     except OSError:
         pass
-
-
-def temporary_path(final: Path) -> Path:
-    """A unique name beside ``final`` for one attempt to write it."""
-    return final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-
-
-def publish_file(tmp: Path, final: Path) -> None:
-    """Move one attempt's complete file into place (atomic; a retry simply replaces it)."""
-    os.replace(tmp, final)
 
 
 def remove_temporaries(folder: Path) -> None:

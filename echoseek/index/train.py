@@ -11,7 +11,6 @@ uint8 array (:func:`serialize_index`) that Ray can broadcast through its object 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import faiss
@@ -19,7 +18,7 @@ import numpy as np
 
 from echoseek.errors import InputError
 from echoseek.index.params import IndexParams
-from echoseek.index.tasks import publish_file, temporary_path
+from echoseek.object_store import writing
 
 SAMPLE_BLOCK = 1 << 20
 
@@ -95,15 +94,13 @@ def train_to_file(
 ) -> np.ndarray:
     """The train task: concatenate the sample's parts (one per shard's rows), normalise if
     the index does, train, write the serialised empty index to ``out`` (temporary name, then
-    rename) and return it."""
+    rename, or upload to an object store) and return it."""
     sample = np.concatenate(parts) if parts else np.empty((0, params.dim), dtype=np.float32)
     if params.normalize and len(sample):
         sample = normalize_rows(sample)
     trained = serialize_index(train_index(params, sample, use_gpu))
-    final = Path(out)
-    tmp = temporary_path(final)
-    trained.tofile(tmp)
-    publish_file(tmp, final)
+    with writing(out) as tmp:
+        trained.tofile(tmp)
     return trained
 
 

@@ -9,7 +9,9 @@ The dataset's Parquet shards are read lazily, PNG decoding and the model run in 
 GPU), and each actor writes the vectors of the row groups it embeds as part files of
 ``output``'s staging directory (which every node must reach: the shared mount on a cluster);
 the driver only lists the parts in the descriptor, then renames the staging directory into
-place. No vector passes through the driver.
+place. No vector passes through the driver. ``input`` and ``output`` may be ``s3://`` or
+``gs://`` URIs: actors then upload their parts and the descriptor is written last
+(:func:`echoseek.object_store.staged_artifact`).
 ``model=pixels`` embeds with the raw-pixel baseline. Reports images per second.
 """
 
@@ -28,9 +30,9 @@ from echoseek.embedding.stream import StreamClock, calls_per_actor, embedded_par
 from echoseek.errors import ConfigError
 from echoseek.jobs.runner import run_job
 from echoseek.model_ref import ModelRef
+from echoseek.object_store import check_location, staged_artifact
 from echoseek.progress import ProgressBar
 from echoseek.ray_session import cluster_has_gpus, ensure_ray
-from echoseek.storage import filesystem_path, staged_dir
 
 
 @dataclass
@@ -60,8 +62,8 @@ def run(cfg: Config) -> dict[str, Any]:
     """Embed ``cfg.input`` with ``cfg.model`` into ``cfg.output``; returns the descriptor."""
     if not cfg.input:
         raise ConfigError("input is required (a dataset directory from echoseek ingest)")
-    filesystem_path(cfg.input, "input")
-    filesystem_path(cfg.output, "output")
+    check_location(cfg.input, "input")
+    check_location(cfg.output, "output", output=True)
     desc = read_descriptor(cfg.input)
     shard_paths(cfg.input)  # shard checksums verified here, before Ray reads them
     # loaded once here (fail fast, learn dim); the actors get the weights by object store
@@ -69,11 +71,11 @@ def run(cfg: Config) -> dict[str, Any]:
     ensure_ray()
     gpu = cluster_has_gpus() if cfg.use_gpu is None else cfg.use_gpu
     clock, bar = StreamClock(), ProgressBar("embed", int(desc["count"]))
-    with staged_dir(cfg.output, overwrite=cfg.overwrite) as staging:
+    with staged_artifact(cfg.output, overwrite=cfg.overwrite) as staged:
         parts = embedded_parts(
             cfg.input,
             probe if isinstance(probe, ModelEmbedder) else None,
-            str(staging),
+            staged.parts,
             pixel_size=cfg.pixel_size,
             actors=cfg.actors or pool_size(gpu, cfg.actor_cpus),
             resources={"num_gpus": 1} if gpu else {"num_cpus": cfg.actor_cpus},
@@ -83,8 +85,8 @@ def run(cfg: Config) -> dict[str, Any]:
         )
         files = sorted(clock.wrap(parts, bar), key=lambda p: p.pop("part"))
         out = finish_vectors(
-            staging,
-            files,
+            staged.root,
+            [{**f, "file": staged.prefix + f["file"]} for f in files],
             dim=probe.dim,
             model_uri=probe.uri,
             extra={

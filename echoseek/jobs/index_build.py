@@ -5,17 +5,16 @@
     python -m echoseek.jobs.index_build indexing/cluster.yaml
 
 ``input`` is a vectors artifact (``echoseek embed``), a ``.npy`` file or a folder of
-``.npy``/``.parquet`` files. ``output`` is the index root: the new version appears as
-``output/<version>/`` and ``output/LATEST`` points at it, or nothing appears if the build fails.
-Index parameters follow :mod:`echoseek.index.params` unless set under ``index.*``; the shards
-are filled as parallel Ray tasks (a local Ray instance is started unless ``RAY_ADDRESS`` or an
-initialised Ray says otherwise). Before publishing, the build measures the smallest nprobe
-reaching recall@10 ≥ ``build.target_recall`` (0.9; with exact re-rank, on
-``build.calibration_queries`` sampled vectors) and makes it the version's default, so the
-version searches well without ``index eval``; ``index.nprobe=N`` or ``build.target_recall=null``
-keep the rule's nprobe instead. Flat (exact) indexes skip the measurement.
-
-Stages run as placed Ray tasks (:mod:`echoseek.index.build`); ``--json`` adds ``shard_fills``.
+``.npy``/``.parquet`` files (Parquet at an ``s3://``/``gs://`` URI). ``output`` is the index
+root (a path or URI): the new version appears as ``output/<version>/`` and ``output/LATEST``
+points at it, or nothing appears if the build fails. Index parameters follow
+:mod:`echoseek.index.params` unless set under ``index.*``; the stages run as placed Ray tasks
+(a local Ray instance unless ``RAY_ADDRESS`` or an initialised Ray says otherwise); ``--json``
+adds ``shard_fills``. Before publishing, the build measures the smallest nprobe reaching
+recall@10 ≥ ``build.target_recall`` (0.9; with exact re-rank, on ``build.calibration_queries``
+sampled vectors) and makes it the version's default, so the version searches well without
+``index eval``; ``index.nprobe=N`` or ``build.target_recall=null`` keep the rule's nprobe
+instead. Flat (exact) indexes skip the measurement.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ from echoseek.index.recall import CALIBRATION_QUERIES, CALIBRATION_TARGET
 from echoseek.index.tasks import peak_rss_mib
 from echoseek.jobs.runner import run_job
 from echoseek.model_ref import ModelRef
-from echoseek.storage import filesystem_path
+from echoseek.object_store import check_location
 
 
 @dataclass
@@ -111,8 +110,8 @@ def run(cfg: Config) -> dict[str, Any]:
         raise ConfigError("input is required (a vectors artifact, a .npy file or a folder)")
     if not cfg.output:
         raise ConfigError("output is required (the index root directory)")
-    filesystem_path(cfg.input, "input")
-    filesystem_path(cfg.output, "output")
+    check_location(cfg.input, "input")
+    check_location(cfg.output, "output", output=True)
     start = time.perf_counter()
     source = open_vectors(cfg.input)
     model = ModelRef.parse(cfg.model_uri).pinned(cfg.tracking_uri) if cfg.model_uri else None

@@ -27,8 +27,8 @@ from echoseek.index.tasks import (
     current_node_id,
     peak_rss_mib,
     reset_peak_rss,
-    temporary_path,
 )
+from echoseek.object_store import temporary_path
 from tests.index_fixtures import clustered, small_params
 
 

@@ -177,3 +177,31 @@ def test_embed_on_the_command_line_prints_echoseek_lines_only(
 )
 def test_gpu_actors_decode_on_the_cpus_each_gpu_has(cpus: float, gpus: float, calls: int) -> None:
     assert calls_per_actor(cpus, gpus) == calls
+
+
+def test_embed_and_index_build_from_and_to_an_object_store(
+    dataset: Path, tmp_path: Path, bucket: str, ray_session: object
+) -> None:
+    """A dataset in a real S3-compatible store embedded into the store (the actors upload their
+    parts; the descriptor is written last), then indexed from there into the store on the
+    command line: the same vectors as a local embed of the same dataset."""
+    from echoseek import object_store as store
+    from echoseek.index import read_latest
+    from tests.index.test_object_store_build import upload_tree
+
+    source = upload_tree(dataset, store.join(bucket, "dataset"))
+    vectors = store.join(bucket, "vectors")
+    out = embed.run(embed.Config(input=source, output=vectors, pixel_size=8))
+    assert out["count"] == 23 and out["output"] == vectors
+    embed.run(embed.Config(input=str(dataset), output=str(tmp_path / "v"), pixel_size=8))
+    got, want = read_all(vectors), read_all(tmp_path / "v")  # type: ignore[arg-type]
+    assert got[0] == want[0] and got[2] == want[2]
+    np.testing.assert_array_equal(got[1], want[1])
+    files = store.list_files(vectors)
+    listed = [f["file"] for f in read_descriptor(vectors)["files"]]
+    assert files == sorted([*listed, "vectors.json"]) and listed[0].startswith("parts-")
+
+    root = store.join(bucket, "index")
+    args = ["index", "build", f"input={vectors}", f"output={root}", "index.kind=flat"]
+    assert cli(args) == 0
+    assert store.is_file(store.join(root, read_latest(root), "manifest.json"))

@@ -104,19 +104,29 @@ def test_bad_input_data_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert not (tmp_path / "i").exists() or list_versions(tmp_path / "i") == []
 
 
-@pytest.mark.parametrize("field", ["input", "output"])
-def test_an_object_store_uri_is_a_clear_error_not_a_folder(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, field: str
+@pytest.mark.parametrize(
+    ("field", "uri", "message"),
+    [
+        ("input", "foo://bucket/vectors", "input: foo://bucket: no installed filesystem"),
+        ("output", "foo://bucket/index", "output: foo://bucket: no installed filesystem"),
+        ("output", "s3://echoseek-absent/index", "bucket 'echoseek-absent' does not exist"),
+    ],
+)
+def test_an_unopenable_uri_is_a_clear_error_not_a_folder(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    s3_server: str,
+    field: str,
+    uri: str,
+    message: str,
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    paths = {"input": "x.npy", "output": "i", field: "s3://bucket/vectors"}
+    paths = {"input": "x.npy", "output": "i", field: uri}
     np.save(tmp_path / "x.npy", np.ones((50, 4), np.float32))
     assert cli(["index", "build", f"input={paths['input']}", f"output={paths['output']}"]) == 2
     err = capsys.readouterr().err.strip()
-    assert (
-        f"{field}: s3://bucket/vectors is an object-store URI (s3://)" in err
-        and len(err.splitlines()) == 1
-    )
+    assert message in err and len(err.splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]  # no folder named s3:
 
 

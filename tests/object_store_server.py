@@ -1,0 +1,71 @@
+"""A real S3-compatible server for the object-store tests: moto's standalone server on
+127.0.0.1, started once per session by the first test that asks for a bucket.
+
+Every process of the session (this one, the local Ray workers it starts, the job scripts it
+runs) reaches it the way users reach their store: through the AWS environment variables, set
+here at import, before Ray starts, so Ray's workers inherit them. Nothing contacts the port
+until a test asks for ``bucket``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+PORT = free_port()
+ENDPOINT = f"http://127.0.0.1:{PORT}"
+for key, value in {
+    "AWS_ENDPOINT_URL": ENDPOINT,
+    "AWS_ACCESS_KEY_ID": "echoseek-test",
+    "AWS_SECRET_ACCESS_KEY": "echoseek-test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",  # no instance-role lookup at an address that is absent
+}.items():
+    os.environ.setdefault(key, value)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """The server's endpoint URL while the session lasts."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(PORT)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", PORT), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"moto server did not start on port {PORT}") from None
+            time.sleep(0.1)
+    yield os.environ["AWS_ENDPOINT_URL"]
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def bucket(s3_server: str) -> str:
+    """A new, empty bucket: ``s3://<name>``."""
+    import boto3
+
+    name = f"echoseek-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
+    return f"s3://{name}"
