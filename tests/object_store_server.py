@@ -10,6 +10,7 @@ until a test asks for ``bucket``.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -21,9 +22,19 @@ import pytest
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the kernel's ephemeral range (32768+) and above Ray's worker ports
+    (10002-19999): the server starts later than this, and the gRPC servers of the Ray the
+    session starts in between take ephemeral ports (one took a port picked with ``bind(0)``)."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(21000, 29000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 21000-28999 for the S3 test server")
 
 
 PORT = free_port()
