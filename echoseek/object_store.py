@@ -36,7 +36,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from echoseek.errors import ConfigError, InputError
-from echoseek.storage import BLOCK, contained, staged_dir, write_bytes_atomic
+from echoseek.storage import BLOCK, contained, sha256_file, staged_dir, write_bytes_atomic
 
 LOCAL = pafs.LocalFileSystem()
 
@@ -166,6 +166,8 @@ def open_input(target: str | Path) -> IO[bytes]:
 
 def sha256(target: str | Path, block: int = BLOCK) -> str:
     """Hex SHA-256 of the file at ``target``, streamed in ``block``-byte reads."""
+    if not is_uri(target):
+        return sha256_file(target, block)
     digest = hashlib.sha256()
     fs, path = resolve(target)
     with fs.open_input_stream(path) as f:

@@ -44,8 +44,17 @@ import numpy as np
 
 from echoseek.distance_params import resolve_params
 from echoseek.errors import ConfigError, InputError
-from echoseek.object_store import join, write_bytes
-from echoseek.storage import contained, read_json_document, sha256_file
+from echoseek.object_store import (
+    basename,
+    is_file,
+    is_uri,
+    join,
+    member,
+    read_bytes,
+    sha256,
+    write_bytes,
+)
+from echoseek.storage import parse_json_document, read_json_document
 
 FORMAT = "echoseek.index"
 FORMAT_VERSION = 1
@@ -71,15 +80,20 @@ def read_manifest(version_dir: str | Path) -> dict[str, Any]:
     (:func:`check_manifest`); the files' own agreement (checksums, faiss ``ntotal`` and ``d``,
     metadata id ranges) is checked by :func:`verify_files` and the reader.
     """
-    path = Path(version_dir) / MANIFEST
-    manifest = read_json_document(
-        path, FORMAT, FORMAT_VERSION, f"not an index version (no {MANIFEST})"
-    )
+    missing = f"not an index version (no {MANIFEST})"
+    if not is_uri(version_dir):
+        path: str | Path = Path(version_dir) / MANIFEST
+        manifest = read_json_document(Path(path), FORMAT, FORMAT_VERSION, missing)
+    else:
+        path = join(version_dir, MANIFEST)
+        if not is_file(path):
+            raise InputError(f"{version_dir}: {missing}")
+        manifest = parse_json_document(read_bytes(path), str(path), FORMAT, FORMAT_VERSION)
     check_manifest(path, manifest)
     return manifest
 
 
-def check_manifest(path: Path, manifest: dict[str, Any]) -> None:
+def check_manifest(path: str | Path, manifest: dict[str, Any]) -> None:
     """Raise :class:`InputError` naming ``path`` and the field unless ``manifest`` is sound."""
     for key in ("version", "dim", "metric", "factory", "shards", "trained", "next_id"):
         if key not in manifest:
@@ -136,7 +150,7 @@ def check_manifest(path: Path, manifest: dict[str, Any]) -> None:
         )
 
 
-def _check_rerank(path: Path, value: Any) -> None:
+def _check_rerank(path: str | Path, value: Any) -> None:
     """``default_rerank``: a distance name, false (off) or null (the metric's own)."""
     if value is None or value is False:
         return
@@ -183,7 +197,7 @@ def _is_int(value: Any) -> bool:
 class _Fields:
     """Type checks of manifest fields, each failure an :class:`InputError` naming the field."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, path: str | Path, manifest: dict[str, Any]) -> None:
         self.path, self.manifest = path, manifest
 
     def string(self, key: str) -> None:
@@ -214,8 +228,8 @@ class _Fields:
         if not isinstance(entry, dict):
             raise InputError(f"{self.path}: '{name}' must be an object {{file, sha256, ...}}")
         where = f"{self.path} {name}.file"
-        file = contained(self.path.parent, entry.get("file"), where)
-        if file.name != entry["file"]:
+        root = str(self.path).rsplit("/", 1)[0] if is_uri(self.path) else Path(self.path).parent
+        if basename(member(root, entry.get("file"), where)) != entry["file"]:
             raise InputError(f"{where}: {entry['file']!r} is not a plain file name")
         if not isinstance(entry.get("sha256"), str):
             raise InputError(f"{self.path}: '{name}.sha256' must be a hex digest string")
@@ -245,10 +259,9 @@ def verify_files(
 ) -> None:
     """Check every listed file (of ``shards`` only, when given) exists and matches its
     SHA-256; name the first that does not."""
-    root = Path(version_dir)
     for name, digest in listed_files(manifest, shards):
-        path = contained(root, name, f"{root / MANIFEST} entry")
-        if not path.is_file():
+        path = member(version_dir, name, f"{join(version_dir, MANIFEST)} entry")
+        if not is_file(path):
             raise InputError(f"{path}: file listed in {MANIFEST} is missing")
-        if sha256_file(path) != digest:
+        if sha256(path) != digest:
             raise InputError(f"{path}: checksum mismatch (the file is corrupt or was modified)")

@@ -196,14 +196,26 @@ def peak_rss_mib() -> float:
     """This process's peak resident set size so far, in MiB: ``VmHWM`` of
     ``/proc/self/status`` on Linux (``ru_maxrss`` would also count the parent's memory a
     process was forked from), else ``ru_maxrss``."""
+    kib = _status_kib("VmHWM")
+    if kib is None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return kib / 1024
+
+
+def resident_bytes() -> int:
+    """This process's resident set now (``VmRSS``; 0 where /proc is absent)."""
+    return (_status_kib("VmRSS") or 0) * 1024
+
+
+def _status_kib(field: str) -> int | None:
     try:
         with open("/proc/self/status") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1])
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
 
 
 def reset_peak_rss() -> None:

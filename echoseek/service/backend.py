@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,9 +27,11 @@ import numpy as np
 
 from echoseek.embedding import build_embedder
 from echoseek.errors import EchoseekError, InputError
+from echoseek.index.tasks import resident_bytes
 from echoseek.service.config import ServiceConfig
 from echoseek.service.feedback import FeedbackLog, Mark, default_path, now
 from echoseek.service.images import QueryError
+from echoseek.service.node_copy import node_cache
 from echoseek.service.prometheus import ServiceMetrics
 from echoseek.service.searcher import ShardGroup, merge_hits
 from echoseek.service.thumbnails import Thumbnails
@@ -46,7 +49,9 @@ class Backend(abc.ABC):
         self.cfg = cfg
         self.groups = groups
         self.metrics = ServiceMetrics()
-        self.served: Served = load_served(cfg.index, cfg.version)
+        # with node-local copies the searchers checksum the files (once per node), not this
+        self.cache = node_cache(cfg.index, cfg.node_cache)
+        self.served: Served = load_served(cfg.index, cfg.version, verify=self.cache is None)
         self.thumbnails = Thumbnails(cfg.dataset) if cfg.dataset else None
         sha = self.served.manifest.get("dataset_sha256")
         if self.thumbnails is not None and sha and self.thumbnails.sha256 != sha:
@@ -208,26 +213,49 @@ class Backend(abc.ABC):
             log.error("feedback log %s: %s", self.feedback.path, exc)
             raise QueryError("feedback: the log cannot be read", 503, "unavailable") from None
 
-    async def swap(self, version: str) -> dict[str, Any]:
+    async def swap(self, version: str, announce: bool = True) -> dict[str, Any]:
         """Serve ``version`` from now on, once it is verified and every group has opened it;
-        a refused version changes nothing (the error says why)."""
+        a refused version changes nothing (the error says why). ``announce``: tell the other
+        ingress replicas to follow (:meth:`announce`)."""
         async with self._swap_lock:
             try:
-                new = await asyncio.to_thread(load_served, self.cfg.index, version)
+                new = await asyncio.to_thread(
+                    load_served, self.cfg.index, version, self.cache is None
+                )
                 follow = await self.follow_model(new)
                 check_replaceable(self.served, new, self.embed_dim if follow is None else None)
+                await asyncio.gather(
+                    *(self._ask(g, "load", new.version) for g in range(self.groups))
+                )
             except QueryError:
                 raise
             except EchoseekError as exc:
                 raise QueryError(
                     f"refused, still serving {self.served.version}: {exc}", 409, "refused"
                 ) from None
-            await asyncio.gather(*(self._ask(g, "load", new.version) for g in range(self.groups)))
             old, self.served = self.served, new
             if follow is not None:
                 follow()
             log.info("index version %s -> %s", old.version, new.version)
+            if announce:
+                await self.announce(new.version)
         return await self.index_document()
+
+    async def announce(self, version: str) -> None:
+        """Make ``version`` the one every replica of the service serves (no other replica in
+        this process)."""
+        return None
+
+    async def cluster_document(self) -> dict[str, Any]:
+        """``GET /v1/cluster``: this process is the whole service."""
+        row = {
+            "replica": "local", "node_id": "local", "pid": os.getpid(),
+            "versions": [self.served.version], "resident_bytes": resident_bytes(),
+            "state": "serving",
+        }  # fmt: skip
+        return {"version": self.served.version, "ingress": [row], "groups": [
+            {"group": g, "replicas": [row]} for g in range(self.groups)
+        ]}  # fmt: skip
 
     async def follow_model(self, new: Served) -> Callable[[], None] | None:
         """When query images are embedded with the index's own model (no ``model`` in the
@@ -277,7 +305,7 @@ class LocalBackend(Backend):
 
     def __init__(self, cfg: ServiceConfig, groups: int = 1) -> None:
         super().__init__(cfg, groups)
-        self._groups = [ShardGroup(cfg.index, g, groups) for g in range(groups)]
+        self._groups = [ShardGroup(cfg.index, g, groups, cache=self.cache) for g in range(groups)]
         for g in self._groups:
             g.load(self.served.version)
         self._embedder = make_embedder(cfg, self.served)

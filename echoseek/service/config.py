@@ -42,7 +42,7 @@ class ServiceConfig:
     ignored.
     """
 
-    index: str = ""  # an index root (versions + LATEST), from echoseek index build
+    index: str = ""  # an index root (versions + LATEST): a path, or an s3:// / gs:// URI
     version: str = "latest"  # the version served first: a version id under index, or latest
     model: str = ""  # query-image embedder: "" = the index's model_uri; dir, models:/, pixels
     pixel_size: int = 32  # for model=pixels
@@ -51,7 +51,9 @@ class ServiceConfig:
     port: int = 8000
     tokens_file: str = ""  # lines "token:scope"; also ECHOSEEK_TOKENS="token:scope,..."
     cors_origins: list[str] = field(default_factory=list)  # empty: CORS off
-    shard_groups: int = 0  # shard searcher deployments; 0: one per shard
+    shard_groups: int = 0  # shard searcher deployments; 0: as few as replica_memory_mib allows
+    replica_memory_mib: int = 8192  # memory budget of one searcher replica (service.placement)
+    node_cache: str = ""  # node-local dir searchers copy their shards to ("": map them in place)
     colocate: bool = False  # search every shard inside each SearchIngress replica (no hop)
     batch_size: int = 16  # images per embedder call (@serve.batch)
     batch_wait_ms: float = 2.0
@@ -67,6 +69,10 @@ class ServiceConfig:
         for name in ("shard_groups",):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.replica_memory_mib <= 0:
+            raise ConfigError(
+                f"replica_memory_mib: must be positive, got {self.replica_memory_mib}"
+            )
         if self.batch_size <= 0:
             raise ConfigError(f"batch_size: must be positive, got {self.batch_size}")
         if self.ingress not in ("fast", "proxy"):
@@ -78,6 +84,11 @@ class ServiceConfig:
         """Fields every deployment needs (a config file may leave them to overrides)."""
         if not self.index:
             raise ConfigError("index is required (an index root from echoseek index build)")
+        if "://" in self.index and not self.feedback:
+            raise ConfigError(
+                f"feedback: the index {self.index} is in an object store; name the feedback "
+                "log's file on a filesystem every replica mounts (feedback=/path/feedback.jsonl)"
+            )
 
 
 def service_part(cfg: ServiceConfig) -> ServiceConfig:

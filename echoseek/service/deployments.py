@@ -10,12 +10,17 @@ with ``colocate``, to one ``ShardGroup`` of every shard in its own process.
 
 Swaps: ``reconfigure`` of the ingress (a ``serve deploy`` with a changed ``user_config:
 {version: ...}``) and ``POST /v1/admin/index`` both verify the new version, warm every group,
-then switch; the embedder's ``reconfigure({model: ...})`` loads a new model before switching.
+then switch, and post it on the service's board (:mod:`echoseek.service.board`), which every
+other ingress replica follows within a second; the embedder's ``reconfigure({model: ...})``
+loads a new model before switching. Every replica reports itself to the board, which
+``GET /v1/cluster`` reads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,12 +34,15 @@ from echoseek.errors import InputError
 from echoseek.ray_session import quiet_worker
 from echoseek.service.auth import load_tokens
 from echoseek.service.backend import Backend, no_model_error
+from echoseek.service.board import POLL_S, board, cluster_document, first_version, replica_info
 from echoseek.service.config import ServiceConfig
 from echoseek.service.http import create_app
 from echoseek.service.images import QueryError
+from echoseek.service.node_copy import node_cache
 from echoseek.service.searcher import ShardGroup
 from echoseek.service.versions import Served
 
+log = logging.getLogger("echoseek.service")
 LIGHT = {"num_cpus": 0.1}  # a replica's reservation on CPU machines (serve/*.yaml override it)
 
 
@@ -42,14 +50,29 @@ def quiet_replica() -> None:
     quiet_worker()
 
 
+def replica_name() -> str:
+    """``<deployment>#<id>`` of the replica this runs in."""
+    return str(serve.get_replica_context().replica_id.to_full_id_str())
+
+
 @serve.deployment(ray_actor_options=LIGHT, max_ongoing_requests=64)
 class ShardSearcher:
     """Shards ``i % groups == group`` of the versions under ``root``."""
 
-    def __init__(self, root: str, group: int, groups: int, version: str) -> None:
+    def __init__(self, root: str, group: int, groups: int, version: str, cache: str = "") -> None:
         quiet_replica()
-        self.group = ShardGroup(root, group, groups)
-        self.group.load(version)
+        self.group = ShardGroup(root, group, groups, cache=node_cache(root, cache))
+        self.group.load(first_version(root, version))
+        self._report = asyncio.get_running_loop().create_task(self._report_loop(root, group))
+
+    async def _report_loop(self, root: str, group: int) -> None:
+        """Tell the board what this replica holds, every ``POLL_S``."""
+        name, notice = replica_name(), board(root)
+        while True:
+            info = replica_info("searcher", group, self.group.open_versions())
+            with contextlib.suppress(Exception):  # a board restarting: report next time
+                await notice.report.remote(name, info)
+            await asyncio.sleep(POLL_S)
 
     def search(
         self,
@@ -129,12 +152,42 @@ class SearchIngress(Backend):
     ) -> None:
         quiet_replica()
         config = from_dict(ServiceConfig, cfg)
+        config.version = first_version(config.index, config.version)
         super().__init__(config, len(groups) or 1)
         self._handles, self._embedder, self._model = groups, embedder, model
-        self._local = [] if groups else [ShardGroup(config.index, 0, 1)]  # colocate
+        cache = node_cache(config.index, config.node_cache)
+        self._local = [] if groups else [ShardGroup(config.index, 0, 1, cache=cache)]  # colocate
         for group in self._local:
             group.load(self.served.version)
         self.tokens = load_tokens(config.tokens_file)
+        self._board, self._refused = board(config.index), ""
+        self._follow = asyncio.get_running_loop().create_task(self._follow_board())
+
+    async def _follow_board(self) -> None:
+        """Every ``POLL_S``: swap to the board's target when it moved (a version this
+        replica refused is not tried again until the target moves on), and report."""
+        name = replica_name()
+        while True:
+            try:
+                target = await self._board.target.remote()
+                if target and target not in (self.served.version, self._refused):
+                    try:
+                        await self.swap(target, announce=False)
+                    except QueryError as exc:
+                        self._refused = target
+                        log.warning("not following the board to %s: %s", target, exc)
+                info = replica_info("ingress", None, [self.served.version])
+                await self._board.report.remote(name, info)
+            except Exception as exc:  # the board restarting: try again next time
+                log.warning("board unreachable: %s", exc)
+            await asyncio.sleep(POLL_S)
+
+    async def announce(self, version: str) -> None:
+        await self._board.post.remote(version)
+
+    async def cluster_document(self) -> dict[str, Any]:
+        snapshot = await self._board.snapshot.remote()
+        return cluster_document(snapshot, len(self._handles) or len(self._local))
 
     def __serve_build_asgi_app__(self) -> Any:
         return create_app(self, self.tokens)

@@ -357,8 +357,8 @@ def index_router(backend: Backend) -> APIRouter:
 
 
 def admin_router(backend: Backend) -> APIRouter:
-    """``POST /v1/admin/index``: the version switch, and ``GET /v1/feedback``: the feedback
-    log as a labels CSV (admin scope)."""
+    """``POST /v1/admin/index``: the version switch, ``GET /v1/cluster``: who serves what
+    where, and ``GET /v1/feedback``: the feedback log as a labels CSV (admin scope)."""
     router = APIRouter()
 
     @router.get(
@@ -379,6 +379,13 @@ def admin_router(backend: Backend) -> APIRouter:
     async def swap(body: SwapBody) -> dict[str, Any]:
         """Switch to another published version under the configured root (or ``latest``)."""
         return await backend.swap(body.version)
+
+    @router.get("/v1/cluster")
+    async def cluster() -> dict[str, Any]:
+        """The version every replica should serve, the ingress replicas and each shard
+        group's replicas: node, state (serving or loading it), versions open, resident
+        bytes."""
+        return await backend.cluster_document()
 
     return router
 

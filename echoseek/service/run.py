@@ -31,6 +31,7 @@ from echoseek.service.backend import LocalBackend
 from echoseek.service.config import ServiceConfig
 from echoseek.service.http import create_app
 from echoseek.service.ingress import LABELS, prepare_ingress
+from echoseek.service.placement import placement_note, spread_nodes
 
 FailureProbe = Callable[[], str | None]  # the reason the service cannot start, or None
 APP_NAME = "echoseek"
@@ -66,6 +67,8 @@ def start_service(cfg: ServiceConfig, use_ray: bool = True, serve_config: str = 
         quiet_serve()
         kind, note = prepare_ingress(cfg.ingress, joining=ray_running())
         ingress = LABELS[kind]
+        ensure_ray()
+        note = "; ".join(n for n in (note, placement_note(spread_nodes(), not cfg.colocate)) if n)
         if serve_config:
             url, stop = _deploy_config(cfg, serve_config)
         else:
@@ -172,7 +175,19 @@ def _start_serve(cfg: ServiceConfig) -> tuple[str, Callable[[], None]]:
         reason = serve_failure() or _first_line(exc)  # read before Serve goes
         stop_serve()
         raise EchoseekError(f"the service cannot start: {reason}") from None
-    return url_of(cfg.host, cfg.port), stop_serve
+    return url_of(cfg.host, cfg.port), stopper(cfg)
+
+
+def stopper(cfg: ServiceConfig) -> Callable[[], None]:
+    """Stop Serve, then remove the service's board (:mod:`echoseek.service.board`)."""
+
+    def stop() -> None:
+        from echoseek.service.board import remove_board
+
+        stop_serve()
+        remove_board(absolute_paths(cfg).index)
+
+    return stop
 
 
 def stop_serve(timeout_s: float = 30.0) -> None:
@@ -238,9 +253,10 @@ def deploy(schema: Any) -> None:
 def _deploy_config(cfg: ServiceConfig, path: str) -> tuple[str, Callable[[], None]]:
     """Deploy a Serve config file's applications, the first with ``cfg`` as its args."""
     schema = serve_schema(cfg, path)
+    ensure_ray()
     compose(cfg)  # a bad index or config fails here, not in a replica
     deploy(schema)
-    return url_of(cfg.host, cfg.port), stop_serve
+    return url_of(cfg.host, cfg.port), stopper(cfg)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,6 +1,10 @@
 """A shard group: the shards ``i`` with ``i % groups == group`` of whichever version is asked.
 
 Each shard searcher deployment (and the in-process service) holds one :class:`ShardGroup`.
+With a node cache (``node_cache``, always for an index in an object store) a group serves
+node-local copies of its files, copied and checksummed once per node
+(:mod:`echoseek.service.node_copy`); else it memory-maps them where they are and checksums
+them on open.
 Requests name the version they search, so one request never mixes versions while a swap is
 under way: a group opens a version the first time it is asked for it (memory-mapped, its own
 files checksummed) and keeps the ``keep`` most recently opened. Taking shards by modulo keeps
@@ -24,6 +28,8 @@ from echoseek.index.manifest import read_manifest
 from echoseek.index.merge import MISSING_ID
 from echoseek.index.reader import IndexReader, open_index
 from echoseek.index.rerank import distance_from_score
+from echoseek.object_store import is_uri
+from echoseek.service.node_copy import copy_version, prune
 from echoseek.service.versions import version_dir
 
 Hits = list[list[dict[str, Any]]]  # per query: {"id", "item", "score", "label", ...}
@@ -32,10 +38,18 @@ Hits = list[list[dict[str, Any]]]  # per query: {"id", "item", "score", "label",
 class ShardGroup:
     """Shards ``group, group + groups, ...`` of the versions under ``root``."""
 
-    def __init__(self, root: str | Path, group: int = 0, groups: int = 1, keep: int = 2) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        group: int = 0,
+        groups: int = 1,
+        keep: int = 2,
+        cache: Path | None = None,
+    ) -> None:
         if not 0 <= group < groups:
             raise ValueError(f"group {group} is not in 0..{groups - 1}")
-        self.root, self.group, self.groups, self.keep = Path(root), group, groups, keep
+        self.root = str(root) if is_uri(root) else Path(root)
+        self.group, self.groups, self.keep, self.cache = group, groups, keep, cache
         self._readers: OrderedDict[str, IndexReader | None] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -56,11 +70,25 @@ class ShardGroup:
         with self._lock:
             if version not in self._readers:
                 path = version_dir(self.root, version)
-                mine = self.shards_of(read_manifest(path))
-                self._readers[version] = open_index(path, shards=mine) if mine else None
+                manifest = read_manifest(path)
+                mine = self.shards_of(manifest)
+                self._readers[version] = self._open(path, manifest, mine) if mine else None
                 while len(self._readers) > self.keep:
                     self._readers.popitem(last=False)
             return self._readers[version]
+
+    def _open(self, path: str | Path, manifest: dict[str, Any], mine: list[int]) -> IndexReader:
+        """This group's shards of the version at ``path``: mapped in place and checksummed,
+        or from the node cache (copied and checksummed once per node; older copies pruned)."""
+        if self.cache is None:
+            return open_index(path, shards=mine)
+        local = copy_version(path, manifest, mine, self.cache)
+        prune(self.cache, [*self._readers, str(manifest["version"])], self.keep)
+        return IndexReader(local, manifest, mine)
+
+    def open_versions(self) -> list[str]:
+        """The versions this group holds open, oldest first."""
+        return list(self._readers)
 
     def load(self, version: str) -> list[int]:
         """Open ``version`` now (a swap warms every group before switching); its shards."""

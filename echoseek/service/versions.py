@@ -16,6 +16,7 @@ from typing import Any
 from echoseek.errors import InputError
 from echoseek.index.manifest import read_manifest, verify_files
 from echoseek.index.publish import VERSION_RE, read_latest
+from echoseek.object_store import is_file, is_uri, join
 from echoseek.service.images import QueryError
 
 LATEST = "latest"
@@ -86,10 +87,15 @@ def version_id(root: str | Path, name: str) -> str:
     return name
 
 
-def version_dir(root: str | Path, version: str) -> Path:
-    """``<root>/<version>`` for a well-formed id (404 when no such version is published)."""
-    path = Path(root) / version_id(root, version)
-    if not (path / "manifest.json").is_file():
+def version_dir(root: str | Path, version: str) -> str | Path:
+    """``<root>/<version>`` for a well-formed id (404 when no such version is published); a
+    URI for a root in an object store."""
+    path = (
+        join(root, version_id(root, version))
+        if is_uri(root)
+        else Path(root) / version_id(root, version)
+    )
+    if not is_file(join(path, "manifest.json")):
         raise QueryError(f"version {version}: not published under the index root", 404, "not_found")
     return path
 

@@ -350,3 +350,13 @@ def test_non_local_bind_needs_tokens(service_index) -> None:  # type: ignore[no-
         load_tokens("", {"ECHOSEEK_TOKENS": "short:search"})
     with pytest.raises(ConfigError, match="scope in"):
         load_tokens("", {"ECHOSEEK_TOKENS": f"{SEARCH}:root"})
+
+
+def test_the_in_process_service_is_its_own_cluster(open_server: Running) -> None:
+    view = httpx.get(f"{open_server.url}/v1/cluster").json()
+    served = httpx.get(f"{open_server.url}/v1/index").json()["version"]
+    assert view["version"] == served and len(view["ingress"]) == 1
+    assert [g["group"] for g in view["groups"]] == [0, 1]  # serve_local: two groups
+    row = view["ingress"][0]
+    assert row["state"] == "serving" and row["versions"] == [served]
+    assert row["resident_bytes"] > 50 << 20  # this test process, numpy and faiss loaded

@@ -171,6 +171,62 @@ def test_swap_under_load_then_a_killed_shard_replica(
     assert all(len(a.json()["results"]) == 64 and not a.json()["partial"] for a in answers)
 
 
+def cluster_view(url: str) -> dict[str, Any]:
+    answer = httpx.get(f"{url}/v1/cluster", timeout=30)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def converge(url: str, version: str) -> None:
+    """Wait (≤ 20 s) until every ingress replica serves ``version`` (``GET /v1/cluster``)."""
+    deadline = time.monotonic() + 20
+    while True:
+        view = cluster_view(url)
+        if view["version"] == version and all(r["versions"] == [version] for r in view["ingress"]):
+            return
+        assert time.monotonic() < deadline, view
+        time.sleep(0.1)
+
+
+def test_a_swap_reaches_every_ingress_replica(endpoint: str) -> None:
+    """With the ingress scaled to two replicas, POST /v1/admin/index reaches one of them; the
+    other follows the board, and GET /v1/cluster shows every replica, its node and what it
+    serves."""
+    from echoseek.service.run import deploy, serve_schema
+
+    root = Path(ENDPOINT["cfg"].index)
+    schema = serve_schema(ENDPOINT["cfg"], ENDPOINT["path"])
+    ingress = next(d for d in schema.applications[0].deployments if d.name == "SearchIngress")
+    ingress.num_replicas = 2
+    deploy(schema)
+    deadline = time.monotonic() + 90
+    while True:  # both ingress replicas reported; a killed searcher's report aged out
+        view = cluster_view(endpoint)
+        shape = [len(view["ingress"]), *(len(g["replicas"]) for g in view["groups"])]
+        if shape == [2, 2, 2]:
+            break
+        assert time.monotonic() < deadline, view
+        time.sleep(0.2)
+    for row in [*view["ingress"], *(r for g in view["groups"] for r in g["replicas"])]:
+        assert row["node_id"] and row["resident_bytes"] > 50 << 20 and row["state"] == "serving"
+        assert view["version"] in row["versions"]
+
+    add_vectors(
+        root, np.full((4, PIXELS * PIXELS), 0.5, np.float32), ids=[f"e:{i}" for i in range(4)]
+    )
+    new = read_latest(root)
+    swapped = httpx.post(f"{endpoint}/v1/admin/index", json={"version": new}, timeout=60)
+    assert swapped.status_code == 200 and swapped.json()["version"] == new
+    converge(endpoint, new)
+    answers = [
+        httpx.post(f"{endpoint}/v1/search", json={"vector": [0.5] * 64, "k": 3}, timeout=30)
+        for _ in range(20)
+    ]
+    assert {a.json()["index_version"] for a in answers} == {new}  # whichever replica answers
+    ingress.num_replicas = 1  # as the module's later tests expect
+    deploy(schema)
+
+
 def requests_served(url: str) -> float:
     """The ingress replica's count of answered /v1/search requests (from /metrics)."""
     for line in httpx.get(f"{url}/metrics").text.splitlines():
