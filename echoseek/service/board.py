@@ -23,8 +23,6 @@ import os
 import time
 from typing import Any
 
-import ray
-
 from echoseek.index.tasks import resident_bytes
 
 NAMESPACE = "echoseek"
@@ -32,23 +30,28 @@ POLL_S = 0.5
 STALE_S = 10.0
 
 
-@ray.remote(num_cpus=0)
 class Board:
     """The target version and the replicas' last reports."""
 
     def __init__(self) -> None:
-        self._target = ""
+        self._target, self._seq = "", 0
         self._reports: dict[str, dict[str, Any]] = {}
 
     def reset(self, version: str) -> None:
         """A new deployment of the service: its first version, no replicas heard yet."""
         self._target, self._reports = version, {}
+        self._seq += 1
 
-    def post(self, version: str) -> None:
+    def post(self, version: str) -> int:
+        """Make ``version`` the target; its sequence number (every post gets a higher one)."""
         self._target = version
+        self._seq += 1
+        return self._seq
 
-    def target(self) -> str:
-        return self._target
+    def target(self) -> tuple[int, str]:
+        """The target's sequence number and version: a replica acts only on a number higher
+        than the last it saw or posted, so a read from before its own swap never undoes it."""
+        return self._seq, self._target
 
     def report(self, replica: str, info: dict[str, Any]) -> None:
         self._reports[replica] = {**info, "replica": replica, "seen": time.time()}
@@ -67,7 +70,10 @@ def board_name(index: str) -> str:
 
 def board(index: str) -> Any:
     """The board of the service over ``index`` (created on first use)."""
-    return Board.options(  # type: ignore[attr-defined]
+    import ray
+
+    actor = ray.remote(num_cpus=0)(Board)
+    return actor.options(
         name=board_name(index), namespace=NAMESPACE, lifetime="detached", get_if_exists=True
     ).remote()
 
@@ -76,17 +82,23 @@ def first_version(index: str, given: str) -> str:
     """The version a replica starting now opens: the board's target, which a replica started
     after swaps (a scale-up, a replacement) must serve, and which retention keeps, else the
     one its deployment was composed with."""
-    return str(ray.get(board(index).target.remote(), timeout=60)) or given
+    import ray
+
+    return str(ray.get(board(index).target.remote(), timeout=60)[1]) or given
 
 
 def remove_board(index: str) -> None:
     """Kill the board of the service over ``index`` (it stops); nothing when there is none."""
+    import ray
+
     with contextlib.suppress(ValueError):
         ray.kill(ray.get_actor(board_name(index), namespace=NAMESPACE))
 
 
 def replica_info(role: str, group: int | None, versions: list[str]) -> dict[str, Any]:
     """What a replica reports: role, group, node, pid, versions open, resident bytes."""
+    import ray
+
     return {
         "role": role,
         "group": group,

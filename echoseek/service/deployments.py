@@ -160,30 +160,34 @@ class SearchIngress(Backend):
         for group in self._local:
             group.load(self.served.version)
         self.tokens = load_tokens(config.tokens_file)
-        self._board, self._refused = board(config.index), ""
-        self._follow = asyncio.get_running_loop().create_task(self._follow_board())
+        self._board, self._seen = board(config.index), 0
+        self._follower = asyncio.get_running_loop().create_task(self._follow_board())
 
     async def _follow_board(self) -> None:
-        """Every ``POLL_S``: swap to the board's target when it moved (a version this
-        replica refused is not tried again until the target moves on), and report."""
+        """Every ``POLL_S``: swap to the board's target when it moved since this replica last
+        saw or posted it (a refused version is not tried again), and report."""
         name = replica_name()
         while True:
             try:
-                target = await self._board.target.remote()
-                if target and target not in (self.served.version, self._refused):
-                    try:
-                        await self.swap(target, announce=False)
-                    except QueryError as exc:
-                        self._refused = target
-                        log.warning("not following the board to %s: %s", target, exc)
+                seq, target = await self._board.target.remote()
+                if seq > self._seen:
+                    self._seen = seq
+                    if target and target != self.served.version:
+                        await self._follow(target)
                 info = replica_info("ingress", None, [self.served.version])
                 await self._board.report.remote(name, info)
             except Exception as exc:  # the board restarting: try again next time
                 log.warning("board unreachable: %s", exc)
             await asyncio.sleep(POLL_S)
 
+    async def _follow(self, target: str) -> None:
+        try:
+            await self.swap(target, announce=False)
+        except QueryError as exc:
+            log.warning("not following the board to %s: %s", target, exc)
+
     async def announce(self, version: str) -> None:
-        await self._board.post.remote(version)
+        self._seen = max(self._seen, await self._board.post.remote(version))
 
     async def cluster_document(self) -> dict[str, Any]:
         snapshot = await self._board.snapshot.remote()

@@ -28,6 +28,7 @@ from echoseek.ray_session import ensure_ray, quiet_serve
 from echoseek.service.app import absolute_paths, compose
 from echoseek.service.auth import check_bind, load_tokens
 from echoseek.service.backend import LocalBackend
+from echoseek.service.board import remove_board
 from echoseek.service.config import ServiceConfig
 from echoseek.service.http import create_app
 from echoseek.service.ingress import LABELS, prepare_ingress
@@ -182,8 +183,6 @@ def stopper(cfg: ServiceConfig) -> Callable[[], None]:
     """Stop Serve, then remove the service's board (:mod:`echoseek.service.board`)."""
 
     def stop() -> None:
-        from echoseek.service.board import remove_board
-
         stop_serve()
         remove_board(absolute_paths(cfg).index)
 
