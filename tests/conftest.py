@@ -74,33 +74,32 @@ def submitted_sweep(
         yield submitted
 
 
-@pytest.fixture(scope="session", autouse=True)
-def two_node_run(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+def script_run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, test: str, module: str
 ) -> Iterator[Any]:
-    """The run of tests/jobs/test_two_node_resume.py (its process and output dir), started when
-    the session starts, like :func:`submitted_sweep`: its three nodes start up meanwhile."""
-    if not selected(request, "tests/jobs/test_two_node_resume.py"):
+    """``(process, output dir)`` of ``python -m module`` started when the session starts (its
+    cluster's nodes start up meanwhile), for the test file ``test`` (None when unselected)."""
+    if not selected(request, test):
         yield None
         return
     from tests.script_process import started
 
-    out = tmp_path_factory.mktemp("two-node")
-    with started("tests.two_node_resume", out) as proc:
+    out = tmp_path_factory.mktemp(module.rsplit(".", 1)[-1])
+    with started(module, out) as proc:
         yield proc, out
 
 
-@pytest.fixture(scope="session", autouse=True)
-def cluster_build_run(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Any]:
-    """The run of tests/index/test_cluster_build.py (its process and output dir), started when
-    the session starts, like :func:`two_node_run`."""
-    if not selected(request, "tests/index/test_cluster_build.py"):
-        yield None
-        return
-    from tests.script_process import started
+def script_fixture(test: str, module: str) -> Any:
+    """A session fixture (autouse) yielding :func:`script_run` of ``module`` for ``test``."""
 
-    out = tmp_path_factory.mktemp("cluster-build")
-    with started("tests.cluster_build", out) as proc:
-        yield proc, out
+    @pytest.fixture(scope="session", autouse=True)
+    def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+        yield from script_run(request, tmp_path_factory, test, module)
+
+    return run
+
+
+# pretraining that loses a node; the service and an index build on simulated clusters
+two_node_run = script_fixture("tests/jobs/test_two_node_resume.py", "tests.two_node_resume")
+cluster_serve_run = script_fixture("tests/service/test_cluster_serve.py", "tests.cluster_serve")
+cluster_build_run = script_fixture("tests/index/test_cluster_build.py", "tests.cluster_build")

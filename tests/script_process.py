@@ -5,6 +5,7 @@ tests (tests/conftest.py)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -34,6 +35,18 @@ def started(module: str, out: Path) -> Iterator[subprocess.Popen[str]]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=60)
+
+
+def finished(
+    run: tuple[subprocess.Popen[str], Path] | None, timeout_s: float
+) -> tuple[dict[str, Any], Path]:
+    """The JSON line a script run printed last, once it exited 0 (its stderr's tail if not),
+    and its output dir."""
+    assert run is not None  # tests/conftest.py starts it for the test that asks
+    proc, out = run
+    returncode = proc.wait(timeout=timeout_s)
+    assert returncode == 0, (out / "stderr").read_text()[-3000:]
+    return dict(json.loads((out / "stdout").read_text().strip().splitlines()[-1])), out
 
 
 def remove_when_marked(cluster: Any, nodes: list[Any], marker: Path, removed: list[str]) -> None:

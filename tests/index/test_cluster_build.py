@@ -8,7 +8,6 @@ The run (tests/cluster_build.py, in its own process) starts with the test sessio
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from echoseek.data.vectors import open_vectors, read_rows
 from echoseek.index import build_index, choose_params, open_index, read_manifest
 from echoseek.index.publish import resolve_version_dir
 from tests.cluster_build import LOST_SHARD, SHARDS
+from tests.script_process import finished
 
 pytestmark = pytest.mark.slow
 
@@ -26,11 +26,7 @@ pytestmark = pytest.mark.slow
 def test_a_build_survives_a_lost_node_and_equals_a_one_node_build(
     cluster_build_run: tuple[subprocess.Popen[str], Path] | None, tmp_path: Path
 ) -> None:
-    assert cluster_build_run is not None  # tests/conftest.py starts it for this test
-    proc, out = cluster_build_run
-    returncode = proc.wait(timeout=600)
-    assert returncode == 0, (out / "stderr").read_text()[-3000:]
-    found = json.loads((out / "stdout").read_text().strip().splitlines()[-1])
+    found, out = finished(cluster_build_run, timeout_s=600)
     (removed,) = found["removed"]  # the node filling shard LOST_SHARD went away
     assert removed in found["workers"] and removed not in found["alive"]
     assert (out / "node-of-shard").read_text() == removed

@@ -6,11 +6,12 @@ The run (tests/two_node_resume.py, in its own process) starts with the test sess
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.script_process import finished
 
 pytestmark = pytest.mark.slow
 
@@ -20,11 +21,7 @@ def test_pretraining_resumes_on_the_remaining_node(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    assert two_node_run is not None  # tests/conftest.py starts it for this test
-    proc, tmp_path = two_node_run
-    returncode = proc.wait(timeout=600)
-    assert returncode == 0, (tmp_path / "stderr").read_text()[-3000:]
-    found = json.loads((tmp_path / "stdout").read_text().strip().splitlines()[-1])
+    found, tmp_path = finished(two_node_run, timeout_s=600)
     (removed,) = found["removed"]  # the last rank's node went away at epoch 1
     assert removed in found["workers"] and removed not in found["alive"]
     assert set(found["workers"]) - {removed} <= set(found["alive"])
