@@ -12,7 +12,8 @@ runs ``echoseek serve serve/multinode.local.yaml`` against the cluster through
 
 It prints one JSON line: every answer's status and version, the cluster views before and after
 (``GET /v1/cluster``), the removed node, how long the swap took to reach every replica, and
-the top-10 ids of fixed queries from the cluster and from an in-process reader.
+the top-10 ids of fixed queries from the cluster and from the same two shard groups in one
+process.
 """
 
 from __future__ import annotations
@@ -124,10 +125,21 @@ def top_ids(url: str, queries: np.ndarray) -> list[list[int]]:
     return [[h["id"] for h in f["results"]] for f in found]
 
 
+def one_node_ids(index: Path, version: str, queries: np.ndarray) -> list[list[int]]:
+    """The same layout in one process: two shard groups, each re-ranking its own candidates,
+    merged as the ingress merges them."""
+    from echoseek.service.searcher import ShardGroup, merge_hits
+
+    groups = [ShardGroup(index, g, 2) for g in range(2)]
+    found = [
+        merge_hits([g.search(version, q[None], 10, None, None) for g in groups], 10)[0]
+        for q in queries
+    ]
+    return [[h["id"] for h in hits] for hits in found]
+
+
 def main(out: Path) -> dict[str, Any]:
     from ray.cluster_utils import Cluster
-
-    from echoseek.index import open_index
 
     cluster = Cluster(
         initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
@@ -141,8 +153,7 @@ def main(out: Path) -> dict[str, Any]:
     try:
         wait_ready(url, proc, out)
         first = settled(url, view(url)["version"])
-        with open_index(index) as reader:
-            local = reader.search(queries, 10)[1].tolist()
+        local = one_node_ids(index, first["version"], queries)
         cluster_ids = top_ids(url, queries)
 
         load = Load(url, queries)

@@ -20,6 +20,7 @@ that the driver reads only the queries, whatever N:
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,10 @@ from echoseek.index.recall import (
 )
 from echoseek.index.rerank import exact_distances, score_from_distance
 from echoseek.index.tasks import WORKER_BASE_BYTES, Placement, as_completed, submit
-from echoseek.object_store import local_files, member, open_input
+from echoseek.object_store import is_uri, local_files, member, open_input
 
 Part = dict[str, Any]
+RANGED_READS = 16  # concurrent ranged reads of query rows in an object store
 
 
 def shard_part(
@@ -155,8 +157,9 @@ def stored_vectors(
 
 
 def read_npy_rows(path: str | Path, rows: np.ndarray) -> np.ndarray:
-    """Rows ``rows`` of a 2-D C-ordered ``.npy`` file, read with one seek each (a ranged read
-    in an object store)."""
+    """Rows ``rows`` of a 2-D C-ordered ``.npy`` file, read with one seek each; in an object
+    store, one ranged read each, :data:`RANGED_READS` at a time (one request costs a round
+    trip: 300 rows one after another took 20 s against a local S3 server)."""
     with open_input(path) as f:
         major, _ = np.lib.format.read_magic(f)
         read_header = (
@@ -166,11 +169,22 @@ def read_npy_rows(path: str | Path, rows: np.ndarray) -> np.ndarray:
         )
         shape, _, dtype = read_header(f)
         start, width = f.tell(), shape[1] * dtype.itemsize
-        out = np.empty((len(rows), shape[1]), dtype=dtype)
-        for j, row in enumerate(rows):
-            f.seek(start + int(row) * width)
-            out[j] = np.frombuffer(f.read(width), dtype=dtype)
+        offsets = [start + int(row) * width for row in rows]
+        if is_uri(path):
+            ranged: Any = f  # pyarrow's file: read_at is thread-safe
+            with ThreadPoolExecutor(RANGED_READS) as pool:
+                chunks = list(pool.map(lambda at: ranged.read_at(width, at), offsets))
+        else:
+            chunks = [_read_at(f, width, at) for at in offsets]
+    out = np.empty((len(rows), shape[1]), dtype=dtype)
+    for j, chunk in enumerate(chunks):
+        out[j] = np.frombuffer(chunk, dtype=dtype)
     return out
+
+
+def _read_at(f: Any, size: int, offset: int) -> bytes:
+    f.seek(offset)
+    return bytes(f.read(size))
 
 
 def part_placement(rows: int, dim: int) -> Placement:

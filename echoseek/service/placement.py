@@ -24,7 +24,9 @@ from typing import Any
 from echoseek.errors import ConfigError
 from echoseek.index.params import IndexParams
 
-REPLICA_BASE_BYTES = 400 << 20  # a Serve replica with faiss, numpy and pyarrow imported
+# a Serve searcher replica with Ray, faiss, numpy and pyarrow: 715-736 MiB resident with a
+# 10,000-row group on the simulated cluster (tests/cluster_serve.py, GET /v1/cluster)
+REPLICA_BASE_BYTES = 768 << 20
 METADATA_BYTES_PER_ROW = 64  # id, label, source and frame index as Arrow columns
 
 

@@ -40,4 +40,4 @@ def test_a_node_lost_under_load_fails_no_request_and_a_swap_reaches_every_replic
     old = found["first"]["version"]
     assert found["swap_status"] == 200 and found["after"]["version"] == found["new"]
     assert {v for _, v in answers} <= {old, found["new"]}  # each answer names one version
-    assert found["cluster_ids"] == found["local_ids"]  # the one-node reader's top 10
+    assert found["cluster_ids"] == found["local_ids"]  # the one-node layout's top 10

@@ -41,10 +41,10 @@ def test_a_shard_keeps_its_codes_ids_float16_vectors_and_metadata() -> None:
 @pytest.mark.parametrize(
     ("shards", "rows", "budget_gib", "groups"),
     [
-        (100, 1_000_000, 8, 5),  # 100 M × 128: at most 22 shards of 360 MB per 8 GiB replica
+        (100, 1_000_000, 8, 5),  # 100 M × 128: at most 21 shards of 360 MB per 8 GiB replica
         (100, 1_000_000, 64, 1),  # 36 GB fits one replica of 64 GiB
         (4, 15, 8, 1),  # the demo: one group, not one per shard
-        (10, 1_000_000, 0.75, 10),  # 400 MiB + one 343 MiB shard fit 768 MiB, two do not
+        (10, 1_000_000, 1.25, 10),  # 768 MiB + one 343 MiB shard fit 1280 MiB, two do not
     ],
 )
 def test_the_default_groups_follow_the_index_size(
@@ -59,8 +59,8 @@ def test_the_default_groups_follow_the_index_size(
 
 
 def test_a_budget_below_one_shard_names_the_sizes() -> None:
-    with pytest.raises(ConfigError, match=r"needs 743 MiB, more than the budget of 512 MiB"):
-        auto_groups(manifest(3, 1_000_000), 512 << 20)
+    with pytest.raises(ConfigError, match=r"needs 1111 MiB, more than the budget of 1024 MiB"):
+        auto_groups(manifest(3, 1_000_000), 1024 << 20)
 
 
 def test_replicas_of_a_group_go_to_distinct_nodes_when_there_are_two() -> None:
