@@ -72,7 +72,11 @@ def wait_ready(url: str, proc: subprocess.Popen[str], out: Path) -> None:
 
 
 def view(url: str) -> dict[str, Any]:
-    return dict(httpx.get(f"{url}/v1/cluster", timeout=30).json())
+    """``GET /v1/cluster`` (an empty view while it answers anything but 200)."""
+    answer = httpx.get(f"{url}/v1/cluster", timeout=30)
+    if answer.status_code != 200:
+        return {"version": "", "ingress": [], "groups": []}
+    return dict(answer.json())
 
 
 def settled(url: str, version: str, deadline_s: float = 120) -> dict[str, Any]:
@@ -106,8 +110,12 @@ class Load:
         with httpx.Client(base_url=url, timeout=60) as c:
             i = 0
             while not self.stop.is_set():
-                r = c.post("/v1/search", json={"vector": queries[i % len(queries)].tolist()})
-                self.answers.append((r.status_code, r.json().get("index_version", r.text)))
+                body = {"vector": queries[i % len(queries)].tolist()}
+                try:
+                    r = c.post("/v1/search", json=body)
+                    self.answers.append((r.status_code, r.json().get("index_version", r.text)))
+                except (httpx.HTTPError, ValueError) as exc:  # counted as a failed request
+                    self.answers.append((0, repr(exc)))
                 i += 1
 
     def close(self) -> list[tuple[int, str]]:

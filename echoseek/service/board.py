@@ -1,7 +1,9 @@
 """One served version across every ingress replica, and who serves what where.
 
 The *board* is a named Ray actor, one per service (detached, so it outlives any replica; no
-CPU). It holds the version every ingress replica should serve (its *target*) and the last
+CPU), on the head node: a worker node lost takes replicas, never the board (on the simulated
+cluster a board placed on the removed node went with it).
+It holds the version every ingress replica should serve (its *target*) and the last
 report of every replica:
 
 - a swap (``POST /v1/admin/index`` on whichever ingress replica the request reaches, or a
@@ -26,6 +28,7 @@ from typing import Any
 from echoseek.index.tasks import resident_bytes
 
 NAMESPACE = "echoseek"
+HEAD = "node:__internal_head__"  # the resource only the head node has (Serve's controller's)
 POLL_S = 0.5
 STALE_S = 10.0
 
@@ -72,7 +75,7 @@ def board(index: str) -> Any:
     """The board of the service over ``index`` (created on first use)."""
     import ray
 
-    actor = ray.remote(num_cpus=0)(Board)
+    actor = ray.remote(num_cpus=0, resources={HEAD: 0.001}, max_restarts=-1)(Board)
     return actor.options(
         name=board_name(index), namespace=NAMESPACE, lifetime="detached", get_if_exists=True
     ).remote()

@@ -187,10 +187,19 @@ class SearchIngress(Backend):
             log.warning("not following the board to %s: %s", target, exc)
 
     async def announce(self, version: str) -> None:
-        self._seen = max(self._seen, await self._board.post.remote(version))
+        """Post ``version`` on the board; this replica has switched either way (a board that
+        cannot be reached is logged; the others follow the next post)."""
+        try:
+            self._seen = max(self._seen, await self._board.post.remote(version))
+        except Exception as exc:
+            log.warning("board unreachable, %s not announced: %s", version, exc)
 
     async def cluster_document(self) -> dict[str, Any]:
-        snapshot = await self._board.snapshot.remote()
+        try:
+            snapshot = await self._board.snapshot.remote()
+        except Exception:
+            msg = "the service's board is unreachable; retry"
+            raise QueryError(msg, 503, "unavailable") from None
         return cluster_document(snapshot, len(self._handles) or len(self._local))
 
     def __serve_build_asgi_app__(self) -> Any:
