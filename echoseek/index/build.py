@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +69,7 @@ from echoseek.index.plan import ROWS_PER_SHARD, ShardPlan, auto_num_shards, plan
 from echoseek.index.publish import (
     DEFAULT_RETENTION,
     new_version_id,
-    staged_remote_version,
-    staged_version,
+    staged_anywhere,
 )
 from echoseek.index.recall import CALIBRATION_QUERIES, CALIBRATION_TARGET
 from echoseek.index.rerank import NATURAL_DISTANCE
@@ -144,12 +143,7 @@ def build_index(
     plans = plan_shards(source.count, num_shards or auto_num_shards(source.count, rows_per_shard))
     version = new_version_id()
     t: dict[str, float] = {}
-    staged: AbstractContextManager[str | Path] = (
-        staged_remote_version(str(root), version, retention)
-        if is_uri(root)
-        else staged_version(root, version, retention)
-    )
-    with staged as staging:
+    with staged_anywhere(root, version, retention) as staging:
         checksums = _source_checksums(source, use_ray)
         with stage(t, "check"):
             check_unique_ids(source, plans, batch_size, use_ray)

@@ -131,6 +131,15 @@ def staged_remote_version(
     apply_retention(root, retention)
 
 
+def staged_anywhere(
+    root: str | Path, version: str, retention: int = DEFAULT_RETENTION
+) -> contextlib.AbstractContextManager[str | Path]:
+    """:func:`staged_version` on a filesystem, :func:`staged_remote_version` in a store."""
+    if is_uri(root):
+        return staged_remote_version(str(root), version, retention)
+    return staged_version(root, version, retention)
+
+
 def write_latest(root: str | Path, version: str) -> None:
     """Point ``LATEST`` at ``version`` atomically."""
     write_bytes(join(root, LATEST), f"{version}\n".encode())
