@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -32,37 +31,10 @@ from typing import Any
 
 from bench_build_scale import table, vectors_artifact
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test suite's S3 server
+from tests.object_store_server import start_server
+
 STAGES = ("check_s", "sample_s", "train_s", "fill_s", "calibrate_s")
-
-
-def start_server() -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    """moto's server on a free port of 127.0.0.1; the environment that reaches it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.1)
-    env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    return proc, env
 
 
 def upload(local: Path, uri: str) -> float:
@@ -108,8 +80,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("work/bench-build-scale"))
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    server, env = start_server()
-    os.environ.update(env)
+    server = start_server()
     rows = []
     try:
         import boto3

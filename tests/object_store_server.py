@@ -49,24 +49,30 @@ for key, value in {
     os.environ.setdefault(key, value)
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[str]:
-    """The server's endpoint URL while the session lasts."""
+def start_server(port: int = PORT) -> subprocess.Popen[bytes]:
+    """moto's server on 127.0.0.1:``port``, once it accepts connections (also
+    bench/bench_object_store.py's server)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(PORT)],
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
     while True:
         try:
-            socket.create_connection(("127.0.0.1", PORT), timeout=1).close()
-            break
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError(f"moto server did not start on port {PORT}") from None
+                raise RuntimeError(f"moto server did not start on port {port}") from None
             time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """The server's endpoint URL while the session lasts."""
+    proc = start_server()
     yield os.environ["AWS_ENDPOINT_URL"]
     proc.terminate()
     proc.wait(timeout=30)
